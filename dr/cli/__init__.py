@@ -1,0 +1,88 @@
+"""The ``dr`` command: a thin typer layer over the library.
+
+Each command lives in its own module under :mod:`dr.cli` and imports the
+library it drives lazily, inside the command function, so ``dr --help`` and
+``dr show`` stay fast and never import BCC. Errors are :class:`dr.errors.DrError`
+values: :func:`main` prints their one line and exits with their code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from dr import __version__
+from dr.errors import DrError, ExitCode
+
+EPILOG = """\
+Examples:
+
+\b
+  dr capture --pid 1234 -o incident.drt        # attach to a running service
+  dr capture -o run.drt -- python3 app.py      # record a command from its first syscall
+  dr show incident.drt -e trace=read,write     # strace-style listing
+  dr replay run.drt                            # replay in an isolated sandbox
+  dr bundle create incident.drt -o incident.drb
+  dr stats incident.drt
+"""
+
+app = typer.Typer(
+    name="dr",
+    help="Capture what a Linux process does at the syscall boundary with eBPF, and replay it deterministically.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dr {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """dr: eBPF capture and deterministic replay."""
+
+
+# Command modules register themselves on `app`; they import only typer at
+# module level. Order here is the order in --help.
+from dr.cli import show as _show  # noqa: E402,F401
+from dr.cli import capture as _capture  # noqa: E402,F401
+from dr.cli import replay as _replay  # noqa: E402,F401
+from dr.cli import bundle as _bundle  # noqa: E402,F401
+from dr.cli import stats as _stats  # noqa: E402,F401
+
+
+def fail(message: str, code: int = ExitCode.ERROR) -> "typer.Exit":
+    """Print ``dr: message`` on stderr and return the Exit to raise."""
+    typer.echo(f"dr: {message}", err=True)
+    return typer.Exit(int(code))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning DrError into one line + exit code."""
+    try:
+        app(args=argv, prog_name="dr", standalone_mode=True)
+    except DrError as err:
+        sys.stderr.write(f"dr: {err.message}\n")
+        sys.exit(int(err.exit_code))
+    except KeyboardInterrupt:
+        sys.stderr.write("dr: interrupted\n")
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except BrokenPipeError:
+        # `dr show trace | head`: the reader went away; that is not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        sys.exit(0)

@@ -1,0 +1,103 @@
+"""The records the BPF probes emit, declared once.
+
+Each record is a fixed-layout little-endian C struct; the generator emits the C
+``struct`` into ``bpf/dr_schema.h`` and a :mod:`struct` format plus field names
+into ``dr/schema/_tables.py``. Every record starts with ``u16 kind``, so a
+reader can dispatch on the first two bytes. Payload records are followed by
+``len`` bytes of data.
+
+Evolution rule (as falco's event table): a record only gains fields at its
+end, and any change bumps ``dr.formats.trace.FORMAT_VERSION``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# C type -> (struct code, size). Natural alignment is kept by ordering fields.
+CTYPES = {
+    "u8": ("B", 1), "u16": ("H", 2), "u32": ("I", 4), "s32": ("i", 4),
+    "u64": ("Q", 8), "s64": ("q", 8),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record kind: ``kind`` is its tag, ``fields`` (name, C type, count)."""
+
+    name: str
+    kind: int
+    fields: tuple[tuple[str, str, int], ...]
+    doc: str
+    has_data: bool = False
+
+
+# Syscall event flags (dr_syscall_event.flags).
+EVENT_FLAGS = {
+    "NO_EXIT": 1,       # emitted at entry: the call does not return (exit, exit_group) or
+                        # the thread died inside it; ret and ts_exit are 0
+    "TRUNCATED": 2,     # at least one payload was longer than snaplen
+    "COPY_FAILED": 4,   # at least one payload could not be read from the tracee
+    "PAYLOAD_LOST": 8,  # at least one payload record could not be reserved in the ring
+    "ENTRY_LOST": 16,   # the entry state was missing at exit (args unknown)
+}
+
+# Process event types (dr_proc_event.what).
+PROC_EVENTS = {"FORK": 1, "EXEC": 2, "EXIT": 3, "SIGNAL": 4}
+
+# Loss causes (index into the per-CPU loss counter map).
+LOSS_CAUSES = {
+    "RINGBUF_EVENT": 0,    # a syscall event could not be reserved
+    "RINGBUF_PAYLOAD": 1,  # a payload record could not be reserved
+    "COPY_FAULT": 2,       # bpf_probe_read_user failed on a payload
+    "TRUNCATED": 3,        # payload longer than snaplen (bytes kept up to snaplen)
+    "ENTRY_MAP_FULL": 4,   # too many threads inside syscalls at once
+    "RINGBUF_PROC": 5,     # a process event could not be reserved
+}
+
+RECORDS = (
+    Record("syscall_event", 1, (
+        ("kind", "u16", 1),
+        ("flags", "u16", 1),
+        ("cpu", "u32", 1),
+        ("tgid", "u32", 1),
+        ("tid", "u32", 1),
+        ("seq", "u64", 1),        # per-thread syscall sequence number, from 1
+        ("nr", "s64", 1),
+        ("args", "u64", 6),
+        ("ret", "s64", 1),
+        ("ts_enter", "u64", 1),   # ns, CLOCK_MONOTONIC (bpf_ktime_get_ns)
+        ("ts_exit", "u64", 1),
+    ), "One completed syscall: emitted at sys_exit (at sys_enter for NO_EXIT)."),
+    Record("payload", 2, (
+        ("kind", "u16", 1),
+        ("slot", "u16", 1),       # argument index | Sub << 4
+        ("tid", "u32", 1),
+        ("seq", "u64", 1),        # seq of the syscall event it belongs to
+        ("offset", "u32", 1),     # offset of this chunk in the whole buffer
+        ("len", "u32", 1),        # bytes of data following this header
+        ("total", "u64", 1),      # true length of the whole buffer (> snaplen: truncated)
+    ), "A chunk of the bytes behind a pointer argument; emitted before its event.",
+        has_data=True),
+    Record("proc_event", 3, (
+        ("kind", "u16", 1),
+        ("what", "u16", 1),       # PROC_EVENTS
+        ("cpu", "u32", 1),
+        ("tgid", "u32", 1),
+        ("tid", "u32", 1),
+        ("ts", "u64", 1),         # ns, CLOCK_MONOTONIC
+        ("arg0", "s64", 1),       # FORK: child tid; EXIT: exit code; SIGNAL: signo
+        ("arg1", "s64", 1),       # FORK: child tgid; SIGNAL: sa_handler class
+    ), "Fork, exec, exit of a traced task, or a signal delivered to it."),
+)
+
+#: Bytes of payload data per payload record (a power of two: lengths are masked).
+CHUNK = 16384
+#: Default snaplen in bytes per buffer (``dr capture --snaplen``).
+SNAPLEN_DEFAULT = 256 * 1024
+#: Most iovec entries / mmsghdr entries followed per syscall.
+IOV_MAX_FOLLOW = 64
+#: Longest NUL-terminated string copied (PATH_MAX).
+STR_MAX = 4096
+#: Most argv/envp entries copied for execve.
+ARGV_MAX = 64
