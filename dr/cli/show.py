@@ -1,5 +1,70 @@
-"""`dr show`: see the module of the same job in the library."""
+"""`dr show`: strace-style listing of a trace (library: dr.formats.strace)."""
 
 from __future__ import annotations
 
-from dr.cli import app  # noqa: F401
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dr.cli import app
+
+SHOW_EPILOG = """\
+Examples:
+
+\b
+  dr show run.drt                        # every syscall, strace style
+  dr show run.drt -e trace=read,write -s 200
+  dr show run.drt --tid 4243 -tt         # one thread, wall-clock times in microseconds
+  dr show run.drt -r -x                  # relative times, binary strings in hex
+"""
+
+
+@app.command(epilog=SHOW_EPILOG)
+def show(
+    trace: Path = typer.Argument(..., metavar="TRACE", help="Trace file (.drt) to list.",
+                                show_default=False),
+    expr: List[str] = typer.Option([], "-e", "--expr", metavar="trace=NAME,...",
+                                   help="Only these syscalls (strace -e trace=read,write; "
+                                        "'!' negates)."),
+    tid: List[int] = typer.Option([], "--tid", metavar="TID", help="Only this thread (repeatable)."),
+    strsize: int = typer.Option(32, "-s", "--string-limit", min=0, metavar="N",
+                                help="Bytes of each string to show before '...'."),
+    xflag: int = typer.Option(0, "-x", count=True, show_default=False,
+                              help="Non-printable strings in hex (-xx: every string)."),
+    abstime: int = typer.Option(0, "-t", count=True, show_default=False,
+                                help="Wall-clock time of day (-tt: with microseconds, -ttt: epoch)."),
+    relative: bool = typer.Option(False, "-r", help="Time since the previous syscall."),
+) -> None:
+    """Print a trace's syscalls as strace does: write(1, "hello\\n", 6) = 6.
+
+    Losses and a trace cut short are reported on stderr at the end; a trace
+    cut short exits with status 6 after printing what was readable.
+    """
+    import sys
+
+    from dr.errors import ExitCode
+    from dr.formats.strace import ShowOptions, end_notices, parse_trace_expr, show_lines
+    from dr.formats.trace import TraceReader
+
+    opts = ShowOptions(strsize=strsize, xflag=min(xflag, 2), timestamps=min(abstime, 3),
+                       relative=relative, tids=frozenset(tid) if tid else None,
+                       syscalls=parse_trace_expr(expr) if expr else None)
+    out = sys.stdout
+    with TraceReader(trace) as reader:
+        batch: list[str] = []
+        try:
+            for line in show_lines(reader, opts):
+                batch.append(line)
+                if len(batch) >= 512:
+                    out.write("\n".join(batch) + "\n")
+                    batch.clear()
+        finally:
+            if batch:  # what was decoded before a corrupt frame is still shown
+                out.write("\n".join(batch) + "\n")
+            out.flush()
+        notices = end_notices(reader)
+        for note in notices:
+            sys.stderr.write(f"dr: {note}\n")
+        if reader.truncated:
+            raise typer.Exit(int(ExitCode.TRUNCATED))

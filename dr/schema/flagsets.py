@@ -8,7 +8,7 @@ Sets whose first entry has value 0 name the zero value (``O_RDONLY``).
 """
 
 FLAGS: dict[str, dict[int, str]] = {
-    "open": {0o1: "O_WRONLY", 0o2: "O_RDWR", 0o100: "O_CREAT", 0o200: "O_EXCL",
+    "open": {0: "O_RDONLY", 0o1: "O_WRONLY", 0o2: "O_RDWR", 0o100: "O_CREAT", 0o200: "O_EXCL",
              0o400: "O_NOCTTY", 0o1000: "O_TRUNC", 0o2000: "O_APPEND",
              0o4000: "O_NONBLOCK", 0o10000: "O_DSYNC", 0o20000: "O_ASYNC",
              0o40000: "O_DIRECT", 0o100000: "O_LARGEFILE", 0o200000: "O_DIRECTORY",
@@ -47,6 +47,16 @@ FLAGS: dict[str, dict[int, str]] = {
     "msync": {1: "MS_ASYNC", 2: "MS_INVALIDATE", 4: "MS_SYNC"},
     "rwf": {1: "RWF_HIPRI", 2: "RWF_DSYNC", 4: "RWF_SYNC", 8: "RWF_NOWAIT", 16: "RWF_APPEND"},
     "close_range": {2: "CLOSE_RANGE_UNSHARE", 4: "CLOSE_RANGE_CLOEXEC"},
+    # include/uapi/asm-generic/poll.h
+    "poll": {0x1: "POLLIN", 0x2: "POLLPRI", 0x4: "POLLOUT", 0x8: "POLLERR", 0x10: "POLLHUP",
+             0x20: "POLLNVAL", 0x40: "POLLRDNORM", 0x80: "POLLRDBAND", 0x100: "POLLWRNORM",
+             0x200: "POLLWRBAND", 0x400: "POLLMSG", 0x2000: "POLLRDHUP"},
+    # include/uapi/linux/eventpoll.h
+    "epoll_events": {0x1: "EPOLLIN", 0x2: "EPOLLPRI", 0x4: "EPOLLOUT", 0x8: "EPOLLERR",
+                     0x10: "EPOLLHUP", 0x20: "EPOLLNVAL", 0x40: "EPOLLRDNORM",
+                     0x80: "EPOLLRDBAND", 0x100: "EPOLLWRNORM", 0x200: "EPOLLWRBAND",
+                     0x400: "EPOLLMSG", 0x2000: "EPOLLRDHUP", 1 << 28: "EPOLLEXCLUSIVE",
+                     1 << 29: "EPOLLWAKEUP", 1 << 30: "EPOLLONESHOT", 1 << 31: "EPOLLET"},
     "none": {},
 }
 
@@ -69,6 +79,13 @@ ENUMS: dict[str, dict[int, str]] = {
               0x540F: "TIOCGPGRP", 0x5410: "TIOCSPGRP", 0x5413: "TIOCGWINSZ",
               0x5414: "TIOCSWINSZ", 0x541B: "FIONREAD", 0x5421: "FIONBIO",
               0x5451: "FIOCLEX", 0x5450: "FIONCLEX", 0x5452: "FIOASYNC"},
+    # include/uapi/linux/stat.h: the S_IFMT field of st_mode
+    "s_ifmt": {0o140000: "S_IFSOCK", 0o120000: "S_IFLNK", 0o100000: "S_IFREG",
+               0o060000: "S_IFBLK", 0o040000: "S_IFDIR", 0o020000: "S_IFCHR",
+               0o010000: "S_IFIFO"},
+    # include/linux/errno.h: kernel-internal restart codes a tracepoint can see
+    "errno_restart": {512: "ERESTARTSYS", 513: "ERESTARTNOINTR", 514: "ERESTARTNOHAND",
+                      516: "ERESTART_RESTARTBLOCK"},
     "rlimit": {0: "RLIMIT_CPU", 1: "RLIMIT_FSIZE", 2: "RLIMIT_DATA", 3: "RLIMIT_STACK",
                4: "RLIMIT_CORE", 5: "RLIMIT_RSS", 6: "RLIMIT_NPROC", 7: "RLIMIT_NOFILE",
                8: "RLIMIT_MEMLOCK", 9: "RLIMIT_AS"},

@@ -1,0 +1,63 @@
+"""Shared fixtures. Keep this file small; put job-specific fixtures in the test module."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable  # the project venv's python (can import bcc)
+
+
+@pytest.fixture
+def write_trace(tmp_path):
+    """Write a trace through the format API: ``write_trace(items, meta=None, summary=...)``.
+
+    ``items`` is a list of Event/ProcEvent objects, ``dict`` records (written
+    with write_record) or the string ``"flush"`` (ends the frame there).
+    Returns the path. ``summary=None`` leaves the trace cut short.
+    """
+    from dr.formats.trace import TraceWriter
+
+    counter = iter(range(1_000_000))
+
+    def write(items, meta=None, summary: dict | None = {"events": 0}, name=None):  # noqa: B006
+        path = tmp_path / (name or f"t{next(counter)}.drt")
+        w = TraceWriter(path, meta if meta is not None else {"tool": "dr", "tids": []})
+        batch = []
+        for it in items:
+            if isinstance(it, dict) or it == "flush":
+                if batch:
+                    w.write_events(batch)
+                    batch = []
+                if it == "flush":
+                    w.flush()
+                else:
+                    w.write_record(it)
+            else:
+                batch.append(it)
+        if batch:
+            w.write_events(batch)
+        w.close(summary)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def run_dr(capsys):
+    """Run the ``dr`` CLI in-process: ``code, out, err = run_dr("show", path)``."""
+    from dr.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        code = 0
+        try:
+            main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    return run
