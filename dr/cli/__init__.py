@@ -26,6 +26,7 @@ Examples:
   dr replay run.drt                            # replay in an isolated sandbox
   dr bundle create incident.drt -o incident.drb
   dr stats incident.drt
+  dr export pcap incident.drt -o incident.pcap  # also: perfetto, jsonl
 """
 
 app = typer.Typer(

@@ -1,0 +1,168 @@
+"""``dr export perfetto``: a trace as a timeline for ui.perfetto.dev / chrome://tracing.
+
+Output is the Chrome JSON trace event format (the "Trace Event Format"
+document by Google, JSON object form): ``{"traceEvents": [...],
+"displayTimeUnit": "ns", "otherData": {...}}``. Each syscall is one complete
+event (``"ph": "X"``) on its thread's track: ``pid`` = tgid, ``tid`` = tid,
+``name`` = syscall name, ``ts``/``dur`` in µs (floats with ns precision,
+CLOCK_MONOTONIC), ``args`` = {fd, file, bytes, result, ret, errno, call, ...} where
+``call`` is the strace-style line of ``dr show``.
+Threads and processes are named with metadata events (``"ph": "M"``,
+``thread_name`` / ``process_name``). Nothing else becomes a slice, so the
+number of slices equals the number of syscalls; process events and losses
+go to ``otherData``.
+
+Calls that never returned (exit_group, NO_EXIT) and events whose entry was
+lost are zero-length slices at the time known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from dr import schema
+from dr.formats.fdmap import FdMap, transfers, _s32
+from dr.formats.stats import _ret_is_error, _thread_names, errno_name, process_name
+from dr.formats.trace import Event, ProcEvent, TraceReader
+
+__all__ = ["export_perfetto", "PerfettoResult"]
+
+_NO_EXIT = schema.EVENT_FLAGS["NO_EXIT"]
+
+
+@dataclass(frozen=True, slots=True)
+class PerfettoResult:
+    """What :func:`export_perfetto` wrote: ``slices`` (= syscalls), threads, processes."""
+
+    slices: int
+    threads: int
+    processes: int
+    truncated: bool
+
+
+def _us(ns: int) -> float:
+    # 3 decimals keep ns precision; CLOCK_MONOTONIC values stay well inside a double's 15 digits.
+    return round(ns / 1000.0, 3)
+
+
+_FD_ARG: dict[int, int | None] = {}
+
+
+def _fd_arg(ev: Event) -> int | None:
+    """Index of the first fd argument of ``ev``'s syscall (cached per number)."""
+    try:
+        return _FD_ARG[ev.nr]
+    except KeyError:
+        pass
+    sc = schema.by_nr(ev.nr) if -1 < ev.nr < 1 << 20 else None
+    fa = next((i for i, a in enumerate(sc.args) if a.kind == schema.Kind.FD), None) if sc else None
+    if len(_FD_ARG) < 4096:
+        _FD_ARG[ev.nr] = fa
+    return fa
+
+
+def _strace_line(meta: dict[str, Any]):
+    """``ev -> "openat(AT_FDCWD, "/x", O_RDONLY) = 3"`` through dr show's decoders (no tid prefix)."""
+    from dr.formats.strace import Formatter, ShowOptions
+
+    # One tid in the filter: the formatter then never prefixes "[pid N]".
+    fmt = Formatter(ShowOptions(strsize=64, tids=frozenset({0})), meta)
+
+    def line(ev: Event) -> str | None:
+        try:
+            return fmt.line(ev)
+        except Exception:  # a decoder's trouble with an odd event must not stop the export
+            return None
+
+    return line
+
+
+def export_perfetto(reader: TraceReader, out: TextIO) -> PerfettoResult:
+    """Write ``reader`` as Chrome JSON trace events to ``out``. Raises TraceError (corrupt frame).
+
+    Events are streamed out one per line; the document is valid JSON as a whole.
+    """
+    meta = reader.meta
+    names = _thread_names(meta)
+    pname = process_name(meta)
+    fdm = FdMap(meta)
+    call = _strace_line(meta)
+    threads: dict[int, int] = {}   # tid -> tgid
+    execs: dict[int, str] = {}     # tgid -> name after exec
+    proc: list[dict[str, Any]] = []
+    slices = 0
+    out.write('{"displayTimeUnit":"ns","traceEvents":[\n')
+    first = True
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+    def emit(o: dict[str, Any]) -> None:
+        nonlocal first
+        if not first:
+            out.write(",\n")
+        out.write(dumps(o))
+        first = False
+
+    for rec in reader.stream():
+        if rec.__class__ is Event:
+            ev: Event = rec  # type: ignore[assignment]
+            threads.setdefault(ev.tid, ev.tgid)
+            args: dict[str, Any] = {}
+            fa = _fd_arg(ev)
+            fd = _s32(ev.args[fa]) if fa is not None else -1
+            if fd >= 0:  # AT_FDCWD and the like are not fds
+                args["fd"] = fd
+                label = fdm.describe(ev.tgid, fd)
+                if label:
+                    args["file"] = label
+            moved = transfers(ev)
+            if moved:
+                args["bytes"] = sum(t.nbytes for t in moved)
+            noexit = bool(ev.flags & _NO_EXIT)
+            if noexit:
+                args["result"] = "?"
+            elif _ret_is_error(ev):
+                args["result"] = f"-1 {errno_name(-ev.ret)}"
+                args["errno"] = errno_name(-ev.ret)
+            else:
+                args["result"] = ev.ret
+            args["ret"] = ev.ret
+            args["seq"] = ev.seq
+            line = call(ev)
+            if line:
+                args["call"] = line
+            if ev.flags:
+                args["flags"] = [n for n, b in schema.EVENT_FLAGS.items() if ev.flags & b]
+            t0 = ev.ts_enter or ev.ts_exit
+            t1 = ev.ts_exit if ev.ts_exit >= t0 and not noexit else t0
+            name = ev.name
+            emit({"name": name, "cat": "syscall", "ph": "X", "ts": _us(t0), "dur": _us(t1 - t0),
+                  "pid": ev.tgid, "tid": ev.tid, "args": args})
+            slices += 1
+            if name == "execve" and ev.ret == 0:
+                fn = ev.payload(0)
+                if fn:
+                    execs[ev.tgid] = os.path.basename(fn.split(b"\0", 1)[0].decode("utf-8", "replace"))
+            fdm.apply(ev)
+        elif rec.__class__ is ProcEvent:
+            pe: ProcEvent = rec  # type: ignore[assignment]
+            proc.append({"what": pe.kind, "tid": pe.tid, "tgid": pe.tgid, "ts_us": _us(pe.ts),
+                         "arg0": pe.arg0, "arg1": pe.arg1})
+            fdm.apply(pe)
+
+    tgids = sorted(set(threads.values()))
+    for tgid in tgids:
+        nm = execs.get(tgid) or (pname if tgid == meta.get("pid") else "") or str(tgid)
+        emit({"name": "process_name", "ph": "M", "pid": tgid, "tid": tgid, "args": {"name": nm}})
+    for tid, tgid in sorted(threads.items()):
+        nm = names.get(tid) or (execs.get(tgid) or pname if tid == tgid else f"thread {tid}")
+        emit({"name": "thread_name", "ph": "M", "pid": tgid, "tid": tid, "args": {"name": nm or str(tid)}})
+    other = {"tool": "dr", "trace": reader.path, "clock": "CLOCK_MONOTONIC",
+             "complete": not reader.truncated, "syscalls": slices,
+             "losses": {k: v for k, v in reader.losses.items()},
+             "proc_events": proc, "argv": meta.get("argv"), "mode": meta.get("mode")}
+    out.write("\n],\n")
+    out.write('"otherData":' + dumps(other) + "}\n")
+    return PerfettoResult(slices, len(threads), len(tgids), reader.truncated)

@@ -1,0 +1,836 @@
+"""What each fd of a traced process refers to, over the course of a trace.
+
+:class:`FdMap` replays the fd-changing syscalls of a trace (open/openat,
+socket, connect, accept, bind, getsockname/getpeername, dup*, fcntl(F_DUPFD),
+close, close_range, pipe, socketpair, execve's close-on-exec, fork) on a model
+of each process's fd table, seeded from the metadata's fd snapshot. The table
+maps an fd to an :class:`OpenFile`, one per open file description: dup'd fds
+and fds inherited over fork share the same object, as in the kernel. Used by
+``dr stats`` (bytes per fd and per connection), ``dr export pcap`` (connection
+endpoints) and ``dr show -yy`` (strace's fd decoding).
+
+Use it in capture order, looking up *before* applying each event::
+
+    fdm = FdMap(reader.meta)
+    for rec in reader.stream():
+        if isinstance(rec, Event):
+            f = fdm.lookup(rec.tgid, fd)        # state before the call
+            text = fdm.describe(rec.tgid, fd)   # "3</etc/hosts>" style text, or ""
+        fdm.apply(rec)                          # Event, ProcEvent or dict (ignored)
+
+:func:`transfers` says which bytes an event moved across which fd.
+
+Layouts: struct sockaddr_in / sockaddr_in6 / sockaddr_un (include/uapi/linux/in.h,
+in6.h, un.h; ip(7), ipv6(7), unix(7)); struct mmsghdr (recvmmsg(2)).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from dr import schema
+from dr.schema import Sub
+
+__all__ = ["SockAddr", "OpenFile", "FdMap", "Transfer", "transfers", "parse_sockaddr",
+           "parse_addr_text", "sock_label"]
+
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET = 1, 2, 5
+_SOCK_TYPE_MASK = 0xF
+O_CLOEXEC = 0o2000000
+AT_FDCWD = -100
+F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
+CLOSE_RANGE_CLOEXEC = 4
+EINTR, EINPROGRESS = 4, 115
+
+
+def _s32(v: int) -> int:
+    """An fd or int argument: the low 32 bits of a register, signed."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _cstr(b: bytes | None) -> str | None:
+    if b is None:
+        return None
+    return b.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+@dataclass(frozen=True, slots=True)
+class SockAddr:
+    """A socket address: ``family`` (AF_INET, AF_INET6, AF_UNIX or other),
+    ``host`` (dotted or colon text; "" for unix), ``port`` (host order),
+    ``path`` (unix: the path, "@name" for the abstract namespace, "" unnamed).
+    """
+
+    family: int
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def is_inet(self) -> bool:
+        return self.family in (AF_INET, AF_INET6)
+
+    @property
+    def unspecified(self) -> bool:
+        """0.0.0.0 / :: (a wildcard bind): not the address a peer saw."""
+        if not self.is_inet:
+            return False
+        try:
+            return ipaddress.ip_address(self.host).is_unspecified
+        except ValueError:
+            return True
+
+    def __str__(self) -> str:
+        if self.family == AF_INET:
+            return f"{self.host}:{self.port}"
+        if self.family == AF_INET6:
+            return f"[{self.host}]:{self.port}"
+        if self.family == AF_UNIX:
+            return self.path
+        return f"family {self.family}"
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.is_inet:
+            return {"family": "inet6" if self.family == AF_INET6 else "inet",
+                    "host": self.host, "port": self.port}
+        if self.family == AF_UNIX:
+            return {"family": "unix", "path": self.path}
+        return {"family": self.family}
+
+
+def parse_sockaddr(raw: bytes | None) -> SockAddr | None:
+    """Decode a ``struct sockaddr`` as the kernel lays it out; None when unusable.
+
+    sockaddr_in: u16 family, be16 port, 4-byte address (ip(7));
+    sockaddr_in6: u16 family, be16 port, u32 flowinfo, 16-byte address, u32
+    scope id (ipv6(7)); sockaddr_un: u16 family, path (unix(7)).
+    """
+    if not raw or len(raw) < 2:
+        return None
+    fam = struct.unpack_from("<H", raw)[0]
+    if fam == AF_INET and len(raw) >= 8:
+        return SockAddr(AF_INET, socket.inet_ntop(socket.AF_INET, raw[4:8]),
+                        struct.unpack_from(">H", raw, 2)[0])
+    if fam == AF_INET6 and len(raw) >= 24:
+        return SockAddr(AF_INET6, socket.inet_ntop(socket.AF_INET6, raw[8:24]),
+                        struct.unpack_from(">H", raw, 2)[0])
+    if fam == AF_UNIX:
+        p = raw[2:]
+        if p[:1] == b"\0":
+            name = p[1:].rstrip(b"\0")
+            return SockAddr(AF_UNIX, path=("@" + name.decode("utf-8", "replace")) if name else "")
+        return SockAddr(AF_UNIX, path=_cstr(p) or "")
+    return SockAddr(fam)
+
+
+def parse_addr_text(v: Any) -> SockAddr | None:
+    """An address from the metadata fd snapshot.
+
+    Accepts ``"1.2.3.4:80"``, ``"[::1]:80"``, ``"/run/x.sock"``, ``"@abstract"``,
+    ``[host, port]`` and ``{"host"|"addr": ..., "port": ..., "path": ...}``.
+    """
+    if v is None or v == "":
+        return None
+    if isinstance(v, dict):
+        if v.get("path") is not None:
+            return SockAddr(AF_UNIX, path=str(v["path"]))
+        host = v.get("host", v.get("addr", v.get("ip")))
+        if host is None:
+            return None
+        return _inet(str(host), v.get("port", 0))
+    if isinstance(v, (list, tuple)) and len(v) >= 2:
+        return _inet(str(v[0]), v[1])
+    if isinstance(v, str):
+        if v.startswith("/") or v.startswith("@"):
+            return SockAddr(AF_UNIX, path=v)
+        if v.startswith("["):
+            host, _, port = v[1:].partition("]:")
+            return _inet(host, port)
+        host, _, port = v.rpartition(":")
+        if host:
+            return _inet(host, port)
+    return None
+
+
+def _inet(host: str, port: Any) -> SockAddr | None:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+        return SockAddr(AF_INET6 if ip.version == 6 else AF_INET, str(ip), int(port or 0))
+    except (ValueError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- open files
+
+
+@dataclass(eq=False, slots=True)
+class OpenFile:
+    """One open file description (shared by dup'd and inherited fds).
+
+    ``kind``: "file", "dir", "socket", "pipe", "eventfd", "epoll", "timerfd",
+    "signalfd", "inotify", "memfd", "pidfd", "tty", "anon" or "unknown" (an fd
+    the trace used before anything said what it is). ``id`` is unique within
+    one :class:`FdMap`, in order of first appearance. Sockets carry ``family``
+    (AF_*), ``sock_type`` (SOCK_STREAM, ...), ``local`` and ``peer``
+    (:class:`SockAddr`, None when unknown), ``listening``, ``accepted``
+    (created by accept) and ``shut_wr``/``shut_rd``. ``created_ns`` /
+    ``closed_ns`` are CLOCK_MONOTONIC ns (None when outside the trace);
+    ``origin`` names what created it ("openat", "accept4", "meta", ...).
+    """
+
+    id: int
+    kind: str
+    path: str | None = None
+    family: int | None = None
+    sock_type: int | None = None
+    local: SockAddr | None = None
+    peer: SockAddr | None = None
+    listening: bool = False
+    accepted: bool = False
+    shut_rd: bool = False
+    shut_wr: bool = False
+    origin: str = ""
+    created_ns: int | None = None
+    closed_ns: int | None = None
+    refs: int = 0
+    fds: set[tuple[int, int]] = field(default_factory=set)  # every (tgid, fd) it was seen as
+
+    @property
+    def is_socket(self) -> bool:
+        return self.kind == "socket"
+
+    @property
+    def proto(self) -> str:
+        """"TCP", "UDP", "UNIX-STREAM", "UNIX-DGRAM", "UNIX-SEQPACKET", or "" for non-sockets."""
+        if not self.is_socket:
+            return ""
+        fam = self.family or (self.local or self.peer or SockAddr(0)).family
+        st = self.sock_type
+        if fam in (AF_INET, AF_INET6):
+            v6 = "v6" if fam == AF_INET6 else ""
+            return ("UDP" if st == SOCK_DGRAM else "TCP") + v6
+        if fam == AF_UNIX:
+            return {SOCK_DGRAM: "UNIX-DGRAM", SOCK_SEQPACKET: "UNIX-SEQPACKET"}.get(st or 1, "UNIX-STREAM")
+        return "SOCKET"
+
+    def label(self) -> str:
+        """strace ``-yy`` text for this file: a path, ``TCP:[a:p->b:q]``, ``pipe:[N]``, ..."""
+        if self.is_socket:
+            return sock_label(self)
+        if self.kind == "pipe":
+            p = self.path or str(self.id)
+            return p if p.startswith("pipe:") else f"pipe:[{p}]"
+        if self.path:
+            return self.path
+        if self.kind in ("eventfd", "epoll", "timerfd", "signalfd", "inotify", "pidfd"):
+            return f"anon_inode:[{self.kind}]"
+        return ""
+
+
+def sock_label(f: OpenFile) -> str:
+    """``TCP:[127.0.0.1:41234->127.0.0.1:8000]`` (strace -yy), ``UNIX-STREAM:[/run/x]``."""
+    proto = f.proto
+    if f.family == AF_UNIX or proto.startswith("UNIX"):
+        a = (f.local.path if f.local else "") or (f.peer.path if f.peer else "")
+        if not a and f.path and f.path.startswith(("/", "@")):
+            a = f.path
+        return f"{proto}:[{a}]"
+    loc = str(f.local) if f.local else ""
+    if f.peer:
+        return f"{proto}:[{loc}->{f.peer}]"
+    return f"{proto}:[{loc}]"
+
+
+# --------------------------------------------------------------------------- the map
+
+
+_ANON_FD_CALLS = {
+    "eventfd": "eventfd", "eventfd2": "eventfd", "epoll_create": "epoll", "epoll_create1": "epoll",
+    "timerfd_create": "timerfd", "signalfd": "signalfd", "signalfd4": "signalfd",
+    "inotify_init": "inotify", "inotify_init1": "inotify", "pidfd_open": "pidfd",
+}
+_CLOEXEC_ARG = {"eventfd2": 1, "epoll_create1": 0, "timerfd_create": 1, "signalfd4": 3,
+                "inotify_init1": 0}
+
+
+class FdMap:
+    """The fd tables of every traced process, updated event by event.
+
+    ``meta`` is the trace metadata; its ``fds`` snapshot (``[{fd, type, path,
+    local, peer, state, ...}]``) seeds the table of ``meta["pid"]``. Threads
+    share their process's table (keyed by tgid); a fork copies it (the copies
+    share :class:`OpenFile` objects). All methods are total: odd or missing
+    data leaves the table as it was, never raises.
+    """
+
+    def __init__(self, meta: dict[str, Any] | None = None) -> None:
+        self._next = itertools.count(1)
+        self._pipe_no = itertools.count(1)
+        self.tables: dict[int, dict[int, OpenFile]] = {}
+        self._cloexec: dict[int, set[int]] = {}
+        self._cwd: dict[int, str] = {}
+        self.files: list[OpenFile] = []  # every OpenFile ever made, in order of id
+        meta = meta or {}
+        pid = meta.get("pid")
+        self._cwd_default = meta.get("cwd") if isinstance(meta.get("cwd"), str) else None
+        if isinstance(pid, int):
+            self._seed(pid, meta.get("fds"))
+
+    # -- queries
+
+    def lookup(self, tgid: int, fd: int) -> OpenFile | None:
+        """The open file behind ``fd`` of process ``tgid`` now, or None when unknown."""
+        t = self.tables.get(tgid)
+        return t.get(fd) if t else None
+
+    def get(self, tgid: int, fd: int, ts: int | None = None) -> OpenFile:
+        """Like :meth:`lookup`, but makes an ``unknown`` entry for an fd never seen
+        (attach mode: opened before the capture), so later events share it."""
+        f = self.lookup(tgid, fd)
+        if f is None:
+            f = self._new("unknown", origin="before trace")
+            self._install(tgid, fd, f)
+        return f
+
+    def describe(self, tgid: int, fd: int) -> str:
+        """strace ``-yy`` text for ``fd`` ("" when unknown): ``/etc/hosts``,
+        ``TCP:[127.0.0.1:41234->127.0.0.1:8000]``, ``pipe:[3]``."""
+        f = self.lookup(tgid, fd)
+        return f.label() if f else ""
+
+    def cwd(self, tgid: int) -> str | None:
+        return self._cwd.get(tgid, self._cwd_default)
+
+    # -- updates
+
+    def apply(self, rec: Any) -> None:
+        """Update the tables with one record of the trace (Event, ProcEvent; dicts ignored)."""
+        what = getattr(rec, "what", None)
+        if what is not None:
+            if what == schema.PROC_EVENTS["FORK"]:
+                self._fork(rec.tgid, int(rec.arg1) or int(rec.arg0))
+            return
+        if not hasattr(rec, "nr"):
+            return
+        handler = _handler(rec.nr)
+        if handler is not None:
+            try:
+                handler(self, rec)
+            except (struct.error, ValueError, TypeError, IndexError):
+                pass  # odd payloads of a hostile or damaged trace: leave the table as it was
+
+    def feed(self, records: Iterable[Any]) -> None:
+        for r in records:
+            self.apply(r)
+
+    # -- internals
+
+    def _new(self, kind: str, *, origin: str, ts: int | None = None, **kw: Any) -> OpenFile:
+        f = OpenFile(next(self._next), kind, origin=origin, created_ns=ts, **kw)
+        self.files.append(f)
+        return f
+
+    def _table(self, tgid: int) -> dict[int, OpenFile]:
+        t = self.tables.get(tgid)
+        if t is None:
+            t = self.tables[tgid] = {}
+        return t
+
+    def _install(self, tgid: int, fd: int, f: OpenFile, cloexec: bool = False,
+                 ts: int | None = None) -> None:
+        if fd < 0:
+            return
+        self._close(tgid, fd, ts)
+        self._table(tgid)[fd] = f
+        f.refs += 1
+        f.fds.add((tgid, fd))
+        ce = self._cloexec.setdefault(tgid, set())
+        if cloexec:
+            ce.add(fd)
+        else:
+            ce.discard(fd)
+
+    def _close(self, tgid: int, fd: int, ts: int | None) -> None:
+        t = self.tables.get(tgid)
+        f = t.pop(fd, None) if t else None
+        self._cloexec.get(tgid, set()).discard(fd)
+        if f is not None:
+            f.refs -= 1
+            if f.refs <= 0 and ts is not None:
+                f.closed_ns = ts
+
+    def _fork(self, parent: int, child: int) -> None:
+        if child == parent or child in self.tables or parent not in self.tables:
+            return
+        t = dict(self.tables[parent])
+        self.tables[child] = t
+        for fd, f in t.items():
+            f.refs += 1
+            f.fds.add((child, fd))
+        self._cloexec[child] = set(self._cloexec.get(parent, ()))
+        if parent in self._cwd:
+            self._cwd[child] = self._cwd[parent]
+
+    def _seed(self, pid: int, fds: Any) -> None:
+        if not isinstance(fds, list):
+            return
+        for e in fds:
+            if not isinstance(e, dict) or not isinstance(e.get("fd"), int):
+                continue
+            typ = str(e.get("type") or "unknown")
+            kind = {"file": "file", "reg": "file", "dir": "dir", "socket": "socket", "sock": "socket",
+                    "pipe": "pipe", "fifo": "pipe", "chr": "tty", "tty": "tty",
+                    "anon": "anon", "anon_inode": "anon"}.get(typ, typ)
+            path = e.get("path") if isinstance(e.get("path"), str) else None
+            f = self._new(kind, origin="meta", path=path)
+            if kind == "socket":
+                f.local = parse_addr_text(e.get("local"))
+                f.peer = parse_addr_text(e.get("peer"))
+                if f.peer is not None and f.peer.unspecified and not f.peer.port:
+                    f.peer = None  # /proc/net/tcp shows 0.0.0.0:0 for "no peer"
+                fam = e.get("family")
+                f.family = (fam if isinstance(fam, int) else
+                            {"inet": AF_INET, "inet6": AF_INET6, "unix": AF_UNIX,
+                             "AF_INET": AF_INET, "AF_INET6": AF_INET6, "AF_UNIX": AF_UNIX}.get(fam)
+                            or (f.local or f.peer or SockAddr(0)).family or None)
+                st = e.get("sock_type", e.get("proto"))
+                if isinstance(st, int):
+                    f.sock_type = st
+                elif isinstance(st, str):
+                    f.sock_type = SOCK_DGRAM if st.lower() in ("udp", "udp6", "dgram") else SOCK_STREAM
+                else:
+                    f.sock_type = SOCK_STREAM
+                f.listening = str(e.get("state", "")).upper() in ("LISTEN", "LISTENING")
+                if f.family is None and (e.get("proto") == "unix" or (path or "").startswith(("/", "@"))):
+                    f.family = AF_UNIX
+            self._install(pid, e["fd"], f)
+
+    def _resolve(self, tgid: int, dfd: int, path: str) -> str:
+        if path.startswith("/"):
+            return path
+        base = None
+        if dfd == AT_FDCWD:
+            base = self.cwd(tgid)
+        else:
+            f = self.lookup(tgid, dfd)
+            base = f.path if f and f.path and f.path.startswith("/") else None
+        return os.path.normpath(os.path.join(base, path)) if base else path
+
+
+def _ok(ev: Any) -> bool:
+    return ev.ret >= 0 and not (ev.flags & schema.EVENT_FLAGS["NO_EXIT"])
+
+
+def _open_like(m: FdMap, ev: Any, path_arg: int, dfd_arg: int | None, flags: int | None) -> None:
+    if not _ok(ev):
+        return
+    path = _cstr(ev.payload(path_arg)) or ""
+    if dfd_arg is not None:
+        path = m._resolve(ev.tgid, _s32(ev.args[dfd_arg]), path) if path else path
+    elif path:
+        path = m._resolve(ev.tgid, AT_FDCWD, path)
+    kind = "dir" if flags is not None and flags & 0o200000 else "file"
+    if path.startswith("/dev/pts/") or path in ("/dev/tty", "/dev/console"):
+        kind = "tty"
+    f = m._new(kind, origin=ev.name, ts=ev.ts_exit, path=path or None)
+    m._install(ev.tgid, _s32(ev.ret), f, bool((flags or 0) & O_CLOEXEC), ev.ts_exit)
+
+
+def _h_open(m: FdMap, ev: Any) -> None:
+    _open_like(m, ev, 0, None, ev.args[1])
+
+
+def _h_creat(m: FdMap, ev: Any) -> None:
+    _open_like(m, ev, 0, None, 0)
+
+
+def _h_openat(m: FdMap, ev: Any) -> None:
+    _open_like(m, ev, 1, 0, ev.args[2])
+
+
+def _h_openat2(m: FdMap, ev: Any) -> None:
+    how = ev.payload(2)
+    flags = struct.unpack_from("<Q", how)[0] if how and len(how) >= 8 else 0
+    _open_like(m, ev, 1, 0, flags)
+
+
+def _h_socket(m: FdMap, ev: Any) -> None:
+    if not _ok(ev):
+        return
+    typ = ev.args[1]
+    f = m._new("socket", origin=ev.name, ts=ev.ts_exit, family=_s32(ev.args[0]),
+               sock_type=typ & _SOCK_TYPE_MASK)
+    m._install(ev.tgid, _s32(ev.ret), f, bool(typ & O_CLOEXEC), ev.ts_exit)
+
+
+def _pair(m: FdMap, ev: Any, raw: bytes | None, kind: str, cloexec: bool) -> None:
+    if not _ok(ev) or not raw or len(raw) < 8:
+        return
+    a, b = struct.unpack_from("<ii", raw)
+    if kind == "pipe":
+        no = next(m._pipe_no)
+        fa = m._new("pipe", origin=ev.name, ts=ev.ts_exit, path=str(no))
+        fb = m._new("pipe", origin=ev.name, ts=ev.ts_exit, path=str(no))
+    else:
+        fam, st = _s32(ev.args[0]), ev.args[1] & _SOCK_TYPE_MASK
+        fa = m._new("socket", origin=ev.name, ts=ev.ts_exit, family=fam, sock_type=st)
+        fb = m._new("socket", origin=ev.name, ts=ev.ts_exit, family=fam, sock_type=st)
+        if fam == AF_UNIX:
+            fa.local = fa.peer = fb.local = fb.peer = SockAddr(AF_UNIX)
+    m._install(ev.tgid, a, fa, cloexec, ev.ts_exit)
+    m._install(ev.tgid, b, fb, cloexec, ev.ts_exit)
+
+
+def _h_pipe(m: FdMap, ev: Any) -> None:
+    _pair(m, ev, ev.payload(0), "pipe", False)
+
+
+def _h_pipe2(m: FdMap, ev: Any) -> None:
+    _pair(m, ev, ev.payload(0), "pipe", bool(ev.args[1] & O_CLOEXEC))
+
+
+def _h_socketpair(m: FdMap, ev: Any) -> None:
+    _pair(m, ev, ev.payload(3), "socket", bool(ev.args[1] & O_CLOEXEC))
+
+
+def _sock(m: FdMap, ev: Any, fd: int) -> OpenFile:
+    f = m.get(ev.tgid, fd)
+    if f.kind == "unknown":
+        f.kind = "socket"
+    return f
+
+
+def _fill_family(f: OpenFile, a: SockAddr) -> None:
+    if f.family is None:
+        f.family = a.family
+    if f.sock_type is None and a.is_inet:
+        f.sock_type = SOCK_STREAM
+
+
+def _h_connect(m: FdMap, ev: Any) -> None:
+    # A non-blocking connect answers EINPROGRESS and completes later: the peer is set all the same.
+    if ev.ret != 0 and ev.ret != -EINPROGRESS:
+        return
+    a = parse_sockaddr(ev.payload(1))
+    if a is None:
+        return
+    f = _sock(m, ev, _s32(ev.args[0]))
+    _fill_family(f, a)
+    if a.family == 0:  # AF_UNSPEC: dissolves a UDP association
+        f.peer = None
+        return
+    f.peer = a
+    if f.created_ns is None:
+        f.created_ns = ev.ts_enter
+
+
+def _h_bind(m: FdMap, ev: Any) -> None:
+    if ev.ret != 0:
+        return
+    a = parse_sockaddr(ev.payload(1))
+    if a is not None:
+        f = _sock(m, ev, _s32(ev.args[0]))
+        _fill_family(f, a)
+        f.local = a
+
+
+def _h_listen(m: FdMap, ev: Any) -> None:
+    if ev.ret == 0:
+        _sock(m, ev, _s32(ev.args[0])).listening = True
+
+
+def _h_accept(m: FdMap, ev: Any) -> None:
+    if not _ok(ev):
+        return
+    lst = _sock(m, ev, _s32(ev.args[0]))
+    lst.listening = True
+    peer = parse_sockaddr(ev.payload(1))
+    f = m._new("socket", origin=ev.name, ts=ev.ts_exit, family=lst.family or (peer.family if peer else None),
+               sock_type=lst.sock_type or SOCK_STREAM, peer=peer, accepted=True)
+    if lst.local is not None and not lst.local.unspecified:
+        f.local = lst.local
+    elif lst.local is not None:
+        # A wildcard listener: the connection's local address is where the peer
+        # connected to. On loopback (the common case in a trace) that is the peer's
+        # host; otherwise the host stays unspecified (a later getsockname tells it).
+        host = lst.local.host
+        if peer is not None and peer.is_inet and (ipaddress.ip_address(peer.host).is_loopback
+                                                  or peer.host.startswith("::ffff:127.")):
+            host = peer.host
+        f.local = SockAddr(lst.local.family, host, lst.local.port)
+    flags = ev.args[3] if ev.name == "accept4" else 0
+    m._install(ev.tgid, _s32(ev.ret), f, bool(flags & O_CLOEXEC), ev.ts_exit)
+
+
+def _h_getsockname(m: FdMap, ev: Any) -> None:
+    if ev.ret != 0:
+        return
+    a = parse_sockaddr(ev.payload(1))
+    if a is not None:
+        f = _sock(m, ev, _s32(ev.args[0]))
+        _fill_family(f, a)
+        f.local = a
+
+
+def _h_getpeername(m: FdMap, ev: Any) -> None:
+    if ev.ret != 0:
+        return
+    a = parse_sockaddr(ev.payload(1))
+    if a is not None:
+        f = _sock(m, ev, _s32(ev.args[0]))
+        _fill_family(f, a)
+        f.peer = a
+
+
+def _h_shutdown(m: FdMap, ev: Any) -> None:
+    if ev.ret != 0:
+        return
+    f = m.lookup(ev.tgid, _s32(ev.args[0]))
+    if f is not None:
+        how = _s32(ev.args[1])
+        f.shut_rd = f.shut_rd or how in (0, 2)
+        f.shut_wr = f.shut_wr or how in (1, 2)
+
+
+def _h_close(m: FdMap, ev: Any) -> None:
+    # close(2): the fd is released even when close reports EINTR or EIO; only EBADF keeps it.
+    if ev.ret == 0 or ev.ret in (-EINTR, -5):
+        m._close(ev.tgid, _s32(ev.args[0]), ev.ts_exit)
+
+
+def _h_close_range(m: FdMap, ev: Any) -> None:
+    if ev.ret != 0:
+        return
+    lo, hi, flags = ev.args[0] & 0xFFFFFFFF, ev.args[1] & 0xFFFFFFFF, ev.args[2]
+    t = m.tables.get(ev.tgid, {})
+    for fd in [fd for fd in t if lo <= fd <= hi]:
+        if flags & CLOSE_RANGE_CLOEXEC:
+            m._cloexec.setdefault(ev.tgid, set()).add(fd)
+        else:
+            m._close(ev.tgid, fd, ev.ts_exit)
+
+
+def _h_dup(m: FdMap, ev: Any) -> None:
+    if _ok(ev):
+        m._install(ev.tgid, _s32(ev.ret), m.get(ev.tgid, _s32(ev.args[0])), False, ev.ts_exit)
+
+
+def _h_dup3(m: FdMap, ev: Any) -> None:
+    if _ok(ev) and _s32(ev.args[0]) != _s32(ev.args[1]):
+        cloexec = ev.name == "dup3" and bool(ev.args[2] & O_CLOEXEC)
+        m._install(ev.tgid, _s32(ev.ret), m.get(ev.tgid, _s32(ev.args[0])), cloexec, ev.ts_exit)
+
+
+def _h_fcntl(m: FdMap, ev: Any) -> None:
+    cmd = _s32(ev.args[1])
+    if _ok(ev) and cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        m._install(ev.tgid, _s32(ev.ret), m.get(ev.tgid, _s32(ev.args[0])),
+                   cmd == F_DUPFD_CLOEXEC, ev.ts_exit)
+    elif ev.ret == 0 and cmd == 2:  # F_SETFD
+        ce = m._cloexec.setdefault(ev.tgid, set())
+        (ce.add if ev.args[2] & 1 else ce.discard)(_s32(ev.args[0]))
+
+
+def _h_anon(m: FdMap, ev: Any) -> None:
+    if not _ok(ev):
+        return
+    arg = _CLOEXEC_ARG.get(ev.name)
+    cloexec = arg is not None and bool(ev.args[arg] & O_CLOEXEC)
+    m._install(ev.tgid, _s32(ev.ret), m._new(_ANON_FD_CALLS[ev.name], origin=ev.name, ts=ev.ts_exit),
+               cloexec, ev.ts_exit)
+
+
+def _h_memfd(m: FdMap, ev: Any) -> None:
+    if _ok(ev):
+        name = _cstr(ev.payload(0)) or ""
+        m._install(ev.tgid, _s32(ev.ret), m._new("memfd", origin=ev.name, ts=ev.ts_exit,
+                                                  path=f"/memfd:{name}"),
+                   bool(ev.args[1] & 1), ev.ts_exit)
+
+
+def _h_execve(m: FdMap, ev: Any) -> None:
+    if ev.ret == 0:
+        for fd in list(m._cloexec.get(ev.tgid, ())):
+            m._close(ev.tgid, fd, ev.ts_exit)
+
+
+def _h_chdir(m: FdMap, ev: Any) -> None:
+    if ev.ret == 0:
+        p = _cstr(ev.payload(0))
+        if p:
+            m._cwd[ev.tgid] = m._resolve(ev.tgid, AT_FDCWD, p)
+
+
+def _h_fchdir(m: FdMap, ev: Any) -> None:
+    if ev.ret == 0:
+        f = m.lookup(ev.tgid, _s32(ev.args[0]))
+        if f and f.path:
+            m._cwd[ev.tgid] = f.path
+
+
+_HANDLERS = {
+    "open": _h_open, "creat": _h_creat, "openat": _h_openat, "openat2": _h_openat2,
+    "socket": _h_socket, "socketpair": _h_socketpair, "pipe": _h_pipe, "pipe2": _h_pipe2,
+    "connect": _h_connect, "bind": _h_bind, "listen": _h_listen,
+    "accept": _h_accept, "accept4": _h_accept,
+    "getsockname": _h_getsockname, "getpeername": _h_getpeername, "shutdown": _h_shutdown,
+    "close": _h_close, "close_range": _h_close_range,
+    "dup": _h_dup, "dup2": _h_dup3, "dup3": _h_dup3, "fcntl": _h_fcntl,
+    "memfd_create": _h_memfd, "execve": _h_execve, "chdir": _h_chdir, "fchdir": _h_fchdir,
+    **{name: _h_anon for name in _ANON_FD_CALLS},
+}
+
+
+_BY_NR: dict[int, Any] = {}
+
+
+def _handler(nr: int):
+    """The fd-table handler of syscall ``nr`` (cached: this runs once per event)."""
+    try:
+        return _BY_NR[nr]
+    except KeyError:
+        h = _HANDLERS.get(schema.name_of(nr)) if -1 < nr < 1 << 20 else None
+        if len(_BY_NR) < 4096:  # a hostile trace's random numbers must not grow it without bound
+            _BY_NR[nr] = h
+        return h
+
+
+# --------------------------------------------------------------------------- transfers
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Bytes one syscall moved across one fd.
+
+    ``direction``: "in" (the kernel handed bytes to the tracee: read, recv) or
+    "out" (write, send). ``nbytes``: the true count (from the return value).
+    ``data``: the bytes captured (may be shorter than nbytes when the payload
+    was truncated at snaplen; None when the call moves bytes dr does not copy,
+    as sendfile and splice). ``addr``: the datagram's address when the call
+    names one (sendto/recvfrom, msg_name). ``messages``: for sendmmsg/recvmmsg,
+    the byte count of each message.
+    """
+
+    fd: int
+    direction: str
+    nbytes: int
+    data: bytes | None
+    addr: SockAddr | None = None
+    messages: tuple[int, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return self.data is not None and len(self.data) >= self.nbytes
+
+
+_IN_KINDS = {schema.Kind.BUF_OUT, schema.Kind.IOV_OUT, schema.Kind.MSG_OUT, schema.Kind.MMSG_OUT}
+_OUT_KINDS = {schema.Kind.BUF_IN, schema.Kind.IOV_IN, schema.Kind.MSG_IN, schema.Kind.MMSG_IN}
+_ADDR_ARG = {"sendto": 4, "recvfrom": 4}
+# Calls that move bytes between two fds without a user buffer: (in fd arg, out fd arg).
+_FD_TO_FD = {"sendfile": (1, 0), "splice": (0, 2), "copy_file_range": (0, 2), "tee": (0, 1)}
+
+
+#: The calls whose payload is the data stream of their fd (not a structure or a name).
+_IO_NAMES = ("read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
+             "preadv2", "pwritev2", "recvfrom", "sendto", "recvmsg", "sendmsg",
+             "recvmmsg", "sendmmsg")
+
+
+def _io_table() -> dict[int, tuple[int, str, int, int]]:
+    """nr -> (fd arg, direction, data arg, kind) for _IO_NAMES, read off the schema."""
+    out = {}
+    for name in _IO_NAMES:
+        try:
+            sc = schema.by_name(name)
+        except KeyError:
+            continue
+        fds = [i for i, a in enumerate(sc.args) if a.kind == schema.Kind.FD]
+        data = [i for i, a in enumerate(sc.args) if a.kind in _IN_KINDS or a.kind in _OUT_KINDS]
+        if fds and data:
+            a = sc.args[data[0]]
+            out[sc.nr] = (fds[0], "in" if a.kind in _IN_KINDS else "out", data[0], int(a.kind))
+            msg = [i for i, x in enumerate(sc.args) if x.kind == schema.Kind.FLAGS and x.ctype == "msg"]
+            if msg and a.kind in _IN_KINDS:
+                _PEEK_ARG[sc.nr] = msg[0]
+    return out
+
+
+#: nr -> index of the MSG_* flags argument of receiving calls (MSG_PEEK leaves the bytes queued).
+_PEEK_ARG: dict[int, int] = {}
+MSG_PEEK = 0x2
+
+
+_IO: dict[int, tuple[int, str, int, int]] | None = None
+_FD_TO_FD_NR = {schema.by_name(n).nr: v for n, v in _FD_TO_FD.items()}
+_ADDR_NR = {schema.by_name(n).nr: v for n, v in _ADDR_ARG.items()}
+_MMSG = (int(schema.Kind.MMSG_IN), int(schema.Kind.MMSG_OUT))
+_MSG = (int(schema.Kind.MSG_IN), int(schema.Kind.MSG_OUT))
+#: sizeof(struct mmsghdr) on x86_64: struct msghdr (56) + unsigned msg_len + padding.
+MMSGHDR_SIZE, MMSG_LEN_OFF = 64, 56
+
+
+def io_syscalls() -> dict[str, str]:
+    """Names of the calls :func:`transfers` reports, with their direction ("in"/"out")."""
+    global _IO
+    if _IO is None:
+        _IO = _io_table()
+    names = {schema.name_of(nr): d for nr, (_f, d, _a, _k) in _IO.items()}
+    names.update({n: "in+out" for n in _FD_TO_FD})
+    return names
+
+
+def transfers(ev: Any) -> list[Transfer]:
+    """The bytes ``ev`` moved across fds: [] for calls that move none or failed.
+
+    read/write/pread64/readv/writev/recvfrom/sendto/recvmsg/sendmsg/
+    recvmmsg/sendmmsg and friends give one Transfer (none for a MSG_PEEK
+    receive, whose bytes are received again); sendfile/splice/tee/
+    copy_file_range give two (in on the source fd, out on the target, no data).
+    """
+    global _IO
+    if _IO is None:
+        _IO = _io_table()
+    if ev.ret <= 0 or ev.flags & schema.EVENT_FLAGS["NO_EXIT"]:
+        return []
+    spec = _IO.get(ev.nr)
+    if spec is None:
+        pair = _FD_TO_FD_NR.get(ev.nr)
+        if pair is None:
+            return []
+        return [Transfer(_s32(ev.args[pair[0]]), "in", ev.ret, None),
+                Transfer(_s32(ev.args[pair[1]]), "out", ev.ret, None)]
+    fd_arg, direction, data_arg, kind = spec
+    peek = _PEEK_ARG.get(ev.nr)
+    if peek is not None and ev.args[peek] & MSG_PEEK:
+        return []  # recv(MSG_PEEK): the same bytes are received again later
+    data = ev.payload(data_arg)
+    addr = None
+    addr_arg = _ADDR_NR.get(ev.nr)
+    if addr_arg is not None:
+        addr = parse_sockaddr(ev.payload(addr_arg))
+    elif kind in _MSG or kind in _MMSG:
+        addr = parse_sockaddr(ev.payload(data_arg, Sub.NAME))
+    if kind in _MMSG:
+        # ret counts messages; each mmsghdr's msg_len holds its byte count.
+        hdr = ev.payload(data_arg, Sub.HEADER) or b""
+        lens = []
+        for i in range(ev.ret):
+            off = i * MMSGHDR_SIZE + MMSG_LEN_OFF
+            if off + 4 > len(hdr):
+                break
+            lens.append(struct.unpack_from("<I", hdr, off)[0])
+        if len(lens) != ev.ret:
+            lens = [len(data or b"")]
+        return [Transfer(_s32(ev.args[fd_arg]), direction, sum(lens), data, addr, tuple(lens))]
+    return [Transfer(_s32(ev.args[fd_arg]), direction, ev.ret, data, addr)]

@@ -1,0 +1,439 @@
+"""``dr stats``: what a trace holds, in numbers.
+
+:func:`compute` reads a trace once (streaming; memory grows with the number
+of distinct syscalls, fds and threads, plus 8 bytes per event for latencies)
+and returns a :class:`Stats` value: per-syscall counts, errors by errno and
+latency percentiles; bytes in and out per open file and per connection (with
+addresses, from :mod:`dr.formats.fdmap`); per-thread activity; losses.
+:meth:`Stats.as_dict` is the ``--json`` shape; :func:`render` prints tables.
+
+Units: times are ns of CLOCK_MONOTONIC (``latency_ns``); the tables show µs.
+Latency is ``ts_exit - ts_enter`` of events that returned (calls that never
+return, such as exit_group, and events whose entry was lost are counted but
+have no latency).
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import math
+import os
+from array import array
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from dr import schema
+from dr.formats.fdmap import FdMap, OpenFile, transfers
+from dr.formats.trace import Event, ProcEvent, TraceReader
+
+__all__ = ["Stats", "SyscallStats", "FileStats", "ThreadStats", "compute", "render",
+           "errno_name", "percentile"]
+
+_NO_EXIT = schema.EVENT_FLAGS["NO_EXIT"]
+_ENTRY_LOST = schema.EVENT_FLAGS["ENTRY_LOST"]
+
+
+def errno_name(n: int) -> str:
+    """``ENOENT`` for 2; ``E<n>`` for numbers Linux does not name."""
+    return _errno.errorcode.get(n, f"E{n}")
+
+
+def percentile(sorted_values: Any, p: float) -> int:
+    """Nearest-rank percentile of an ascending sequence (``p`` in 0..100); 0 when empty."""
+    n = len(sorted_values)
+    if not n:
+        return 0
+    k = max(1, math.ceil(p / 100.0 * n))
+    return int(sorted_values[k - 1])
+
+
+@dataclass(slots=True)
+class SyscallStats:
+    """One syscall: ``count`` calls, ``errors`` {errno name: count}; latencies in ns."""
+
+    name: str
+    count: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    total_ns: int = 0
+    p50_ns: int = 0
+    p99_ns: int = 0
+    max_ns: int = 0
+    _lat: array = field(default_factory=lambda: array("q"), repr=False)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "count": self.count, "errors": dict(self.errors),
+                "error_count": self.error_count, "total_ns": self.total_ns,
+                "latency_ns": {"p50": self.p50_ns, "p99": self.p99_ns, "max": self.max_ns}}
+
+
+@dataclass(slots=True)
+class FileStats:
+    """Bytes across one open file description (all fds that referred to it).
+
+    ``fds``: "tgid:fd" names it had; ``label``: strace -yy text; sockets add
+    ``proto``, ``local`` and ``peer`` (text, "" when unknown). ``bytes_in`` /
+    ``bytes_out`` are true counts (from return values), ``captured_in`` /
+    ``captured_out`` the payload bytes the trace holds for them.
+    """
+
+    id: int
+    kind: str
+    label: str
+    fds: list[str]
+    proto: str = ""
+    local: str = ""
+    peer: str = ""
+    calls_in: int = 0
+    calls_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    captured_in: int = 0
+    captured_out: int = 0
+    peers: dict[str, list[int]] = field(default_factory=dict)  # datagram address -> [in, out]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {"id": self.id, "kind": self.kind, "label": self.label, "fds": self.fds,
+             "calls_in": self.calls_in, "calls_out": self.calls_out,
+             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+             "captured_in": self.captured_in, "captured_out": self.captured_out}
+        if self.kind == "socket":
+            d.update(proto=self.proto, local=self.local, peer=self.peer)
+            if self.peers:
+                d["peers"] = {a: {"bytes_in": v[0], "bytes_out": v[1]} for a, v in self.peers.items()}
+        return d
+
+
+@dataclass(slots=True)
+class ThreadStats:
+    """One thread: syscalls made, errors, ns spent inside syscalls, first/last ns."""
+
+    tid: int
+    tgid: int
+    name: str = ""
+    syscalls: int = 0
+    errors: int = 0
+    time_in_syscalls_ns: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    by_name: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        top = sorted(self.by_name.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        return {"tid": self.tid, "tgid": self.tgid, "name": self.name, "syscalls": self.syscalls,
+                "errors": self.errors, "time_in_syscalls_ns": self.time_in_syscalls_ns,
+                "first_ns": self.first_ns, "last_ns": self.last_ns,
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "top": [{"name": n, "count": c} for n, c in top]}
+
+
+@dataclass(slots=True)
+class Stats:
+    """Everything ``dr stats`` reports about one trace (see :meth:`as_dict`)."""
+
+    path: str
+    events: int = 0
+    errors: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    syscalls: list[SyscallStats] = field(default_factory=list)
+    files: list[FileStats] = field(default_factory=list)
+    threads: list[ThreadStats] = field(default_factory=list)
+    proc_events: dict[str, int] = field(default_factory=dict)
+    losses: dict[str, int] = field(default_factory=dict)
+    flagged: dict[str, int] = field(default_factory=dict)  # events by EVENT_FLAGS name
+    truncated: bool = False
+    complete: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def connections(self) -> list[FileStats]:
+        """Sockets with a known address, or that moved bytes."""
+        return [f for f in self.files if f.kind == "socket" and (f.peer or f.local or f.peers
+                                                                 or f.bytes_in or f.bytes_out)]
+
+    @property
+    def lost(self) -> int:
+        return sum(self.losses.values())
+
+    def counts(self) -> dict[str, int]:
+        """{syscall name: count}."""
+        return {s.name: s.count for s in self.syscalls}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``dr stats --json`` document (docs/jsonl.md names the same fields)."""
+        m = self.meta
+        return {
+            "trace": self.path,
+            "complete": self.complete,
+            "mode": m.get("mode"), "pid": m.get("pid"), "argv": m.get("argv"),
+            "events": self.events, "errors": self.errors,
+            "duration_ns": max(0, self.last_ns - self.first_ns),
+            "syscalls": [s.as_dict() for s in self.syscalls],
+            "files": [f.as_dict() for f in self.files if f.calls_in or f.calls_out],
+            "connections": [f.as_dict() for f in self.connections],
+            "threads": [t.as_dict() for t in self.threads],
+            "proc_events": dict(self.proc_events),
+            "losses": dict(self.losses), "lost": self.lost,
+            "flagged_events": dict(self.flagged),
+        }
+
+
+def _thread_names(meta: dict[str, Any]) -> dict[int, str]:
+    names: dict[int, str] = {}
+    th = meta.get("threads")
+    if isinstance(th, list):
+        for t in th:
+            if isinstance(t, dict) and isinstance(t.get("tid"), int):
+                names[t["tid"]] = str(t.get("name") or t.get("comm") or "")
+    elif isinstance(th, dict):
+        for k, v in th.items():
+            try:
+                names[int(k)] = str(v.get("name") if isinstance(v, dict) else v)
+            except (TypeError, ValueError):
+                pass
+    return names
+
+
+def process_name(meta: dict[str, Any]) -> str:
+    """A short name for the traced process: comm, else the exe's or argv[0]'s basename."""
+    for key in ("comm", "name"):
+        if isinstance(meta.get(key), str) and meta[key]:
+            return meta[key]
+    exe = meta.get("exe")
+    if isinstance(exe, dict) and isinstance(exe.get("path"), str):
+        return os.path.basename(exe["path"])
+    argv = meta.get("argv")
+    if isinstance(argv, list) and argv and isinstance(argv[0], str):
+        return os.path.basename(argv[0])
+    return ""
+
+
+def compute(reader: TraceReader) -> Stats:
+    """Read every record of ``reader`` once and count. Raises TraceError for a corrupt frame."""
+    st = Stats(path=reader.path, meta=dict(reader.meta))
+    fdm = FdMap(reader.meta)
+    sysc: dict[int, SyscallStats] = {}
+    threads: dict[int, ThreadStats] = {}
+    files: dict[int, FileStats] = {}
+    names = _thread_names(reader.meta)
+    pname = process_name(reader.meta)
+    flag_names = [(bit, name) for name, bit in schema.EVENT_FLAGS.items()]
+    first = last = 0
+    for rec in reader.stream():
+        if rec.__class__ is Event:
+            ev: Event = rec  # type: ignore[assignment]
+            st.events += 1
+            s = sysc.get(ev.nr)
+            if s is None:
+                s = sysc[ev.nr] = SyscallStats(ev.name)
+            s.count += 1
+            th = threads.get(ev.tid)
+            if th is None:
+                th = threads[ev.tid] = ThreadStats(ev.tid, ev.tgid, names.get(ev.tid, ""))
+            th.syscalls += 1
+            th.by_name[s.name] = th.by_name.get(s.name, 0) + 1
+            t0 = ev.ts_enter or ev.ts_exit
+            t1 = ev.ts_exit or ev.ts_enter
+            if t0 and (not first or t0 < first):
+                first = t0
+            if t1 > last:
+                last = t1
+            if t0 and (not th.first_ns or t0 < th.first_ns):
+                th.first_ns = t0
+            if t1 > th.last_ns:
+                th.last_ns = t1
+            if ev.flags:
+                for bit, fname in flag_names:
+                    if ev.flags & bit:
+                        st.flagged[fname] = st.flagged.get(fname, 0) + 1
+            returned = not ev.flags & (_NO_EXIT | _ENTRY_LOST) and ev.ts_enter and ev.ts_exit >= ev.ts_enter
+            if returned:
+                d = ev.ts_exit - ev.ts_enter
+                s._lat.append(d)
+                s.total_ns += d
+                th.time_in_syscalls_ns += d
+            e = ev.errno if not ev.flags & _NO_EXIT and _ret_is_error(ev) else None
+            if e is not None:
+                en = errno_name(e)
+                s.errors[en] = s.errors.get(en, 0) + 1
+                th.errors += 1
+                st.errors += 1
+            for t in transfers(ev):
+                f = fdm.get(ev.tgid, t.fd)
+                fs = files.get(f.id)
+                if fs is None:
+                    fs = files[f.id] = FileStats(f.id, f.kind, "", [])
+                got = len(t.data) if t.data is not None else 0
+                if t.direction == "in":
+                    fs.calls_in += 1
+                    fs.bytes_in += t.nbytes
+                    fs.captured_in += min(got, t.nbytes)
+                    th.bytes_in += t.nbytes
+                else:
+                    fs.calls_out += 1
+                    fs.bytes_out += t.nbytes
+                    fs.captured_out += min(got, t.nbytes)
+                    th.bytes_out += t.nbytes
+                if t.addr is not None and (f.peer is None or t.addr != f.peer):
+                    io = fs.peers.setdefault(str(t.addr), [0, 0])
+                    io[0 if t.direction == "in" else 1] += t.nbytes
+            fdm.apply(ev)
+        elif rec.__class__ is ProcEvent:
+            pe: ProcEvent = rec  # type: ignore[assignment]
+            st.proc_events[pe.kind] = st.proc_events.get(pe.kind, 0) + 1
+            fdm.apply(pe)
+    st.first_ns, st.last_ns = first, last
+    for s in sysc.values():
+        lat = sorted(s._lat)
+        s.p50_ns, s.p99_ns = percentile(lat, 50), percentile(lat, 99)
+        s.max_ns = lat[-1] if lat else 0
+        s._lat = array("q")
+    st.syscalls = sorted(sysc.values(), key=lambda s: (-s.count, s.name))
+    byid: dict[int, OpenFile] = {f.id: f for f in fdm.files}
+    for fs in files.values():
+        f = byid[fs.id]
+        fs.kind = f.kind
+        fs.label = f.label()
+        fs.fds = sorted({f"{tg}:{fd}" for tg, fd in f.fds})
+        if f.is_socket:
+            fs.proto = f.proto
+            fs.local = str(f.local) if f.local else ""
+            fs.peer = str(f.peer) if f.peer else ""
+            if not fs.peer and len(fs.peers) == 1:
+                fs.peer = next(iter(fs.peers))
+                fs.peers = {}
+    st.files = sorted(files.values(), key=lambda f: (-(f.bytes_in + f.bytes_out), f.id))
+    for th in threads.values():
+        if not th.name and th.tid == th.tgid:
+            th.name = pname if th.tgid == reader.meta.get("pid") else ""
+    st.threads = sorted(threads.values(), key=lambda t: (t.tgid, t.tid))
+    st.losses = dict(reader.losses)
+    st.truncated = reader.truncated
+    st.complete = not reader.truncated
+    return st
+
+
+def _ret_is_error(ev: Event) -> bool:
+    sc = schema.by_nr(ev.nr)
+    if sc is not None and sc.ret == "none":
+        return False
+    return -4095 <= ev.ret < 0
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _us(ns: int) -> str:
+    """ns as µs text with 1 decimal (3 for sub-µs values)."""
+    return f"{ns / 1000:.1f}" if ns >= 1000 or ns == 0 else f"{ns / 1000:.3f}"
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,}"
+
+
+def render(st: Stats, out: TextIO, *, rich_output: bool | None = None, top: int = 0) -> None:
+    """Print ``st`` as tables on ``out``: rich tables on a terminal, plain text otherwise.
+
+    ``top`` > 0 limits each table to its first rows (0: all).
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    tty = out.isatty() if rich_output is None else rich_output
+    con = Console(file=out, force_terminal=tty, no_color=not tty, highlight=False,
+                  width=None if tty else 200, soft_wrap=not tty)
+
+    def table(title: str, *cols: str, left: tuple[str, ...] = (), flex: tuple[str, ...] = ()) -> Table:
+        t = Table(title=title if tty else None, box=box.SIMPLE_HEAD if tty else None,
+                  show_edge=tty, pad_edge=False, title_justify="left", header_style="bold" if tty else "")
+        for c in cols:
+            right = c not in left
+            # Numbers never wrap or shrink; on a narrow terminal the text columns
+            # (file, peer, top) give way first.
+            flexible = c in flex
+            t.add_column(c, justify="right" if right else "left", no_wrap=not (tty and flexible),
+                         min_width=12 if flexible else len(c), overflow="fold" if tty else "ellipsis")
+        return t
+
+    def lim(rows: list) -> list:
+        return rows[:top] if top else rows
+
+    def heading(text: str) -> None:
+        if not tty:
+            con.print(text)
+
+    m = st.meta
+    dur = max(0, st.last_ns - st.first_ns)
+    what = " ".join(str(a) for a in m.get("argv") or []) or process_name(m)
+    con.print(f"trace {st.path}: {st.events:,} syscalls, {st.errors:,} errors, "
+              f"{dur / 1e9:.3f} s, {len(st.threads)} threads"
+              + (f", mode {m['mode']}" if m.get("mode") else "") + (f" — {what}" if what else ""))
+    if st.truncated:
+        con.print("note: the trace was cut short; these numbers cover what was read")
+
+    t = table("syscalls", "syscall", "calls", "errors", "p50 µs", "p99 µs", "max µs", "total µs",
+              left=("syscall", "errors"), flex=("errors",))
+    for s in lim(st.syscalls):
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items(), key=lambda kv: -kv[1]))
+        t.add_row(s.name, f"{s.count:,}", errs or "-", _us(s.p50_ns), _us(s.p99_ns), _us(s.max_ns),
+                  _us(s.total_ns))
+    con.print()
+    heading("syscalls")
+    con.print(t)
+
+    io_files = [f for f in st.files if f.calls_in or f.calls_out]
+    if io_files:
+        t = table("bytes per fd", "fd", "file", "in", "out", "reads", "writes", left=("fd", "file"),
+                  flex=("file",))
+        for f in lim(io_files):
+            t.add_row(",".join(f.fds) or "?", f.label or f.kind, _bytes(f.bytes_in), _bytes(f.bytes_out),
+                      f"{f.calls_in:,}", f"{f.calls_out:,}")
+        con.print()
+        heading("bytes per fd (tgid:fd)")
+        con.print(t)
+
+    conns = st.connections
+    if conns:
+        t = table("connections", "proto", "local", "peer", "in", "out", "fd",
+                  left=("proto", "local", "peer", "fd"), flex=("peer",))
+        for f in lim(conns):
+            t.add_row(f.proto or "?", f.local or "?", f.peer or ("several" if f.peers else "?"),
+                      _bytes(f.bytes_in), _bytes(f.bytes_out), ",".join(f.fds))
+            for addr, (bi, bo) in sorted(f.peers.items()):
+                t.add_row("", "", "  " + addr, _bytes(bi), _bytes(bo), "")
+        con.print()
+        heading("connections")
+        con.print(t)
+
+    one_process = len({th.tgid for th in st.threads}) <= 1
+    cols = ["tid"] + ([] if one_process else ["tgid"]) + ["name", "syscalls", "errors", "sys µs",
+                                                          "in", "out", "top"]
+    t = table("threads", *cols, left=("name", "top"), flex=("top", "name"))
+    for th in lim(st.threads):
+        topn = ", ".join(f"{n} {c}" for n, c in sorted(th.by_name.items(), key=lambda kv: (-kv[1], kv[0]))[:2])
+        row = [str(th.tid)] + ([] if one_process else [str(th.tgid)]) + [
+            th.name or "", f"{th.syscalls:,}", f"{th.errors:,}", _us(th.time_in_syscalls_ns),
+            _bytes(th.bytes_in), _bytes(th.bytes_out), topn]
+        t.add_row(*row)
+    con.print()
+    heading("threads")
+    con.print(t)
+
+    con.print()
+    if st.losses and st.lost:
+        con.print("losses: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.losses.items()) if v)
+                  + f" (total {st.lost:,})")
+    else:
+        con.print("losses: none")
+    if st.flagged:
+        con.print("flagged events: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.flagged.items())))
+    if st.proc_events:
+        con.print("process events: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.proc_events.items())))
