@@ -7,16 +7,29 @@ kinds, FLAGS/ENUMS tables); the conventions are strace's (strace(1)):
     openat(AT_FDCWD, "/nope", O_RDONLY|O_CLOEXEC) = -1 ENOENT (No such file or directory)
     [pid  4243] read(3, "GET / HTTP/1.1\\r\\nHost: 127.0.0.1"..., 8192) = 78
 
-Strings are quoted and escaped as strace does and cut at ``strsize`` bytes
-(``-s``, default 32) with ``...``; ``xflag`` 1 prints strings holding
-non-printable bytes in hex, 2 prints every string in hex (``-x``/``-xx``).
-Structures are decoded where cheap (stat, statx, timespec, timeval, sockaddr
-in/in6/un, pollfd, epoll_event, fd pairs, utsname); other pointers print as
-addresses. Kernel structure layouts are x86_64 and cite their uapi header.
+Data buffers are quoted and escaped as strace does and cut at ``strsize``
+bytes (``-s``, default 32) with ``...``; paths and other NUL-terminated
+strings are printed in full, as strace does. ``xflag`` 1 prints strings
+holding non-printable bytes in hex, 2 prints every string in hex (``-x``/``-xx``).
+Structures are decoded where cheap (stat, statx, timespec, timeval, rusage,
+sockaddr in/in6/un, pollfd, epoll_event, fd pairs, utsname, wait status,
+capabilities); other pointers print as addresses. Kernel structure layouts
+are x86_64 and cite their uapi header.
+
+``decode_fds`` 1 / 2 (strace ``-y`` / ``-yy``) decorates fds with what they
+are, tracked through the trace by :class:`dr.formats.fdmap.FdMap`:
+``3</etc/hosts>``, ``AT_FDCWD</tmp>``, ``4<pipe:[1]>``, ``5<anon_inode:[eventfd]>``;
+sockets are ``3<socket:[7]>`` with -y and ``3<TCP:[127.0.0.1:45678->127.0.0.1:8000]>``
+with -yy. A trace holds no inode numbers: the N in ``pipe:[N]``/``socket:[N]``
+numbers dr's open files, it is not the kernel's inode. ``acolumn`` pads the
+`` = result`` to that column (strace ``-a``, 40 in ``dr show``; 0 here, for
+library users that want one-line text without padding). ``since_ns`` /
+``until_ns`` keep events whose entry time (CLOCK_MONOTONIC ns) lies in that
+window; :func:`parse_time_bound` turns ``--since`` text into such a bound.
 
 Library use::
 
-    opts = ShowOptions(strsize=64, timestamps=2)
+    opts = ShowOptions(strsize=64, timestamps=2, decode_fds=2)
     for line in show_lines(reader, opts): print(line)
     for note in end_notices(reader): print(note, file=sys.stderr)
 """
@@ -37,7 +50,7 @@ from dr.formats.trace import Event, ProcEvent, TraceReader
 from dr.schema import Kind, Rule, Sub
 
 __all__ = ["ShowOptions", "Formatter", "show_lines", "end_notices", "parse_trace_expr",
-           "quote", "format_flags"]
+           "parse_time_bound", "quote", "format_flags"]
 
 _RESTART = schema.ENUMS["errno_restart"]
 _RESTART_MSG = {  # include/linux/errno.h comments, as strace prints them
@@ -54,6 +67,36 @@ _ACCMODE = frozenset({"open", "openat"})
 #: HEX arguments that are addresses (printed NULL when 0).
 _ADDR_ARGS = frozenset({"addr", "brk", "start", "new_addr", "uaddr", "uaddr2", "newsp", "tls"})
 _OPEN_NAMES = {v: k for k, v in schema.FLAGS["open"].items()}
+#: INT arguments that are 64-bit (off_t, loff_t, size_t, long) in the kernel's prototypes.
+_LONG_INT_ARGS = frozenset({"offset", "pos", "pos_l", "pos_h", "len", "length", "nbytes",
+                            "msgtyp", "size", "off"})
+_O_CREAT, _O_TMPFILE = _OPEN_NAMES["O_CREAT"], _OPEN_NAMES["O_TMPFILE"]
+#: Syscalls whose fd-pair out-argument holds new fds (decorated after the call with -y).
+_FD_PAIR_CALLS = frozenset({"pipe", "pipe2", "socketpair"})
+_AF_INET, _AF_INET6 = 2, 10
+_NR_EXIT_GROUP = schema.by_name("exit_group").nr
+_FUTEX_PRIVATE, _FUTEX_CLOCK_REALTIME = 128, 256
+#: futex(2) commands -> the arguments after (uaddr, op) strace prints for them
+#: (kernel/futex/syscalls.c; strace futex.c): val, utime/val2, uaddr2, val3.
+_FUTEX_ARGS = {
+    "FUTEX_WAIT": ("val", "utime"), "FUTEX_WAKE": ("val",), "FUTEX_FD": ("val",),
+    "FUTEX_REQUEUE": ("val", "val2", "uaddr2"),
+    "FUTEX_CMP_REQUEUE": ("val", "val2", "uaddr2", "val3"),
+    "FUTEX_CMP_REQUEUE_PI": ("val", "val2", "uaddr2", "val3"),
+    "FUTEX_WAKE_OP": ("val", "val2", "uaddr2", "val3"),
+    "FUTEX_LOCK_PI": ("utime",), "FUTEX_LOCK_PI2": ("utime",),
+    "FUTEX_UNLOCK_PI": (), "FUTEX_TRYLOCK_PI": (),
+    "FUTEX_WAIT_BITSET": ("val", "utime", "bitset"), "FUTEX_WAKE_BITSET": ("val", "bitset"),
+    "FUTEX_WAIT_REQUEUE_PI": ("val", "utime", "uaddr2"),
+}
+#: Signals whose default action ends the process (signal(7)): a task that dies
+#: inside a call after one of these was delivered with SIG_DFL was killed by it.
+_FATAL_DEFAULT = frozenset(int(s) for s in (
+    _signal.SIGHUP, _signal.SIGINT, _signal.SIGQUIT, _signal.SIGILL, _signal.SIGTRAP,
+    _signal.SIGABRT, _signal.SIGBUS, _signal.SIGFPE, _signal.SIGKILL, _signal.SIGUSR1,
+    _signal.SIGSEGV, _signal.SIGUSR2, _signal.SIGPIPE, _signal.SIGALRM, _signal.SIGTERM,
+    _signal.SIGXCPU, _signal.SIGXFSZ, _signal.SIGVTALRM, _signal.SIGPROF, _signal.SIGIO,
+    _signal.SIGSYS))
 
 
 @dataclass(slots=True)
@@ -66,6 +109,10 @@ class ShowOptions:
     relative    prefix the time since the previous shown syscall (strace -r)
     tids        only these tids (None: all)
     syscalls    only these syscall numbers (None: all)
+    decode_fds  0 plain fds; 1 with paths (strace -y); 2 also socket addresses (-yy)
+    acolumn     pad `` = result`` to this column (strace -a; 0: no padding)
+    since_ns    only events at or after this CLOCK_MONOTONIC ns (None: from the start)
+    until_ns    only events at or before this CLOCK_MONOTONIC ns (None: to the end)
     """
 
     strsize: int = 32
@@ -74,6 +121,10 @@ class ShowOptions:
     relative: bool = False
     tids: frozenset[int] | None = None
     syscalls: frozenset[int] | None = None
+    decode_fds: int = 0
+    acolumn: int = 0
+    since_ns: int | None = None
+    until_ns: int | None = None
 
 
 def parse_trace_expr(exprs: Iterable[str]) -> frozenset[int] | None:
@@ -109,6 +160,56 @@ def parse_trace_expr(exprs: Iterable[str]) -> frozenset[int] | None:
         else:
             chosen = (chosen or set()) | nrs
     return None if chosen is None else frozenset(chosen)
+
+
+def parse_time_bound(text: str, meta: dict, option: str = "--since",
+                     first_ts: int | None = None) -> int:
+    """A ``--since``/``--until`` value as a CLOCK_MONOTONIC ns bound.
+
+    Accepts seconds from the trace start (``2.5``, ``+2.5``, ``2.5s``), an
+    absolute wall-clock time (``2026-11-30T09:10:00[.ffffff][Z|+01:00]``;
+    local time when no zone is given, as ``-t`` prints it) or a time of day
+    on the day the capture started (``09:10:00[.ffffff]``). The trace start is
+    ``meta["started_ns"]`` (else ``first_ts``, the first record's time, else 0);
+    wall-clock times need ``meta["clock_offsets"]["realtime_ns"]``.
+    Raises :class:`dr.errors.UsageError` for text that is none of these, or a
+    wall-clock time on a trace without a realtime offset.
+    """
+    import datetime as _dt
+
+    t = text.strip()
+    start = meta.get("started_ns")
+    if not isinstance(start, int):
+        start = first_ts if isinstance(first_ts, int) else 0
+    try:
+        secs = float(t[:-1] if t.endswith("s") else t)
+    except ValueError:
+        secs = None
+    if secs is not None:
+        if secs != secs or abs(secs) > 1e10:  # NaN or beyond any trace
+            raise UsageError(f"{option} {text!r}: seconds out of range")
+        return start + int(round(secs * 1e9))
+    clocks = meta.get("clock_offsets") or meta.get("clock") or {}
+    off = clocks.get("realtime_ns") if isinstance(clocks, dict) else None
+    try:
+        if "T" in t or "-" in t[:5]:
+            when = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+        else:
+            tod = _dt.time.fromisoformat(t)
+            if not isinstance(off, int):
+                raise UsageError(f"{option} {text!r}: the trace has no realtime clock offset; "
+                                 "give seconds from the trace start instead")
+            day = _dt.datetime.fromtimestamp((start + off) / 1e9).date()
+            when = _dt.datetime.combine(day, tod)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected seconds from the trace start (2.5), "
+                         "a wall-clock time (2026-11-30T09:10:00) or a time of day (09:10:00)"
+                         ) from None
+    if not isinstance(off, int):
+        raise UsageError(f"{option} {text!r}: the trace has no realtime clock offset; "
+                         "give seconds from the trace start instead")
+    wall = when.timestamp()  # naive: local time, as -t prints
+    return int(round(wall * 1e6)) * 1000 - off
 
 
 # --------------------------------------------------------------------------- strings
@@ -160,10 +261,12 @@ def quote(data: bytes, strsize: int, xflag: int = 0, more: bool = False) -> str:
 
 
 def format_flags(value: int, setname: str, accmode: bool = False) -> str:
-    """Bit flags by name (``O_RDWR|O_CREAT``); unknown bits in hex; 0 as ``0``.
+    """Bit flags by name (``O_RDWR|O_CREAT``) in the set's order; unknown bits in hex.
 
-    ``accmode``: the value is open(2) flags, whose low two bits are the access
-    mode (O_RDONLY is 0 and is printed).
+    A value of 0 prints the set's name for 0 when it has one (``F_OK``), else
+    ``0``. A multi-bit name (O_SYNC, STATX_BASIC_STATS) stands for all its bits
+    and hides the names of its parts. ``accmode``: the value is open(2) flags,
+    whose low two bits are the access mode (O_RDONLY is 0 and is printed).
     """
     table = schema.FLAGS.get(setname, {})
     parts = []
@@ -180,11 +283,16 @@ def format_flags(value: int, setname: str, accmode: bool = False) -> str:
         if name:
             parts.append(name)
             rest &= ~0xF
-    # Multi-bit values (O_SYNC includes O_DSYNC) are matched first.
-    for bit, name in sorted(table.items(), key=lambda kv: -bin(kv[0]).count("1")):
-        if bit and rest & bit == bit:
-            parts.append(name)
-            rest &= ~bit
+    elif value == 0:
+        return table.get(0, "0")
+    hits = [(bit, name) for bit, name in table.items() if bit and rest & bit == bit]
+    covered = 0
+    for bit, name in hits:
+        if any(b != bit and b & bit == bit for b, _ in hits):
+            continue  # part of a larger name that matched (O_DSYNC within O_SYNC)
+        parts.append(name)
+        covered |= bit
+    rest &= ~covered
     if rest:
         parts.append(hex(rest))
     return "|".join(parts) if parts else "0"
@@ -254,8 +362,10 @@ def _dec_stat(b: bytes) -> str | None:
 def _dec_statx(b: bytes) -> str | None:
     if len(b) < _STATX.size:
         return None
-    _mask, _bs, _attr, _nlink, _uid, _gid, mode, _ino, size = _STATX.unpack_from(b)
-    return f"{{stx_mode={_mode(mode)}, stx_size={size}, ...}}"
+    mask, _bs, attr, _nlink, _uid, _gid, mode, _ino, size = _STATX.unpack_from(b)
+    return (f"{{stx_mask={format_flags(mask, 'statx_mask')}, "
+            f"stx_attributes={format_flags(attr, 'statx_attr')}, "
+            f"stx_mode={_mode(mode)}, stx_size={size}, ...}}")
 
 
 def _dec_timespec(b: bytes) -> str | None:
@@ -284,13 +394,74 @@ def _dec_i64(b: bytes) -> str | None:
     return f"[{struct.unpack_from('<q', b)[0]}]" if len(b) >= 8 else None
 
 
+def _rlim(v: int) -> str:
+    # strace's print_rlim64_t: multiples of 1024 as N*1024
+    if v == (1 << 64) - 1:
+        return "RLIM64_INFINITY"
+    return f"{v // 1024}*1024" if v > 1024 and v % 1024 == 0 else str(v)
+
+
 def _dec_rlimit(b: bytes) -> str | None:
     if len(b) < 16:  # linux/resource.h struct rlimit64
         return None
     cur, mx = struct.unpack_from("<QQ", b)
-    inf = (1 << 64) - 1
-    return (f"{{rlim_cur={'RLIM64_INFINITY' if cur == inf else cur}, "
-            f"rlim_max={'RLIM64_INFINITY' if mx == inf else mx}}}")
+    return f"{{rlim_cur={_rlim(cur)}, rlim_max={_rlim(mx)}}}"
+
+
+def _dec_wait_status(b: bytes) -> str | None:
+    """wait4's int status as strace prints it (the W* macros of sys/wait.h)."""
+    if len(b) < 4:
+        return None
+    st = struct.unpack_from("<i", b)[0] & 0xFFFFFFFF
+    sig = st & 0x7F
+    if sig == 0:
+        s = f"WIFEXITED(s) && WEXITSTATUS(s) == {(st >> 8) & 0xFF}"
+    elif st == 0xFFFF:
+        s = "WIFCONTINUED(s)"
+    elif sig == 0x7F:
+        s = f"WIFSTOPPED(s) && WSTOPSIG(s) == {_sig((st >> 8) & 0xFF)}"
+        if st >> 16:
+            s += f" && (s >> 16) == {st >> 16}"
+    else:
+        s = f"WIFSIGNALED(s) && WTERMSIG(s) == {_sig(sig)}"
+        if st & 0x80:
+            s += " && WCOREDUMP(s)"
+    return f"[{{{s}}}]"
+
+
+def _dec_rusage(b: bytes) -> str | None:
+    if len(b) < 32:  # linux/resource.h struct rusage: ru_utime, ru_stime (timeval) first
+        return None
+    us, uu, ss, su = struct.unpack_from("<qqqq", b)
+    return (f"{{ru_utime={{tv_sec={us}, tv_usec={uu}}}, "
+            f"ru_stime={{tv_sec={ss}, tv_usec={su}}}, ...}}")
+
+
+def _dec_cap_header(b: bytes) -> str | None:
+    if len(b) < 8:  # linux/capability.h struct __user_cap_header_struct: u32 version, int pid
+        return None
+    ver, pid = struct.unpack_from("<Ii", b)
+    return f"{{version={schema.ENUMS['cap_version'].get(ver, hex(ver))}, pid={pid}}}"
+
+
+def _caps(mask: int) -> str:
+    if not mask:
+        return "0"
+    names = schema.ENUMS["cap"]
+    parts = [f"1<<{names[i]}" for i in range(64) if mask >> i & 1 and i in names]
+    rest = mask & ~sum(1 << i for i in names)
+    if rest:
+        parts.append(hex(rest))
+    return "|".join(parts)
+
+
+def _dec_cap_data(b: bytes) -> str | None:
+    """struct __user_cap_data_struct[2] (version 3): 32-bit halves of each set."""
+    if len(b) < 24:
+        return None
+    e0, p0, i0, e1, p1, i1 = struct.unpack_from("<6I", b)
+    return (f"{{effective={_caps(e0 | e1 << 32)}, permitted={_caps(p0 | p1 << 32)}, "
+            f"inheritable={_caps(i0 | i1 << 32)}}}")
 
 
 def _dec_fd_pair(b: bytes) -> str | None:
@@ -338,7 +509,7 @@ def decode_sockaddr(b: bytes, strsize: int = 108) -> str:
     return f"{{sa_family={fname}, ...}}"
 
 
-def _dec_pollfds(b: bytes, revents: bool) -> str:
+def _dec_pollfds(b: bytes, revents: bool, fdtext=str) -> str:
     out = []
     for i in range(0, len(b) - _POLLFD.size + 1, _POLLFD.size):
         fd, ev, rev = _POLLFD.unpack_from(b, i)
@@ -346,7 +517,8 @@ def _dec_pollfds(b: bytes, revents: bool) -> str:
             if rev:
                 out.append(f"{{fd={fd}, revents={format_flags(rev & 0xFFFF, 'poll')}}}")
         else:
-            out.append(f"{{fd={fd}, events={format_flags(ev & 0xFFFF, 'poll')}}}")
+            out.append(f"{{fd={fdtext(fd) if fd >= 0 else fd}, "
+                       f"events={format_flags(ev & 0xFFFF, 'poll')}}}")
     return "[" + ", ".join(out) + "]"
 
 
@@ -359,10 +531,106 @@ def _dec_epoll(b: bytes) -> str:
     return "[" + ", ".join(out) + "]"
 
 
+def _signame_short(n: int) -> str:
+    """A signal in a sigset as strace prints it: ``CHLD``, ``RTMIN``, ``RT_3``."""
+    if n == 32:
+        return "RTMIN"
+    if n > 32:
+        return f"RT_{n - 32}"
+    s = _sig(n)
+    return s[3:] if s.startswith("SIG") else s
+
+
+def _sigset(mask: int, nbits: int = 64) -> str:
+    """A kernel sigset_t (bit n-1 is signal n): ``[INT CHLD]``, or ``~[...]`` when most are set."""
+    sigs = [n for n in range(1, nbits + 1) if mask >> (n - 1) & 1]
+    if len(sigs) > nbits // 2:
+        rest = [n for n in range(1, nbits + 1) if not mask >> (n - 1) & 1]
+        return "~[" + " ".join(_signame_short(n) for n in rest) + "]"
+    return "[" + " ".join(_signame_short(n) for n in sigs) + "]"
+
+
+def _dec_sigset(b: bytes) -> str | None:
+    return _sigset(struct.unpack_from("<Q", b)[0]) if len(b) >= 8 else None
+
+
+def _dec_sigaction(b: bytes) -> str | None:
+    """Kernel struct sigaction on x86_64 (arch/x86/include/asm/signal.h: handler, flags,
+    restorer, mask) as strace prints it."""
+    if len(b) < 32:
+        return None
+    handler, fl, restorer, mask = struct.unpack_from("<QQQQ", b)
+    h = {0: "SIG_DFL", 1: "SIG_IGN"}.get(handler, hex(handler))
+    s = f"{{sa_handler={h}, sa_mask={_sigset(mask)}, sa_flags={format_flags(fl & 0xFFFFFFFF, 'sa_flags')}"
+    if fl & 0x04000000:
+        s += f", sa_restorer={_ptr(restorer)}"
+    return s + "}"
+
+
+def _dec_itimerval(b: bytes) -> str | None:
+    if len(b) < 32:  # linux/time.h struct itimerval: two timevals
+        return None
+    i = _dec_timeval(b[:16])
+    v = _dec_timeval(b[16:32])
+    return f"{{it_interval={i}, it_value={v}}}"
+
+
+def _dec_sysinfo(b: bytes) -> str | None:
+    if len(b) < 108:  # linux/sysinfo.h struct sysinfo, x86_64 offsets
+        return None
+    up, l1, l2, l3, tot, free, shared, buf, tswap, fswap = struct.unpack_from("<q9Q", b)
+    procs = struct.unpack_from("<H", b, 80)[0]
+    thigh, fhigh = struct.unpack_from("<QQ", b, 88)
+    unit = struct.unpack_from("<I", b, 104)[0]
+    return (f"{{uptime={up}, loads=[{l1}, {l2}, {l3}], totalram={tot}, freeram={free}, "
+            f"sharedram={shared}, bufferram={buf}, totalswap={tswap}, freeswap={fswap}, "
+            f"procs={procs}, totalhigh={thigh}, freehigh={fhigh}, mem_unit={unit}}}")
+
+
+def _clone_flags(fl: int) -> str:
+    """clone(2) flags; the low byte is the exit signal (strace: ``...|SIGCHLD``)."""
+    sig = fl & 0xFF
+    parts = []
+    rest = fl & ~0xFF
+    if rest:
+        parts.append(format_flags(rest, "clone"))
+    if sig:
+        parts.append(_sig(sig))
+    return "|".join(parts) if parts else "0"
+
+
+def _dec_clone_args(b: bytes) -> str | None:
+    """linux/sched.h struct clone_args: eleven u64 (88 bytes, CLONE_ARGS_SIZE_VER2)."""
+    if len(b) < 64:
+        return None
+    v = list(struct.unpack_from(f"<{min(len(b), 88) // 8}Q", b)) + [0] * 11
+    fl, pidfd, ctid, ptid, esig, stack, ssize, tls, set_tid, set_tid_size, cgroup = v[:11]
+    parts = [f"flags={format_flags(fl, 'clone')}"]
+    if fl & 0x1000:  # CLONE_PIDFD
+        parts.append(f"pidfd={_ptr(pidfd)}")
+    if fl & (0x1000000 | 0x200000):  # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID
+        parts.append(f"child_tid={_ptr(ctid)}")
+    if fl & 0x100000:  # CLONE_PARENT_SETTID
+        parts.append(f"parent_tid={_ptr(ptid)}")
+    parts.append(f"exit_signal={_sig(esig) if esig else 0}")
+    parts.append(f"stack={_ptr(stack)}")
+    parts.append(f"stack_size={hex(ssize)}")
+    if fl & 0x80000:  # CLONE_SETTLS
+        parts.append(f"tls={_ptr(tls)}")
+    if set_tid_size:
+        parts.append(f"set_tid={_ptr(set_tid)}, set_tid_size={set_tid_size}")
+    if cgroup:
+        parts.append(f"cgroup={cgroup}")
+    return "{" + ", ".join(parts) + "}"
+
+
 _STRUCTS = {
     "stat": _dec_stat, "statx": _dec_statx, "timespec": _dec_timespec,
     "timeval": _dec_timeval, "int": _dec_int, "uint": _dec_uint, "socklen": _dec_uint,
     "loff_t": _dec_i64, "time_t": _dec_i64, "fd_pair": _dec_fd_pair, "utsname": _dec_utsname, "rlimit": _dec_rlimit,
+    "wait_status": _dec_wait_status, "rusage": _dec_rusage, "cap_user_header": _dec_cap_header,
+    "cap_user_data": _dec_cap_data, "sigset": _dec_sigset, "sigaction": _dec_sigaction,
+    "itimerval": _dec_itimerval, "sysinfo": _dec_sysinfo, "clone_args": _dec_clone_args,
 }
 
 
@@ -373,7 +641,10 @@ class Formatter:
     """Turns events into strace-style lines; keeps the state strace keeps.
 
     ``meta``: the trace metadata (clock offsets for ``-t``, tids for the
-    ``[pid N]`` prefix).
+    ``[pid N]`` prefix, the fd snapshot that seeds ``-y``). With
+    ``opts.decode_fds`` the formatter follows every fd through the trace: feed
+    it every record in capture order, printed or not (:meth:`line`,
+    :meth:`proc_line`, or :meth:`feed` for the ones not shown).
     """
 
     def __init__(self, opts: ShowOptions, meta: dict | None = None) -> None:
@@ -390,6 +661,24 @@ class Formatter:
         self.prefix = self.multi and isinstance(tids, list) and len(tids) > 1
         self.seen: set[int] = set()
         self.last_ts: int | None = None
+        self.fdmap = None
+        if opts.decode_fds:
+            from dr.formats.fdmap import FdMap
+            self.fdmap = FdMap(meta)
+        self._fatal: dict[int, int] = {}  # tid -> fatal signal delivered with SIG_DFL
+        self._group_exit: dict[int, int] = {}  # tgid -> exit_group status (its threads end with it)
+        self._applied = False  # the event being formatted is already in the fd state
+
+    def feed(self, rec) -> None:
+        """Update the state (fds, fatal signals) with a record that is not printed."""
+        if self.fdmap is not None:
+            self.fdmap.apply(rec)
+        if isinstance(rec, Event) and rec.nr == _NR_EXIT_GROUP:
+            self._group_exit[rec.tgid] = rec.args[0] & 0xFF
+        elif isinstance(rec, ProcEvent) and rec.kind == "SIGNAL":
+            sig = _s32(rec.arg0)
+            if rec.arg1 == 0 and sig in _FATAL_DEFAULT:  # SIG_DFL: the task dies of it
+                self._fatal[rec.tid] = sig
 
     # -- line prefix
 
@@ -420,14 +709,23 @@ class Formatter:
     # -- process events
 
     def proc_line(self, pe: ProcEvent) -> str | None:
-        """strace's ``+++ exited with N +++`` / ``--- SIGX ---`` lines; None for fork/exec."""
+        """strace's ``+++ exited with N +++``, ``+++ killed by SIGX +++`` and
+        ``--- SIGX {si_signo=SIGX} ---`` lines; None for fork/exec."""
+        self.feed(pe)
         if self.opts.tids is not None and pe.tid not in self.opts.tids:
             return None
         if pe.kind == "EXIT":  # arg0: exit code, or -1 when the task died inside a call
-            code = pe.arg0 if pe.arg0 >= 0 else "?"
-            return f"{self._head(pe.tid, pe.ts)}+++ exited with {code} +++"
+            head = self._head(pe.tid, pe.ts)
+            sig = self._fatal.pop(pe.tid, None)
+            if pe.arg0 < 0 and sig is not None:
+                return f"{head}+++ killed by {_sig(sig)} +++"
+            code = pe.arg0 if pe.arg0 >= 0 else self._group_exit.get(pe.tgid, "?")
+            return f"{head}+++ exited with {code} +++"
         if pe.kind == "SIGNAL":
-            return f"{self._head(pe.tid, pe.ts)}--- {_sig(pe.arg0)} ---"
+            if _s32(pe.arg0) == int(_signal.SIGKILL):
+                return None  # strace never sees SIGKILL delivered: only "killed by"
+            name = _sig(_s32(pe.arg0))
+            return f"{self._head(pe.tid, pe.ts)}--- {name} {{si_signo={name}}} ---"
         return None
 
     # -- syscalls
@@ -436,6 +734,7 @@ class Formatter:
         """One syscall as ``name(args) = ret``."""
         head = self._head(ev.tid, ev.ts_enter)
         sc = schema.by_nr(ev.nr)
+        self._applied = False
         if ev.flags & _ENTRY_LOST:
             args = "<arguments unknown>"
         elif sc is None:
@@ -443,11 +742,37 @@ class Formatter:
         else:
             args = ", ".join(self._args(ev, sc))
         name = sc.name if sc else f"syscall_{ev.nr}"
-        return f"{head}{name}({args}) = {self._ret(ev, sc)}"
+        if not self._applied:  # results (a new fd) are decorated with the state after the call
+            self.feed(ev)
+            self._applied = True
+        text = f"{head}{name}({args}) "
+        pad = self.opts.acolumn - len(text)  # strace: ") ", pad to the column, "= "
+        return f"{text}{' ' * pad if pad > 0 else ''}= {self._ret(ev, sc)}"
+
+    def _fd(self, ev: Event, fd: int) -> str:
+        """An fd as strace -y/-yy prints it: ``3</etc/hosts>``; plain when unknown."""
+        m = self.fdmap
+        if m is None:
+            return str(fd)
+        if fd == _AT_FDCWD:
+            cwd = m.cwd(ev.tgid)
+            return f"AT_FDCWD<{cwd}>" if cwd else "AT_FDCWD"
+        f = m.lookup(ev.tgid, fd)
+        if f is None:
+            return str(fd)
+        if f.is_socket and (self.opts.decode_fds < 2 or f.label().endswith(":[]")):
+            label = f"socket:[{f.id}]" if self.opts.decode_fds < 2 else f"{f.proto}:[{f.id}]"
+        else:
+            label = f.label()
+            if f.kind == "epoll":
+                label = "anon_inode:[eventpoll]"  # the kernel's name for it (fs/eventpoll.c)
+        return f"{fd}<{label}>" if label else str(fd)
 
     def _ret(self, ev: Event, sc) -> str:
-        if ev.flags & _NO_EXIT or (sc is not None and sc.ret == "none"):
+        if ev.flags & _NO_EXIT:
             return "?"
+        if sc is not None and sc.ret == "none" and sc.name != "rt_sigreturn":
+            return "?"  # rt_sigreturn "returns" the interrupted code's register, as strace shows
         ret = ev.ret
         if -4095 <= ret < 0:
             e = -ret
@@ -459,6 +784,13 @@ class Formatter:
         tail = self._ret_detail(ev, sc)
         if sc is not None and sc.ret == "hex":
             return hex(ret & 0xFFFFFFFFFFFFFFFF) + tail
+        if sc is not None and sc.ret == "fd" and self.fdmap is not None and 0 <= ret < 1 << 31:
+            return self._fd(ev, ret) + tail
+        if sc is not None and sc.name == "fcntl":
+            fd_cmd = _enum(ev.args[1] & 0xFFFFFFFF, "fcntl") in ("F_DUPFD", "F_DUPFD_CLOEXEC")
+            if fd_cmd and self.fdmap is not None and 0 <= ret < 1 << 31:
+                return self._fd(ev, ret)
+            return _ret_fcntl(ev) or str(ret)
         return str(ret) + tail
 
     def _ret_detail(self, ev: Event, sc) -> str:
@@ -473,15 +805,18 @@ class Formatter:
         return ""
 
     def _args(self, ev: Event, sc) -> list[str]:
+        special = _SPECIAL.get(sc.name)
+        if special is not None:
+            out = special(self, ev, sc)
+            if out is not None:
+                return out
         out = []
         args = ev.args
         skip_mode = False
         if sc.name in ("open", "openat"):
             fl = args[1 if sc.name == "open" else 2]
-            creat = 0
-            for n in ("O_CREAT", "O_TMPFILE"):
-                creat |= _OPEN_NAMES.get(n, 0)
-            skip_mode = not fl & creat
+            # mode only means something with O_CREAT or O_TMPFILE (whose bits include O_DIRECTORY)
+            skip_mode = not (fl & _O_CREAT or fl & _O_TMPFILE == _O_TMPFILE)
         for i, a in enumerate(sc.args):
             if skip_mode and a.name == "mode":
                 continue
@@ -493,7 +828,9 @@ class Formatter:
         k = a.kind
         o = self.opts
         if k == Kind.INT:
-            return str(_s64(v))
+            # C int arguments are 32 bits wide (poll(..., -1) arrives as 0xffffffff);
+            # offsets and lengths are long/loff_t.
+            return str(_s64(v) if a.name in _LONG_INT_ARGS else _s32(v))
         if k == Kind.UINT:
             if a.ctype == "octal":
                 return f"0{v & 0o7777777:03o}" if v else "000"
@@ -504,7 +841,9 @@ class Formatter:
             return hex(v)
         if k == Kind.FD:
             f = _s32(v)
-            return "AT_FDCWD" if f == _AT_FDCWD and "dfd" in a.name else str(f)
+            if f == _AT_FDCWD and "dfd" in a.name:
+                return self._fd(ev, f) if self.fdmap is not None else "AT_FDCWD"
+            return self._fd(ev, f) if f >= 0 else str(f)
         if k == Kind.FLAGS:
             return format_flags(v & 0xFFFFFFFF, a.ctype, a.ctype == "open" and sc.name in _ACCMODE)
         if k == Kind.ENUM:
@@ -519,8 +858,8 @@ class Formatter:
         if k in (Kind.PATH, Kind.STR):
             if p is None:
                 return _ptr(v)
-            data = p.data.split(b"\0", 1)[0]
-            return quote(data, o.strsize, o.xflag, p.truncated)
+            data = p.data.split(b"\0", 1)[0]  # strace prints paths whole: no -s cut
+            return quote(data, len(data), o.xflag, p.truncated)
         if k == Kind.ARGV:
             if p is None:
                 return _ptr(v)
@@ -536,7 +875,7 @@ class Formatter:
                     return '""'  # nothing crossed: strace prints the empty string
                 return _ptr(v)
             if a.ctype:
-                return self._struct(a.ctype, p.data, v, a)
+                return self._struct(a.ctype, p.data, v, a, ev, sc)
             return quote(p.data, o.strsize, o.xflag, p.truncated)
         if k in (Kind.IOV_IN, Kind.IOV_OUT):
             if p is None:
@@ -550,7 +889,7 @@ class Formatter:
             parts = []
             name = ev.payloads.get(i | Sub.NAME << 4)
             if name is not None and name.data:
-                parts.append(f"msg_name={decode_sockaddr(name.data, o.strsize)}")
+                parts.append(f"msg_name={decode_sockaddr(name.data)}")
             if p is not None:
                 parts.append(f"msg_iov={quote(p.data, o.strsize, o.xflag, p.truncated)}")
             ctl = ev.payloads.get(i | Sub.CONTROL << 4)
@@ -563,12 +902,13 @@ class Formatter:
         if k in (Kind.SOCKADDR_IN, Kind.SOCKADDR_OUT):
             if p is None:
                 return _ptr(v)
-            return decode_sockaddr(p.data, o.strsize)
+            return decode_sockaddr(p.data)
         if k == Kind.INOUT:
             entry = ev.payloads.get(i | Sub.ENTRY << 4)
             if a.ctype == "pollfd":
                 b = entry.data if entry is not None else (p.data if p is not None else None)
-                return _dec_pollfds(b, False) if b is not None else _ptr(v)
+                return (_dec_pollfds(b, False, lambda fd: self._fd(ev, fd))
+                        if b is not None else _ptr(v))
             dec = _STRUCTS.get(a.ctype)
             before = dec(entry.data) if dec and entry is not None else None
             after = dec(p.data) if dec and p is not None else None
@@ -579,14 +919,232 @@ class Formatter:
             return before or after or _ptr(v)
         return _ptr(v)
 
-    def _struct(self, ctype: str, data: bytes, v: int, a) -> str:
+    def _struct(self, ctype: str, data: bytes, v: int, a, ev: Event, sc) -> str:
         if ctype == "epoll_event":
-            return _dec_epoll(data)
+            s = _dec_epoll(data)
+            return s[1:-1] if sc.name == "epoll_ctl" and s != "[]" else s  # one struct there
         if ctype == "sockaddr":
-            return decode_sockaddr(data, self.opts.strsize)
+            return decode_sockaddr(data)
+        if ctype == "fd_pair" and self.fdmap is not None and sc.name in _FD_PAIR_CALLS \
+                and len(data) >= 8 and ev.ret == 0:
+            a_, b_ = struct.unpack_from("<ii", data)  # new fds: the state after the call
+            if not self._applied:
+                self.feed(ev)
+                self._applied = True
+            return f"[{self._fd(ev, a_)}, {self._fd(ev, b_)}]"
         dec = _STRUCTS.get(ctype)
         s = dec(data) if dec else None
         return s if s is not None else _ptr(v)
+
+
+# --------------------------------------------------------------------------- per-syscall layouts
+# Calls whose printed arguments depend on other arguments (strace's own decoders).
+
+
+def _sp_futex(f: Formatter, ev: Event, sc) -> list[str] | None:
+    a = ev.args
+    op = a[1] & 0xFFFFFFFF
+    cmd = schema.ENUMS["futex_op"].get(op & 0x7F)
+    if cmd is None:
+        return None  # unknown command: every argument as declared
+    name = cmd + ("_PRIVATE" if op & _FUTEX_PRIVATE else "")
+    if op & _FUTEX_CLOCK_REALTIME:
+        name += "|FUTEX_CLOCK_REALTIME"
+    if op & ~(0x7F | _FUTEX_PRIVATE | _FUTEX_CLOCK_REALTIME):
+        name += f"|{hex(op & ~(0x7F | _FUTEX_PRIVATE | _FUTEX_CLOCK_REALTIME))}"
+    out = [_ptr(a[0]), name]
+    for what in _FUTEX_ARGS[cmd]:
+        if what == "val":
+            out.append(str(_s32(a[2])))
+        elif what == "utime":
+            out.append(_ptr(a[3]))
+        elif what == "val2":
+            out.append(str(a[3] & 0xFFFFFFFF))
+        elif what == "uaddr2":
+            out.append(_ptr(a[4]))
+        elif what == "val3":
+            out.append(str(_s32(a[5])))
+        elif what == "bitset":
+            b = a[5] & 0xFFFFFFFF
+            out.append("FUTEX_BITSET_MATCH_ANY" if b == 0xFFFFFFFF else hex(b))
+    return out
+
+
+def _sp_arch_prctl(f: Formatter, ev: Event, sc) -> list[str]:
+    opt = _enum(ev.args[0] & 0xFFFFFFFF, "arch_prctl")
+    if opt == "ARCH_GET_CPUID":  # takes no second argument
+        return [opt]
+    return [opt, _ptr(ev.args[1])]
+
+
+def _sp_socket(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    if len(out) > 2 and _s32(ev.args[0]) in (_AF_INET, _AF_INET6):
+        out[2] = _enum(ev.args[2] & 0xFFFFFFFF, "ipproto")  # 0 is IPPROTO_IP there
+    return out
+
+
+def _sp_rseq(f: Formatter, ev: Event, sc) -> list[str]:
+    a = ev.args  # strace prints rseq_len and the signature in hex
+    return [_ptr(a[0]), hex(a[1] & 0xFFFFFFFF), str(_s32(a[2])), hex(a[3] & 0xFFFFFFFF)]
+
+
+def _sp_getrandom(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    p = ev.payloads.get(0)
+    if p is not None:  # random bytes: strace prints them in hex
+        out[0] = quote(p.data, f.opts.strsize, 2, p.truncated)
+    return out
+
+
+def _sp_getdents(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    p = ev.payloads.get(1)
+    if ev.ret >= 0 and (p is not None or ev.ret == 0):
+        n, off, data = 0, 0, p.data if p is not None else b""
+        while off + 19 <= len(data):  # struct linux_dirent64: d_reclen (u16) at offset 16
+            rl = struct.unpack_from("<H", data, off + 16)[0]
+            if rl < 19:
+                break
+            n += 1
+            off += rl
+        more = "+" if p is not None and p.truncated else ""
+        out[1] = f"{_ptr(ev.args[1])} /* {n}{more} entries */"
+    return out
+
+
+def _sp_statx(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    fl = ev.args[2] & 0xFFFFFFFF
+    if not fl & 0x6000:  # AT_STATX_SYNC_TYPE == 0: the default, named by strace
+        rest = format_flags(fl, "at")
+        out[2] = "AT_STATX_SYNC_AS_STAT" + ("" if rest == "0" else "|" + rest)
+    return out
+
+
+#: fcntl(2) commands that take no third argument (strace prints two).
+_FCNTL_NOARG = frozenset({"F_GETFD", "F_GETFL", "F_GETOWN", "F_GETSIG", "F_GETLEASE",
+                          "F_GETPIPE_SZ", "F_GET_SEALS"})
+
+
+def _sp_fcntl(f: Formatter, ev: Event, sc) -> list[str]:
+    cmd = _enum(ev.args[1] & 0xFFFFFFFF, "fcntl")
+    out = [f._arg(ev, sc, 0, sc.args[0]), cmd]
+    v = ev.args[2]
+    if cmd in _FCNTL_NOARG:
+        return out
+    if cmd == "F_SETFD":
+        out.append(format_flags(v & 0xFFFFFFFF, "fd_flags"))
+    elif cmd == "F_SETFL":
+        out.append(format_flags(v & 0xFFFFFFFF, "open", True))
+    elif cmd in ("F_DUPFD", "F_DUPFD_CLOEXEC", "F_SETOWN", "F_SETSIG", "F_SETPIPE_SZ"):
+        out.append(str(_s32(v)))
+    else:
+        out.append(_ptr(v))
+    return out
+
+
+def _ret_fcntl(ev: Event) -> str | None:
+    """fcntl's decoded results: ``0x1 (flags FD_CLOEXEC)``, ``0x8002 (flags O_RDWR|O_LARGEFILE)``."""
+    cmd = _enum(ev.args[1] & 0xFFFFFFFF, "fcntl")
+    if ev.ret <= 0 or cmd not in ("F_GETFD", "F_GETFL"):
+        return None
+    names = format_flags(ev.ret, "fd_flags") if cmd == "F_GETFD" else format_flags(ev.ret, "open", True)
+    return f"{hex(ev.ret)} (flags {names})"
+
+
+def _sp_ioctl(f: Formatter, ev: Event, sc) -> list[str] | None:
+    req = _enum(ev.args[1] & 0xFFFFFFFF, "ioctl")
+    if req in ("FIOCLEX", "FIONCLEX"):  # no argument
+        return [f._arg(ev, sc, 0, sc.args[0]), req]
+    return None
+
+
+def _sp_getcwd(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    p = ev.payloads.get(0)
+    if p is not None:  # a path: whole, without its NUL
+        data = p.data.split(b"\0", 1)[0]
+        out[0] = quote(data, len(data), f.opts.xflag)
+    return out
+
+
+def _sp_clone(f: Formatter, ev: Event, sc) -> list[str]:
+    a = ev.args  # x86_64 order: flags, newsp, parent_tidptr, child_tidptr, tls
+    fl = a[0]
+    out = [f"child_stack={_ptr(a[1])}", f"flags={_clone_flags(fl)}"]
+    if fl & (0x100000 | 0x1000):  # CLONE_PARENT_SETTID | CLONE_PIDFD
+        out.append(f"parent_tid={_ptr(a[2])}")
+    if fl & (0x1000000 | 0x200000):  # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID
+        out.append(f"child_tidptr={_ptr(a[3])}")
+    if fl & 0x80000:  # CLONE_SETTLS
+        out.append(f"tls={_ptr(a[4])}")
+    return out
+
+
+def _sp_clone3(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    p = ev.payloads.get(0)
+    if p is not None and len(p.data) >= 8 and ev.ret > 0 \
+            and struct.unpack_from("<Q", p.data)[0] & 0x100000:  # the kernel wrote parent_tid
+        out[0] += f" => {{parent_tid=[{ev.ret}]}}"
+    return out
+
+
+def _sp_itimer(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    out[0] = _enum(ev.args[0] & 0xFFFFFFFF, "itimer")
+    return out
+
+
+def _sp_madvise(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    out[2] = _enum(ev.args[2] & 0xFFFFFFFF, "madvise")
+    return out
+
+
+_SOCKOPT_SETS = {1: "so_opt", 6: "tcp_opt"}  # SOL_SOCKET, SOL_TCP
+
+
+def _sp_sockopt(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    level = ev.args[1] & 0xFFFFFFFF
+    if level in _SOCKOPT_SETS:
+        out[2] = _enum(ev.args[2] & 0xFFFFFFFF, _SOCKOPT_SETS[level])
+    p = ev.payloads.get(3)
+    if p is not None and len(p.data) == 4:  # an int option, as strace prints it
+        out[3] = f"[{struct.unpack('<i', p.data)[0]}]"
+    return out
+
+
+def _sp_close_range(f: Formatter, ev: Event, sc) -> list[str]:
+    a = ev.args  # strace prints the bounds as plain unsigned numbers, never decorated
+    return [str(a[0] & 0xFFFFFFFF), str(a[1] & 0xFFFFFFFF), format_flags(a[2] & 0xFFFFFFFF, "close_range")]
+
+
+_SPECIAL = {
+    "futex": _sp_futex, "arch_prctl": _sp_arch_prctl, "socket": _sp_socket,
+    "socketpair": _sp_socket, "rseq": _sp_rseq, "getrandom": _sp_getrandom,
+    "getdents64": _sp_getdents, "statx": _sp_statx, "fcntl": _sp_fcntl, "ioctl": _sp_ioctl,
+    "getcwd": _sp_getcwd, "clone": _sp_clone, "clone3": _sp_clone3, "setitimer": _sp_itimer,
+    "getitimer": _sp_itimer, "madvise": _sp_madvise, "setsockopt": _sp_sockopt,
+    "getsockopt": _sp_sockopt, "close_range": _sp_close_range,
+}
+
+
+def _shown(rec, opts: ShowOptions) -> bool:
+    """Whether ``rec`` passes the -e/--tid/--since/--until filters."""
+    if isinstance(rec, Event):
+        if opts.tids is not None and rec.tid not in opts.tids:
+            return False
+        if opts.syscalls is not None and rec.nr not in opts.syscalls:
+            return False
+        ts = rec.ts_enter
+    else:
+        ts = rec.ts  # exits are shown whatever -e says, as strace does
+    if opts.since_ns is not None and ts < opts.since_ns:
+        return False
+    return opts.until_ns is None or ts <= opts.until_ns
 
 
 def show_lines(reader: TraceReader, opts: ShowOptions) -> Iterator[str]:
@@ -596,13 +1154,34 @@ def show_lines(reader: TraceReader, opts: ShowOptions) -> Iterator[str]:
     (lines before it have been yielded).
     """
     fmt = Formatter(opts, reader.meta)
-    for item in reader.stream(tids=opts.tids, syscalls=opts.syscalls):
+    window = opts.since_ns is not None or opts.until_ns is not None
+    if fmt.fdmap is None and not window:
+        # Nothing to track across hidden events: let the reader filter.
+        for item in reader.stream(tids=opts.tids, syscalls=opts.syscalls):
+            if isinstance(item, Event):
+                yield fmt.line(item)
+            elif isinstance(item, ProcEvent):
+                s = fmt.proc_line(item)
+                if s is not None:
+                    yield s
+        return
+    # fds opened by hidden calls must still be known; signals before the window still kill.
+    for item in reader.stream():
         if isinstance(item, Event):
-            yield fmt.line(item)
+            if _shown(item, opts):
+                yield fmt.line(item)
+            else:
+                fmt.feed(item)
         elif isinstance(item, ProcEvent):
-            s = fmt.proc_line(item)
-            if s is not None:
-                yield s
+            if _shown(item, opts):
+                s = fmt.proc_line(item)
+                if s is not None:
+                    yield s
+            else:
+                fmt.feed(item)
+        if opts.until_ns is not None and not isinstance(item, dict) and \
+                getattr(item, "ts_enter", getattr(item, "ts", 0)) > opts.until_ns + 10**10:
+            return  # well past the window (capture order is time order within a few ms)
 
 
 def end_notices(reader: TraceReader) -> list[str]:

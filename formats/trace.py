@@ -75,6 +75,9 @@ MAX_FRAME = MAX_FRAME_RAW + (1 << 20)
 MAX_BLOCK = 64 << 20
 #: Largest reassembled payload (offset + length) a reader accepts.
 MAX_PAYLOAD = 256 << 20
+#: Largest run of zeros a reader fills in for payload chunks that were lost
+#: (a hostile trace could otherwise ask for MAX_PAYLOAD of zeros per chunk).
+MAX_GAP = 16 << 20
 #: Most syscalls with payload chunks waiting for their event across frames.
 MAX_PENDING = 1 << 16
 
@@ -488,6 +491,9 @@ def _assemble(parts: list[tuple[int, int, int, bytes]]) -> dict[int, Payload]:
         buf = bytearray()
         for o, b in chunks:
             if o > len(buf):
+                if o - len(buf) > MAX_GAP:
+                    raise TraceError(f"payload chunk at offset {o} leaves a gap of "
+                                     f"{o - len(buf)} bytes (more than {MAX_GAP})")
                 buf += bytes(o - len(buf))  # a chunk was lost: its bytes read as zeros
             buf[o:o + len(b)] = b
         out[slot] = Payload(slot, bytes(buf), total)

@@ -17,6 +17,9 @@ Examples:
   dr show run.drt -e trace=read,write -s 200
   dr show run.drt --tid 4243 -tt         # one thread, wall-clock times in microseconds
   dr show run.drt -r -x                  # relative times, binary strings in hex
+  dr show run.drt -yy                    # fds with paths and socket addresses
+  dr show run.drt --since 1.5 --until 2  # seconds from the trace start
+  dr show run.drt --since 2026-11-30T09:10:00 -tt   # wall-clock window (local time)
 """
 
 
@@ -29,12 +32,23 @@ def show(
                                         "'!' negates)."),
     tid: List[int] = typer.Option([], "--tid", metavar="TID", help="Only this thread (repeatable)."),
     strsize: int = typer.Option(32, "-s", "--string-limit", min=0, metavar="N",
-                                help="Bytes of each string to show before '...'."),
+                                help="Bytes of each data buffer to show before '...' "
+                                     "(paths are shown whole, as strace does)."),
     xflag: int = typer.Option(0, "-x", count=True, show_default=False,
                               help="Non-printable strings in hex (-xx: every string)."),
     abstime: int = typer.Option(0, "-t", count=True, show_default=False,
                                 help="Wall-clock time of day (-tt: with microseconds, -ttt: epoch)."),
     relative: bool = typer.Option(False, "-r", help="Time since the previous syscall."),
+    decode_fds: int = typer.Option(0, "-y", count=True, show_default=False,
+                                   help="fds with their paths (-yy: and socket addresses)."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="WHEN",
+                                        help="Only events from WHEN: seconds from the trace "
+                                             "start (1.5) or a wall-clock time "
+                                             "(2026-11-30T09:10:00, 09:10:00)."),
+    until: Optional[str] = typer.Option(None, "--until", metavar="WHEN",
+                                        help="Only events up to WHEN (as --since)."),
+    acolumn: int = typer.Option(40, "-a", "--columns", min=0, metavar="COLUMN",
+                                help="Align ' = result' at this column (0: no padding)."),
 ) -> None:
     """Print a trace's syscalls as strace does: write(1, "hello\\n", 6) = 6.
 
@@ -43,15 +57,26 @@ def show(
     """
     import sys
 
-    from dr.errors import ExitCode
-    from dr.formats.strace import ShowOptions, end_notices, parse_trace_expr, show_lines
+    from dr.errors import ExitCode, UsageError
+    from dr.formats.strace import (ShowOptions, end_notices, parse_time_bound, parse_trace_expr,
+                                   show_lines)
     from dr.formats.trace import TraceReader
 
-    opts = ShowOptions(strsize=strsize, xflag=min(xflag, 2), timestamps=min(abstime, 3),
-                       relative=relative, tids=frozenset(tid) if tid else None,
-                       syscalls=parse_trace_expr(expr) if expr else None)
+    syscalls = parse_trace_expr(expr) if expr else None
     out = sys.stdout
     with TraceReader(trace) as reader:
+        first = None
+        if (since or until) and not isinstance(reader.meta.get("started_ns"), int):
+            first = next((getattr(r, "ts_enter", getattr(r, "ts", None)) for r in reader.stream()
+                          if not isinstance(r, dict)), None)  # a trace without its start time
+        lo = parse_time_bound(since, reader.meta, "--since", first) if since is not None else None
+        hi = parse_time_bound(until, reader.meta, "--until", first) if until is not None else None
+        if lo is not None and hi is not None and hi < lo:
+            raise UsageError(f"--until {until} is before --since {since}")
+        opts = ShowOptions(strsize=strsize, xflag=min(xflag, 2), timestamps=min(abstime, 3),
+                           relative=relative, tids=frozenset(tid) if tid else None,
+                           syscalls=syscalls, decode_fds=min(decode_fds, 2), acolumn=acolumn,
+                           since_ns=lo, until_ns=hi)
         batch: list[str] = []
         try:
             for line in show_lines(reader, opts):

@@ -1,19 +1,21 @@
 """Named flag and value sets used to decode arguments, x86_64 values.
 
 Sources: include/uapi/asm-generic/fcntl.h, mman-common.h, linux/socket.h,
-linux/time.h, asm-generic/ioctls.h, asm-generic/signal.h. Part of the schema:
+linux/time.h, asm-generic/ioctls.h, asm-generic/signal.h, and the headers named
+at each set below. Part of the schema:
 the generator copies them into ``dr/schema/_tables.py``.
 A FLAGS set is decoded bit by bit (``O_CREAT|O_CLOEXEC``); an ENUM set by value.
 Sets whose first entry has value 0 name the zero value (``O_RDONLY``).
 """
 
 FLAGS: dict[str, dict[int, str]] = {
+    # Printed in this order, as strace does (O_SYNC includes O_DSYNC, O_TMPFILE O_DIRECTORY).
     "open": {0: "O_RDONLY", 0o1: "O_WRONLY", 0o2: "O_RDWR", 0o100: "O_CREAT", 0o200: "O_EXCL",
              0o400: "O_NOCTTY", 0o1000: "O_TRUNC", 0o2000: "O_APPEND",
-             0o4000: "O_NONBLOCK", 0o10000: "O_DSYNC", 0o20000: "O_ASYNC",
-             0o40000: "O_DIRECT", 0o100000: "O_LARGEFILE", 0o200000: "O_DIRECTORY",
+             0o4000: "O_NONBLOCK", 0o4010000: "O_SYNC", 0o10000: "O_DSYNC", 0o20000: "O_ASYNC",
+             0o40000: "O_DIRECT", 0o100000: "O_LARGEFILE",
              0o400000: "O_NOFOLLOW", 0o1000000: "O_NOATIME", 0o2000000: "O_CLOEXEC",
-             0o4010000: "O_SYNC", 0o10000000: "O_PATH", 0o20200000: "O_TMPFILE"},
+             0o200000: "O_DIRECTORY", 0o10000000: "O_PATH", 0o20200000: "O_TMPFILE"},
     "prot": {1: "PROT_READ", 2: "PROT_WRITE", 4: "PROT_EXEC"},
     "mmap": {0x1: "MAP_SHARED", 0x2: "MAP_PRIVATE", 0x10: "MAP_FIXED",
              0x20: "MAP_ANONYMOUS", 0x100: "MAP_GROWSDOWN", 0x800: "MAP_DENYWRITE",
@@ -23,7 +25,7 @@ FLAGS: dict[str, dict[int, str]] = {
     "at": {0x100: "AT_SYMLINK_NOFOLLOW", 0x200: "AT_REMOVEDIR", 0x400: "AT_SYMLINK_FOLLOW",
            0x800: "AT_NO_AUTOMOUNT", 0x1000: "AT_EMPTY_PATH", 0x2000: "AT_STATX_FORCE_SYNC",
            0x4000: "AT_STATX_DONT_SYNC"},
-    "sock_type": {0o4000: "SOCK_NONBLOCK", 0o2000000: "SOCK_CLOEXEC"},
+    "sock_type": {0o2000000: "SOCK_CLOEXEC", 0o4000: "SOCK_NONBLOCK"},
     "msg": {0x1: "MSG_OOB", 0x2: "MSG_PEEK", 0x4: "MSG_DONTROUTE", 0x8: "MSG_CTRUNC",
             0x20: "MSG_TRUNC", 0x40: "MSG_DONTWAIT", 0x80: "MSG_EOR", 0x100: "MSG_WAITALL",
             0x4000: "MSG_NOSIGNAL", 0x8000: "MSG_MORE", 0x40000000: "MSG_CMSG_CLOEXEC"},
@@ -58,6 +60,29 @@ FLAGS: dict[str, dict[int, str]] = {
                      0x400: "EPOLLMSG", 0x2000: "EPOLLRDHUP", 1 << 28: "EPOLLEXCLUSIVE",
                      1 << 29: "EPOLLWAKEUP", 1 << 30: "EPOLLONESHOT", 1 << 31: "EPOLLET"},
     "none": {},
+    # include/uapi/linux/fcntl.h (unistd.h): access(2) modes; 0 is F_OK
+    "access": {0: "F_OK", 4: "R_OK", 2: "W_OK", 1: "X_OK"},
+    # include/uapi/linux/stat.h: statx(2) mask and stx_attributes
+    "statx_mask": {0x7FF: "STATX_BASIC_STATS", 0x1: "STATX_TYPE", 0x2: "STATX_MODE",
+                   0x4: "STATX_NLINK", 0x8: "STATX_UID", 0x10: "STATX_GID", 0x20: "STATX_ATIME",
+                   0x40: "STATX_MTIME", 0x80: "STATX_CTIME", 0x100: "STATX_INO",
+                   0x200: "STATX_SIZE", 0x400: "STATX_BLOCKS", 0x800: "STATX_BTIME",
+                   0x1000: "STATX_MNT_ID", 0x2000: "STATX_DIOALIGN", 0x4000: "STATX_MNT_ID_UNIQUE",
+                   0x8000: "STATX_SUBVOL", 0x10000: "STATX_WRITE_ATOMIC"},
+    "statx_attr": {0x4: "STATX_ATTR_COMPRESSED", 0x10: "STATX_ATTR_IMMUTABLE",
+                   0x20: "STATX_ATTR_APPEND", 0x40: "STATX_ATTR_NODUMP",
+                   0x800: "STATX_ATTR_ENCRYPTED", 0x1000: "STATX_ATTR_AUTOMOUNT",
+                   0x2000: "STATX_ATTR_MOUNT_ROOT", 0x100000: "STATX_ATTR_VERITY",
+                   0x200000: "STATX_ATTR_DAX", 0x400000: "STATX_ATTR_WRITE_ATOMIC"},
+    # arch/x86/include/uapi/asm/signal.h: sa_flags of struct sigaction, in strace's order
+    "sa_flags": {0x04000000: "SA_RESTORER", 0x08000000: "SA_ONSTACK", 0x10000000: "SA_RESTART",
+                 0x40000000: "SA_NODEFER", 0x80000000: "SA_RESETHAND", 0x4: "SA_SIGINFO",
+                 0x1: "SA_NOCLDSTOP", 0x2: "SA_NOCLDWAIT", 0x400: "SA_UNSUPPORTED",
+                 0x800: "SA_EXPOSE_TAGBITS"},
+    # include/uapi/asm-generic/fcntl.h: F_GETFD/F_SETFD flags
+    "fd_flags": {1: "FD_CLOEXEC"},
+    # include/uapi/linux/futex.h: bits of futex(2)'s op besides the command
+    "futex_op_flags": {128: "FUTEX_PRIVATE_FLAG", 256: "FUTEX_CLOCK_REALTIME"},
 }
 
 ENUMS: dict[str, dict[int, str]] = {
@@ -86,9 +111,75 @@ ENUMS: dict[str, dict[int, str]] = {
     # include/linux/errno.h: kernel-internal restart codes a tracepoint can see
     "errno_restart": {512: "ERESTARTSYS", 513: "ERESTARTNOINTR", 514: "ERESTARTNOHAND",
                       516: "ERESTART_RESTARTBLOCK"},
+    # include/uapi/asm-generic/mman-common.h: madvise(2) advice
+    "madvise": {0: "MADV_NORMAL", 1: "MADV_RANDOM", 2: "MADV_SEQUENTIAL", 3: "MADV_WILLNEED",
+                4: "MADV_DONTNEED", 8: "MADV_FREE", 9: "MADV_REMOVE", 10: "MADV_DONTFORK",
+                11: "MADV_DOFORK", 12: "MADV_MERGEABLE", 13: "MADV_UNMERGEABLE",
+                14: "MADV_HUGEPAGE", 15: "MADV_NOHUGEPAGE", 16: "MADV_DONTDUMP",
+                17: "MADV_DODUMP", 18: "MADV_WIPEONFORK", 19: "MADV_KEEPONFORK", 20: "MADV_COLD",
+                21: "MADV_PAGEOUT", 22: "MADV_POPULATE_READ", 23: "MADV_POPULATE_WRITE",
+                24: "MADV_DONTNEED_LOCKED", 25: "MADV_COLLAPSE", 100: "MADV_HWPOISON",
+                101: "MADV_SOFT_OFFLINE"},
+    # include/uapi/asm-generic/socket.h: SOL_SOCKET options
+    "so_opt": {1: "SO_DEBUG", 2: "SO_REUSEADDR", 3: "SO_TYPE", 4: "SO_ERROR", 5: "SO_DONTROUTE",
+               6: "SO_BROADCAST", 7: "SO_SNDBUF", 8: "SO_RCVBUF", 9: "SO_KEEPALIVE",
+               10: "SO_OOBINLINE", 11: "SO_NO_CHECK", 12: "SO_PRIORITY", 13: "SO_LINGER",
+               14: "SO_BSDCOMPAT", 15: "SO_REUSEPORT", 16: "SO_PASSCRED", 17: "SO_PEERCRED",
+               18: "SO_RCVLOWAT", 19: "SO_SNDLOWAT", 20: "SO_RCVTIMEO_OLD", 21: "SO_SNDTIMEO_OLD",
+               25: "SO_BINDTODEVICE", 29: "SO_TIMESTAMP_OLD", 30: "SO_ACCEPTCONN",
+               32: "SO_SNDBUFFORCE", 33: "SO_RCVBUFFORCE", 34: "SO_PASSSEC", 36: "SO_MARK",
+               38: "SO_PROTOCOL", 39: "SO_DOMAIN", 40: "SO_RXQ_OVFL", 46: "SO_BUSY_POLL",
+               49: "SO_INCOMING_CPU", 60: "SO_ZEROCOPY"},
+    # include/uapi/linux/tcp.h: SOL_TCP options
+    "tcp_opt": {1: "TCP_NODELAY", 2: "TCP_MAXSEG", 3: "TCP_CORK", 4: "TCP_KEEPIDLE",
+                5: "TCP_KEEPINTVL", 6: "TCP_KEEPCNT", 7: "TCP_SYNCNT", 8: "TCP_LINGER2",
+                9: "TCP_DEFER_ACCEPT", 10: "TCP_WINDOW_CLAMP", 11: "TCP_INFO", 12: "TCP_QUICKACK",
+                13: "TCP_CONGESTION", 18: "TCP_USER_TIMEOUT", 23: "TCP_FASTOPEN",
+                25: "TCP_NOTSENT_LOWAT", 30: "TCP_FASTOPEN_CONNECT"},
+    # include/uapi/linux/time.h: getitimer(2)/setitimer(2) timers
+    "itimer": {0: "ITIMER_REAL", 1: "ITIMER_VIRTUAL", 2: "ITIMER_PROF"},
+    # arch/x86/include/uapi/asm/prctl.h
+    "arch_prctl": {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS",
+                   0x1004: "ARCH_GET_GS", 0x1011: "ARCH_GET_CPUID", 0x1012: "ARCH_SET_CPUID",
+                   0x1021: "ARCH_GET_XCOMP_SUPP", 0x1022: "ARCH_GET_XCOMP_PERM",
+                   0x1023: "ARCH_REQ_XCOMP_PERM", 0x1024: "ARCH_GET_XCOMP_GUEST_PERM",
+                   0x1025: "ARCH_REQ_XCOMP_GUEST_PERM", 0x2001: "ARCH_MAP_VDSO_X32",
+                   0x2002: "ARCH_MAP_VDSO_32", 0x2003: "ARCH_MAP_VDSO_64",
+                   0x4001: "ARCH_GET_UNTAG_MASK", 0x4002: "ARCH_ENABLE_TAGGED_ADDR",
+                   0x4003: "ARCH_GET_MAX_TAG_BITS", 0x4004: "ARCH_FORCE_TAGGED_SVA",
+                   0x5001: "ARCH_SHSTK_ENABLE", 0x5002: "ARCH_SHSTK_DISABLE",
+                   0x5003: "ARCH_SHSTK_LOCK", 0x5004: "ARCH_SHSTK_UNLOCK",
+                   0x5005: "ARCH_SHSTK_STATUS"},
+    # include/uapi/linux/futex.h: futex(2) commands (op & FUTEX_CMD_MASK)
+    "futex_op": {0: "FUTEX_WAIT", 1: "FUTEX_WAKE", 2: "FUTEX_FD", 3: "FUTEX_REQUEUE",
+                 4: "FUTEX_CMP_REQUEUE", 5: "FUTEX_WAKE_OP", 6: "FUTEX_LOCK_PI",
+                 7: "FUTEX_UNLOCK_PI", 8: "FUTEX_TRYLOCK_PI", 9: "FUTEX_WAIT_BITSET",
+                 10: "FUTEX_WAKE_BITSET", 11: "FUTEX_WAIT_REQUEUE_PI",
+                 12: "FUTEX_CMP_REQUEUE_PI", 13: "FUTEX_LOCK_PI2"},
+    # include/uapi/linux/in.h: socket(2) protocols of AF_INET/AF_INET6
+    "ipproto": {0: "IPPROTO_IP", 1: "IPPROTO_ICMP", 6: "IPPROTO_TCP", 17: "IPPROTO_UDP",
+                41: "IPPROTO_IPV6", 58: "IPPROTO_ICMPV6", 132: "IPPROTO_SCTP",
+                136: "IPPROTO_UDPLITE", 255: "IPPROTO_RAW", 262: "IPPROTO_MPTCP"},
+    # include/uapi/linux/capability.h
+    "cap_version": {0x19980330: "_LINUX_CAPABILITY_VERSION_1",
+                    0x20071026: "_LINUX_CAPABILITY_VERSION_2",
+                    0x20080522: "_LINUX_CAPABILITY_VERSION_3"},
+    "cap": {0: "CAP_CHOWN", 1: "CAP_DAC_OVERRIDE", 2: "CAP_DAC_READ_SEARCH", 3: "CAP_FOWNER",
+            4: "CAP_FSETID", 5: "CAP_KILL", 6: "CAP_SETGID", 7: "CAP_SETUID", 8: "CAP_SETPCAP",
+            9: "CAP_LINUX_IMMUTABLE", 10: "CAP_NET_BIND_SERVICE", 11: "CAP_NET_BROADCAST",
+            12: "CAP_NET_ADMIN", 13: "CAP_NET_RAW", 14: "CAP_IPC_LOCK", 15: "CAP_IPC_OWNER",
+            16: "CAP_SYS_MODULE", 17: "CAP_SYS_RAWIO", 18: "CAP_SYS_CHROOT",
+            19: "CAP_SYS_PTRACE", 20: "CAP_SYS_PACCT", 21: "CAP_SYS_ADMIN", 22: "CAP_SYS_BOOT",
+            23: "CAP_SYS_NICE", 24: "CAP_SYS_RESOURCE", 25: "CAP_SYS_TIME",
+            26: "CAP_SYS_TTY_CONFIG", 27: "CAP_MKNOD", 28: "CAP_LEASE", 29: "CAP_AUDIT_WRITE",
+            30: "CAP_AUDIT_CONTROL", 31: "CAP_SETFCAP", 32: "CAP_MAC_OVERRIDE",
+            33: "CAP_MAC_ADMIN", 34: "CAP_SYSLOG", 35: "CAP_WAKE_ALARM",
+            36: "CAP_BLOCK_SUSPEND", 37: "CAP_AUDIT_READ", 38: "CAP_PERFMON", 39: "CAP_BPF",
+            40: "CAP_CHECKPOINT_RESTORE"},
     "rlimit": {0: "RLIMIT_CPU", 1: "RLIMIT_FSIZE", 2: "RLIMIT_DATA", 3: "RLIMIT_STACK",
                4: "RLIMIT_CORE", 5: "RLIMIT_RSS", 6: "RLIMIT_NPROC", 7: "RLIMIT_NOFILE",
-               8: "RLIMIT_MEMLOCK", 9: "RLIMIT_AS"},
+               8: "RLIMIT_MEMLOCK", 9: "RLIMIT_AS", 10: "RLIMIT_LOCKS", 11: "RLIMIT_SIGPENDING",
+               12: "RLIMIT_MSGQUEUE", 13: "RLIMIT_NICE", 14: "RLIMIT_RTPRIO", 15: "RLIMIT_RTTIME"},
 }
 
 #: ioctl requests whose argument is a buffer: request -> (direction, bytes).
