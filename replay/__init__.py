@@ -1,0 +1,84 @@
+"""Replay: the sandbox, the seccomp notification supervisor, substitution, divergence reports.
+
+Only this package touches seccomp; it never imports bcc. Entry points::
+
+    from dr.replay import replay_trace, verify
+    res = replay_trace("run.drt", show_output=True)   # ReplayResult
+    res.ok, res.exit_code, res.report.to_dict()
+
+Building blocks for other replay policies (streams replay): :mod:`dr.replay.sandbox`
+(namespaces, root, filter), :mod:`dr.replay.notify` (seccomp_unotify primitives,
+tracee memory), :mod:`dr.replay.vdso` (time functions through syscalls).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dr.errors import DrError, ExitCode
+
+__all__ = ["ReplayResult", "replay_trace", "verify"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """Outcome of one replay: ``status`` "faithful" | "diverged" | "error"."""
+
+    status: str
+    message: str
+    report: Any  # dr.replay.divergence.ReplayReport
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "faithful"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return {"faithful": ExitCode.OK, "diverged": ExitCode.DIVERGED}.get(self.status, ExitCode.ERROR)
+
+
+def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...] | None = None,
+                 show_output: bool = False, keep_going: bool = False,
+                 report_path: str | None = None, stall_timeout: float = 10.0,
+                 stdout: Any = None, stderr: Any = None) -> ReplayResult:
+    """Strict replay of a spawn-mode trace; never raises for a divergence.
+
+    Raises TraceError for a bad trace, ReplayError/NotSupported when the
+    sandbox cannot run, OutputError when the report cannot be written.
+    """
+    from dr.errors import OutputError
+    from dr.replay.divergence import ReplayReport
+    from dr.replay.strict import ReplayOptions, ReplaySession, Status
+
+    opts = ReplayOptions(rootfs=rootfs, command=command, show_output=show_output,
+                         keep_going=keep_going, stall_timeout=stall_timeout,
+                         stdout=stdout, stderr=stderr)
+    s = ReplaySession(trace_path, opts)
+    try:
+        s.start()
+        r = s.run()
+    except DrError as e:
+        rep = s.report if isinstance(s.report, ReplayReport) else ReplayReport(trace=trace_path)
+        rep.verdict = "error"
+        rep.notes.append(e.message)
+        s.close()
+        raise
+    finally:
+        s.close()
+    status = {Status.EXITED: "faithful", Status.DIVERGED: "diverged"}.get(r.status, "error")
+    s.report.verdict = status
+    if report_path:
+        try:
+            with open(report_path, "w") as f:
+                json.dump(s.report.to_dict(), f, indent=2)
+                f.write("\n")
+        except OSError as e:
+            raise OutputError(f"cannot write the report {report_path}: {e.strerror}") from None
+    return ReplayResult(status, r.message, s.report)
+
+
+def verify(trace_path: str, **kw: Any) -> ReplayResult:
+    """Replay ``trace_path`` at once (for ``dr capture --verify``): faithful or not."""
+    return replay_trace(trace_path, **kw)

@@ -1,5 +1,210 @@
-"""`dr capture`: see the module of the same job in the library."""
+"""`dr capture`: record a process's syscalls and payloads (library: dr.capture.session)."""
 
 from __future__ import annotations
 
-from dr.cli import app  # noqa: F401
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from dr.cli import app
+
+CAPTURE_EPILOG = """\
+Examples:
+
+\b
+  dr capture --pid 1234 -o incident.drt            # attach to a running process (all threads)
+  dr capture --pid 1234 -o i.drt --duration 30     # ... for 30 seconds
+  dr capture --tid 1240 -o one-thread.drt          # one thread only
+  dr capture -o run.drt -- python3 app.py --port 8080   # run a command from its first syscall
+  dr capture -o big.drt --snaplen 1M --max-size 2G --pid 1234
+
+\b
+Exit status: 0 when nothing was lost, 3 when events or payloads were lost
+(counted in the trace), the command's own status in spawn mode.
+"""
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'256K' -> 262144. Suffixes K, M, G, T (powers of 1024), optional 'B' / 'iB'."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
+    num = t[: len(t) - len(unit)] if unit else t
+    try:
+        value = float(num) * _UNITS[unit]
+    except ValueError:
+        raise typer.BadParameter(f"not a size: {text!r} (examples: 4096, 256K, 64M, 2G)") from None
+    if value < 0:
+        raise typer.BadParameter(f"a size cannot be negative: {text!r}")
+    return int(value)
+
+
+@app.command(
+    epilog=CAPTURE_EPILOG,
+    context_settings={"allow_interspersed_args": False},
+)
+def capture(
+    command: Optional[List[str]] = typer.Argument(None, metavar="[-- CMD ARGS...]",
+                                                  help="Command to run and record from its first syscall.",
+                                                  show_default=False),
+    pid: Optional[int] = typer.Option(None, "--pid", "-p", help="Attach to this process (all its threads)."),
+    tid: Optional[int] = typer.Option(None, "--tid", help="Attach to this one thread."),
+    output: Path = typer.Option(Path("capture.drt"), "-o", "--output", help="Trace file to write."),
+    snaplen: str = typer.Option("256K", "--snaplen",
+                                help="Bytes kept per buffer; longer payloads are truncated "
+                                     "and marked with their true length."),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0, help="Stop after SECONDS."),
+    max_size: Optional[str] = typer.Option(None, "--max-size", help="Stop when the trace reaches BYTES."),
+    no_follow: bool = typer.Option(False, "--no-follow", help="Do not trace children made by fork/clone."),
+    ringbuf_size: str = typer.Option("64M", "--ringbuf-size", help="BPF ring buffer size (a power of two)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line and no summary."),
+    verify: bool = typer.Option(False, "--verify",
+                                help="After a spawn-mode capture, replay it at once and say "
+                                     "whether the replay was faithful."),
+    ebpf: bool = typer.Option(False, "--ebpf", hidden=True, help="Print the BPF program and exit."),
+) -> None:
+    """Record every syscall, with arguments, results, times and payloads, of a process.
+
+    Stops on Ctrl-C or SIGTERM, --duration, --max-size, or when the target
+    exits; the trace is complete (and readable by `dr show`) in every case.
+    """
+    import signal
+    import sys
+
+    from dr.errors import ExitCode, UsageError
+
+    if ebpf:
+        from dr.capture.probes import program_text
+
+        sys.stdout.write(program_text())
+        return
+    opts_cmd = tuple(command) if command else None
+    if sum(x is not None for x in (pid, tid, opts_cmd)) != 1:
+        raise UsageError("give exactly one target: --pid PID, --tid TID, or -- CMD ARGS...")
+    if verify and not opts_cmd:
+        raise UsageError("--verify needs spawn mode: dr capture --verify -o t.drt -- CMD ARGS...")
+
+    from dr.capture.session import CaptureOptions, CaptureSession, Status
+
+    opts = CaptureOptions(output=str(output), pid=pid, tid=tid, command=opts_cmd,
+                          snaplen=parse_size(snaplen), duration=duration,
+                          max_size=parse_size(max_size) if max_size else None,
+                          follow=not no_follow, ringbuf_size=parse_size(ringbuf_size))
+    session = CaptureSession(opts)
+
+    stop_signal: list[int] = []
+
+    def on_signal(signum, _frame):
+        stop_signal.append(signum)
+
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    try:
+        session.start()
+        live = None
+        if not quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            live = Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
+            live.start()
+        try:
+            while True:
+                r = session.step()
+                if live is not None:
+                    live.update(_status_line(r))
+                if stop_signal:
+                    status = Status.STOPPED
+                    break
+                if r.status is not Status.RUNNING:
+                    status = r.status
+                    break
+        finally:
+            if live is not None:
+                live.stop()
+        summary = session.stop(status)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+    if not quiet:
+        _print_summary(summary, str(output))
+    if summary.error:
+        typer.echo(f"dr: {summary.error}; the trace keeps everything up to its last complete frame",
+                   err=True)
+        raise typer.Exit(int(ExitCode.ERROR))
+    code = int(ExitCode.OK)
+    if summary.lost:
+        typer.echo(f"dr: {summary.lost} events or payloads were lost (see the loss records); "
+                   f"try a bigger --ringbuf-size", err=True)
+        code = int(ExitCode.LOSS)
+    if verify:
+        code = _verify(str(output)) or code
+    if opts_cmd and summary.exit_status and not verify:
+        # spawn mode exits with the command's status; a command that succeeded
+        # while events were lost still exits with LOSS
+        code = summary.exit_status if summary.exit_status > 0 else 128 - summary.exit_status
+    raise typer.Exit(code)
+
+
+def _status_line(r) -> "object":
+    from rich.text import Text
+
+    return Text(f"dr capture: {r.events:,} events  {_human(r.payload_bytes)} payload  "
+                f"{_human(r.trace_bytes)} trace  {r.lost:,} lost  {r.elapsed:6.1f} s",
+                style="bold red" if r.lost else "")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _print_summary(s, output: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(stderr=True, highlight=False)
+    dur = s.duration_ns / 1e9
+    con.print(f"dr capture: {s.stop_reason} after {dur:.2f} s; wrote {output}")
+    con.print(f"  events {s.events:,} ({s.events / dur if dur else 0:,.0f}/s), "
+              f"process events {s.proc_events:,}, payload {_human(s.payload_bytes)}, "
+              f"trace {_human(s.trace_bytes)} (compression {s.compression_ratio:.1f}x of "
+              f"{_human(s.raw_bytes)})")
+    con.print(f"  ring buffer: {_human(s.raw_bytes)} drained; {s.walks} of the drains walked "
+              f"record headers ({s.walk_ns / 1e6:.1f} ms)")
+    lost = {k: v for k, v in s.losses.items() if v}
+    con.print("  lost: " + (", ".join(f"{k} {v:,}" for k, v in lost.items()) if lost else "nothing"))
+    if s.exit_status is not None:
+        con.print(f"  command exit status {s.exit_status}")
+    if s.syscalls:
+        t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        t.add_column("syscall")
+        t.add_column("count", justify="right")
+        for name, n in list(s.syscalls.items())[:15]:
+            t.add_row(name, f"{n:,}")
+        if len(s.syscalls) > 15:
+            t.add_row(f"... {len(s.syscalls) - 15} more", "")
+        con.print(t)
+
+
+def _verify(path: str) -> int:
+    """Replay the trace just written (dr.replay.verify) and say whether it was faithful."""
+    from dr.errors import ExitCode
+
+    try:
+        from dr.replay import verify
+    except ImportError:
+        typer.echo("dr: --verify needs dr replay, which is not installed", err=True)
+        return int(ExitCode.ERROR)
+    res = verify(path)
+    if res.ok:
+        typer.echo("dr: verify: the replay was faithful", err=True)
+        return 0
+    typer.echo(f"dr: verify: the replay was NOT faithful: {res.message}", err=True)
+    return int(res.exit_code)

@@ -1,5 +1,106 @@
-"""`dr replay`: see the module of the same job in the library."""
+"""`dr replay`: replay a trace or bundle in an isolated sandbox (library: :mod:`dr.replay`).
+
+Spawn-mode traces get the strict replay (:mod:`dr.replay.strict`); attach-mode
+traces (``dr capture --pid``) the streams replay (:mod:`dr.replay.streams`);
+a bundle is verified and opened first.
+"""
 
 from __future__ import annotations
 
-from dr.cli import app  # noqa: F401
+from typing import List, Optional
+
+import typer
+
+from dr.cli import app
+
+REPLAY_EPILOG = """\
+Examples:
+
+\b
+  dr replay run.drt                         # strict replay, exit 0 when faithful
+  dr replay run.drt --show-output           # print the tracee's stdout/stderr as it replays
+  dr replay run.drt --report replay.json    # counts, substituted bytes, divergences
+  dr replay run.drt --rootfs /srv/oldroot   # another root filesystem (read-only)
+  dr replay incident.drt --cmd ./new-build  # attach-mode trace against another build
+  dr replay incident.drb                    # a bundle, checked against this host's binaries
+
+Exit status: 0 faithful, 4 diverged, 1 error.
+"""
+
+
+@app.command("replay", epilog=REPLAY_EPILOG)
+def replay_cmd(
+    trace: str = typer.Argument(..., help="Trace (.drt) or bundle (.drb) recorded with dr capture."),
+    command: Optional[List[str]] = typer.Argument(None, help="Command to run instead of the recorded one (after --)."),
+    rootfs: str = typer.Option("/", "--rootfs", help="Root filesystem of the sandbox (mounted read-only)."),
+    show_output: bool = typer.Option(False, "--show-output", help="Print the tracee's stdout and stderr."),
+    report: Optional[str] = typer.Option(None, "--report", help="Write a JSON report to this file."),
+    keep_going: bool = typer.Option(False, "--keep-going", help="Record payload divergences and go on."),
+    stall_timeout: float = typer.Option(10.0, "--stall-timeout", help="Seconds without progress before giving up."),
+    cmd: Optional[str] = typer.Option(None, "--cmd", help="Attach-mode traces: run this build instead."),
+    ignore: Optional[str] = typer.Option(None, "--ignore", help="Attach-mode traces: TOML file of expected noise."),
+    strict_binaries: bool = typer.Option(False, "--strict-binaries",
+                                         help="Bundles: refuse when this host's binaries differ."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail in the report."),
+) -> None:
+    """Replay a trace syscall by syscall in a sandbox (no network, recorded time and ids)."""
+    import os
+    import sys
+
+    from dr.errors import UsageError
+
+    if not os.path.exists(trace):
+        raise UsageError(f"{trace}: no such file; give a trace written by dr capture")
+    bundle = None
+    try:
+        from dr.formats.bundle import is_bundle
+        if is_bundle(trace):
+            from dr.formats.bundle import check_binaries, open_bundle
+            bundle = open_bundle(trace)
+            for w in check_binaries(bundle, strict=strict_binaries):
+                sys.stderr.write(f"dr: warning: {w}\n")
+            if not bundle.traces:
+                raise UsageError(f"{trace}: the bundle holds no trace")
+            trace = str(bundle.traces[0])
+    except ImportError:
+        pass
+    try:
+        from dr.replay.streams import attach_mode, cli_streams
+    except ImportError:  # streams replay not installed
+        attach_mode = None  # type: ignore[assignment]
+    try:
+        if attach_mode is not None and attach_mode(trace):
+            code = cli_streams(trace, cmd=cmd, ignore=ignore, report=report, show_output=show_output,
+                               verbose=verbose, rootfs=rootfs)
+            raise typer.Exit(int(code))
+        if cmd or ignore:
+            raise UsageError("--cmd and --ignore are for traces recorded with --pid (streams replay); "
+                             "for a spawn-mode trace give the command after --")
+        _strict(trace, rootfs, command, show_output, keep_going, report, stall_timeout)
+    finally:
+        if bundle is not None:
+            bundle.close()
+
+
+def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: bool,
+            keep_going: bool, report: Optional[str], stall_timeout: float) -> None:
+    import sys
+
+    from dr.replay import replay_trace
+
+    res = replay_trace(trace, rootfs=rootfs, command=tuple(command) if command else None,
+                       show_output=show_output, keep_going=keep_going, report_path=report,
+                       stall_timeout=stall_timeout)
+    rep = res.report
+    for note in rep.notes:
+        sys.stderr.write(f"dr replay: note: {note}\n")
+    for d in rep.divergences:
+        sys.stderr.write(d.text() + "\n")
+    if res.ok:
+        sys.stderr.write(f"dr replay: faithful ({rep.events_replayed} syscalls, {rep.wall_s:.2f} s)\n")
+    elif res.status == "error":
+        sys.stderr.write(f"dr: {res.message}\n")
+    else:
+        sys.stderr.write(f"dr replay: diverged ({rep.events_replayed} of {rep.events_total} "
+                         "syscalls replayed)\n")
+    raise typer.Exit(int(res.exit_code))

@@ -1,0 +1,855 @@
+/* dr capture: the eBPF side. Compiled by BCC (dr/capture/probes.py).
+ *
+ * Tracepoints raw_syscalls:sys_enter/sys_exit record every syscall of the
+ * traced tasks; sched:sched_process_fork/exec/exit and signal:signal_deliver
+ * record process events. Records are the structs of the generated header
+ * dr_schema.h (never retyped here), written into one BPF ring buffer.
+ *
+ * Per traced tid, `tasks` holds the entry state (args, ts_enter, seq). The
+ * syscall event is emitted at sys_exit (at sys_enter with NO_EXIT for exit and
+ * exit_group). Payload copies follow the copy-rule table `rules`, loaded from
+ * dr.schema.RULES and indexed nr * DR_MAX_RULES + i: a table rather than a
+ * switch so the verifier sees one code path. A rule becomes a "job"; the
+ * copier program (tail-called, bounded steps per call) gathers each job's bytes
+ * in fixed chunks of DR_CHUNK through per-CPU scratch space and writes one
+ * dr_payload record per chunk (iovec entries are packed into the same chunk).
+ *
+ * Compile-time constants come in as -D flags (never string surgery):
+ *   DR_SNAPLEN       bytes kept per buffer (longer: truncated, total keeps the length)
+ *   DR_TID_FILTER    trace this tid only (0: trace the tgids in `tgids`)
+ *   DR_FOLLOW        add children made by fork/vfork/clone to `tgids`
+ *   DR_ORPHAN_EXITS  emit a sys_exit seen without its sys_enter (ENTRY_LOST)
+ *   DR_RB_PAGES      ring buffer size in pages (a power of two)
+ *   DR_NCPU          number of possible CPUs (scratch array size)
+ *
+ * Loss is never silent: every failed reservation or copy and every truncation
+ * is counted per CPU by cause in `losses` (DR_LOSS_*), read by user space.
+ */
+#include <uapi/linux/ptrace.h>
+#include "dr_schema.h"
+
+#ifndef DR_SNAPLEN
+#define DR_SNAPLEN DR_SNAPLEN_DEFAULT
+#endif
+#ifndef DR_TID_FILTER
+#define DR_TID_FILTER 0
+#endif
+#ifndef DR_FOLLOW
+#define DR_FOLLOW 1
+#endif
+#ifndef DR_ORPHAN_EXITS
+#define DR_ORPHAN_EXITS 1
+#endif
+#ifndef DR_RB_PAGES
+#define DR_RB_PAGES 16384
+#endif
+#ifndef DR_NCPU
+#define DR_NCPU 64
+#endif
+#ifndef DR_PID_MAX
+#define DR_PID_MAX 4194304
+#endif
+
+#define DR_MAX_JOBS 16      /* jobs per syscall phase (a power of two) */
+#define DR_STEPS 24         /* copier steps per program invocation */
+#define DR_MAX_TAILS 28     /* the kernel allows 33 tail calls per chain */
+#define DR_RB_FLAGS 1       /* BPF_RB_NO_WAKEUP: user space polls */
+#define DR_SOCKADDR_MAX 128 /* sizeof(struct sockaddr_storage) */
+#define DR_CONTROL_MAX 4096
+#define DR_CLONE_THREAD 0x00010000
+#define DR_EINTR 4
+
+/* user-space visible counters (stats map) */
+enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3 };
+
+enum { J_PLAIN = 0, J_IOV = 1, J_STR = 2, J_ARGV = 3, J_MSG = 4 };
+
+struct dr_task {
+	u64 seq;
+	u64 ts_enter;
+	u64 args[6];
+	s64 nr;
+	u32 tgid;
+	u16 in_call;
+	u16 flags;      /* event flags gathered at entry */
+};
+
+struct dr_job {
+	u64 addr;       /* user address: buffer, iovec array, msghdr, argv */
+	u64 len;        /* bytes to copy at most (<= DR_SNAPLEN for buffers) */
+	u64 total;      /* true length */
+	u32 cnt;        /* iovec entries */
+	u16 slot;       /* arg | Sub << 4 */
+	u16 type;       /* J_* */
+};
+
+struct dr_work {
+	struct dr_syscall_event ev;
+	u32 njobs, job;   /* job list and cursor */
+	u32 idx;          /* iovec / argv element cursor */
+	u32 pos;          /* bytes gathered in data */
+	u64 seg_addr, seg_left;
+	u64 left;         /* bytes still to copy for the current job */
+	u64 off;          /* offset of data[0] in the current job's buffer */
+	u32 tails, emit;  /* emit: write ev when the jobs are done */
+	u32 started, pad;
+	struct dr_job jobs[DR_MAX_JOBS];
+	/* struct dr_payload header, then 2 * DR_CHUNK bytes of data: a chunk may
+	 * start anywhere below DR_CHUNK, and the verifier bounds pos + len. */
+	u8 buf[sizeof(struct dr_payload) + 2 * DR_CHUNK];
+};
+
+struct dr_inflight {
+	/* end first: user space copies the value in address order and must read
+	 * end before start for its answer to err on the side of "in flight" */
+	u64 end;     /* programs that finished (every record committed) */
+	u64 start;   /* programs that began writing to the ring buffer */
+};
+
+struct dr_msghdr {   /* struct user_msghdr, include/linux/socket.h (x86_64) */
+	u64 name;
+	u32 namelen;
+	u32 pad0;
+	u64 iov;
+	u64 iovlen;
+	u64 control;
+	u64 controllen;
+	u32 flags;
+	u32 pad1;
+};
+
+BPF_HASH(tasks, u32, struct dr_task, 65536);
+BPF_HASH(tgids, u32, u8, 8192);
+BPF_ARRAY(tgbits, u64, DR_PID_MAX / 64);     /* bit per tgid: maybe traced */
+BPF_ARRAY(rules, struct dr_rule, DR_NR_MAX * DR_MAX_RULES);
+BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit rules */
+BPF_HASH(ioctls, u32, u32, 64);              /* request -> size | 1 << 31 when "out" */
+BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
+BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
+BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
+BPF_PERCPU_ARRAY(stats, u64, 4);             /* DR_ST_* */
+BPF_ARRAY(work, struct dr_work, DR_NCPU);
+BPF_PROG_ARRAY(progs, 2);
+BPF_RINGBUF_OUTPUT(rb, DR_RB_PAGES);
+
+static __always_inline void count_loss(u32 cause)
+{
+	u64 *v = losses.lookup(&cause);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* User space may consume the ring up to producer_pos without walking it when
+ * no program is between its first reservation and its last commit. */
+static __always_inline void ring_begin(void)
+{
+	u32 z = 0;
+	struct dr_inflight *f = inflight.lookup(&z);
+	if (f)
+		__sync_fetch_and_add(&f->start, 1);
+}
+
+static __always_inline void ring_end(void)
+{
+	u32 z = 0;
+	struct dr_inflight *f = inflight.lookup(&z);
+	if (f)
+		__sync_fetch_and_add(&f->end, 1);
+}
+
+/* A cheap first test for every syscall on the machine: one bit per tgid in
+ * an array (inlined lookup, no hash). Only tasks whose bit is set pay for the
+ * hash lookups. */
+static __always_inline int maybe_traced(u32 tgid, u32 tid)
+{
+#if DR_TID_FILTER
+	return tid == DR_TID_FILTER;
+#else
+	u32 idx = tgid >> 6;
+	u64 *w = tgbits.lookup(&idx);
+	return w && (*w & (1ULL << (tgid & 63)));
+#endif
+}
+
+static __always_inline int traced(u32 tgid, u32 tid)
+{
+#if DR_TID_FILTER
+	return tid == DR_TID_FILTER;
+#else
+	return maybe_traced(tgid, tid) && tgids.lookup(&tgid) != 0;
+#endif
+}
+
+static __always_inline void set_traced(u32 tgid, int on)
+{
+	u8 one = 1;
+	u32 idx = tgid >> 6;
+	u64 *w = tgbits.lookup(&idx);
+	if (on) {
+		tgids.update(&tgid, &one);
+		if (w)
+			__sync_fetch_and_or(w, 1ULL << (tgid & 63));
+	} else {
+		tgids.delete(&tgid);
+		if (w)
+			__sync_fetch_and_and(w, ~(1ULL << (tgid & 63)));
+	}
+}
+
+static __always_inline struct dr_work *get_work(void)
+{
+	u32 cpu = bpf_get_smp_processor_id();
+	return work.lookup(&cpu);
+}
+
+static __always_inline void bump(u32 idx, u64 n)
+{
+	u64 *v = stats.lookup(&idx);
+	if (v)
+		*v += n;
+}
+
+static __always_inline void emit_event(struct dr_work *w)
+{
+	/* A reservation can fail without the ring being full (seen here about
+	 * once per 200k records with the ring mostly empty): try once more. */
+	if (rb.ringbuf_output(&w->ev, sizeof(w->ev), DR_RB_FLAGS) < 0 &&
+	    rb.ringbuf_output(&w->ev, sizeof(w->ev), DR_RB_FLAGS) < 0) {
+		count_loss(DR_LOSS_RINGBUF_EVENT);
+		return;
+	}
+	bump(DR_ST_EVENTS, 1);
+	u32 nr = w->ev.nr;
+	u64 *c = counts.lookup(&nr);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void emit_proc(u16 what, u32 tgid, u32 tid, s64 a0, s64 a1)
+{
+	struct dr_proc_event *p = rb.ringbuf_reserve(sizeof(struct dr_proc_event));
+	if (!p)
+		p = rb.ringbuf_reserve(sizeof(struct dr_proc_event));
+	if (!p) {
+		count_loss(DR_LOSS_RINGBUF_PROC);
+		return;
+	}
+	p->kind = DR_REC_PROC_EVENT;
+	p->what = what;
+	p->cpu = bpf_get_smp_processor_id();
+	p->tgid = tgid;
+	p->tid = tid;
+	p->ts = bpf_ktime_get_ns();
+	p->arg0 = a0;
+	p->arg1 = a1;
+	rb.ringbuf_submit(p, DR_RB_FLAGS);
+	bump(DR_ST_PROC, 1);
+}
+
+static __always_inline void fill_event(struct dr_work *w, struct dr_task *t, u32 tid)
+{
+	w->ev.kind = DR_REC_SYSCALL_EVENT;
+	w->ev.flags = t->flags;
+	w->ev.cpu = bpf_get_smp_processor_id();
+	w->ev.tgid = t->tgid;
+	w->ev.tid = tid;
+	w->ev.seq = t->seq;
+	w->ev.nr = t->nr;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		w->ev.args[i] = t->args[i];
+	w->ev.ret = 0;
+	w->ev.ts_enter = t->ts_enter;
+	w->ev.ts_exit = 0;
+}
+
+static __always_inline void add_job(struct dr_work *w, u16 slot, u16 type, u64 addr,
+				    u64 total, u32 cnt)
+{
+	if (!addr)
+		return;
+	if ((type == J_PLAIN || type == J_IOV) && total == 0)
+		return;
+	u32 n = w->njobs;
+	if (n >= DR_MAX_JOBS) {
+		count_loss(DR_LOSS_COPY_FAULT);
+		w->ev.flags |= DR_EVF_COPY_FAILED;
+		return;
+	}
+	u64 len = total;
+	if ((type == J_PLAIN || type == J_IOV) && total > DR_SNAPLEN) {
+		len = DR_SNAPLEN;
+		w->ev.flags |= DR_EVF_TRUNCATED;
+		count_loss(DR_LOSS_TRUNCATED);
+	}
+	struct dr_job *j = &w->jobs[n & (DR_MAX_JOBS - 1)];
+	j->addr = addr;
+	j->len = len;
+	j->total = total;
+	j->cnt = cnt;
+	j->slot = slot;
+	j->type = type;
+	w->njobs = n + 1;
+}
+
+/* Turn the copy rules of syscall `nr` into jobs for one phase. */
+static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 ret, int at_exit)
+{
+	w->njobs = 0;
+	w->job = 0;
+	w->started = 0;
+	w->tails = 0;
+	if (nr < 0 || nr >= DR_NR_MAX)
+		return;
+	for (int i = 0; i < DR_MAX_RULES; i++) {
+		u32 key = nr * DR_MAX_RULES + i;
+		struct dr_rule *r = rules.lookup(&key);
+		if (!r || !r->valid)
+			break;
+		u32 ai = r->arg;
+		if (ai > 5)
+			continue;
+		u64 addr = a[ai];
+		u32 pi = r->param;
+		u64 pv = 0;
+		if (pi <= 5)
+			pv = a[pi];
+		u16 slot = ai;
+		u8 kind = r->kind, rule = r->rule;
+		u64 len = 0;
+		u64 pos_ret = ret > 0 ? (u64)ret : 0;
+
+		/* Strings are copied at exit, when the kernel has faulted their pages
+		 * in (a BPF probe cannot); execve's only at entry: the old memory is
+		 * gone at its exit. */
+		int str_at_entry = nr == DR_NR_execve || nr == DR_NR_execveat;
+		if (!at_exit) {
+			if ((kind == DR_K_PATH || kind == DR_K_STR) && str_at_entry)
+				add_job(w, slot, J_STR, addr, 0, 0);
+			else if (kind == DR_K_ARGV)
+				add_job(w, slot, J_ARGV, addr, 0, 0);
+			else if (kind == DR_K_INOUT && rule == DR_R_CONST)
+				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, r->size, 0);
+			else if (kind == DR_K_INOUT && rule == DR_R_CNT)
+				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, pv * r->elem, 0);
+			continue;
+		}
+		if (kind == DR_K_PATH || kind == DR_K_STR) {
+			if (!str_at_entry)
+				add_job(w, slot, J_STR, addr, 0, 0);
+			continue;
+		}
+		if (kind == DR_K_ARGV)
+			continue;
+		if (rule == DR_R_NONE) {
+			/* ioctl: the buffer size comes with the request (DR_IOCTL_*). */
+			if (nr == DR_NR_ioctl) {
+				u32 req = a[1];
+				u32 *d = ioctls.lookup(&req);
+				if (d) {
+					int out = (*d >> 31) & 1;
+					if (!out || ret >= 0)
+						add_job(w, slot, J_PLAIN, addr, *d & 0xffff, 0);
+				}
+			}
+			continue;
+		}
+		if (rule == DR_R_CONST) {
+			len = r->size;
+		} else if (rule == DR_R_ARG || rule == DR_R_CNT) {
+			len = pv;
+		} else if (rule == DR_R_RET) {
+			len = pos_ret;
+			if (r->elem)
+				len *= r->elem;
+		} else if (rule == DR_R_DEREF) {
+			u32 v = 0;
+			if (pv)
+				bpf_probe_read_user(&v, sizeof(v), (void *)pv);
+			len = v;
+		} else if (rule == DR_R_MIN_RET_ARG) {
+			len = pos_ret < pv ? pos_ret : pv;
+		}
+		/* Out-buffers are valid when the call succeeded; timespec-like
+		 * out-structures also when a signal interrupted it (nanosleep's rmtp). */
+		int ok_out = ret >= 0 || (rule == DR_R_CONST && ret == -DR_EINTR);
+		if (kind == DR_K_BUF_OUT || kind == DR_K_SOCKADDR_OUT) {
+			if (!ok_out)
+				continue;
+			if (kind == DR_K_SOCKADDR_OUT && len > DR_SOCKADDR_MAX)
+				len = DR_SOCKADDR_MAX;
+			add_job(w, slot, J_PLAIN, addr, len, 0);
+		} else if (kind == DR_K_BUF_IN || kind == DR_K_SOCKADDR_IN) {
+			if (rule == DR_R_RET && ret <= 0)
+				continue;
+			if (kind == DR_K_SOCKADDR_IN && len > DR_SOCKADDR_MAX)
+				len = DR_SOCKADDR_MAX;
+			add_job(w, slot, J_PLAIN, addr, len, 0);
+		} else if (kind == DR_K_INOUT) {
+			if (!ok_out)
+				continue;
+			if (rule == DR_R_CNT)
+				len = pv * r->elem;
+			add_job(w, slot, J_PLAIN, addr, len, 0);
+		} else if (kind == DR_K_IOV_IN || kind == DR_K_IOV_OUT) {
+			if (ret <= 0)
+				continue;
+			add_job(w, slot, J_IOV, addr, pos_ret, pv > DR_IOV_MAX_FOLLOW ? DR_IOV_MAX_FOLLOW : pv);
+		} else if (kind == DR_K_MSG_IN || kind == DR_K_MSG_OUT) {
+			if (ret < 0)
+				continue;
+			add_job(w, slot, J_MSG, addr, pos_ret, 0);
+		} else if (kind == DR_K_MMSG_IN || kind == DR_K_MMSG_OUT) {
+			if (ret <= 0)
+				continue;
+			add_job(w, slot | (DR_SUB_HEADER << 4), J_PLAIN, addr, pos_ret * r->elem, 0);
+		}
+	}
+}
+
+static __always_inline void flush(struct dr_work *w, struct dr_job *j)
+{
+	u32 n = w->pos;
+	if (n == 0)
+		return;
+	struct dr_payload *p = (void *)w->buf;
+	p->kind = DR_REC_PAYLOAD;
+	p->slot = j->slot;
+	p->tid = w->ev.tid;
+	p->seq = w->ev.seq;
+	p->offset = w->off;
+	p->len = n;
+	p->total = j->total;
+	n &= (2 * DR_CHUNK - 1);
+	if (rb.ringbuf_output(p, sizeof(struct dr_payload) + n, DR_RB_FLAGS) < 0 &&
+	    rb.ringbuf_output(p, sizeof(struct dr_payload) + n, DR_RB_FLAGS) < 0) {
+		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+		w->ev.flags |= DR_EVF_PAYLOAD_LOST;
+	} else {
+		bump(DR_ST_PAYLOAD_BYTES, n);
+		bump(DR_ST_PAYLOADS, 1);
+	}
+	w->off += w->pos;
+	w->pos = 0;
+}
+
+static __always_inline void copy_fault(struct dr_work *w)
+{
+	count_loss(DR_LOSS_COPY_FAULT);
+	w->ev.flags |= DR_EVF_COPY_FAILED;
+	w->seg_left = 0;
+	w->left = 0;
+}
+
+static __always_inline void finish(struct dr_work *w)
+{
+	if (w->emit) {
+		emit_event(w);
+	} else if (w->ev.flags) {
+		/* entry phase: the event is written at exit; keep what went wrong */
+		u32 tid = w->ev.tid;
+		struct dr_task *t = tasks.lookup(&tid);
+		if (t)
+			t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
+	}
+	ring_end();
+}
+
+/* The copier: runs the jobs in w, DR_STEPS steps per call, then tail-calls
+ * itself. Each step either starts a job, fetches the next iovec/argv
+ * element, or copies one piece (<= DR_CHUNK) of the current segment. */
+int dr_copier(void *ctx)
+{
+	struct dr_work *w = get_work();
+	if (!w)
+		return 0;
+	u8 *data = w->buf + sizeof(struct dr_payload);
+
+	for (int s = 0; s < DR_STEPS; s++) {
+		u32 ji = w->job;
+		if (ji >= w->njobs || ji >= DR_MAX_JOBS) {
+			finish(w);
+			return 0;
+		}
+		struct dr_job *j = &w->jobs[ji & (DR_MAX_JOBS - 1)];
+		if (!w->started) {
+			w->started = 1;
+			w->idx = 0;
+			w->pos = 0;
+			w->off = 0;
+			w->seg_left = 0;
+			w->seg_addr = 0;
+			w->left = j->len;
+			if (j->type == J_PLAIN) {
+				w->seg_addr = j->addr;
+				w->seg_left = j->len;
+			} else if (j->type == J_STR) {
+				long n = bpf_probe_read_user_str(data, DR_STR_MAX, (void *)j->addr);
+				if (n < 0) {
+					copy_fault(w);
+				} else {
+					n = n > 0 ? n - 1 : 0;   /* the NUL is not part of the string */
+					w->pos = n & (DR_STR_MAX - 1);
+					j->total = w->pos;
+					if (w->pos == 0) {
+						/* an empty string still says it was empty */
+						struct dr_payload *p = (void *)w->buf;
+						p->kind = DR_REC_PAYLOAD;
+						p->slot = j->slot;
+						p->tid = w->ev.tid;
+						p->seq = w->ev.seq;
+						p->offset = 0;
+						p->len = 0;
+						p->total = 0;
+						if (rb.ringbuf_output(p, sizeof(struct dr_payload), DR_RB_FLAGS) < 0)
+							count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+					}
+					flush(w, j);
+				}
+				w->job = ji + 1;
+				w->started = 0;
+				continue;
+			} else if (j->type == J_MSG) {
+				struct dr_msghdr m = {};
+				if (bpf_probe_read_user(&m, sizeof(m), (void *)j->addr)) {
+					copy_fault(w);
+				} else {
+					u16 a = j->slot & 0xf;
+					u64 ret = j->total;
+					add_job(w, a | (DR_SUB_HEADER << 4), J_PLAIN, j->addr, sizeof(m), 0);
+					add_job(w, a | (DR_SUB_NAME << 4), J_PLAIN, m.name,
+						m.namelen > DR_SOCKADDR_MAX ? DR_SOCKADDR_MAX : m.namelen, 0);
+					add_job(w, a, J_IOV, m.iov, ret,
+						m.iovlen > DR_IOV_MAX_FOLLOW ? DR_IOV_MAX_FOLLOW : m.iovlen);
+					add_job(w, a | (DR_SUB_CONTROL << 4), J_PLAIN, m.control,
+						m.controllen > DR_CONTROL_MAX ? DR_CONTROL_MAX : m.controllen, 0);
+				}
+				w->job = ji + 1;
+				w->started = 0;
+				continue;
+			}
+		}
+		if (w->seg_left == 0) {
+			if (j->type == J_IOV && w->idx < j->cnt && w->idx < DR_IOV_MAX_FOLLOW && w->left > 0) {
+				u64 iov[2] = {};
+				if (bpf_probe_read_user(iov, sizeof(iov), (void *)(j->addr + 16 * (u64)w->idx))) {
+					copy_fault(w);
+					w->idx = j->cnt;
+					continue;
+				}
+				w->idx++;
+				w->seg_addr = iov[0];
+				w->seg_left = iov[1] < w->left ? iov[1] : w->left;
+				continue;
+			}
+			if (j->type == J_ARGV && w->idx < DR_ARGV_MAX) {
+				u64 ptr = 0;
+				if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)(j->addr + 8 * (u64)w->idx)))
+					ptr = 0;
+				w->idx++;
+				if (ptr) {
+					if (w->pos > DR_CHUNK - DR_STR_MAX) {
+						j->total = w->off + w->pos;
+						flush(w, j);
+					}
+					u32 pos = w->pos & (DR_CHUNK - 1);
+					long n = bpf_probe_read_user_str(data + pos, DR_STR_MAX, (void *)ptr);
+					if (n > 0)
+						w->pos = pos + (n & (DR_STR_MAX * 2 - 1));
+					else
+						copy_fault(w);
+					continue;
+				}
+				w->idx = DR_ARGV_MAX;   /* the NULL ends argv */
+			}
+			if (j->type == J_ARGV)
+				j->total = w->off + w->pos;
+			flush(w, j);
+			w->job = ji + 1;
+			w->started = 0;
+			continue;
+		}
+		u32 pos = w->pos & (DR_CHUNK - 1);
+		u64 room = DR_CHUNK - pos;
+		u64 n = w->seg_left;
+		if (n > room)
+			n = room;
+		n &= (2 * DR_CHUNK - 1);
+		if (n > DR_CHUNK)
+			n = DR_CHUNK;
+		if (bpf_probe_read_user(data + pos, n, (void *)w->seg_addr)) {
+			copy_fault(w);
+			w->idx = j->cnt;
+			continue;
+		}
+		w->pos = pos + n;
+		w->seg_addr += n;
+		w->seg_left -= n;
+		w->left -= n;
+		if (w->pos >= DR_CHUNK)
+			flush(w, j);
+	}
+	if (w->tails < DR_MAX_TAILS) {
+		w->tails++;
+		progs.call(ctx, 0);
+	}
+	/* Out of tail calls (or the call failed): the rest of the bytes is lost. */
+	count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+	w->ev.flags |= DR_EVF_PAYLOAD_LOST;
+	finish(w);
+	return 0;
+}
+
+static __always_inline int is_clone(s64 nr)
+{
+	return nr == DR_NR_clone || nr == DR_NR_clone3 || nr == DR_NR_fork || nr == DR_NR_vfork;
+}
+
+/* Raw tracepoints: the program gets the tracepoint's arguments directly,
+ * without the perf record a classic tracepoint program pays for on every
+ * syscall of the system. sys_enter(regs, id), sys_exit(regs, ret). */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+	void *args = ctx;
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = pt, tgid = pt >> 32;
+	if (!maybe_traced(tgid, tid))
+		return 0;
+	struct dr_task *t = tasks.lookup(&tid);
+	if (!t) {
+		if (!traced(tgid, tid))
+			return 0;
+		struct dr_task fresh = {};
+		fresh.tgid = tgid;
+		if (tasks.update(&tid, &fresh) < 0) {
+			count_loss(DR_LOSS_ENTRY_MAP_FULL);
+			return 0;
+		}
+		t = tasks.lookup(&tid);
+		if (!t)
+			return 0;
+	}
+	s64 nr = ctx->args[1];
+	/* x86_64 struct pt_regs from r10 to di (arch/x86/include/asm/ptrace.h):
+	 * r10 r9 r8 ax cx dx si di -- the syscall arguments are di si dx r10 r8 r9 */
+	u64 r[8] = {};
+	bpf_probe_read_kernel(r, sizeof(r), (u8 *)ctx->args[0] + 7 * 8);
+	t->seq++;
+	t->nr = nr;
+	t->ts_enter = bpf_ktime_get_ns();
+	t->in_call = 1;
+	t->flags = 0;
+	t->args[0] = r[7];
+	t->args[1] = r[6];
+	t->args[2] = r[5];
+	t->args[3] = r[0];
+	t->args[4] = r[2];
+	t->args[5] = r[1];
+
+	if (nr == DR_NR_exit || nr == DR_NR_exit_group) {
+		struct dr_work *w = get_work();
+		if (!w)
+			return 0;
+		ring_begin();
+		fill_event(w, t, tid);
+		w->ev.flags |= DR_EVF_NO_EXIT;
+		emit_event(w);
+		ring_end();
+		return 0;
+	}
+	if (nr < 0 || nr >= DR_NR_MAX)
+		return 0;
+	u32 k = nr;
+	u8 *info = nrinfo.lookup(&k);
+	if (!info || !(*info & 1))
+		return 0;
+	struct dr_work *w = get_work();
+	if (!w)
+		return 0;
+	ring_begin();
+	fill_event(w, t, tid);
+	build_jobs(w, nr, t->args, 0, 0);
+	w->emit = 0;
+	if (w->njobs) {
+		progs.call(args, 0);
+		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+		t->flags |= DR_EVF_PAYLOAD_LOST;
+	}
+	/* flags raised while copying at entry (truncated, copy failed) are kept
+	 * by the copier in w->ev; carry them to the event at exit. */
+	ring_end();
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+	void *args = ctx;
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = pt, tgid = pt >> 32;
+	s64 ret = ctx->args[1];
+	if (!maybe_traced(tgid, tid))
+		return 0;
+	struct dr_task *t = tasks.lookup(&tid);
+	if (!t) {
+		if (!traced(tgid, tid))
+			return 0;
+		/* the syscall number: orig_ax of pt_regs */
+		s64 id = -1;
+		bpf_probe_read_kernel(&id, sizeof(id), (u8 *)ctx->args[0] + 15 * 8);
+		/* A thread that was inside a syscall when tracing began, or a new
+		 * task returning from clone/fork (its FORK record says so). */
+		struct dr_task fresh = {};
+		fresh.tgid = tgid;
+		fresh.nr = id;
+		if (tasks.update(&tid, &fresh) < 0) {
+			count_loss(DR_LOSS_ENTRY_MAP_FULL);
+			return 0;
+		}
+		if (!DR_ORPHAN_EXITS || (is_clone(id) && ret == 0))
+			return 0;
+		t = tasks.lookup(&tid);
+		if (!t)
+			return 0;
+		t->seq++;
+		t->flags = DR_EVF_ENTRY_LOST;
+		t->in_call = 1;
+		t->nr = id;
+		/* The argument registers in pt_regs still hold the values the call
+		 * was made with, so the arguments (and out-buffers) are known;
+		 * only ts_enter is not. */
+		u64 r[8] = {};
+		bpf_probe_read_kernel(r, sizeof(r), (u8 *)ctx->args[0] + 7 * 8);
+		t->args[0] = r[7];
+		t->args[1] = r[6];
+		t->args[2] = r[5];
+		t->args[3] = r[0];
+		t->args[4] = r[2];
+		t->args[5] = r[1];
+	}
+	if (!t->in_call)
+		return 0;
+	t->in_call = 0;
+	struct dr_work *w = get_work();
+	if (!w)
+		return 0;
+	ring_begin();
+	fill_event(w, t, tid);
+	w->ev.ret = ret;
+	w->ev.ts_exit = bpf_ktime_get_ns();
+	s64 nr = t->nr;
+	if (nr >= 0 && nr < DR_NR_MAX) {
+		u32 k = nr;
+		u8 *info = nrinfo.lookup(&k);
+		if (info && (*info & 2)) {
+			build_jobs(w, nr, t->args, ret, 1);
+			if (w->njobs == 1 && w->jobs[0].type == J_PLAIN && w->jobs[0].len <= DR_CHUNK) {
+				/* The common case (read, write, stat, ...): one buffer of at
+				 * most one chunk, copied here without the copier. */
+				struct dr_job *j = &w->jobs[0];
+				u64 n = j->len;
+				if (n > DR_CHUNK)
+					n = DR_CHUNK;
+				if (bpf_probe_read_user(w->buf + sizeof(struct dr_payload), n, (void *)j->addr)) {
+					copy_fault(w);
+				} else {
+					w->pos = n;
+					w->off = 0;
+					flush(w, j);
+				}
+			} else if (w->njobs) {
+				w->emit = 1;
+				progs.call(args, 0);
+				count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+				w->ev.flags |= DR_EVF_PAYLOAD_LOST;
+			}
+		}
+	}
+	emit_event(w);
+	ring_end();
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 ptid = pt, ptgid = pt >> 32;
+	if (!traced(ptgid, ptid))
+		return 0;
+	u32 child = args->child_pid;
+	int thread = 0;
+	struct dr_task *t = tasks.lookup(&ptid);
+	if (t && t->in_call) {
+		if (t->nr == DR_NR_clone) {
+			thread = (t->args[0] & DR_CLONE_THREAD) != 0;
+		} else if (t->nr == DR_NR_clone3) {
+			u64 fl = 0;
+			bpf_probe_read_user(&fl, sizeof(fl), (void *)t->args[0]);
+			thread = (fl & DR_CLONE_THREAD) != 0;
+		}
+	}
+	if (!thread) {
+		if (!DR_FOLLOW || DR_TID_FILTER)
+			return 0;
+		set_traced(child, 1);
+	} else if (DR_TID_FILTER) {
+		return 0;
+	}
+	ring_begin();
+	emit_proc(DR_PROC_FORK, ptgid, ptid, child, thread ? ptgid : child);
+	ring_end();
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = pt, tgid = pt >> 32;
+	if (!traced(tgid, tid))
+		return 0;
+	ring_begin();
+	emit_proc(DR_PROC_EXEC, tgid, tid, args->old_pid, 0);
+	ring_end();
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = pt, tgid = pt >> 32;
+	struct dr_task *t = tasks.lookup(&tid);
+	if (!t && !traced(tgid, tid))
+		return 0;
+	s64 code = -1;
+	ring_begin();
+	if (t && t->in_call) {
+		if (t->nr == DR_NR_exit || t->nr == DR_NR_exit_group) {
+			code = t->args[0] & 0xff;
+		} else {
+			/* The thread died inside this call: it never returns. */
+			struct dr_work *w = get_work();
+			if (w) {
+				fill_event(w, t, tid);
+				w->ev.flags |= DR_EVF_NO_EXIT;
+				emit_event(w);
+			}
+		}
+	}
+	emit_proc(DR_PROC_EXIT, tgid, tid, code, args->group_dead);
+	ring_end();
+	tasks.delete(&tid);
+	if (args->group_dead && tid == tgid && !DR_TID_FILTER)
+		set_traced(tgid, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = pt, tgid = pt >> 32;
+	if (!traced(tgid, tid))
+		return 0;
+	ring_begin();
+	emit_proc(DR_PROC_SIGNAL, tgid, tid, args->sig, args->sa_handler);
+	ring_end();
+	return 0;
+}

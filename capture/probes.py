@@ -1,0 +1,292 @@
+"""Load, attach and detach the capture probes (bpf/dr_capture.c) with BCC.
+
+The only module of dr that imports :mod:`bcc`. :class:`Probes` compiles the
+program once with the capture's constants as ``-D`` flags, loads the copy
+rules of :data:`dr.schema.RULES` into the ``rules`` array map (index
+``nr * DR_MAX_RULES + i``), and exposes the maps user space needs: the traced
+tgids, the ring buffer's fd and the per-CPU loss and in-flight counters.
+
+Errors: :class:`dr.errors.PermissionDenied` (not root / no CAP_BPF),
+:class:`dr.errors.MissingDependency` (BCC or kernel headers missing),
+:class:`dr.errors.NotSupported` (the kernel refused the program).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes as ct
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+
+from dr import schema
+from dr.errors import MissingDependency, NotSupported, PermissionDenied
+
+TRACEFS = "/sys/kernel/tracing"
+SETUP_HINT = "run scripts/setup.sh (as root) to install BCC and link kernel headers"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    """Compile-time constants of the probes.
+
+    snaplen: bytes kept per buffer; tid: trace this tid only (0: by tgid);
+    follow: trace children made by fork/vfork/clone; orphan_exits: record a
+    syscall seen only at its exit (attach mode: calls in flight at start);
+    ringbuf_size: ring buffer bytes (rounded up to a power-of-two pages).
+    """
+
+    snaplen: int = schema.SNAPLEN_DEFAULT
+    tid: int = 0
+    follow: bool = True
+    orphan_exits: bool = True
+    ringbuf_size: int = 64 << 20
+
+    def ringbuf_pages(self) -> int:
+        page = os.sysconf("SC_PAGE_SIZE")
+        pages = max(1, -(-self.ringbuf_size // page))
+        return 1 << (pages - 1).bit_length()
+
+    def cflags(self) -> list[str]:
+        return [
+            f"-DDR_SNAPLEN={int(self.snaplen)}",
+            f"-DDR_TID_FILTER={int(self.tid)}",
+            f"-DDR_FOLLOW={int(bool(self.follow))}",
+            f"-DDR_ORPHAN_EXITS={int(bool(self.orphan_exits))}",
+            f"-DDR_RB_PAGES={self.ringbuf_pages()}",
+            f"-DDR_NCPU={_possible_cpus()}",
+            f"-DDR_PID_MAX={_pid_max()}",
+        ]
+
+
+def _possible_cpus() -> int:
+    try:
+        text = open("/sys/devices/system/cpu/possible").read().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n = max(n, int(hi or lo) + 1)
+    return n
+
+
+def _pid_max() -> int:
+    try:
+        n = int(open("/proc/sys/kernel/pid_max").read())
+    except (OSError, ValueError):
+        n = 4194304
+    return max(64, (n + 63) // 64 * 64)
+
+
+def bpf_dir() -> str:
+    """Directory of the shipped C files (package data of dr.bpf)."""
+    return str(resources.files("dr.bpf"))
+
+
+def program_text() -> str:
+    """The BPF program text, as ``dr capture --ebpf`` prints it."""
+    return (resources.files("dr.bpf") / "dr_capture.c").read_text()
+
+
+def ensure_tracefs() -> None:
+    """Mount tracefs at /sys/kernel/tracing when a fresh machine lacks it."""
+    if os.path.exists(os.path.join(TRACEFS, "events")):
+        return
+    libc = ct.CDLL(None, use_errno=True)
+    if libc.mount(b"nodev", TRACEFS.encode(), b"tracefs", 0, None) != 0:
+        err = ct.get_errno()
+        raise NotSupported(f"tracefs is not mounted at {TRACEFS} and mounting it failed: "
+                           f"{os.strerror(err)}; mount it with: mount -t tracefs nodev {TRACEFS}")
+
+
+def check_privileges() -> None:
+    """Raise PermissionDenied unless this process may load tracing BPF programs."""
+    if os.geteuid() == 0:
+        return
+    # CAP_BPF (39) and CAP_PERFMON (38) suffice on recent kernels.
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("CapEff:"):
+                eff = int(line.split()[1], 16)
+                if eff & (1 << 39) and eff & (1 << 38):
+                    return
+    except OSError:
+        pass
+    raise PermissionDenied("dr capture needs root (or CAP_BPF and CAP_PERFMON); run it with sudo")
+
+
+def _import_bcc():
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        raise MissingDependency(f"BCC's Python module is not importable; {SETUP_HINT}") from None
+    return bcc
+
+
+@dataclass
+class Probes:
+    """The loaded capture program and its maps.
+
+    Use :meth:`load`, then :meth:`trace_tgid` for each target, read
+    :meth:`losses` and :meth:`inflight` while draining ``ringbuf_fd``, and
+    :meth:`close` (idempotent) to detach everything.
+    """
+
+    config: ProbeConfig
+    bpf: object = None
+    ringbuf_fd: int = -1
+    ringbuf_bytes: int = 0
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def load(cls, config: ProbeConfig) -> "Probes":
+        """Compile, load and attach. Raises the errors named in the module doc."""
+        check_privileges()
+        ensure_tracefs()
+        bcc = _import_bcc()
+        build = f"/lib/modules/{os.uname().release}/build"
+        if not os.path.exists(build):
+            raise MissingDependency(f"kernel headers for {os.uname().release} not found at {build}; "
+                                    f"{SETUP_HINT}")
+        src = program_text()
+        cflags = ["-I" + bpf_dir(), "-Wno-unused-function"] + config.cflags()
+        # BCC prints compiler diagnostics and verifier logs on stderr; keep them
+        # for the one-line error and show nothing when loading succeeds.
+        err = io.StringIO()
+        try:
+            with _capture_fd2(err):
+                b = bcc.BPF(text=src.encode(), cflags=cflags)
+        except Exception as exc:  # BCC raises bare Exception
+            log = err.getvalue()
+            if "Operation not permitted" in str(exc) or "Operation not permitted" in log:
+                raise PermissionDenied("loading BPF programs is not permitted; run dr capture as root") from None
+            if "linux/" in log and "file not found" in log:
+                raise MissingDependency(f"kernel headers are incomplete; {SETUP_HINT}") from None
+            last = [ln for ln in log.splitlines() if ln.strip()][-3:]
+            raise NotSupported(f"the kernel refused the capture probes: {exc}: {' | '.join(last)}") from None
+        self = cls(config, b)
+        try:
+            self._fill_maps()
+        except Exception:
+            self.close()
+            raise
+        return self
+
+    def _fill_maps(self) -> None:
+        import bcc
+
+        b = self.bpf
+        copier = b.load_func("dr_copier", bcc.BPF.RAW_TRACEPOINT)
+        b["progs"][ct.c_int(0)] = ct.c_int(copier.fd)
+        rules = b["rules"]
+        nrinfo = b["nrinfo"]
+        info: dict[int, int] = {}
+        # Copied at entry: execve's strings (its memory is gone at exit) and
+        # the entry value of value-result arguments; everything else at exit.
+        strings = {int(schema.Kind.PATH), int(schema.Kind.STR)}
+        execs = {schema.by_name(n).nr for n in ("execve", "execveat")}
+        for (nr, i, arg, kind, rule, param, elem, size) in schema.RULES:
+            leaf = rules.Leaf()
+            leaf.arg, leaf.kind, leaf.rule, leaf.param = arg, kind, rule, param
+            leaf.elem, leaf.valid, leaf.size = elem, 1, size
+            rules[ct.c_int(nr * schema.MAX_RULES + i)] = leaf
+            bits = info.get(nr, 0)
+            if kind == int(schema.Kind.ARGV) or kind == int(schema.Kind.INOUT) or (
+                    kind in strings and nr in execs):
+                bits |= 1
+            if kind != int(schema.Kind.ARGV) and not (kind in strings and nr in execs):
+                bits |= 2
+            info[nr] = bits
+        for nr, bits in info.items():
+            nrinfo[ct.c_int(nr)] = ct.c_uint8(bits)
+        ioctls = b["ioctls"]
+        for req, (direction, size) in schema.IOCTL_BUFFERS.items():
+            ioctls[ct.c_uint32(req)] = ct.c_uint32(size | ((1 << 31) if direction == "out" else 0))
+        rbt = b["rb"]
+        self.ringbuf_fd = rbt.map_fd
+        self.ringbuf_bytes = self.config.ringbuf_pages() * os.sysconf("SC_PAGE_SIZE")
+
+    def trace_tgid(self, tgid: int) -> None:
+        """Add a process (all its threads) to the traced set."""
+        self.bpf["tgids"][ct.c_uint32(tgid)] = ct.c_uint8(1)
+        bits = self.bpf["tgbits"]
+        key = ct.c_int(tgid >> 6)
+        bits[key] = ct.c_uint64(bits[key].value | (1 << (tgid & 63)))
+
+    def losses(self) -> dict[str, int]:
+        """Loss counters summed over CPUs: cause name -> count since load."""
+        table = self.bpf["losses"]
+        out = {}
+        for name, idx in schema.LOSS_CAUSES.items():
+            out[name] = int(sum(table[ct.c_int(idx)]))
+        return out
+
+    def losses_by_cpu(self) -> dict[str, list[int]]:
+        """Loss counters per CPU: cause name -> [count on cpu 0, cpu 1, ...]."""
+        table = self.bpf["losses"]
+        return {name: [int(v) for v in table[ct.c_int(idx)]]
+                for name, idx in schema.LOSS_CAUSES.items()}
+
+    def counters(self) -> dict[str, int]:
+        """``{events, payload_bytes, payloads, proc_events}`` written so far (summed over CPUs)."""
+        table = self.bpf["stats"]
+        return {name: int(sum(table[ct.c_int(i)]))
+                for i, name in enumerate(("events", "payload_bytes", "payloads", "proc_events"))}
+
+    def syscall_counts(self) -> dict[int, int]:
+        """Syscall events written, by syscall number (summed over CPUs, zeros omitted)."""
+        table = self.bpf["counts"]
+        out = {}
+        for k, vals in table.items():
+            n = int(sum(vals))
+            if n:
+                out[int(k.value)] = n
+        return out
+
+    def untrace_all(self) -> None:
+        """Stop tracing every process (the probes stay attached until close)."""
+        with contextlib.suppress(Exception):
+            for k in list(self.bpf["tgids"].keys()):
+                self.bpf["tgbits"][ct.c_int(k.value >> 6)] = ct.c_uint64(0)
+            self.bpf["tgids"].clear()
+
+    def inflight(self) -> bool:
+        """True when some program may hold an uncommitted ring-buffer record.
+
+        Reads each CPU's ``end`` before its ``start`` so the answer errs on
+        the side of "in flight".
+        """
+        table = self.bpf["inflight"]
+        vals = table[ct.c_int(0)]
+        return any(v.start != v.end for v in vals)
+
+    def close(self) -> None:
+        """Detach every probe and free the maps (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.bpf is not None:
+            with contextlib.suppress(Exception):
+                self.bpf.cleanup()
+            self.bpf = None
+
+
+@contextlib.contextmanager
+def _capture_fd2(sink: io.StringIO):
+    """Collect what C code writes on fd 2 (clang and verifier logs) into sink."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.write(tmp.read().decode(errors="replace"))

@@ -1,0 +1,472 @@
+"""A capture as a step machine: start, step until a stop condition, stop.
+
+::
+
+    s = CaptureSession(CaptureOptions(output="t.drt", pid=1234))
+    s.start()                       # snapshot, load probes, trace the target
+    while (r := s.step()).status is Status.RUNNING:
+        show(r)                     # events, bytes, drops, elapsed
+    summary = s.stop(r.status)      # final drain, detach, summary record
+
+The capture path does no per-event Python work: each step sleeps one poll
+interval (the probes write with BPF_RB_NO_WAKEUP, so the kernel never wakes
+user space per event), copies the committed span of the ring buffer verbatim
+into the trace (:meth:`dr.formats.trace.TraceWriter.write_block`), flushes a
+frame at least every second and writes loss records for new losses.
+
+Spawn mode (``command``) forks a child that waits on a pipe before execve;
+the child is added to the traced set, then released, so its first recorded
+syscall is execve. The child is ptrace'd only to stop it right after execve
+(PTRACE_TRACEME's exec stop) to take the snapshot and make its vDSO time
+functions enter the kernel (:mod:`dr.capture.vdso`); then it is detached.
+Attach mode (``pid``/``tid``) never stops, signals or patches the target.
+
+Errors: :class:`dr.errors.TargetError`, :class:`dr.errors.OutputError`,
+:class:`dr.errors.PermissionDenied`, :class:`dr.errors.MissingDependency`,
+:class:`dr.errors.UsageError`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+import select
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+
+from dr import schema
+from dr.errors import DrError, OutputError, TargetError, UsageError
+
+PTRACE_TRACEME = 0
+PTRACE_DETACH = 17
+
+#: Loss causes that mean data is missing (TRUNCATED keeps the first snaplen bytes by design).
+LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC")
+
+
+class Status(enum.Enum):
+    """What a step found; anything but RUNNING ends the capture."""
+
+    RUNNING = "running"
+    TARGET_EXITED = "target exited"
+    DURATION = "duration reached"
+    MAX_SIZE = "max size reached"
+    OUTPUT_ERROR = "output error"
+    STOPPED = "stopped"   # Ctrl-C / SIGTERM, decided by the caller
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureOptions:
+    """Flags of ``dr capture`` (sizes in bytes, times in seconds)."""
+
+    output: str
+    pid: int | None = None
+    tid: int | None = None
+    command: tuple[str, ...] | None = None
+    snaplen: int = schema.SNAPLEN_DEFAULT
+    duration: float | None = None
+    max_size: int | None = None
+    follow: bool = True
+    ringbuf_size: int = 64 << 20
+    poll_interval: float = 0.02
+    flush_interval: float = 1.0
+    patch_vdso: bool = True
+    zstd_level: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """One step's view: status, counters so far (events, bytes), elapsed seconds."""
+
+    status: Status
+    events: int
+    payload_bytes: int
+    ring_bytes: int
+    trace_bytes: int
+    lost: int
+    elapsed: float
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    """The end of a capture: what the ``summary`` record holds, plus the numbers printed."""
+
+    events: int
+    payload_bytes: int
+    losses: dict[str, int]
+    duration_ns: int
+    stop_reason: str
+    exit_status: int | None
+    syscalls: dict[str, int]
+    trace_bytes: int
+    raw_bytes: int
+    proc_events: int
+    walks: int = 0        # drains that had to walk record headers (a probe was mid-write)
+    walk_ns: int = 0
+    error: str | None = None
+
+    @property
+    def lost(self) -> int:
+        return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.raw_bytes / self.trace_bytes if self.trace_bytes else 0.0
+
+    def record(self) -> dict:
+        return {"events": self.events, "payload_bytes": self.payload_bytes,
+                "losses": self.losses, "duration_ns": self.duration_ns,
+                "stop_reason": self.stop_reason, "exit_status": self.exit_status,
+                "syscalls": self.syscalls, "proc_events": self.proc_events,
+                "truncated_payloads": self.losses.get("TRUNCATED", 0),
+                "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns}
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _tgid_of(tid: int) -> int:
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    raise TargetError(f"no thread with tid {tid}; check the tid (ls /proc/*/task)")
+
+
+def _check_output(path: str) -> None:
+    """Fail early, before loading probes, when the trace cannot be created."""
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write trace {path}: it is a directory; give a file name with -o")
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot write trace {path}: directory {parent} does not exist")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"cannot write trace {path}: {e.strerror}; choose another -o path") from None
+
+
+class CaptureSession:
+    """One capture (see the module doc). Not reusable."""
+
+    def __init__(self, opts: CaptureOptions) -> None:
+        n = sum(x is not None for x in (opts.pid, opts.tid, opts.command))
+        if n != 1:
+            raise UsageError("give exactly one target: --pid PID, --tid TID, or -- CMD ARGS...")
+        if opts.snaplen < 0:
+            raise UsageError("--snaplen must be >= 0")
+        if opts.ringbuf_size < 4096:
+            raise UsageError("--ringbuf-size must be at least one page (4096)")
+        self.opts = opts
+        self.mode = "spawn" if opts.command else "attach"
+        self.probes = None
+        self.ring = None
+        self.writer = None
+        self.pid: int | None = None       # target tgid
+        self.child: int | None = None     # spawn mode: our child
+        self.exit_status: int | None = None
+        self._pidfd: int | None = None
+        self._t0 = 0.0
+        self._t0_ns = 0
+        self._last_flush = 0.0
+        self._loss_seen: dict[str, list[int]] = {}
+        self._error: str | None = None
+        self._stopped = False
+        self.vdso_patched: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Snapshot the target, load and attach the probes, start tracing.
+
+        Raises the errors named in the module doc; on error nothing stays
+        attached and a spawned child is killed.
+        """
+        from dr.capture import snapshot
+        from dr.capture.probes import ProbeConfig, Probes
+        from dr.capture.ringbuf import RingBuffer
+        from dr.formats.trace import TraceWriter
+
+        from dr.capture.probes import check_privileges
+
+        o = self.opts
+        check_privileges()
+        _check_output(o.output)
+        go = ready = None
+        try:
+            if o.command:
+                path = shutil.which(o.command[0])
+                if path is None:
+                    raise TargetError(f"command not found: {o.command[0]}")
+                go, ready = self._fork_child(path, list(o.command))
+                tgid, tid_filter = self.child, 0
+            elif o.tid is not None:
+                tgid, tid_filter = _tgid_of(o.tid), o.tid
+            else:
+                tgid, tid_filter = o.pid, 0
+                if not os.path.exists(f"/proc/{tgid}"):
+                    raise TargetError(f"no process with pid {tgid}; check the pid")
+            self.pid = tgid
+            facts = None if o.command else snapshot.process_facts(tgid)
+            cfg = ProbeConfig(snaplen=o.snaplen, tid=tid_filter, follow=o.follow and not tid_filter,
+                              orphan_exits=not o.command, ringbuf_size=o.ringbuf_size)
+            self.probes = Probes.load(cfg)
+            self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes, self.probes.inflight)
+            if not o.command:
+                self._pidfd = self._open_pidfd(tgid)
+            self._t0_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            self.probes.trace_tgid(tgid)
+            if o.command:
+                facts = self._release_child(go, ready)
+                go = ready = None
+            elif not os.path.exists(f"/proc/{tgid}") or (o.tid and not os.path.exists(f"/proc/{o.tid}")):
+                raise TargetError(f"process {tgid} exited during attach; nothing to capture")
+            meta = dict(snapshot.host_facts())
+            meta.update(facts or {})
+            meta.update({
+                "mode": self.mode,
+                "clock_offsets": meta.pop("clock"),
+                "snaplen": o.snaplen,
+                "filters": {"tid": o.tid, "follow": cfg.follow},
+                "redaction": None,
+                "started_ns": self._t0_ns,
+                "ringbuf_size": self.probes.ringbuf_bytes,
+                "vdso_patched": sorted(self.vdso_patched),
+            })
+            if o.command:
+                meta["command"] = list(o.command)
+            self.writer = TraceWriter(o.output, meta, level=o.zstd_level)
+        except BaseException:
+            for fd in (go, ready):
+                if fd is not None:
+                    os.close(fd)
+            self._abort()
+            raise
+        self._t0 = time.monotonic()
+        self._last_flush = self._t0
+        # The consumer must keep up with the probes: a drain that waits for
+        # CPU behind a busy target lets the ring fill. Ask for a better share.
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, -10)
+        except OSError:
+            pass
+
+    def _fork_child(self, path: str, argv: list[str]) -> tuple[int, int]:
+        """Fork the spawn-mode child; it waits for "go" before its execve.
+
+        Returns (go write fd, ready read fd). The child makes itself a ptrace
+        tracee first (so execve stops it) and says "ready" before waiting, so
+        none of its own preparation is traced.
+        """
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        rd_r, rd_w = os.pipe2(os.O_CLOEXEC)
+        env = dict(os.environ)
+        pid = os.fork()
+        if pid == 0:  # child: only async-signal-safe-ish work until execve
+            try:
+                os.close(go_w)
+                os.close(rd_r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                if self.opts.patch_vdso:
+                    _libc().ptrace(PTRACE_TRACEME, 0, None, None)
+                os.write(rd_w, b"r")
+                if os.read(go_r, 1) != b"g":
+                    os._exit(126)
+                os.execve(path, argv, env)
+            except BaseException:
+                pass
+            os._exit(127)
+        os.close(go_r)
+        os.close(rd_w)
+        self.child = pid
+        return go_w, rd_r
+
+    def _release_child(self, go: int, ready: int) -> dict:
+        """Let the child execve; at its exec stop take the snapshot and patch the vDSO."""
+        from dr.capture import snapshot, vdso
+
+        if os.read(ready, 1) != b"r":
+            raise TargetError("the command's process died before it could start")
+        os.write(go, b"g")
+        os.close(go)
+        os.close(ready)
+        if not self.opts.patch_vdso:
+            return snapshot.process_facts(self.child)
+        _, status = os.waitpid(self.child, 0)
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self.exit_status = os.waitstatus_to_exitcode(status)
+            self.child = None
+            raise TargetError(f"cannot execute {self.opts.command[0]} (exit status {self.exit_status})")
+        try:
+            facts = snapshot.process_facts(self.child)
+            self.vdso_patched = vdso.patch_vdso(self.child)
+        finally:
+            _libc().ptrace(PTRACE_DETACH, self.child, None, None)
+        return facts
+
+    @staticmethod
+    def _open_pidfd(pid: int) -> int | None:
+        try:
+            return os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise TargetError(f"no process with pid {pid}; check the pid") from None
+        except OSError:
+            return None
+
+    # ------------------------------------------------------------------ step
+
+    def step(self) -> StepResult:
+        """Wait one poll interval, drain the ring buffer into the trace, check stop conditions."""
+        o = self.opts
+        status = Status.RUNNING
+        if self._target_gone(o.poll_interval):
+            status = Status.TARGET_EXITED
+        now = time.monotonic()
+        try:
+            self._drain()
+            if now - self._last_flush >= o.flush_interval:
+                self._write_losses()
+                self.writer.flush()
+                self._last_flush = now
+        except OutputError as e:
+            self._error = e.message
+            status = Status.OUTPUT_ERROR
+        if status is Status.RUNNING:
+            if o.duration is not None and now - self._t0 >= o.duration:
+                status = Status.DURATION
+            elif o.max_size is not None and self.writer.bytes_written >= o.max_size:
+                status = Status.MAX_SIZE
+        c = self.probes.counters()
+        lost = sum(sum(v) for k, v in self.probes.losses_by_cpu().items() if k in LOST_CAUSES)
+        return StepResult(status, c["events"], c["payload_bytes"], self.ring.stats.bytes,
+                          self.writer.bytes_written, lost, now - self._t0, self._error)
+
+    def _target_gone(self, timeout: float) -> bool:
+        if self.child is not None:
+            time.sleep(timeout)
+            pid, status = os.waitpid(self.child, os.WNOHANG)
+            if pid == self.child:
+                self.exit_status = os.waitstatus_to_exitcode(status)
+                self.child = None
+                return True
+            return False
+        if self.mode == "spawn":
+            return True
+        if self._pidfd is not None:
+            r, _, _ = select.select([self._pidfd], [], [], timeout)
+            return bool(r)
+        time.sleep(timeout)
+        return not os.path.exists(f"/proc/{self.pid}")
+
+    def _drain(self) -> int:
+        """Take every committed span; keep going while the ring stays busy."""
+        total = 0
+        for _ in range(16):
+            n = self.ring.drain(self.writer.write_block)
+            total += n
+            if n < (1 << 20):
+                break
+        return total
+
+    def _write_losses(self) -> None:
+        """Loss records for the counters that grew since the last call (per cause and CPU)."""
+        cur = self.probes.losses_by_cpu()
+        for cause, per_cpu in cur.items():
+            seen = self._loss_seen.get(cause, [0] * len(per_cpu))
+            for cpu, (now, before) in enumerate(zip(per_cpu, seen)):
+                if now > before:
+                    self.writer.write_loss(cause=cause, count=now - before, cpu=cpu)
+        self._loss_seen = cur
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, status: Status = Status.STOPPED) -> Summary:
+        """Final drain, detach every probe, write the summary record; idempotent.
+
+        The trace stays valid whatever happened: after an output error it is
+        cut back to its last complete frame (and reads as cut short).
+        """
+        if self._stopped:
+            raise RuntimeError("capture already stopped")
+        self._stopped = True
+        if status is Status.STOPPED and self.child is not None:
+            # Spawn mode: Ctrl-C reached the child too (same process group);
+            # give it a moment so its exit status is known.
+            for _ in range(50):
+                pid, st = os.waitpid(self.child, os.WNOHANG)
+                if pid == self.child:
+                    self.exit_status = os.waitstatus_to_exitcode(st)
+                    self.child = None
+                    break
+                time.sleep(0.01)
+        err = self._error
+        if self.probes is not None:
+            self.probes.untrace_all()
+        try:
+            if self.writer is not None and err is None:
+                # Let in-flight programs commit, then take what is left.
+                for _ in range(20):
+                    self._drain()
+                    if self.ring.pending() == 0:
+                        break
+                    time.sleep(0.005)
+                self._write_losses()
+        except OutputError as e:
+            err = e.message
+            status = Status.OUTPUT_ERROR
+        counters = self.probes.counters() if self.probes else {}
+        losses = {k: sum(v) for k, v in self.probes.losses_by_cpu().items()} if self.probes else {}
+        syscalls = {schema.name_of(nr): n for nr, n in sorted(
+            self.probes.syscall_counts().items(), key=lambda kv: -kv[1])} if self.probes else {}
+        stats = self.ring.stats if self.ring else None
+        summary = Summary(
+            events=counters.get("events", 0), payload_bytes=counters.get("payload_bytes", 0),
+            losses=losses, duration_ns=int((time.monotonic() - self._t0) * 1e9),
+            stop_reason=status.value, exit_status=self.exit_status, syscalls=syscalls,
+            trace_bytes=0, raw_bytes=stats.bytes if stats else 0,
+            proc_events=counters.get("proc_events", 0),
+            walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err)
+        self._abort(summary if err is None else None)
+        if self.writer is not None:
+            summary.trace_bytes = self.writer.bytes_written
+        # A spawned command that outlives the capture (duration, max size)
+        # keeps running untraced; the caller may wait for it.
+        return summary
+
+    def _abort(self, summary: Summary | None = None) -> None:
+        """Release everything: ring mmap, probes, trace (with summary when given)."""
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        if self.probes is not None:
+            self.probes.close()
+            self.probes = None
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self.writer is not None:
+            try:
+                self.writer.close(summary.record() if summary else None)
+            except DrError:
+                pass
+        elif self.child is not None and self.mode == "spawn" and not self._stopped:
+            # start() failed after forking: do not leave the child waiting.
+            try:
+                os.kill(self.child, signal.SIGKILL)
+                os.waitpid(self.child, 0)
+            except OSError:
+                pass
+            self.child = None
+
+
+__all__ = ["CaptureSession", "CaptureOptions", "StepResult", "Summary", "Status", "LOST_CAUSES"]

@@ -1,0 +1,707 @@
+"""Reconstruct a traced service's conversations from the syscalls of a trace.
+
+An attach-mode trace holds what crossed the service's sockets as syscalls:
+``accept4`` with the peer's address, then ``recvfrom``/``read`` of request bytes
+and ``sendto``/``write`` of response bytes on the accepted fd, ``connect`` to a
+dependency, and so on. This module turns those events back into the things a
+streams replay re-drives and compares:
+
+- :class:`Listener` — a listening socket (from ``bind``+``listen``, or from the
+  metadata fd table when it was listening before the capture started);
+- :class:`Connection` — one conversation: ``inbound`` (accepted), ``outbound``
+  (the service called ``connect``) or ``datagram`` (UDP, DNS included), with its
+  ordered :class:`Chunk` list — every read and every write as the service saw
+  it, so each chunk is a recorded message boundary.
+
+Direction is from the service's side: ``IN`` chunks are bytes it read, ``OUT``
+chunks bytes it wrote. For an inbound connection the requests are IN and the
+responses OUT; for an outbound one the requests are OUT and the responses IN.
+
+fd numbers are per process (tgid) and reused after ``close``; the fd table is
+copied on fork, and ``dup``/``dup2``/``dup3``/``fcntl(F_DUPFD)`` alias a
+connection. An fd in use when the capture began is found in the metadata fd
+table (docs/internals.md, "Metadata") and its connection is marked
+``began_before_capture``.
+
+Sockaddr layouts: ``struct sockaddr_in``/``sockaddr_in6``/``sockaddr_un``
+(netinet/in.h, sys/un.h; man 7 ip, ipv6, unix). Family and port as the kernel
+stores them: family in host byte order (little endian here), port big endian.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from dr.errors import TraceError
+
+__all__ = [
+    "IN", "OUT", "Addr", "Chunk", "Message", "Exchange", "Connection", "Listener",
+    "Conversations", "reconstruct", "parse_sockaddr",
+]
+
+IN = "in"    # bytes the service read (recv, read, readv, recvmsg, recvfrom)
+OUT = "out"  # bytes the service wrote (send, write, writev, sendmsg, sendto, sendfile)
+
+_READS = {"read": 1, "recvfrom": 1, "readv": 1, "recvmsg": 1, "recvmmsg": 1}
+_WRITES = {"write": 1, "sendto": 1, "writev": 1, "sendmsg": 1, "sendmmsg": 1}
+# Sockets only: an unknown fd used with these is a socket for sure.
+_SOCKET_ONLY = {"recvfrom", "recvmsg", "recvmmsg", "sendto", "sendmsg", "sendmmsg"}
+_EINPROGRESS = 115
+_F_DUPFD, _F_DUPFD_CLOEXEC = 0, 1030
+_SOCK_STREAM, _SOCK_DGRAM = 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Addr:
+    """A socket address: ``family`` ("inet", "inet6", "unix"), ``host``, ``port``.
+
+    For "unix" ``host`` is the path (``@name`` for the abstract namespace) and
+    ``port`` is 0. ``str()`` gives ``127.0.0.1:8080``, ``[::1]:8080`` or
+    ``unix:/run/x.sock``.
+    """
+
+    family: str
+    host: str
+    port: int = 0
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.host}"
+        if self.family == "inet6":
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.host in ("0.0.0.0", "::", "")
+
+    @classmethod
+    def parse(cls, obj: Any) -> "Addr | None":
+        """An Addr from the metadata's spelling: ``"h:p"``, ``"[h]:p"``, ``[h, p]``,
+        ``{"host", "port"}`` (``{"path"}`` for unix), a path; None when absent."""
+        if obj is None or obj == "" or isinstance(obj, Addr):
+            return obj or None
+        if isinstance(obj, dict):
+            if obj.get("path"):
+                return cls("unix", str(obj["path"]))
+            host = str(obj.get("host", obj.get("addr", obj.get("ip", ""))))
+            fam = obj.get("family") or ("inet6" if ":" in host else "inet")
+            return cls(_family_name(fam), host, int(obj.get("port", 0)))
+        if isinstance(obj, (list, tuple)) and len(obj) >= 2:
+            host = str(obj[0])
+            return cls("inet6" if ":" in host else "inet", host, int(obj[1]))
+        if isinstance(obj, (bytes, bytearray)):
+            return parse_sockaddr(bytes(obj))
+        s = str(obj)
+        if s.startswith("unix:"):
+            return cls("unix", s[5:])
+        if s.startswith("/") or s.startswith("@"):
+            return cls("unix", s)
+        if s.startswith("["):
+            host, _, port = s[1:].partition("]:")
+            return cls("inet6", host, int(port or 0))
+        host, _, port = s.rpartition(":")
+        if host and port.isdigit():
+            return cls("inet6" if ":" in host else "inet", host, int(port))
+        return None
+
+
+def _family_name(fam: Any) -> str:
+    if isinstance(fam, int):
+        return {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}.get(fam, "inet")
+    f = str(fam).lower().replace("af_", "")
+    return {"inet": "inet", "inet6": "inet6", "unix": "unix", "local": "unix", "tcp": "inet",
+            "tcp6": "inet6", "udp": "inet", "udp6": "inet6"}.get(f, "inet")
+
+
+def parse_sockaddr(raw: bytes | None) -> Addr | None:
+    """Decode a ``struct sockaddr`` as the kernel copied it; None when absent/short.
+
+    AF_INET: u16 family, be16 port, 4-byte address (sockaddr_in, 16 bytes).
+    AF_INET6: u16 family, be16 port, u32 flowinfo, 16-byte address, u32 scope.
+    AF_UNIX: u16 family, path (NUL-terminated; a leading NUL = abstract name).
+    """
+    if not raw or len(raw) < 2:
+        return None
+    (fam,) = struct.unpack_from("<H", raw)
+    if fam == socket.AF_INET and len(raw) >= 8:
+        (port,) = struct.unpack_from(">H", raw, 2)
+        return Addr("inet", socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
+    if fam == socket.AF_INET6 and len(raw) >= 24:
+        (port,) = struct.unpack_from(">H", raw, 2)
+        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+        if host.startswith("::ffff:") and "." in host:
+            return Addr("inet", host[7:], port)  # v4-mapped: the same peer as AF_INET
+        return Addr("inet6", host, port)
+    if fam == socket.AF_UNIX:
+        path = raw[2:]
+        if path[:1] == b"\0":
+            return Addr("unix", "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "replace"))
+        return Addr("unix", path.split(b"\0", 1)[0].decode("utf-8", "replace"))
+    return None
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One read or write on a connection, as the service saw it.
+
+    ``dir``: IN (the service read it) or OUT (it wrote it). ``data``: the bytes
+    captured; ``total``: the syscall's byte count (> len(data) when the payload
+    was truncated by the snaplen, or unknown as for sendfile). ``eof``: a read
+    that returned 0 (the peer shut down its side). Times in ns, CLOCK_MONOTONIC.
+    ``index``: the event's index in the trace; ``peer``: the datagram's peer.
+    ``masked``: (start, length) ranges of ``data`` that redaction replaced with
+    masks (formats/redact.py): unknown bytes, not recorded ones.
+    """
+
+    dir: str
+    data: bytes
+    total: int
+    ts_enter: int
+    ts_exit: int
+    syscall: str
+    tid: int
+    index: int = -1
+    eof: bool = False
+    peer: Addr | None = None
+    masked: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """True when ``data`` holds every byte the syscall moved."""
+        return len(self.data) == self.total
+
+
+@dataclass(slots=True)
+class Message:
+    """Consecutive chunks of one direction: one request or one response."""
+
+    dir: str
+    chunks: list[Chunk]
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(c.data for c in self.chunks)
+
+    @property
+    def ts_first(self) -> int:
+        return self.chunks[0].ts_exit
+
+    @property
+    def masked(self) -> list[tuple[int, int]]:
+        """Redacted (start, length) ranges within :attr:`data`."""
+        return masked_ranges(self.chunks)
+
+    @property
+    def ts_last(self) -> int:
+        return self.chunks[-1].ts_exit
+
+
+def masked_ranges(chunks: Iterable[Chunk]) -> list[tuple[int, int]]:
+    """Redacted (start, length) ranges within the concatenated ``data`` of ``chunks``."""
+    out, off = [], 0
+    for c in chunks:
+        for start, length in c.masked:
+            lo, hi = max(0, start), min(len(c.data), start + length)
+            if hi > lo:
+                out.append((off + lo, hi - lo))
+        off += len(c.data)
+    return out
+
+
+@dataclass(slots=True)
+class Exchange:
+    """A request and the response that followed it (either may be None)."""
+
+    request: Message | None
+    response: Message | None
+
+
+@dataclass(slots=True)
+class Listener:
+    """A listening socket: ``addr``, the fd and tgid that held it, ``proto``
+    ("tcp" or "unix"), whether it came from the metadata fd table."""
+
+    addr: Addr
+    fd: int
+    tgid: int
+    proto: str = "tcp"
+    from_snapshot: bool = False
+    ts_ns: int = 0
+
+
+@dataclass(slots=True)
+class Connection:
+    """One conversation of the service with a peer.
+
+    ``kind``: "inbound" (accepted on ``listener``), "outbound" (the service
+    connected to ``peer``) or "datagram" (UDP; ``is_dns`` when port 53).
+    ``proto``: "tcp", "udp" or "unix". ``chunks`` in capture order.
+    ``opened_ns``/``closed_ns``: accept or connect exit, close exit (None when
+    before/after the capture). ``began_before_capture``: the fd was open when
+    the capture started, so the conversation's beginning is missing.
+    """
+
+    id: int
+    kind: str
+    proto: str
+    fd: int
+    tgid: int
+    local: Addr | None = None
+    peer: Addr | None = None
+    listener: Addr | None = None
+    opened_ns: int | None = None
+    closed_ns: int | None = None
+    began_before_capture: bool = False
+    connect_ret: int = 0
+    shutdown: list[str] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+
+    @property
+    def request_dir(self) -> str:
+        return IN if self.kind == "inbound" else OUT
+
+    @property
+    def response_dir(self) -> str:
+        return OUT if self.kind == "inbound" else IN
+
+    @property
+    def is_dns(self) -> bool:
+        return self.proto == "udp" and self.peer is not None and self.peer.port == 53
+
+    def data(self, direction: str) -> bytes:
+        """All bytes of one direction, concatenated."""
+        return b"".join(c.data for c in self.chunks if c.dir == direction)
+
+    @property
+    def request_bytes(self) -> bytes:
+        return self.data(self.request_dir)
+
+    @property
+    def response_bytes(self) -> bytes:
+        return self.data(self.response_dir)
+
+    @property
+    def complete(self) -> bool:
+        """Every chunk's payload complete (none truncated, none unknown)."""
+        return all(c.complete for c in self.chunks)
+
+    def messages(self) -> list[Message]:
+        """Chunks grouped into runs of one direction (EOF marks are left out)."""
+        out: list[Message] = []
+        for c in self.chunks:
+            if c.eof:
+                continue
+            if out and out[-1].dir == c.dir and self.proto != "udp":
+                out[-1].chunks.append(c)
+            else:
+                out.append(Message(c.dir, [c]))
+        return out
+
+    def exchanges(self) -> list[Exchange]:
+        """Request/response pairs in order (a response with no request first,
+        as on a connection that began before the capture, has request None)."""
+        out: list[Exchange] = []
+        for m in self.messages():
+            if m.dir == self.request_dir:
+                out.append(Exchange(m, None))
+            elif out and out[-1].response is None:
+                out[-1].response = m
+            else:
+                out.append(Exchange(None, m))
+        return out
+
+    @property
+    def first_ts(self) -> int | None:
+        if self.opened_ns is not None:
+            return self.opened_ns
+        return self.chunks[0].ts_exit if self.chunks else None
+
+    def label(self) -> str:
+        arrow = "<-" if self.kind == "inbound" else "->"
+        return f"#{self.id} {self.kind} {self.local or '?'} {arrow} {self.peer or '?'}"
+
+
+@dataclass(slots=True)
+class Conversations:
+    """Everything :func:`reconstruct` found: listeners, connections, notes.
+
+    ``notes``: one line per thing the reconstruction could not do exactly
+    (truncated payloads, sendfile bytes not captured, losses in the trace).
+    """
+
+    listeners: list[Listener]
+    connections: list[Connection]
+    notes: list[str]
+    meta: dict
+    random: list[bytes] = field(default_factory=list)  # getrandom payloads, recorded order
+
+    def inbound(self) -> list[Connection]:
+        return [c for c in self.connections if c.kind == "inbound"]
+
+    def outbound(self) -> list[Connection]:
+        return [c for c in self.connections if c.kind in ("outbound", "datagram")]
+
+
+@dataclass(slots=True)
+class _Fd:
+    family: int = 0
+    type: int = 0
+    local: Addr | None = None
+    listening: bool = False
+    conn: Connection | None = None
+    dgram: dict = field(default_factory=dict)  # peer Addr -> Connection (unconnected UDP)
+    since: int = 0  # ts_exit of the syscall that made this fd (0: before the capture)
+
+
+def _sfd(v: int) -> int:
+    """An fd argument as the kernel reads it: the low 32 bits, signed."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+class _Builder:
+    def __init__(self, meta: dict) -> None:
+        self.meta = meta or {}
+        self.tables: dict[int, dict[int, _Fd]] = {}
+        self.listeners: list[Listener] = []
+        self.conns: list[Connection] = []
+        self.notes: list[str] = []
+        self.truncated_chunks = 0
+        self.unknown_chunks = 0
+        self.pid = int(self.meta.get("pid") or 0)
+        self.snap: dict[int, dict] = {}
+        self._seen_closed: dict[int, set[int]] = {}
+        self.random: list[bytes] = []
+        self.redactions: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+        self.masked_bytes = 0
+        for ent in self.meta.get("fds") or []:
+            try:
+                self.snap[int(ent.get("fd"))] = ent
+            except (TypeError, ValueError, AttributeError):
+                continue
+        self._snapshot_listeners()
+
+    # -- metadata fd table
+
+    def _snapshot_listeners(self) -> None:
+        for fd, ent in sorted(self.snap.items()):
+            if not _is_socket(ent):
+                continue
+            state = str(ent.get("state") or "").upper()
+            local = Addr.parse(ent.get("local"))
+            if "LISTEN" in state and local is not None:
+                self._table(self.pid)[fd] = _Fd(family=_fam_int(local), type=_SOCK_STREAM,
+                                                local=local, listening=True)
+                self.listeners.append(Listener(local, fd, self.pid, _proto(local, ent),
+                                               from_snapshot=True, ts_ns=0))
+
+    def _from_snapshot(self, tgid: int, fd: int, syscall: str) -> _Fd | None:
+        """The state of an fd open before the capture, or None when not a socket."""
+        ent = self.snap.get(fd) if tgid == self.pid or not self.pid else None
+        if ent is None:
+            if syscall not in _SOCKET_ONLY:
+                return None
+            ent = {"type": "socket"}  # a socket call on an fd we never saw created
+        if not _is_socket(ent):
+            return None
+        local, peer = Addr.parse(ent.get("local")), Addr.parse(ent.get("peer"))
+        if peer is not None and peer.family != "unix" and peer.is_wildcard and not peer.port:
+            peer = None  # /proc/net prints 0.0.0.0:0 for "no peer"
+        proto = _proto(local or peer, ent)
+        listen_ports = {(l.addr.port, l.addr.family) for l in self.listeners if l.addr.family != "unix"}
+        listen_paths = {l.addr.host for l in self.listeners if l.addr.family == "unix"}
+        inbound = local is not None and ((local.port, local.family) in listen_ports if local.family != "unix"
+                                         else local.host in listen_paths)
+        st = _Fd(family=_fam_int(local or peer), type=_SOCK_DGRAM if proto == "udp" else _SOCK_STREAM,
+                 local=local)
+        if proto == "udp" and peer is None:
+            self._table(tgid)[fd] = st
+            return st
+        listener = None
+        if inbound:
+            listener = next((l.addr for l in self.listeners if l.addr.port == local.port), local)
+        st.conn = self._new("inbound" if inbound else ("datagram" if proto == "udp" else "outbound"),
+                            proto, fd, tgid, local=local, peer=peer, listener=listener,
+                            began_before_capture=True)
+        self._table(tgid)[fd] = st
+        return st
+
+    # -- helpers
+
+    def _table(self, tgid: int) -> dict[int, _Fd]:
+        return self.tables.setdefault(tgid, {})
+
+    def _new(self, kind: str, proto: str, fd: int, tgid: int, **kw: Any) -> Connection:
+        c = Connection(len(self.conns) + 1, kind, proto, fd, tgid, **kw)
+        self.conns.append(c)
+        return c
+
+    def _get(self, tgid: int, fd: int, syscall: str) -> _Fd | None:
+        st = self._table(tgid).get(fd)
+        if st is None and fd >= 0 and fd not in self._seen_closed.get(tgid, ()):
+            st = self._from_snapshot(tgid, fd, syscall)
+        return st
+
+    def _close(self, tgid: int, fd: int, ts: int, entered: int | None = None) -> None:
+        st = self._table(tgid).get(fd)
+        if st is not None and entered is not None and st.since > entered:
+            # Events are written at syscall exit: another thread's socket()/accept()
+            # may reuse the fd, and exit, before this close() reaches its exit.
+            # This close released the fd's previous holder, already replaced.
+            return
+        self._table(tgid).pop(fd, None)
+        self._seen_closed.setdefault(tgid, set()).add(fd)
+        if st is None:
+            return
+        live = {id(s.conn) for s in self._table(tgid).values() if s.conn is not None}
+        if st.conn is not None and id(st.conn) not in live and st.conn.closed_ns is None:
+            st.conn.closed_ns = ts
+        for c in st.dgram.values():
+            if c.closed_ns is None:
+                c.closed_ns = ts
+
+    def _install(self, tgid: int, fd: int, st: _Fd, ts: int) -> None:
+        if fd in self._table(tgid):
+            self._close(tgid, fd, ts)
+        st.since = ts
+        self._table(tgid)[fd] = st
+        self._seen_closed.get(tgid, set()).discard(fd)
+
+    def _chunk(self, st: _Fd, tgid: int, fd: int, ev: Any, direction: str, data: bytes,
+               total: int, peer: Addr | None, eof: bool = False) -> None:
+        conn = st.conn
+        if conn is None:
+            if peer is None:
+                return
+            # Unconnected datagram socket: one conversation per peer address.
+            conn = st.dgram.get(peer)
+            if conn is None:
+                conn = st.dgram[peer] = self._new(
+                    "datagram", "udp" if st.family != socket.AF_UNIX else "unix", fd, tgid,
+                    local=st.local, peer=peer, opened_ns=ev.ts_exit)
+        if len(data) < total:
+            if ev.name == "sendfile":
+                self.unknown_chunks += 1
+            else:
+                self.truncated_chunks += 1
+        masked = tuple(self.redactions.get((ev.tid, getattr(ev, "seq", 0), 1), ()))
+        if masked:
+            self.masked_bytes += sum(n for _s, n in masked)
+        conn.chunks.append(Chunk(direction, data, total, ev.ts_enter, ev.ts_exit, ev.name,
+                                 ev.tid, getattr(ev, "index", -1), eof, peer, masked))
+
+    # -- events
+
+    def event(self, ev: Any) -> None:
+        name = ev.name
+        ret = ev.ret
+        tgid = ev.tgid or self.pid or ev.tid
+        a = ev.args
+        if name == "getrandom":
+            if ret > 0:
+                data = ev.payload(0)
+                if data is not None and len(data) == ret:
+                    self.random.append(data)
+            return
+        if name in _READS or name in _WRITES:
+            if ret < 0:
+                return
+            fd = _sfd(a[0])
+            st = self._get(tgid, fd, name)
+            if st is None:
+                return
+            data = ev.payload(1) or b""
+            peer = None
+            if name == "recvfrom":
+                peer = parse_sockaddr(ev.payload(4))
+            elif name == "sendto":
+                peer = parse_sockaddr(ev.payload(4))
+            elif name in ("recvmsg", "sendmsg"):
+                peer = parse_sockaddr(ev.payload(1, 1))
+            if st.conn is not None:
+                peer = None if st.conn.proto != "udp" else peer
+            if name in _READS:
+                if ret == 0:
+                    if st.conn is not None and st.type != _SOCK_DGRAM:
+                        self._chunk(st, tgid, fd, ev, IN, b"", 0, None, eof=True)
+                    return
+                self._chunk(st, tgid, fd, ev, IN, data[:ret], ret, peer)
+            else:
+                if ret == 0:
+                    return
+                self._chunk(st, tgid, fd, ev, OUT, data[:ret], ret, peer)
+        elif name == "sendfile":
+            if ret <= 0:
+                return
+            fd = _sfd(a[0])
+            st = self._get(tgid, fd, name)
+            if st is not None:
+                self._chunk(st, tgid, fd, ev, OUT, b"", ret, None)
+        elif name == "socket":
+            if ret >= 0:
+                self._install(tgid, ret, _Fd(family=int(a[0]) & 0xFFFF, type=int(a[1]) & 0xF), ev.ts_exit)
+        elif name == "bind":
+            if ret == 0:
+                st = self._get(tgid, _sfd(a[0]), name)
+                if st is not None:
+                    st.local = parse_sockaddr(ev.payload(1)) or st.local
+        elif name == "listen":
+            if ret == 0:
+                fd = _sfd(a[0])
+                st = self._get(tgid, fd, name)
+                if st is not None and not st.listening and st.local is not None:
+                    st.listening = True
+                    self.listeners.append(Listener(st.local, fd, tgid,
+                                                   "unix" if st.family == socket.AF_UNIX else "tcp",
+                                                   ts_ns=ev.ts_exit))
+        elif name in ("accept", "accept4"):
+            if ret < 0:
+                return
+            lfd = _sfd(a[0])
+            lst = self._get(tgid, lfd, name)
+            listener = lst.local if lst is not None else None
+            if listener is None:
+                ent = self.snap.get(lfd)
+                listener = Addr.parse(ent.get("local")) if ent else None
+            peer = parse_sockaddr(ev.payload(1))
+            fam = lst.family if lst is not None else socket.AF_INET
+            proto = "unix" if fam == socket.AF_UNIX else "tcp"
+            local = listener
+            if listener is not None and listener.is_wildcard and peer is not None and peer.family == listener.family:
+                local = Addr(listener.family, peer.host, listener.port)  # a loopback peer talks to loopback
+            st = _Fd(family=fam, type=_SOCK_STREAM, local=local)
+            st.conn = self._new("inbound", proto, ret, tgid, local=local, peer=peer,
+                                listener=listener, opened_ns=ev.ts_exit)
+            self._install(tgid, ret, st, ev.ts_exit)
+        elif name == "connect":
+            if ret != 0 and ret != -_EINPROGRESS:
+                return
+            fd = _sfd(a[0])
+            st = self._get(tgid, fd, name)
+            if st is None:
+                st = _Fd(family=socket.AF_INET, type=_SOCK_STREAM)
+                self._table(tgid)[fd] = st
+            peer = parse_sockaddr(ev.payload(1))
+            if peer is None:
+                return
+            dgram = st.type == _SOCK_DGRAM
+            proto = "unix" if st.family == socket.AF_UNIX else ("udp" if dgram else "tcp")
+            if st.conn is not None and dgram:
+                st.conn.closed_ns = ev.ts_exit  # a UDP socket re-connected to another peer
+            st.conn = self._new("datagram" if dgram else "outbound", proto, fd, tgid,
+                                local=st.local, peer=peer, opened_ns=ev.ts_exit, connect_ret=ret)
+        elif name == "shutdown":
+            st = self._get(tgid, _sfd(a[0]), name)
+            if ret == 0 and st is not None and st.conn is not None:
+                st.conn.shutdown.append({0: "SHUT_RD", 1: "SHUT_WR", 2: "SHUT_RDWR"}.get(int(a[1]), str(a[1])))
+        elif name == "close":
+            self._close(tgid, _sfd(a[0]), ev.ts_exit, ev.ts_enter)
+        elif name in ("dup", "dup2", "dup3") or (name == "fcntl" and int(a[1]) in (_F_DUPFD, _F_DUPFD_CLOEXEC)):
+            if ret < 0:
+                return
+            old = _sfd(a[0])
+            st = self._get(tgid, old, name)
+            if st is not None and ret != old:
+                self._install(tgid, ret, dataclasses.replace(st), ev.ts_exit)  # shares conn
+        elif name == "close_range":
+            if ret == 0 and not int(a[2]) & 4:  # CLOSE_RANGE_CLOEXEC only marks
+                lo, hi = _sfd(a[0]), int(a[1]) & 0xFFFFFFFF
+                for fd in [f for f in self._table(tgid) if lo <= f <= hi]:
+                    self._close(tgid, fd, ev.ts_exit)
+        elif name == "exit_group":
+            for fd in list(self._table(tgid)):
+                self._close(tgid, fd, ev.ts_exit)
+
+    def proc(self, pe: Any) -> None:
+        kind = getattr(pe, "kind", "")
+        if kind == "FORK":
+            child_tgid = int(pe.arg1)
+            parent = pe.tgid or self.pid
+            if child_tgid and child_tgid != parent:
+                self.tables[child_tgid] = dict(self._table(parent))
+        elif kind == "EXIT" and pe.tgid and pe.tid == pe.tgid:
+            for fd in list(self._table(pe.tgid)):
+                self._close(pe.tgid, fd, pe.ts)
+
+    def finish(self, losses: dict | None) -> Conversations:
+        if self.truncated_chunks:
+            self.notes.append(f"{self.truncated_chunks} payload(s) longer than the snaplen were "
+                              "captured truncated; their missing bytes cannot be replayed")
+        if self.unknown_chunks:
+            self.notes.append(f"{self.unknown_chunks} sendfile call(s) moved bytes the trace does "
+                              "not hold; those responses are compared by length only")
+        if self.masked_bytes:
+            self.notes.append(f"{self.masked_bytes} byte(s) of socket payloads were redacted in the trace; "
+                              "they are compared as unknown, and sent to the program as the masks")
+        if losses:
+            lost = sum(int(v) for v in losses.values())
+            if lost:
+                self.notes.append(f"the capture lost {lost} record(s); conversations may miss bytes")
+        return Conversations(self.listeners, self.conns, self.notes, self.meta, self.random)
+
+
+def _is_socket(ent: dict) -> bool:
+    t = str(ent.get("type") or "").lower()
+    return t.startswith("sock") or t in ("tcp", "tcp6", "udp", "udp6", "unix")
+
+
+def _proto(addr: Addr | None, ent: dict) -> str:
+    t = str(ent.get("proto") or ent.get("type") or "").lower()
+    if "udp" in t or "dgram" in str(ent.get("socktype", "")).lower():
+        return "udp"
+    if addr is not None and addr.family == "unix":
+        return "unix"
+    return "tcp"
+
+
+def _fam_int(addr: Addr | None) -> int:
+    if addr is None:
+        return socket.AF_INET
+    return {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}[addr.family]
+
+
+def reconstruct(trace: Any) -> Conversations:
+    """Rebuild listeners and conversations from a trace.
+
+    ``trace``: a path or an open :class:`dr.formats.trace.TraceReader` (or any
+    object with ``meta`` and ``stream()`` yielding Event/ProcEvent/dict, for
+    tests). Connections come out in the order they began (inbound in accept
+    order). Raises :class:`dr.errors.TraceError` for an unreadable trace.
+    """
+    from dr.formats.trace import TraceReader
+
+    own = isinstance(trace, (str, os.PathLike))
+    reader = TraceReader(trace) if own else trace
+    try:
+        b = _Builder(dict(reader.meta or {}))
+        for rec in reader.stream():
+            if hasattr(rec, "nr") and hasattr(rec, "args"):
+                b.event(rec)
+            elif hasattr(rec, "what"):
+                b.proc(rec)
+            elif isinstance(rec, dict) and rec.get("t") == "redactions":
+                from dr.formats.redact import spans_by_slot
+                for key, spans in spans_by_slot([rec]).items():
+                    b.redactions.setdefault(key, []).extend(spans)
+        losses = None
+        try:
+            losses = reader.losses if not callable(getattr(reader, "losses", None)) else reader.losses()
+        except (TraceError, AttributeError, TypeError):
+            losses = None
+        return b.finish(losses if isinstance(losses, dict) else None)
+    finally:
+        if own:
+            reader.close()
+
+
+def iter_chunks(conns: Iterable[Connection]) -> Iterator[tuple[Connection, Chunk]]:
+    """Every chunk of ``conns`` in recorded time order (exit time, then trace index)."""
+    allc = [(c, ch) for c in conns for ch in c.chunks]
+    allc.sort(key=lambda p: (p[1].ts_exit, p[1].index))
+    return iter(allc)

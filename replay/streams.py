@@ -1,0 +1,1098 @@
+"""Streams replay: re-drive an attach-mode trace's connections against a fresh process.
+
+``dr capture --pid`` starts mid-flight, so the service's memory before the
+capture is unknown and a syscall-exact replay is impossible. A streams replay
+instead starts the recorded command (or another build, ``cmd``) fresh and
+replays what crossed its sockets:
+
+1. **Start-up.** The command runs natively in the strict replay's sandbox
+   (:mod:`dr.replay.sandbox`: user, mount, pid, net, uts, ipc namespaces; the
+   root read-only under a scratch overlay; loopback only; the recorded pid and
+   hostname), supervised by :mod:`dr.replay.streams_supervisor`, which lets its
+   syscalls run but answers time and getrandom from the recording. Recorded peer
+   and dependency addresses are added to the sandbox's ``lo``, so nothing can
+   reach a real network. dr waits until the program listens on every recorded
+   listening address (matched by address and port through ``/proc/PID/net/tcp``).
+   When the sandbox cannot start (no seccomp notification, no user namespaces),
+   the program runs in a private network namespace only (:mod:`dr.replay.netns`)
+   and the report says that time and randomness were the host's.
+2. **Outbound.** For every address the recording shows the service talking to,
+   dr listens on that address inside the sandbox and plays the recorded peer:
+   each request the program sends is matched to a recorded request by order and
+   content — the next one of the same conversation first, then the first unused
+   one at that address (pooled connections opened before the capture are served
+   this way) — and answered with the recorded response chunks. A request with no
+   recorded match is reported (``misses``) and its connection closed: nothing is
+   guessed. Recorded DNS answers (UDP port 53) are served the same way, with the
+   query id rewritten.
+3. **Inbound.** Each recorded accepted connection is opened again — a real TCP
+   connection inside the sandbox's network namespace, so the program's own
+   ``accept`` returns it, from the recorded client address when it can be bound
+   — and its request chunks are sent with their recorded boundaries, in recorded
+   order: before a chunk goes, dr waits until every response the program had
+   written before it read that chunk (in recorded time) has arrived, counted in
+   protocol messages (HTTP/1.x, RESP) so that answers of another length do not
+   stall the schedule. Connections that overlapped in the recording overlap in
+   the replay.
+4. **Compare.** :mod:`dr.replay.compare` sets each replayed response stream
+   beside the recorded one.
+
+The session is a step machine (:meth:`StreamsSession.step`); :func:`run_streams`
+loops it, :func:`cli_streams` is what ``dr replay`` runs for an attach trace.
+Payloads the capture truncated at its snaplen are sent as far as captured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dr.errors import DrError, ExitCode, ReplayError, UsageError
+from dr.replay.connections import IN, OUT, Addr, Chunk, Connection, Conversations, reconstruct
+
+__all__ = ["StreamsSession", "Step", "ReplayedConn", "OutboundMiss", "StreamsResult",
+           "run_streams", "recorded_command", "is_attach_trace", "attach_mode", "cli_streams"]
+
+#: Longest wait for responses the recording says came before the next request.
+WAIT_S = 5.0
+#: How long a connection that owes responses may stay quiet before dr stops waiting for it.
+QUIET_S = 2.0
+#: How long the program may take to open its recorded listening sockets.
+STARTUP_S = 20.0
+
+
+@dataclass(slots=True)
+class ReplayedConn:
+    """What happened on one re-driven inbound connection.
+
+    ``received``: response chunks as (ns since the replay's start, bytes).
+    ``sent_ns``/``done_ns``: first byte sent, last byte received (ns, monotonic).
+    ``eof``: the program closed its side. ``error``: why dr could not drive it.
+    """
+
+    conn: Connection
+    received: list[tuple[int, bytes]] = field(default_factory=list)
+    sent_bytes: int = 0
+    opened_ns: int = 0
+    sent_ns: int = 0
+    done_ns: int = 0
+    eof: bool = False
+    error: str | None = None
+    peer_bound: bool = False
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(d for _, d in self.received)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(d) for _, d in self.received)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMiss:
+    """A request the replayed program sent to a dependency with no recorded match."""
+
+    peer: str
+    request: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step's result: ``kind`` ("started", "opened", "sent", "shutdown",
+    "finished", "done") and a line of text; ``report`` set on "done"."""
+
+    kind: str
+    text: str
+    report: Any = None
+
+
+@dataclass(slots=True)
+class StreamsResult:
+    """What :func:`run_streams` returns: the comparison report and the exit code."""
+
+    report: Any
+    exit_code: int
+
+
+def recorded_command(meta: dict, cmd: str | list[str] | None = None) -> list[str]:
+    """The argv to start: the recorded one, or ``cmd``.
+
+    ``cmd``: a shell-quoted string or a list. One word naming an existing file
+    replaces the recorded executable and keeps the recorded arguments; several
+    words are the whole command line. Raises UsageError when nothing is known.
+    """
+    argv = [str(a) for a in (meta.get("argv") or [])]
+    if cmd:
+        words = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
+        if len(words) == 1 and os.path.isfile(words[0]) and argv:
+            return [words[0], *argv[1:]]
+        return words
+    if not argv:
+        raise UsageError("the trace records no command line (argv); give one with --cmd")
+    exe = (meta.get("exe") or {}).get("path") if isinstance(meta.get("exe"), dict) else meta.get("exe")
+    if exe and os.path.isfile(str(exe)) and not os.path.isabs(argv[0]) and not _which(argv[0]):
+        argv[0] = str(exe)
+    return argv
+
+
+def _which(name: str) -> str | None:
+    import shutil
+    return shutil.which(name)
+
+
+def _env(meta: dict) -> dict[str, str]:
+    env = meta.get("env")
+    if isinstance(env, dict) and env:
+        return {str(k): str(v) for k, v in env.items()}
+    if isinstance(env, list) and env:
+        out = {}
+        for kv in env:
+            k, _, v = str(kv).partition("=")
+            out[k] = v
+        return out
+    return dict(os.environ)
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """(host, port) of every TCP socket in LISTEN state in ``pid``'s network namespace."""
+    out: set[tuple[str, int]] = set()
+    for name, fam in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) < 4 or parts[3] != "0A":
+                        continue
+                    hexaddr, hexport = parts[1].split(":")
+                    raw = bytes.fromhex(hexaddr)
+                    # /proc/net/tcp prints each 32-bit word in host (little endian) order.
+                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                    out.add((socket.inet_ntop(fam, raw), int(hexport, 16)))
+        except OSError:
+            continue
+    return out
+
+
+def _listen_matches(rec: Addr, live: set[tuple[str, int]]) -> bool:
+    for host, port in live:
+        if port != rec.port:
+            continue
+        if host in ("0.0.0.0", "::") or rec.is_wildcard or host == rec.host:
+            return True
+        if host.startswith("::ffff:") and host[7:] == rec.host:
+            return True
+    return False
+
+
+class _Units:
+    """Counts complete responses in a growing byte stream.
+
+    ``proto``: "resp" (each RESP reply, redis.io protocol spec), "http" (each
+    HTTP/1.x message with a Content-Length or chunked body, RFC 9112 §6), or
+    "bytes" (each byte). Waiting in responses rather than bytes keeps the
+    schedule when a replayed reply has another length than the recorded one.
+    """
+
+    def __init__(self, proto: str) -> None:
+        self.proto = proto
+        self.buf = b""
+        self.n = 0
+
+    def feed(self, data: bytes) -> int:
+        if self.proto == "bytes":
+            self.n += len(data)
+            return self.n
+        self.buf += data
+        while self.buf:
+            try:
+                end = self._end()
+            except ValueError:
+                self.proto = "bytes"  # not the protocol it looked like: count bytes from here
+                self.n += len(self.buf)
+                self.buf = b""
+                break
+            if end < 0:
+                break
+            self.n += 1
+            self.buf = self.buf[end:]
+        return self.n
+
+    def _end(self) -> int:
+        from dr.replay.compare import _resp_value_end
+        if self.proto == "resp":
+            return _resp_value_end(self.buf, 0)
+        return _http_end(self.buf)
+
+
+def _http_end(buf: bytes) -> int:
+    """End offset of the first HTTP/1.x message in ``buf``; -1 when incomplete or
+    when its body runs to the end of the connection (RFC 9112 §6.3)."""
+    head = buf.find(b"\r\n\r\n")
+    if head < 0:
+        return -1
+    if not buf.startswith(b"HTTP/1."):
+        raise ValueError("not an HTTP response")
+    lines = buf[:head].split(b"\r\n")
+    status = lines[0].split(b" ")[1] if len(lines[0].split(b" ")) > 1 else b""
+    hdr = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(b":")
+        hdr[k.strip().lower()] = v.strip()
+    p = head + 4
+    if status[:1] == b"1" or status in (b"204", b"304"):
+        return p
+    if b"chunked" in hdr.get(b"transfer-encoding", b"").lower():
+        while True:
+            le = buf.find(b"\r\n", p)
+            if le < 0:
+                return -1
+            n = int(buf[p:le].split(b";")[0], 16)
+            p = le + 2
+            if n == 0:
+                end = buf.find(b"\r\n\r\n", p - 2)
+                return -1 if end < 0 else end + 4
+            p += n + 2
+            if p > len(buf):
+                return -1
+    cl = hdr.get(b"content-length")
+    if cl is None or not cl.isdigit():
+        return -1
+    end = p + int(cl)
+    return end if end <= len(buf) else -1
+
+
+def _prefix(head: bytes, data: bytes, wild: frozenset[int] | None) -> bool:
+    """``data`` starts with ``head``, where offsets in ``wild`` (redacted) match any byte."""
+    if len(data) < len(head):
+        return False
+    if not wild:
+        return data.startswith(head)
+    return all(i in wild or data[i] == b for i, b in enumerate(head))
+
+
+def _proto_of(c: Connection) -> str:
+    rsp = c.response_bytes[:8]
+    if rsp.startswith(b"HTTP/1."):
+        return "http"
+    if rsp[:1] in (b"+", b"-", b":", b"$", b"*", b"%", b"_", b"#") and c.request_bytes[:1] in (b"*", b""):
+        return "resp"
+    return "bytes"
+
+
+class _Outbound:
+    """Plays back the recorded peers at one address for the replayed program."""
+
+    def __init__(self, session: "StreamsSession", addr: Addr, convs: list[Connection]) -> None:
+        self.s = session
+        self.addr = addr
+        self.convs = convs
+        self.used: set[int] = set()
+        self.lock = threading.Lock()
+        self.sock: socket.socket | None = None
+
+    def start(self) -> None:
+        fam = socket.AF_INET6 if self.addr.family == "inet6" else socket.AF_INET
+        stream = self.convs[0].proto != "udp"
+
+        def mk() -> socket.socket:
+            sk = socket.socket(fam, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM)
+            sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sk.bind((self.addr.host, self.addr.port))
+            if stream:
+                sk.listen(128)
+            return sk
+
+        self.sock = self.s.ns.run(mk)
+        target = self._accept_loop if stream else self._udp_loop
+        threading.Thread(target=target, name=f"dr-peer-{self.addr}", daemon=True).start()
+
+    # -- TCP
+
+    def _accept_loop(self) -> None:
+        assert self.sock is not None
+        while not self.s.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _pool(self) -> None:
+        """Every recorded request at this address, in recorded order: the exchange pool."""
+        if hasattr(self, "_ex"):
+            return
+        self._ex: list[tuple[Connection, int, bytes, Any]] = []
+        self._wild: dict[tuple[int, int], frozenset[int]] = {}
+        self._used: set[tuple[int, int]] = set()
+        for c in sorted(self.convs, key=lambda c: (c.first_ts or 0, c.id)):
+            for i, ex in enumerate(c.exchanges()):
+                if ex.request is not None:  # a response to a request from before the capture has none
+                    self._ex.append((c, i, ex.request.data, ex.response))
+                    masked = ex.request.masked
+                    if masked:  # redacted request bytes match anything
+                        self._wild[(c.id, i)] = frozenset(o for a, n in masked for o in range(a, a + n))
+
+    def _match(self, conv: Connection | None, pos: int, pending: bytes) -> tuple[Any, bool]:
+        """(exchange, still possible) for the bytes ``pending`` of a live connection.
+
+        The next recorded exchange of the connection's conversation comes first;
+        then the first unused exchange with the same request anywhere at this
+        address (a fresh connection may carry requests that a pooled connection,
+        opened before the capture, carried in the recording).
+        """
+        with self.lock:
+            self._pool()
+            maybe = False
+            order = [e for e in self._ex if conv is not None and e[0] is conv and e[1] >= pos]
+            order += [e for e in self._ex if e not in order]
+            for e in order:
+                key = (e[0].id, e[1])
+                if key in self._used:
+                    continue
+                req = e[2]
+                wild = self._wild.get(key)
+                if req and _prefix(req, pending, wild):
+                    self._used.add(key)
+                    return e, True
+                if _prefix(pending, req, wild):
+                    maybe = True
+            return None, maybe
+
+    def _greeting(self) -> Connection | None:
+        """A conversation opened during the capture whose peer spoke first (a banner)."""
+        with self.lock:
+            self._pool()
+            for c in self.convs:
+                if c.began_before_capture or c.id in self.used:
+                    continue
+                ex = c.exchanges()
+                if ex and ex[0].request is None and ex[0].response is not None:
+                    self.used.add(c.id)
+                    return c
+        return None
+
+    def _send_msg(self, sk: socket.socket, msg: Any) -> None:
+        for ch in msg.chunks:
+            if ch.data:
+                sk.sendall(ch.data)
+
+    def _serve(self, sk: socket.socket) -> None:
+        sk.settimeout(QUIET_S * 2)
+        conv = self._greeting()
+        pos = 0
+        if conv is not None:
+            self._send_msg(sk, conv.exchanges()[0].response)
+            pos = 1
+        pending = b""
+        try:
+            while True:
+                if conv is not None and pos >= len(conv.exchanges()) and not pending:
+                    if any(ch.eof for ch in conv.chunks) or conv.closed_ns is not None:
+                        break  # the recorded peer hung up (or the program did) here
+                try:
+                    data = sk.recv(65536)
+                except socket.timeout:
+                    if pending:
+                        self._miss(conv, pending, "the request stopped short of any recorded request")
+                        break
+                    continue
+                if not data:
+                    if pending:
+                        self._miss(conv, pending, "the connection closed mid-request")
+                    break
+                pending += data
+                while pending:
+                    ex, maybe = self._match(conv, pos, pending)
+                    if ex is None:
+                        if not maybe:
+                            where = f" (after request {pos} of recorded conversation #{conv.id})" if conv else ""
+                            self._miss(conv, pending, f"no recorded request to this address matches{where}")
+                            return
+                        break
+                    c, i, req, resp = ex
+                    if c is not conv:
+                        self.s.served.append((self.addr, c.id))
+                    conv, pos = c, i + 1
+                    pending = pending[len(req):]
+                    if resp is not None:
+                        self._send_msg(sk, resp)
+        except OSError:
+            pass
+        finally:
+            try:
+                sk.close()
+            except OSError:
+                pass
+
+    def _miss(self, conv: Connection | None, data: bytes, reason: str) -> None:
+        self.s.misses.append(OutboundMiss(str(self.addr), bytes(data[:4096]), reason))
+
+    # -- UDP (DNS and other datagrams)
+
+    def _udp_loop(self) -> None:
+        assert self.sock is not None
+        while not self.s.stopping:
+            try:
+                data, src = self.sock.recvfrom(65536)
+            except OSError:
+                return
+            answer = self._udp_answer(data)
+            if answer is None:
+                self._miss(None, data, "no recorded datagram to this address matches")
+                continue
+            try:
+                self.sock.sendto(answer, src)
+            except OSError:
+                pass
+
+    def _udp_answer(self, q: bytes) -> bytes | None:
+        dns = self.addr.port == 53
+        with self.lock:
+            for c in self.convs:
+                msgs = [ch for ch in c.chunks if not ch.eof]
+                for i, ch in enumerate(msgs):
+                    if ch.dir != OUT or (c.id, i) in self.used:
+                        continue
+                    same = ch.data[2:] == q[2:] if dns else ch.data == q
+                    if not same:
+                        continue
+                    for ans in msgs[i + 1:]:
+                        if ans.dir == IN and (not dns or ans.data[:2] == ch.data[:2]):
+                            self.used.add((c.id, i))
+                            return q[:2] + ans.data[2:] if dns else ans.data
+        return None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+
+class StreamsSession:
+    """A streams replay of one attach-mode trace, run one :meth:`step` at a time.
+
+    ``trace``: path or TraceReader. ``cmd``: another build (see
+    :func:`recorded_command`). ``ignore``: an :class:`dr.replay.compare.Ignore`
+    or a TOML path. ``show_output``: let the program's stdout/stderr through.
+    Raises ReplayError (start-up failed, no listening socket), UsageError.
+    """
+
+    def __init__(self, trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
+                 show_output: bool = False, startup_timeout: float = STARTUP_S,
+                 mode: str = "auto", rootfs: str = "/") -> None:
+        if mode not in ("auto", "sandbox", "netns"):
+            raise UsageError(f"unknown streams mode {mode!r}; use auto, sandbox or netns")
+        self.mode = mode
+        self.rootfs = rootfs
+        from dr.replay import compare
+        self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
+        self.meta = self.conversations.meta
+        self.argv = recorded_command(self.meta, cmd)
+        self.new_build = bool(cmd)
+        self.ignore = compare.load_ignore(ignore) if not isinstance(ignore, compare.Ignore) else ignore
+        self.show_output = show_output
+        self.startup_timeout = startup_timeout
+        self.inbound = [c for c in self.conversations.inbound() if c.proto in ("tcp",)]
+        self.skipped = [c for c in self.conversations.inbound() if c.proto not in ("tcp",)]
+        self.replayed: dict[int, ReplayedConn] = {c.id: ReplayedConn(c) for c in self.inbound}
+        self.misses: list[OutboundMiss] = []
+        self.served: list[tuple[Addr, int]] = []
+        self.listen_map: list[tuple[str, str]] = []
+        self.stopping = False
+        self.ns: Any = None
+        self.proc: subprocess.Popen | None = None
+        self.sandbox: Any = None
+        self.supervisor: Any = None
+        self.clock: Any = None
+        self.pid = -1
+        self.mode_used = ""
+        self.mode_note: str | None = None
+        self.outputs: list[_Outbound] = []
+        self._socks: dict[int, socket.socket] = {}
+        self._by_local: dict[int, Connection] = {}  # dr's client port -> connection
+        self._pending: dict[int, int] = {}  # connection id -> recorded ts_enter of the next write owed
+        self._last_io: dict[int, int] = {}  # connection id -> monotonic ns dr last sent or received
+        self._cv = threading.Condition()
+        self._plan: list[tuple[int, int, str, Connection, Chunk | None]] = []
+        self._i = 0
+        self._state = "new"
+        self._t0 = 0
+        self._log: Any = None
+        self.log_path: str | None = None
+        self._keep_log = False
+        self.wall_ns = 0
+
+    # -- the step machine
+
+    def step(self) -> Step:
+        """Advance the replay by one action; ``kind == "done"`` carries the report."""
+        try:
+            if self._state == "new":
+                self._state = "running"
+                return self._start()
+            if self._state == "running":
+                if self._i < len(self._plan):
+                    return self._do(self._plan[self._i])
+                self._state = "finishing"
+                return self._finish()
+            if self._state == "finishing":
+                self._state = "closed"
+                return Step("done", "compared", self._compare())
+            raise ReplayError("the streams replay is over")
+        except DrError:
+            self.close()
+            raise
+
+    def run(self) -> Any:
+        """Step to the end; the comparison report."""
+        try:
+            while True:
+                st = self.step()
+                if st.kind == "done":
+                    return st.report
+        finally:
+            self.close()
+
+    # -- start-up
+
+    def _start(self) -> Step:
+        if not self.inbound:
+            raise ReplayError("the trace shows no accepted TCP connection to replay; was the "
+                              "service idle during the capture?")
+        self._build_plan()
+        if self.mode in ("auto", "sandbox"):
+            try:
+                self._start_sandbox()
+            except DrError as e:
+                if self.mode == "sandbox":
+                    raise
+                self.mode_note = f"ran without the seccomp sandbox ({e.message}); time and randomness were the host's"
+                self._teardown_sandbox()
+        if not self.mode_used:
+            from dr.replay.netns import NetNS
+            self.ns = NetNS()
+            self._prepare_namespace()
+            self._spawn()
+            self.mode_used = "netns"
+        self._await_listeners()
+        self._t0 = time.monotonic_ns()
+        deps = ", ".join(str(o.addr) for o in self.outputs) or "none"
+        where = ("the replay sandbox (seccomp supervisor; the incident's clock)" if self.mode_used == "sandbox"
+                 else "a private network namespace")
+        return Step("started", f"started {shlex.join(self.argv)} (pid {self.pid}) in {where}; "
+                               f"listening on {', '.join(r for _, r in self.listen_map)}; "
+                               f"dependencies served from the trace: {deps}")
+
+    def _prepare_namespace(self) -> None:
+        """Recorded addresses on lo, and dr's stand-ins for the dependencies."""
+        for c in self.conversations.connections:
+            for a in (c.peer, c.local, c.listener):
+                if a is not None and a.family != "unix":
+                    self.ns.add_address(a.host)
+        by_addr: dict[tuple[str, Addr], list[Connection]] = {}
+        listen = {(l.addr.host, l.addr.port) for l in self.conversations.listeners}
+        for c in self.conversations.outbound():
+            if c.peer is None or c.peer.family == "unix":
+                continue
+            if (c.peer.host, c.peer.port) in listen:
+                continue
+            by_addr.setdefault((c.proto, c.peer), []).append(c)
+        for (_proto, addr), convs in by_addr.items():
+            ob = _Outbound(self, addr, convs)
+            try:
+                ob.start()
+            except OSError as e:
+                raise ReplayError(f"cannot stand in for the dependency at {addr}: {e.strerror or e}") from None
+            self.outputs.append(ob)
+
+    def _start_sandbox(self) -> None:
+        from dr import schema
+        from dr.replay.netns import NetNS
+        from dr.replay.sandbox import Sandbox, SandboxSpec
+        from dr.replay.streams_supervisor import ConnClock, RecordedRandom, StreamsSupervisor, VirtualClock
+        exe = self.argv[0] if "/" in self.argv[0] else (_which(self.argv[0]) or self.argv[0])
+        cwd = str(self.meta.get("cwd") or "/")
+        pid = self.meta.get("pid")
+        spec = SandboxSpec(
+            argv=tuple(self.argv), env=tuple(_env(self.meta).items()), exe=exe, cwd=cwd, root=self.rootfs,
+            hostname=str(self.meta.get("hostname") or self.meta.get("host") or "dr-replay"),
+            first_pid=int(pid) if isinstance(pid, int) and pid > 1 else None,
+            stdio="inherit" if self.show_output else "null",
+            passthrough=frozenset(s.nr for s in schema.all_syscalls() if s.cls == schema.Class.PASSTHROUGH))
+        self.sandbox = Sandbox(spec)
+        saved = None
+        if not self.show_output:
+            # The sandbox's stdio is inherited or /dev/null: lend it a log file for
+            # the fork, so a program that fails at start-up can say why.
+            fd, self.log_path = tempfile.mkstemp(prefix="dr-streams-", suffix=".log")
+            self._log = os.fdopen(fd, "wb")
+            saved = (os.dup(1), os.dup(2))
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            spec = dataclasses.replace(spec, stdio="inherit")
+            self.sandbox = Sandbox(spec)
+        try:
+            self.sandbox.start()
+        finally:
+            if saved is not None:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                os.close(saved[0])
+                os.close(saved[1])
+        # The tracee waits at its first notified syscall (execve) until the supervisor runs.
+        self.pid = self.sandbox.pid
+        self.ns = NetNS.of_process(self.pid)
+        self._prepare_namespace()
+        first = self._plan[0][0] if self._plan else 0
+        self.clock = VirtualClock(first, self.meta.get("clock_offsets") or self.meta.get("clock"),
+                                  limit=self._clock_limit)
+        self.supervisor = StreamsSupervisor(self.sandbox, self.clock, RecordedRandom(self.conversations.random),
+                                            ConnClock(self._by_local, frozenset(
+                                                a.port for c in self.inbound for a in (c.listener or c.local,) if a)))
+        self.supervisor.start()
+        self.mode_used = "sandbox"
+
+    def _teardown_sandbox(self) -> None:
+        for o in self.outputs:
+            o.close()
+        self.outputs = []
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        if self.sandbox is not None:
+            self.sandbox.kill()
+            self.sandbox.close()
+            self.sandbox = None
+        if self.ns is not None:
+            self.ns.close()
+            self.ns = None
+        self.pid = -1
+
+    def _spawn(self) -> None:
+        cwd = self.meta.get("cwd")
+        if not cwd or not os.path.isdir(str(cwd)):
+            cwd = None
+        if self.show_output:
+            out = None
+        else:
+            fd, self.log_path = tempfile.mkstemp(prefix="dr-streams-", suffix=".log")
+            self._log = os.fdopen(fd, "wb")
+            out = self._log
+        try:
+            self.proc = subprocess.Popen(self.argv, env=_env(self.meta), cwd=cwd, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT if out else None,
+                                         preexec_fn=self.ns.preexec, start_new_session=True)
+        except OSError as e:
+            raise ReplayError(f"cannot start {self.argv[0]}: {e.strerror or e}") from None
+        self.pid = self.proc.pid
+
+    def _exited(self) -> int | None:
+        """The program's exit status once it ended, else None."""
+        if self.proc is not None:
+            return self.proc.poll()
+        if self.sandbox is not None:
+            st = self.sandbox.exit_status(0)
+            return None if st is None else (os.waitstatus_to_exitcode(st) if st >= 0 else st)
+        return None
+
+    def _await_listeners(self) -> None:
+        wanted = {}
+        for c in self.inbound:
+            if c.listener is not None:
+                wanted[(c.listener.host, c.listener.port)] = c.listener
+            elif c.local is not None:
+                wanted[(c.local.host, c.local.port)] = c.local
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            live = _listening(self.pid)
+            missing = [a for a in wanted.values() if not _listen_matches(a, live)]
+            if not missing:
+                break
+            if (status := self._exited()) is not None:
+                raise ReplayError(f"{shlex.join(self.argv)} exited with status {status} "
+                                  f"before listening on {missing[0]}{self._log_hint()}")
+            if time.monotonic() > deadline:
+                raise ReplayError(f"the replayed program never listened on {missing[0]} (a recorded "
+                                  f"listening socket) within {self.startup_timeout:.0f} s{self._log_hint()}")
+            time.sleep(0.02)
+        self.listen_map = []
+        for a in wanted.values():
+            live_match = sorted(f"{'[' + h + ']' if ':' in h else h}:{p}" for h, p in live
+                                if _listen_matches(a, {(h, p)}))
+            self.listen_map.append((str(a), live_match[0] if live_match else str(a)))
+
+    def _log_hint(self) -> str:
+        if self.log_path:
+            try:
+                if self._log:
+                    self._log.flush()
+                tail = open(self.log_path, "rb").read()[-300:].decode("utf-8", "replace").strip()
+                if tail:
+                    return f"; its last output: {tail.splitlines()[-1]}"
+            except OSError:
+                pass
+        return ""
+
+    def _build_plan(self) -> None:
+        plan = []
+        for c in self.inbound:
+            t_open = c.opened_ns if c.opened_ns is not None else (c.chunks[0].ts_exit - 1 if c.chunks else 0)
+            plan.append((t_open, -1, "open", c, None))
+            for ch in c.chunks:
+                if ch.dir == IN:
+                    plan.append((ch.ts_exit, ch.index, "shutdown" if ch.eof else "send", c, ch))
+        plan.sort(key=lambda p: (p[0], p[1], p[3].id))
+        self._plan = plan
+        # Per connection, recorded responses by time: (ts_exit, cumulative units).
+        self._out_marks: dict[int, list[tuple[int, int]]] = {}
+        self._out_enters: dict[int, list[int]] = {}
+        self._units: dict[int, _Units] = {}
+        for c in self.inbound:
+            proto = _proto_of(c)
+            u, marks, enters = _Units(proto), [], []
+            for ch in c.chunks:
+                if ch.dir == OUT:
+                    marks.append((ch.ts_exit, u.feed(ch.data) if ch.complete else u.n + ch.total))
+                    enters.append(ch.ts_enter)
+            self._out_marks[c.id] = marks
+            self._out_enters[c.id] = enters
+            self._units[c.id] = _Units(proto if u.proto == proto else "bytes")
+
+    # -- driving
+
+    def _connect(self, c: Connection) -> socket.socket:
+        tgt = c.listener or c.local
+        assert tgt is not None
+        host = tgt.host
+        if tgt.is_wildcard:
+            host = c.local.host if c.local and not c.local.is_wildcard else (
+                "::1" if tgt.family == "inet6" else "127.0.0.1")
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        rc = self.replayed[c.id]
+
+        def mk() -> socket.socket:
+            sk = socket.socket(fam, socket.SOCK_STREAM)
+            if c.peer is not None and c.peer.family == tgt.family and c.peer.port:
+                # Present the recorded client address to the program when it is free.
+                try:
+                    sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sk.bind((c.peer.host, c.peer.port))
+                    rc.peer_bound = True
+                except OSError:
+                    sk.close()
+                    sk = socket.socket(fam, socket.SOCK_STREAM)
+            if not rc.peer_bound:
+                sk.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
+            # Known before connect, so the supervisor can tell the program's fd for c.
+            self._by_local[sk.getsockname()[1]] = c
+            sk.settimeout(WAIT_S)
+            sk.connect((host, tgt.port))
+            sk.settimeout(None)
+            return sk
+
+        return self.ns.run(mk)
+
+    def _reader(self, c: Connection, sk: socket.socket) -> None:
+        rc = self.replayed[c.id]
+        while True:
+            try:
+                data = sk.recv(65536)
+            except OSError as e:
+                with self._cv:
+                    rc.error = rc.error or f"receive failed: {e.strerror or e}"
+                    rc.eof = True
+                    self._pending.pop(c.id, None)
+                    self._cv.notify_all()
+                return
+            now = time.monotonic_ns()
+            with self._cv:
+                if not data:
+                    rc.eof = True
+                    self._pending.pop(c.id, None)
+                else:
+                    rc.received.append((now - self._t0, data))
+                    rc.done_ns = now
+                    self._units[c.id].feed(data)
+                    self._update_pending(c.id)
+                    self._last_io[c.id] = now
+                self._cv.notify_all()
+            if not data:
+                return
+
+    def _update_pending(self, cid: int) -> None:
+        """Recorded entry time of the next write the program owes on ``cid`` (caller holds _cv).
+
+        The incident's clock never passes it while the connection is open, so a
+        handler still at work never reads a time later than its recorded answer.
+        """
+        rc = self.replayed[cid]
+        n = self._units[cid].n
+        nxt = None
+        if not rc.eof:
+            for (_ts, cum), enter in zip(self._out_marks[cid], self._out_enters[cid]):
+                if cum > n:
+                    nxt = enter
+                    break
+        if nxt is None:
+            self._pending.pop(cid, None)
+        else:
+            self._pending[cid] = nxt
+
+    def _clock_limit(self) -> int | None:
+        vals = list(self._pending.values())  # one C-level copy: safe against the readers' updates
+        return min(vals) if vals else None
+
+    def _need(self, cid: int, t: int | None) -> int:
+        need = 0
+        for ts, n in self._out_marks[cid]:
+            if t is not None and ts >= t:
+                break
+            need = n
+        return need
+
+    def _behind(self, cid: int, t: int | None) -> bool:
+        """Connection ``cid`` still owes responses the recording shows before ``t``.
+
+        A connection that stayed quiet for QUIET_S since dr last sent or
+        received on it owes nothing more: the program answers differently, and
+        the comparison will say so.
+        """
+        rc = self.replayed[cid]
+        if rc.eof or self._units[cid].n >= self._need(cid, t):
+            return False
+        quiet = time.monotonic_ns() - self._last_io.get(cid, rc.opened_ns)
+        return quiet < QUIET_S * 1e9
+
+    def _wait_before(self, t: int) -> None:
+        """Wait until each open connection got the responses recorded before ``t``."""
+        deadline = time.monotonic() + WAIT_S
+        with self._cv:
+            while any(self._behind(cid, t) for cid in self._socks):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cv.wait(min(left, 0.02))
+
+    def _do(self, item: tuple[int, int, str, Connection, Chunk | None]) -> Step:
+        self._i += 1
+        t, _idx, kind, c, ch = item
+        rc = self.replayed[c.id]
+        self._wait_before(t)
+        if self.clock is not None:
+            nxt = self._plan[self._i][0] if self._i < len(self._plan) else None
+            self.clock.at(t, nxt)
+        if kind == "open":
+            try:
+                sk = self._connect(c)
+            except OSError as e:
+                rc.error = f"connect to the program failed: {e.strerror or e}"
+                return Step("opened", f"#{c.id}: {rc.error}")
+            rc.opened_ns = time.monotonic_ns()
+            with self._cv:
+                self._socks[c.id] = sk
+                self._update_pending(c.id)
+            threading.Thread(target=self._reader, args=(c, sk), daemon=True).start()
+            return Step("opened", f"#{c.id} opened ({c.peer} -> {c.listener or c.local})")
+        sk = self._socks.get(c.id)
+        if sk is None:
+            return Step(kind, f"#{c.id}: not open, skipped")
+        try:
+            if kind == "shutdown":
+                sk.shutdown(socket.SHUT_WR)
+                return Step("shutdown", f"#{c.id} closed by the client")
+            assert ch is not None
+            if not rc.sent_ns:
+                rc.sent_ns = time.monotonic_ns()
+            sk.sendall(ch.data)
+            rc.sent_bytes += len(ch.data)
+            self._last_io[c.id] = time.monotonic_ns()
+            return Step("sent", f"#{c.id} sent {len(ch.data)} bytes")
+        except OSError as e:
+            rc.error = rc.error or f"send failed: {e.strerror or e}"
+            return Step(kind, f"#{c.id}: {rc.error}")
+
+    def _finish(self) -> Step:
+        """Let every connection deliver its responses, then close what is left."""
+        deadline = time.monotonic() + WAIT_S * 2
+        with self._cv:
+            while time.monotonic() < deadline:
+                waiting = [cid for cid in self._socks if self._behind(cid, None)]
+                # A program that closed connections in the recording gets a moment to close them.
+                closing = [cid for cid in self._socks
+                           if not self.replayed[cid].eof and self.replayed[cid].conn.closed_ns is not None
+                           and not any(ch.eof for ch in self.replayed[cid].conn.chunks)
+                           and time.monotonic_ns() - self._last_io.get(cid, 0) < QUIET_S * 1e9 / 4]
+                if not waiting and not closing:
+                    break
+                self._cv.wait(0.02)
+        for sk in self._socks.values():
+            try:
+                sk.close()
+            except OSError:
+                pass
+        self.wall_ns = time.monotonic_ns() - self._t0
+        self._stop_program()
+        return Step("finished", f"replayed {len(self.inbound)} connection(s) in {self.wall_ns / 1e9:.2f} s")
+
+    def _compare(self) -> Any:
+        from dr.replay import compare
+        rep = compare.compare(self.conversations, list(self.replayed.values()), self.ignore,
+                              misses=self.misses, skipped=self.skipped)
+        rep.command = shlex.join(self.argv)
+        rep.new_build = self.new_build
+        rep.wall_s = self.wall_ns / 1e9
+        rep.output_log = None
+        if not rep.all_identical and self.log_path:
+            # The program's last words may explain a difference (a traceback behind a 500).
+            try:
+                if self._log is not None:
+                    self._log.flush()
+                with open(self.log_path, "rb") as f:
+                    f.seek(max(0, os.path.getsize(self.log_path) - 4096))
+                    rep.output_tail = f.read().decode("utf-8", "replace").splitlines()[-20:]
+            except OSError:
+                pass
+        rep.mode = self.mode_used
+        rep.listening = [{"recorded": r, "replayed": p} for r, p in self.listen_map]
+        if self.mode_note:
+            rep.notes.append(self.mode_note)
+        if self.supervisor is not None:
+            sub = {k: v for k, v in self.supervisor.counts.items() if k != "continued"}
+            rep.substituted = sub
+            rep.notes = [n for n in rep.notes if not n.startswith("time, randomness and pids")]
+            what = ", ".join(f"{k} {v}" for k, v in sorted(sub.items())) or "none"
+            if self.supervisor.vdso_patched:
+                rep.notes.append(f"the program saw the incident's clock and recorded randomness "
+                                 f"(substituted: {what}); pid {self.meta.get('pid')} as recorded")
+            else:
+                rep.notes.append(f"the vDSO could not be rewritten: time was the host's (substituted: {what})")
+            if self.supervisor.error:
+                rep.notes.append(f"the supervisor stopped early: {self.supervisor.error}")
+        return rep
+
+    # -- teardown
+
+    def _stop_program(self) -> None:
+        self.stopping = True
+        if self.sandbox is not None:
+            self.sandbox.kill()
+            if self.supervisor is not None:
+                self.supervisor.stop()
+            self.sandbox.close()
+            self.sandbox = None
+        p = self.proc
+        if p is not None and p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(3)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        for o in self.outputs:
+            o.close()
+
+    def close(self) -> None:
+        """Stop the program, dr's stand-ins and the namespace (idempotent)."""
+        for sk in list(self._socks.values()):
+            try:
+                sk.close()
+            except OSError:
+                pass
+        self._stop_program()
+        if self.ns is not None:
+            self.ns.close()
+            self.ns = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+            try:
+                if self.log_path and (not self._keep_log or os.path.getsize(self.log_path) == 0):
+                    os.unlink(self.log_path)  # kept only when it may explain a failure
+                    self.log_path = None
+            except OSError:
+                pass
+
+
+def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
+                report: str | None = None, show_output: bool = False,
+                echo: Any = None, rootfs: str = "/", mode: str = "auto") -> StreamsResult:
+    """The CLI's streams replay: run the session, write ``report`` (JSON), return the verdict.
+
+    ``echo``: a callable taking one line for progress (None: quiet). Exit code
+    OK when every response matches, DIVERGED otherwise.
+    """
+    from dr.replay import compare
+    sess = StreamsSession(trace, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode)
+    try:
+        while True:
+            st = sess.step()
+            if echo is not None and st.kind in ("started", "finished"):
+                echo(st.text)
+            if st.kind == "done":
+                rep = st.report
+                break
+    finally:
+        sess.close()
+    if report:
+        compare.write_json(rep, report)
+    return StreamsResult(rep, int(ExitCode.OK if rep.all_identical else ExitCode.DIVERGED))
+
+
+def is_attach_trace(meta: dict) -> bool:
+    """True when the trace was recorded with ``--pid`` (mode "attach"): replay it with streams."""
+    return str((meta or {}).get("mode", "")).lower() == "attach"
+
+
+def attach_mode(path: str) -> bool:
+    """True when ``path`` is a trace whose metadata says mode "attach".
+
+    False for spawn-mode traces and for anything unreadable as a trace (a
+    bundle, a corrupt file): the caller's own path then handles or reports it.
+    """
+    from dr.formats.trace import TraceReader
+    try:
+        with TraceReader(path) as r:
+            return is_attach_trace(r.meta)
+    except (DrError, OSError):
+        return False
+
+
+def cli_streams(trace: str, cmd: str | list[str] | None = None, ignore: str | None = None,
+                report: str | None = None, show_output: bool = False, verbose: bool = False,
+                rootfs: str = "/") -> int:
+    """``dr replay TRACE`` for an attach-mode trace: print progress and the report; the exit code.
+
+    For the CLI's dispatch (dr/cli/replay.py). Raises DrError subclasses for
+    bad input; returns ExitCode.OK or ExitCode.DIVERGED.
+    """
+    import sys
+
+    def echo(line: str) -> None:
+        sys.stderr.write(f"dr: {line}\n")
+
+    res = run_streams(trace, cmd=cmd, ignore=ignore, report=report, show_output=show_output, echo=echo,
+                      rootfs=rootfs)
+    sys.stdout.write(res.report.text(verbose=verbose) + "\n")
+    if report:
+        sys.stdout.write(f"report: {report}\n")
+    return res.exit_code

@@ -1,0 +1,342 @@
+"""The seccomp side of a streams replay: the program sees the incident's clock.
+
+A streams replay runs the program in the strict replay's sandbox
+(:class:`dr.replay.sandbox.Sandbox`: user, mount, pid, net, uts and ipc
+namespaces, read-only root under a scratch overlay, the recorded hostname and
+pid). Every syscall the schema does not class as passthrough reaches this
+supervisor as a seccomp notification. Unlike strict replay it lets almost all of
+them run (``SECCOMP_USER_NOTIF_FLAG_CONTINUE``): the program's start-up is
+native, and its sockets are real ones that dr drives from inside the sandbox's
+network namespace. It answers from the recording only where the calls match:
+
+- **time** — clock_gettime (REALTIME, MONOTONIC, BOOTTIME and their COARSE/RAW
+  variants), gettimeofday and time return :class:`VirtualClock`, which follows
+  the recorded schedule: while dr re-drives the step recorded at CLOCK_MONOTONIC
+  ``T``, the program reads ``T`` plus the real time elapsed since, capped at
+  the next step's recorded time, so it never runs ahead of the recording and
+  never goes back. REALTIME/BOOTTIME add the offsets of the metadata's
+  ``clock``. The vDSO entry points are rewritten to real syscalls after execve
+  (:func:`dr.capture.vdso.patch_vdso`), or time would never reach seccomp.
+- **randomness** — getrandom of ``n`` bytes gets the next recorded getrandom
+  payload of the same size (recorded order), else the kernel's.
+- **pids** — the sandbox gives the program the recorded pid (ns_last_pid).
+
+Layouts: struct timespec and struct timeval (two signed 64-bit fields on
+x86_64; man 2 clock_gettime, man 2 gettimeofday).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from dr import schema
+from dr.errors import DrError
+from dr.replay import notify
+
+__all__ = ["VirtualClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
+
+_TS = struct.Struct("<qq")
+_NR = {n: schema.by_name(n).nr for n in ("clock_gettime", "gettimeofday", "time", "getrandom",
+                                          "execve", "execveat", "close")}
+_READ_NRS = frozenset(schema.by_name(n).nr for n in ("read", "recvfrom", "readv", "recvmsg"))
+_WRITE_NRS = frozenset(schema.by_name(n).nr for n in ("write", "sendto", "writev", "sendmsg", "sendfile"))
+# clock ids (include/uapi/linux/time.h) -> which recorded clock they read
+_CLOCKS = {0: "realtime", 5: "realtime", 11: "realtime",   # REALTIME, REALTIME_COARSE, TAI
+           1: "monotonic", 4: "monotonic", 6: "monotonic",  # MONOTONIC, _RAW, _COARSE
+           7: "boottime"}                                   # BOOTTIME
+
+
+class VirtualClock:
+    """The incident's clock, moved forward by the replay's steps.
+
+    ``first_ns``: CLOCK_MONOTONIC of the first recorded step; ``offsets``:
+    ``{realtime_ns, boottime_ns}`` from the metadata; ``limit``: a callable
+    giving a time the clock must stay below for now (the recorded time of a
+    response still owed), or None. Before the first step the clock starts one
+    second earlier (start-up) and runs up to ``first_ns``. Never goes back.
+    """
+
+    def __init__(self, first_ns: int, offsets: dict | None, limit: Any = None) -> None:
+        offsets = offsets or {}
+        self._limit = limit  # () -> ns the clock must not pass now (a write still owed), or None
+        self.realtime_off = int(offsets.get("realtime_ns") or 0)
+        self.boottime_off = int(offsets.get("boottime_ns") or 0)
+        self._base = first_ns - 1_000_000_000
+        self._cap = first_ns
+        self._real = time.monotonic_ns()
+        self._last = self._base
+        self._lock = threading.Lock()
+
+    def at(self, t_ns: int, next_ns: int | None) -> None:
+        """The replay reached the step recorded at ``t_ns``; the next is at ``next_ns``."""
+        with self._lock:
+            self._base = max(t_ns, self._last)
+            self._cap = max(self._base, next_ns if next_ns is not None else self._base + 10**12)
+            self._real = time.monotonic_ns()
+
+    def monotonic(self) -> int:
+        lim = self._limit() if self._limit is not None else None
+        with self._lock:
+            v = min(self._base + (time.monotonic_ns() - self._real), self._cap)
+            if lim is not None:
+                v = min(v, lim - 1000)
+            v = max(v, self._last)
+            self._last = v
+            return v
+
+    def read(self, which: str) -> int:
+        m = self.monotonic()
+        if which == "realtime":
+            return m + self.realtime_off
+        if which == "boottime":
+            return m + self.boottime_off
+        return m
+
+
+class RecordedRandom:
+    """Recorded getrandom payloads, handed out in recorded order by size."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self._left = list(payloads)
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytes | None:
+        with self._lock:
+            for i, p in enumerate(self._left):
+                if len(p) == n:
+                    del self._left[i]
+                    return p
+        return None
+
+
+class ConnClock:
+    """Per-thread time while a thread serves a re-driven connection.
+
+    A handler thread reads the clock between reading a request and writing its
+    response (an HTTP Date header, a log line). While thread ``tid`` serves
+    connection ``c`` it reads the recorded entry time of the next write the
+    recording shows on ``c``, less 1 µs: the moment the recorded thread was
+    about to answer. The connection behind an fd is found through the socket's
+    inode (/proc/TID/fd, /proc/TID/net/tcp{,6}): its remote end is the client
+    socket dr opened for ``c`` (``by_local``: dr's local port -> Connection).
+    """
+
+    def __init__(self, by_local: dict, listen_ports: frozenset[int] = frozenset()) -> None:
+        self.by_local = by_local
+        self.listen_ports = listen_ports  # the program's listening ports: accepted sockets have one
+        self._fd: dict[int, Any] = {}          # fd -> Connection (None: not one of dr's)
+        self._tid: dict[int, Any] = {}         # tid -> Connection it serves
+        self._writes: dict[int, int] = {}      # connection id -> writes seen
+        self._last: dict[int, int] = {}        # tid -> last value (per-thread monotonic)
+        self._lock = threading.Lock()
+
+    def _lookup(self, tid: int, fd: int) -> Any:
+        try:
+            link = os.readlink(f"/proc/{tid}/fd/{fd}")
+        except OSError:
+            return None
+        if not link.startswith("socket:["):
+            return None
+        inode = link[8:-1]
+        for name in ("tcp", "tcp6"):
+            try:
+                with open(f"/proc/{tid}/net/{name}") as f:
+                    next(f, None)
+                    for line in f:
+                        p = line.split()
+                        if len(p) > 9 and p[9] == inode:
+                            if self.listen_ports and _proc_addr(p[1])[1] not in self.listen_ports:
+                                return False  # a connection the program made, not one dr opened
+                            _host, port = _proc_addr(p[2])
+                            return self.by_local.get(port, False)
+            except OSError:
+                continue
+        return None
+
+    def on_io(self, tid: int, fd: int, write: bool) -> None:
+        with self._lock:
+            c = self._fd.get(fd)
+            if c is None:
+                c = self._lookup(tid, fd)  # False: a socket that is not dr's; None: unknown yet
+                if c is not None:
+                    self._fd[fd] = c
+            if not c:
+                return
+            self._tid[tid] = c
+            if write:
+                self._writes[c.id] = self._writes.get(c.id, 0) + 1
+
+    def on_close(self, fd: int) -> None:
+        with self._lock:
+            self._fd.pop(fd, None)
+
+    def read(self, tid: int) -> int | None:
+        """CLOCK_MONOTONIC ns for ``tid``, or None when it serves no re-driven connection."""
+        with self._lock:
+            c = self._tid.get(tid)
+            if c is None:
+                return None
+            outs = [ch for ch in c.chunks if ch.dir == "out"]
+            if not outs:
+                return None
+            k = min(self._writes.get(c.id, 0), len(outs) - 1)
+            v = max(outs[k].ts_enter - 1000, self._last.get(tid, 0))
+            self._last[tid] = v
+            return v
+
+
+def _proc_addr(hexaddr: str) -> tuple[str, int]:
+    import socket
+    h, _, p = hexaddr.partition(":")
+    raw = bytes.fromhex(h)
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    fam = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    host = socket.inet_ntop(fam, raw)
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, int(p, 16)
+
+
+class StreamsSupervisor:
+    """Answers the sandboxed program's seccomp notifications on a thread.
+
+    ``counts``: Counter of substituted calls by name plus ``"continued"``.
+    ``vdso_patched``: the symbols rewritten. ``error``: why the loop stopped
+    early (None when it ran until :meth:`stop` or the tracee's end).
+    """
+
+    def __init__(self, sandbox: Any, clock: VirtualClock, randomness: RecordedRandom,
+                 conn_clock: ConnClock | None = None) -> None:
+        self.sb = sandbox
+        self.clock = clock
+        self.conn_clock = conn_clock
+        self.random = randomness
+        self.counts: Counter = Counter()
+        self.vdso_patched: dict[str, int] = {}
+        self._last: dict[int, int] = {}
+        self.error: str | None = None
+        self._need_patch = True
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._loop, name="dr-streams-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
+        self._thread.join(5)
+        for fd in (self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # -- the loop
+
+    def _loop(self) -> None:
+        lst = self.sb.listener
+        try:
+            while True:
+                r, _, _ = select.select([lst.fd, self._stop_r, self.sb.pidfd], [], [])
+                if self._stop_r in r:
+                    return
+                if lst.fd not in r:
+                    return  # the tracee is gone
+                n = lst.recv()
+                if n is None:
+                    continue
+                self._handle(lst, n)
+        except DrError as e:
+            self.error = e.message
+        except OSError as e:
+            self.error = f"supervisor: {e.strerror or e}"
+
+    def _patch(self, pid: int) -> None:
+        from dr.capture.vdso import patch_vdso
+        try:
+            if self.sb.exec_done():
+                self.vdso_patched = patch_vdso(pid) or self.vdso_patched
+                self._need_patch = False
+        except DrError:
+            self._need_patch = False  # time then stays the host's; the report says so
+
+    def _handle(self, lst: notify.Listener, n: notify.Notif) -> None:
+        nr = n.nr
+        if self._need_patch:
+            self._patch(n.pid)
+        cc = self.conn_clock
+        if cc is not None and (nr in _READ_NRS or nr in _WRITE_NRS):
+            cc.on_io(n.pid, _fd(n.args[0]), nr in _WRITE_NRS)
+        elif cc is not None and nr == _NR["close"]:
+            cc.on_close(_fd(n.args[0]))
+        if nr == _NR["execve"] or nr == _NR["execveat"]:
+            self._need_patch = True
+        elif nr == _NR["clock_gettime"]:
+            which = _CLOCKS.get(n.args[0] & 0xFFFFFFFF)
+            if which is not None and n.args[1]:
+                v = self._now(n.pid, which)
+                if self._write(lst, n, n.args[1], _TS.pack(v // 10**9, v % 10**9)):
+                    self.counts["clock_gettime"] += 1
+                    lst.send(n.id, 0)
+                return
+        elif nr == _NR["gettimeofday"]:
+            if n.args[0]:
+                v = self._now(n.pid, "realtime")
+                if self._write(lst, n, n.args[0], _TS.pack(v // 10**9, (v % 10**9) // 1000)):
+                    self.counts["gettimeofday"] += 1
+                    lst.send(n.id, 0)
+                return
+        elif nr == _NR["time"]:
+            s = self._now(n.pid, "realtime") // 10**9
+            if n.args[0] and not self._write(lst, n, n.args[0], struct.pack("<q", s)):
+                return
+            self.counts["time"] += 1
+            lst.send(n.id, s)
+            return
+        elif nr == _NR["getrandom"]:
+            size = n.args[1] & 0xFFFFFFFF
+            data = self.random.take(size) if 0 < size <= 1 << 20 else None
+            if data is not None:
+                if self._write(lst, n, n.args[0], data):
+                    self.counts["getrandom"] += 1
+                    lst.send(n.id, len(data))
+                return
+        self.counts["continued"] += 1
+        lst.send(n.id, continue_=True)
+
+    def _now(self, tid: int, which: str) -> int:
+        v = self.conn_clock.read(tid) if self.conn_clock is not None else None
+        if v is None:
+            v = self.clock.monotonic()
+        v = max(v, self._last.get(tid, 0))  # never backwards for one thread
+        self._last[tid] = v
+        if which == "realtime":
+            return v + self.clock.realtime_off
+        if which == "boottime":
+            return v + self.clock.boottime_off
+        return v
+
+    def _write(self, lst: notify.Listener, n: notify.Notif, addr: int, data: bytes) -> bool:
+        """Write into the tracee; on a bad address answer EFAULT, like the kernel would."""
+        try:
+            notify.write_mem(n.pid, addr, data)
+        except notify.MemoryFault:
+            lst.send(n.id, 0, -14)
+            return False
+        if not lst.id_valid(n.id):
+            return False
+        return True
+
+
+def _fd(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v

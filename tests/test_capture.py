@@ -1,0 +1,322 @@
+"""dr capture against real programs, real eBPF (issue 3). Needs root.
+
+Each test runs ``python -m dr capture`` as a child process (signals, spawn
+mode and exit statuses are part of what is tested) and reads the trace back
+through dr.formats.trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import pytest
+
+from dr import schema
+from dr.errors import ExitCode
+
+PY = sys.executable
+SYS_PY = "/usr/bin/python3"  # a real interpreter, not a pyenv shim script
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="dr capture needs root (CAP_BPF)"),
+]
+
+NR = {n: schema.by_name(n).nr for n in (
+    "read", "write", "openat", "accept4", "accept", "recvfrom", "sendto", "sendfile", "writev",
+    "sendmsg", "recvmsg", "clock_gettime", "execve", "close", "poll")}
+
+
+def dr_capture(*args, timeout=60, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "dr", "capture", *map(str, args)], capture_output=True,
+                          timeout=timeout, **kw)
+
+
+def read_trace(path):
+    from dr.formats.trace import TraceReader
+
+    r = TraceReader(path)
+    items = list(r.stream())
+    return r, [e for e in items if hasattr(e, "payloads")], [e for e in items if hasattr(e, "what")]
+
+
+def assert_contiguous(events):
+    """Every tid's events are in order with seq 1, 2, 3... (or contiguous from the first seen)."""
+    by_tid = defaultdict(list)
+    for e in events:
+        by_tid[e.tid].append(e.seq)
+    for tid, seqs in by_tid.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"tid {tid}: gaps or disorder"
+    return by_tid
+
+
+def test_spawn_urandom_time_and_write(tmp_path):
+    out = tmp_path / "spawn.drt"
+    script = ("import os, time\n"
+              "fd = os.open('/dev/urandom', os.O_RDONLY)\n"
+              "b = os.read(fd, 16)\n"
+              "t = time.time()\n"
+              "print(b.hex(), repr(t), flush=True)\n")
+    p = dr_capture("-q", "-o", out, "--", SYS_PY, "-c", script)
+    assert p.returncode == 0, p.stderr.decode()
+    hexbytes, tstr = p.stdout.decode().split()
+    r, events, procs = read_trace(out)
+    assert r.summary is not None and r.meta["mode"] == "spawn"
+    assert not any(v for k, v in r.losses.items() if k != "TRUNCATED")
+    # the very first syscall is the command's execve
+    first = events[0]
+    assert first.nr == NR["execve"] and first.seq == 1 and first.ret == 0
+    assert first.payload(0) == SYS_PY.encode()
+    # the urandom bytes, as read(2) returned them
+    ur = [e for e in events if e.nr == NR["openat"] and e.payload(1) == b"/dev/urandom"]
+    assert len(ur) == 1
+    fd = ur[0].ret
+    reads = [e for e in events if e.nr == NR["read"] and e.args[0] == fd and e.index > ur[0].index]
+    assert reads[0].payload(1) == bytes.fromhex(hexbytes)
+    # the CLOCK_REALTIME reading behind time.time() (the vDSO made to enter the kernel)
+    t = float(tstr)
+    clocks = []
+    for e in events:
+        if e.nr == NR["clock_gettime"] and e.args[0] == 0 and e.payload(1):
+            sec, nsec = struct.unpack("<qq", e.payload(1))
+            clocks.append(sec + nsec * 1e-9)
+    assert any(abs(c - t) < 1e-6 for c in clocks), (t, clocks[-3:])
+    # the write of the printed line
+    line = p.stdout
+    writes = b"".join(e.payload(1) or b"" for e in events if e.nr == NR["write"] and e.args[0] == 1)
+    assert writes == line
+    assert r.summary["exit_status"] == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int, deadline: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("server did not start")
+
+
+def _wait_attached(path, proc, deadline: float = 30.0) -> None:
+    """The trace gets its metadata frame once the probes trace the target."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read().decode())
+        if path.exists() and path.stat().st_size > 16:
+            return
+        time.sleep(0.05)
+    raise AssertionError("capture did not start")
+
+
+def test_attach_http_server_request_and_file_bytes(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    body = os.urandom(70_000) + b"end of the known file\n"
+    (www / "known.bin").write_bytes(body)
+    port = _free_port()
+    server = subprocess.Popen([SYS_PY, "-m", "http.server", "--bind", "127.0.0.1", str(port),
+                               "--directory", str(www)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    out = tmp_path / "http.drt"
+    cap = None
+    try:
+        _wait_listening(port)
+        cap = subprocess.Popen([PY, "-m", "dr", "capture", "-q", "--pid", str(server.pid), "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_attached(out, cap)
+        got = subprocess.run(["curl", "-s", "-o", "-", f"http://127.0.0.1:{port}/known.bin"],
+                             capture_output=True, timeout=20).stdout
+        assert got == body
+        time.sleep(0.2)
+        cap.send_signal(signal.SIGTERM)
+        cap.wait(timeout=30)
+        assert cap.returncode == 0, cap.stderr.read().decode()
+    finally:
+        if cap and cap.poll() is None:
+            cap.kill()
+        server.kill()
+        server.wait()
+    r, events, _ = read_trace(out)
+    assert r.summary is not None and r.meta["mode"] == "attach" and r.meta["pid"] == server.pid
+    assert any(f["type"] == "socket" and f.get("state") == "LISTEN" for f in r.meta["fds"])
+    acc = [e for e in events if e.nr in (NR["accept4"], NR["accept"]) and e.ret >= 0]
+    assert acc, "no accept recorded"
+    conn = acc[0].ret
+    family, cport, addr = struct.unpack_from("<HH4s", acc[0].payload(1))
+    assert family == socket.AF_INET and socket.inet_ntoa(addr) == "127.0.0.1" and cport != port
+    received = b"".join(e.payload(1) or b"" for e in events
+                        if e.nr in (NR["read"], NR["recvfrom"]) and e.args[0] == conn and e.ret > 0)
+    assert received.startswith(b"GET /known.bin HTTP/1.1\r\n")
+    sent = b"".join(e.payload(1) or b"" for e in events
+                    if e.nr in (NR["write"], NR["sendto"]) and e.args[0] == conn and e.ret > 0)
+    headers, _, sent_body = sent.partition(b"\r\n\r\n")
+    assert headers.startswith(b"HTTP/1.0 200") and sent_body == body
+
+
+THREADS = r"""
+import os, threading
+def work():
+    for _ in range(200):
+        os.getppid()
+    os.write(1, b"%d\n" % threading.get_native_id())
+ts = [threading.Thread(target=work) for _ in range(8)]
+for t in ts: t.start()
+for t in ts: t.join()
+"""
+
+
+def test_eight_threads_every_tid_in_order(tmp_path):
+    out = tmp_path / "threads.drt"
+    p = dr_capture("-q", "-o", out, "--", SYS_PY, "-c", THREADS)
+    assert p.returncode == 0, p.stderr.decode()
+    tids = {int(x) for x in p.stdout.split()}
+    assert len(tids) == 8
+    r, events, procs = read_trace(out)
+    assert sum(r.losses.values()) == 0 and r.summary["losses"]["RINGBUF_EVENT"] == 0
+    by_tid = assert_contiguous(events)
+    getppid = schema.by_name("getppid").nr
+    for tid in tids:
+        assert by_tid[tid][0] == 1
+        assert sum(1 for e in events if e.tid == tid and e.nr == getppid) == 200
+    forks = {pe.arg0 for pe in procs if pe.what == schema.PROC_EVENTS["FORK"]}
+    assert tids <= forks
+
+
+def test_forking_pipeline_every_process(tmp_path):
+    out = tmp_path / "pipe.drt"
+    p = dr_capture("-q", "-o", out, "--", "/bin/sh", "-c", "seq 1 3000 | sort -rn | head -n 3")
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == b"3000\n2999\n2998\n"
+    r, events, procs = read_trace(out)
+    assert sum(r.losses.values()) == 0
+    by_tid = assert_contiguous(events)
+    children = {pe.arg0 for pe in procs if pe.what == schema.PROC_EVENTS["FORK"]}
+    assert len(children) >= 3
+    for tid in children:
+        assert by_tid[tid][0] == 1, f"child {tid} misses its first syscalls"
+    execs = [e.payload(0) for e in events if e.nr == NR["execve"] and e.ret == 0]
+    assert {b"seq", b"sort", b"head"} <= {os.path.basename(x) for x in execs if x}
+    seq_out = b"".join(e.payload(1) for e in events if e.nr == NR["write"] and e.args[0] == 1
+                       and e.tgid in children and e.payload(1) and e.payload(1).startswith(b"1\n"))
+    assert seq_out.startswith(b"1\n2\n3\n")
+    head_out = [e.payload(1) for e in events if e.nr == NR["write"] and e.payload(1) == p.stdout]
+    assert head_out
+
+
+def test_forced_loss_is_counted_and_reported(tmp_path):
+    out = tmp_path / "loss.drt"
+    p = dr_capture("-o", out, "--ringbuf-size", "4096", "--",
+                   "dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=100000")
+    assert p.returncode == ExitCode.LOSS, p.stderr.decode()
+    err = p.stderr.decode()
+    assert "lost" in err and re.search(r"RINGBUF_\w+ [\d,]+", err)
+    r, events, _ = read_trace(out)
+    lost = sum(v for k, v in r.losses.items() if k.startswith("RINGBUF"))
+    assert lost > 0 and r.summary["losses"]
+    assert sum(v for k, v in r.summary["losses"].items() if k.startswith("RINGBUF")) == lost
+
+
+def test_no_such_pid_one_line():
+    p = dr_capture("--pid", "999999999", "-o", "/tmp/never.drt")
+    assert p.returncode == ExitCode.ERROR
+    err = p.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "no process with pid 999999999" in err[0]
+
+
+def test_unwritable_output_one_line(tmp_path):
+    p = dr_capture("-o", tmp_path / "no" / "such" / "dir.drt", "--", "true")
+    assert p.returncode == ExitCode.ERROR
+    err = p.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "cannot write trace" in err[0] and "Traceback" not in p.stderr.decode()
+
+
+def test_usage_and_ebpf_text():
+    p = dr_capture("-o", "/tmp/x.drt")
+    assert p.returncode == ExitCode.USAGE and b"give exactly one target" in p.stderr
+    p = dr_capture("--ebpf")
+    assert p.returncode == 0 and b"RAW_TRACEPOINT_PROBE(sys_enter)" in p.stdout
+
+
+def test_disk_full_stops_cleanly_with_a_valid_trace(tmp_path):
+    from dr.formats.trace import TraceReader
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = small / "t.drt"
+        p = dr_capture("-q", "-o", out, "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=300000")
+        text = p.stderr.decode()
+        err = [ln for ln in text.splitlines() if ln.startswith("dr:")]  # dd writes there too
+        assert p.returncode == ExitCode.ERROR
+        assert len(err) == 1 and "No space left on device" in err[0] and "Traceback" not in text
+        r = TraceReader(out)
+        assert r.truncated and r.meta["mode"] == "spawn"
+        assert sum(1 for _ in r.events()) > 1000
+    finally:
+        subprocess.run(["umount", "-l", str(small)])
+
+
+def test_not_root_one_line():
+    if not shutil.which("su"):
+        pytest.skip("su is not installed")
+    p = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c",
+                        f"{PY} -m dr capture --pid {os.getpid()} -o /tmp/dr-nobody-never.drt"],
+                       capture_output=True, timeout=60)
+    err = p.stderr.decode().strip().splitlines()
+    assert p.returncode == ExitCode.ERROR and len(err) == 1 and "needs root" in err[0]
+
+
+TWO_THREADS = r"""
+import os, threading, time, sys
+def spin():
+    while True:
+        os.getppid(); time.sleep(0.001)
+threading.Thread(target=spin, daemon=True).start()
+time.sleep(0.2)
+print(" ".join(os.listdir(f"/proc/{os.getpid()}/task")), flush=True)
+while True:
+    os.getuid(); time.sleep(0.001)
+"""
+
+
+def test_tid_traces_one_thread_and_no_follow_skips_children(tmp_path):
+    proc = subprocess.Popen([SYS_PY, "-c", TWO_THREADS], stdout=subprocess.PIPE)
+    try:
+        tids = [int(t) for t in proc.stdout.readline().split()]
+        other = next(t for t in tids if t != proc.pid)
+        out = tmp_path / "tid.drt"
+        p = dr_capture("-q", "--tid", other, "--duration", "1", "-o", out)
+        assert p.returncode == 0, p.stderr.decode()
+    finally:
+        proc.kill()
+        proc.wait()
+    _, events, _ = read_trace(out)
+    assert events and {e.tid for e in events} == {other}
+    assert any(e.nr == schema.by_name("getppid").nr for e in events)
+
+    out = tmp_path / "nofollow.drt"
+    p = dr_capture("-q", "--no-follow", "-o", out, "--", "/bin/sh", "-c", "/bin/true; /bin/true; echo done")
+    assert p.returncode == 0 and p.stdout == b"done\n", p.stderr.decode()
+    _, events, procs = read_trace(out)
+    assert {e.tgid for e in events} == {events[0].tgid}
+    assert not [pe for pe in procs if pe.what == schema.PROC_EVENTS["FORK"]]
