@@ -78,6 +78,9 @@ MAX_PAYLOAD = 256 << 20
 #: Largest run of zeros a reader fills in for payload chunks that were lost
 #: (a hostile trace could otherwise ask for MAX_PAYLOAD of zeros per chunk).
 MAX_GAP = 16 << 20
+#: Most zeros filled in across one event block (the block's events are held
+#: at once, so gaps must be bounded per block, not only per chunk).
+MAX_GAP_PER_BLOCK = 64 << 20
 #: Most syscalls with payload chunks waiting for their event across frames.
 MAX_PENDING = 1 << 16
 
@@ -472,8 +475,12 @@ class _Pending:
         self.orphans += len(dead)
 
 
-def _assemble(parts: list[tuple[int, int, int, bytes]]) -> dict[int, Payload]:
-    """Join the chunks of one syscall's payloads by slot and offset."""
+def _assemble(parts: list[tuple[int, int, int, bytes]], budget: list[int]) -> dict[int, Payload]:
+    """Join the chunks of one syscall's payloads by slot and offset.
+
+    ``budget[0]`` is how many zero bytes may still be filled in for lost chunks
+    in this event block; TraceError when a hostile trace asks for more.
+    """
     by_slot: dict[int, list] = {}
     for slot, off, total, data in parts:
         e = by_slot.get(slot)
@@ -494,6 +501,10 @@ def _assemble(parts: list[tuple[int, int, int, bytes]]) -> dict[int, Payload]:
                 if o - len(buf) > MAX_GAP:
                     raise TraceError(f"payload chunk at offset {o} leaves a gap of "
                                      f"{o - len(buf)} bytes (more than {MAX_GAP})")
+                budget[0] -= o - len(buf)
+                if budget[0] < 0:
+                    raise TraceError(f"payload chunks leave more than {MAX_GAP_PER_BLOCK} bytes "
+                                     "of gaps in one event block")
                 buf += bytes(o - len(buf))  # a chunk was lost: its bytes read as zeros
             buf[o:o + len(b)] = b
         out[slot] = Payload(slot, bytes(buf), total)
@@ -723,6 +734,7 @@ class TraceReader:
         Ev, Pay = Event, Payload
         filtered = prime or tidset is not None or nrset is not None
         lim = n - RB_HDR - 2
+        gap_budget = [MAX_GAP_PER_BLOCK]
         while pos <= lim:
             word = u32(blk, pos)[0]
             ln = word & _RB_LEN_MASK
@@ -758,7 +770,7 @@ class TraceReader:
                     s, _o, tot, d = pl[0]
                     pays = {s: Pay(s, d, tot)}
                 else:
-                    pays = _assemble(pl)
+                    pays = _assemble(pl, gap_budget)
                 append(Ev(tid, r[6], r[7:13], r[13], r[14], r[15], r[3], seq, r[1], r[2], pays,
                           index - 1))
             elif kind == k_pay:

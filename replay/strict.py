@@ -14,8 +14,9 @@ Policy (the recording is the oracle):
   threads to the recorded global order (the order of event records in the
   trace, which is the order syscalls completed). A notification that is not
   yet due is held unanswered until every earlier event was replayed. Calls that
-  must run natively to let others progress (clone, fork, vfork, execve) only
-  wait for their own thread's turn.
+  must run natively to let others progress (clone, fork, vfork, execve) and
+  calls that only read a value (time, ids, getrandom, sleeps) only wait for
+  their own thread's turn.
 - Recorded tids are the replay's tids: the tracee starts with the recorded pid
   and each recorded clone child gets its recorded tid (ns_last_pid, see
   :mod:`dr.replay.sandbox`); a host tid is mapped through its NSpid.
@@ -25,7 +26,10 @@ Policy (the recording is the oracle):
   paths, socket addresses, scalar arguments) are compared byte for byte.
 - fds are created with SECCOMP_IOCTL_NOTIF_ADDFD at the recorded numbers: a
   path that exists in the sandbox root is opened read-only (so mmap of
-  libraries works), anything else is /dev/null or an empty memfd.
+  libraries works), anything else is /dev/null or an empty memfd. A file the
+  run creates itself (O_CREAT with O_EXCL or O_TRUNC, written to) is a memfd
+  whose reads, writes, seeks and truncations run natively after comparison,
+  so files shared through mmap (POSIX semaphores of multiprocessing) work.
 - Blocking calls are answered at once; PASSTHROUGH calls (memory, futex,
   signal masks) run natively; exit, clone, execve and close run natively.
 - A SIGNAL process event recorded after a thread's syscall is delivered with
@@ -49,7 +53,9 @@ Policy (the recording is the oracle):
 
 Limits: futex and memory run natively, so races between threads in user
 space (several threads appending to one stdio buffer) are not replayed; such
-a program diverges with a clear report rather than hanging.
+a program diverges with a clear report rather than hanging. The whole trace
+is loaded into memory (about 0.6 KiB per event).
+
 
 The trace is untrusted: lengths are capped by the tracee's own arguments,
 addresses are the tracee's own, paths resolve inside the sandbox root
@@ -103,6 +109,10 @@ UNORDERED = frozenset(NR[n] for n in (
 #: on a futex with a timeout, and reads the clock once per round): an extra one is
 #: answered with the thread's previous recorded value, a missing one is skipped.
 SOFT = frozenset(NR[n] for n in ("clock_gettime", "gettimeofday", "time", "clock_getres", "getcpu"))
+#: fd calls that run natively on a file the run created itself (see _h_open).
+NATIVE_ON_OWNED = frozenset(NR[n] for n in (
+    "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev", "preadv2",
+    "pwritev2", "lseek", "ftruncate", "fallocate", "fsync", "fdatasync"))
 #: Calls whose success value is a new fd although the schema types it "int".
 FD_RET_EXTRA = frozenset(NR[n] for n in ("eventfd", "epoll_create", "inotify_init", "inotify_init1",
                                         "fanotify_init", "pidfd_open", "memfd_secret", "userfaultfd",
@@ -116,7 +126,10 @@ COMPARED_STRUCTS = frozenset({"timespec", "timeval", "itimerval", "itimerspec", 
 
 #: Scalar-typed arguments that carry addresses (capget's header) and so differ run to run.
 POINTER_LIKE = frozenset({"header", "dataptr", "data"})
-MAX_INPUT = 64 << 20          # most bytes read from a tracee input buffer
+MAX_INPUT = 64 << 20
+O_TMPFILE = 0o20200000
+#: open-like calls whose mode argument only counts with O_CREAT/O_TMPFILE: nr -> flags argument.
+OPEN_MODE_FLAGS = {NR["open"]: 1, NR["openat"]: 2}          # most bytes read from a tracee input buffer
 IOV_MAX = 1024                # UIO_MAXIOV
 SOCKADDR_MAX = 128            # sizeof(struct sockaddr_storage)
 AT_FDCWD = -100
@@ -328,6 +341,7 @@ class ReplaySession:
         self.warned_mmsg = False
         self.console: dict[int, dict[int, int]] = {}   # host tgid -> {fd: 1|2} of the replay's stdout/stderr
         self.held_exits: dict[int, list[tuple[Notif, int]]] = {}  # parent host tgid -> exits held
+        self.owned: dict[int, set[int]] = {}  # host tgid -> fds of files this run created (memfd, native I/O)
         self.children: deque = deque()   # recorded child tids of replayed clones, not yet seen
         self._poll: Any = None
         self._pid_unreg = False
@@ -437,6 +451,8 @@ class ReplaySession:
             return self.done
         try:
             return self._step()
+        except _Gone:
+            return _CONTINUE  # the notification vanished: the kernel re-issues or the task died
         except _Stop as st:
             return self._finish(st.result)
         except (ReplayError, TraceError) as e:
@@ -582,6 +598,7 @@ class ReplaySession:
         self.threads[n.pid] = th
         if tgid not in self.console:
             self.console[tgid] = dict(self.console.get(_ppid(tgid), {}) if self.console else {1: 1, 2: 2})
+            self.owned[tgid] = set(self.owned.get(_ppid(tgid), ()))
         if rec in self.children:
             self.children.remove(rec)
         if tgid not in self.cwd:
@@ -768,6 +785,8 @@ class ReplaySession:
 
     def _diverge(self, kind: str, message: str, th: Thread, ev: Any, n: Notif,
                  diff: list[str] | None = None, actual: str | None = None) -> None:
+        # What we read may be another task's memory if this one died meanwhile.
+        self.gone_check(n)
         d = self._div(kind, message, th.tid, ev.index, expected=decode_event(ev),
                       actual=actual or self._decode_actual(n, th), th=th, diff=diff)
         if self.opts.keep_going and kind in ("payload", "argument"):
@@ -867,12 +886,20 @@ class ReplaySession:
         return res is not None
 
     def set_console(self, th: Thread, fd: int, which: int | None) -> None:
-        """Track which fds of a process are the replay's stdout (1) / stderr (2) for --show-output."""
+        """Track which fds of a process are the replay's stdout (1) / stderr (2) for --show-output;
+        a new object at ``fd`` also ends its being an owned file."""
         m = self.console.setdefault(th.host_tgid, {})
         if which is None:
             m.pop(fd, None)
         else:
             m[fd] = which
+        own = self.owned.get(th.host_tgid)
+        if own:
+            own.discard(fd)
+
+    def is_owned(self, th: Thread, fd: int) -> bool:
+        own = self.owned.get(th.host_tgid)
+        return bool(own) and fd in own
 
     def show(self, fd: int, data: bytes) -> None:
         if not self.opts.show_output or fd not in (1, 2) or not data:
@@ -1062,6 +1089,9 @@ def _compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.
     rargs = ev.args
     for i, name in plan.scalars:
         if (rargs[i] ^ args[i]) & 0xFFFFFFFF:
+            if name == "mode" and sc.nr in OPEN_MODE_FLAGS and not (
+                    args[OPEN_MODE_FLAGS[sc.nr]] & (os.O_CREAT | O_TMPFILE)):
+                continue  # open(2): mode is not passed without O_CREAT/O_TMPFILE: register garbage
             s._diverge("argument", f"{ev.name} of thread {th.tid}: argument {name} is "
                        f"{_s32(args[i])}, recorded {_s32(rargs[i])}", th, ev, n)
     for i, a in plan.inputs:
@@ -1186,7 +1216,9 @@ def _write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
         if k == Kind.SOCKADDR_OUT:
             cap = min(cap, SOCKADDR_MAX)
         plan.append((addr, data[:cap]))
-    s.gone_check(n)  # every read above was of the task the notification names
+    if not plan and not iov_plan:
+        return
+    s.gone_check(n)  # the task is still the one the notification names (and so were our reads)
     for addr, data in plan:
         notify.write_mem(n.pid, addr, data)
         s.report.substituted_bytes += len(data)
@@ -1244,6 +1276,8 @@ def _h_regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> boo
                                f"{schema.name_of(ev.nr)} (recorded at event #{ev.index})"))
     _compare_inputs(s, n, th, ev, sc)
     _show_writes(s, n, ev, sc)
+    if sc.nr in NATIVE_ON_OWNED and s.owned and s.is_owned(th, _s32(n.args[0])):
+        return s.cont(n, th, pos)
     _write_outputs(s, n, th, ev, sc)
     if _creates_fd(sc) and ev.ret >= 0:
         src = os.dup(s.devnull)
@@ -1293,9 +1327,18 @@ def _h_open(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         dirfd, path_arg, flags = AT_FDCWD, n.args[0], n.args[1]
     path = notify.read_cstr(n.pid, path_arg) if path_arg else b""
     s.gone_check(n)
-    src = s.open_source(th, dirfd, path, flags & 0xFFFFFFFF)
+    created = bool(flags & os.O_CREAT) and bool(flags & (os.O_EXCL | os.O_TRUNC)) and bool(flags & 3)
+    if created:
+        # The run makes this file's whole content: back it with a memfd and let
+        # its I/O run natively, so mmap sharing works (POSIX semaphores).
+        src = os.memfd_create("dr-replay-file", os.MFD_CLOEXEC)
+        s.last_open_path = ""
+    else:
+        src = s.open_source(th, dirfd, path, flags & 0xFFFFFFFF)
     try:
         ok = s.addfd_reply(n, th, pos, src, ev.ret, bool(flags & os.O_CLOEXEC))
+        if ok and created:
+            s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
         if ok and s.last_open_path and stat_mod.S_ISDIR(os.fstat(src).st_mode):
             s.dirpaths[(th.host_tgid, ev.ret)] = s.last_open_path  # for later openat(dirfd, ...)
         return ok
@@ -1364,9 +1407,12 @@ def _h_dup(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     try:
         cloexec = (sc.name == "dup3" and bool(n.args[2] & os.O_CLOEXEC)) or (
             sc.name == "fcntl" and (n.args[1] & 0xFFFFFFFF) == 1030)
+        owned = s.is_owned(th, old)
         ok = s.addfd_reply(n, th, pos, src, ev.ret, cloexec)
         if ok:
             s.set_console(th, ev.ret, s.console.get(th.host_tgid, {}).get(old))
+            if owned:
+                s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
         return ok
     finally:
         os.close(src)

@@ -247,6 +247,25 @@ def test_sigkill_mid_capture_trace_reads_to_its_last_frame(killed_capture):
     assert "cut short" in r.stderr and "GET /file.txt" in r.stdout
 
 
+def test_sigterm_mid_capture_completes_the_trace_and_frees_everything(tmp_path):
+    """The clean stop, for contrast with SIGKILL: summary written, exit 0, every program AND map freed."""
+    target = subprocess.Popen(["sleep", "1000"])
+    out = tmp_path / "term.drt"
+    cap = start_capture("--pid", str(target.pid), out=out)
+    try:
+        wait_trace_started(out, cap)
+        progs, maps = bpf_ids_held(cap.pid)
+        cap.send_signal(signal.SIGTERM)
+        _o, err = cap.communicate(timeout=60)
+    finally:
+        kill_wait(cap)
+        kill_wait(target)
+    assert cap.returncode == 0, err
+    assert not wait_gone(progs, maps)
+    with TraceReader(out) as r:
+        assert not r.truncated and r.summary["stop_reason"] == "stopped"
+
+
 # ----------------------------------------------------------------------------- disk full
 
 
