@@ -53,6 +53,7 @@ from typing import Any, BinaryIO, Iterator, Sequence
 import zstandard
 
 from dr import __version__
+from dr.formats import sockaddr
 from dr.errors import BundleError, DrError, ExitCode, OutputError, TraceError, UsageError
 
 __all__ = [
@@ -290,18 +291,8 @@ def _wall(meta: dict[str, Any], mono_ns: Any) -> str | None:
 
 
 def _sockaddr(b: bytes | None) -> str | None:
-    """Text form of a struct sockaddr (sys/socket.h, netinet/in.h, sys/un.h)."""
-    if not b or len(b) < 2:
-        return None
-    fam = struct.unpack_from("<H", b)[0]
-    if fam == socket.AF_INET and len(b) >= 8:
-        return f"{socket.inet_ntop(socket.AF_INET, b[4:8])}:{struct.unpack_from('>H', b, 2)[0]}"
-    if fam == socket.AF_INET6 and len(b) >= 24:
-        return f"[{socket.inet_ntop(socket.AF_INET6, b[8:24])}]:{struct.unpack_from('>H', b, 2)[0]}"
-    if fam == socket.AF_UNIX:
-        p = b[2:].split(b"\0", 1)[0] if b[2:3] != b"\0" else b"@" + b[3:].rstrip(b"\0")
-        return "unix:" + p.decode("utf-8", "backslashreplace")
-    return None
+    """Text form of a struct sockaddr (see :mod:`dr.formats.sockaddr`)."""
+    return sockaddr.text(b)
 
 
 # --------------------------------------------------------------------------- create

@@ -29,12 +29,12 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
-import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from dr import schema
+from dr.formats import sockaddr as _sockaddr
 from dr.schema import Sub
 
 __all__ = ["SockAddr", "OpenFile", "FdMap", "Transfer", "transfers", "parse_sockaddr",
@@ -110,28 +110,15 @@ class SockAddr:
 
 
 def parse_sockaddr(raw: bytes | None) -> SockAddr | None:
-    """Decode a ``struct sockaddr`` as the kernel lays it out; None when unusable.
-
-    sockaddr_in: u16 family, be16 port, 4-byte address (ip(7));
-    sockaddr_in6: u16 family, be16 port, u32 flowinfo, 16-byte address, u32
-    scope id (ipv6(7)); sockaddr_un: u16 family, path (unix(7)).
-    """
-    if not raw or len(raw) < 2:
+    """Decode a ``struct sockaddr`` (see :mod:`dr.formats.sockaddr`); None when unusable."""
+    a = _sockaddr.decode(raw)
+    if a is None:
         return None
-    fam = struct.unpack_from("<H", raw)[0]
-    if fam == AF_INET and len(raw) >= 8:
-        return SockAddr(AF_INET, socket.inet_ntop(socket.AF_INET, raw[4:8]),
-                        struct.unpack_from(">H", raw, 2)[0])
-    if fam == AF_INET6 and len(raw) >= 24:
-        return SockAddr(AF_INET6, socket.inet_ntop(socket.AF_INET6, raw[8:24]),
-                        struct.unpack_from(">H", raw, 2)[0])
-    if fam == AF_UNIX:
-        p = raw[2:]
-        if p[:1] == b"\0":
-            name = p[1:].rstrip(b"\0")
-            return SockAddr(AF_UNIX, path=("@" + name.decode("utf-8", "replace")) if name else "")
-        return SockAddr(AF_UNIX, path=_cstr(p) or "")
-    return SockAddr(fam)
+    if a.family in (AF_INET, AF_INET6):
+        return SockAddr(a.family, a.host, a.port)
+    if a.family == AF_UNIX:
+        return SockAddr(AF_UNIX, path=a.host)
+    return SockAddr(a.family)
 
 
 def parse_addr_text(v: Any) -> SockAddr | None:

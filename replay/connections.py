@@ -33,11 +33,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from dr.errors import TraceError
+from dr.formats import sockaddr as _sockaddr
 
 __all__ = [
     "IN", "OUT", "Addr", "Chunk", "Message", "Exchange", "Connection", "Listener",
@@ -120,29 +120,21 @@ def _family_name(fam: Any) -> str:
 
 
 def parse_sockaddr(raw: bytes | None) -> Addr | None:
-    """Decode a ``struct sockaddr`` as the kernel copied it; None when absent/short.
+    """Decode a ``struct sockaddr`` (see :mod:`dr.formats.sockaddr`); None when absent/short.
 
-    AF_INET: u16 family, be16 port, 4-byte address (sockaddr_in, 16 bytes).
-    AF_INET6: u16 family, be16 port, u32 flowinfo, 16-byte address, u32 scope.
-    AF_UNIX: u16 family, path (NUL-terminated; a leading NUL = abstract name).
+    A v4-mapped IPv6 address is the same peer as its AF_INET form.
     """
-    if not raw or len(raw) < 2:
+    a = _sockaddr.decode(raw)
+    if a is None:
         return None
-    (fam,) = struct.unpack_from("<H", raw)
-    if fam == socket.AF_INET and len(raw) >= 8:
-        (port,) = struct.unpack_from(">H", raw, 2)
-        return Addr("inet", socket.inet_ntop(socket.AF_INET, raw[4:8]), port)
-    if fam == socket.AF_INET6 and len(raw) >= 24:
-        (port,) = struct.unpack_from(">H", raw, 2)
-        host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
-        if host.startswith("::ffff:") and "." in host:
-            return Addr("inet", host[7:], port)  # v4-mapped: the same peer as AF_INET
-        return Addr("inet6", host, port)
-    if fam == socket.AF_UNIX:
-        path = raw[2:]
-        if path[:1] == b"\0":
-            return Addr("unix", "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "replace"))
-        return Addr("unix", path.split(b"\0", 1)[0].decode("utf-8", "replace"))
+    if a.family == _sockaddr.AF_INET:
+        return Addr("inet", a.host, a.port)
+    if a.family == _sockaddr.AF_INET6:
+        if a.host.startswith("::ffff:") and "." in a.host:
+            return Addr("inet", a.host[7:], a.port)
+        return Addr("inet6", a.host, a.port)
+    if a.family == _sockaddr.AF_UNIX:
+        return Addr("unix", a.host)
     return None
 
 
