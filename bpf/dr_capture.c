@@ -5,7 +5,7 @@
  * record process events. Records are the structs of the generated header
  * dr_schema.h (never retyped here), written into one BPF ring buffer.
  *
- * Per traced tid, `tasks` holds the entry state (args, ts_enter, seq). The
+ * Per traced thread, `tasks` (task-local storage) holds the entry state (args, ts_enter, seq). The
  * syscall event is emitted at sys_exit (at sys_enter with NO_EXIT for exit and
  * exit_group). Payload copies follow the copy-rule table `rules`, loaded from
  * dr.schema.RULES and indexed nr * DR_MAX_RULES + i: a table rather than a
@@ -51,8 +51,18 @@
 #endif
 
 #define DR_MAX_JOBS 16      /* jobs per syscall phase (a power of two) */
-#define DR_STEPS 24         /* copier steps per program invocation */
-#define DR_MAX_TAILS 28     /* the kernel allows 33 tail calls per chain */
+#ifndef EXP_NOPAY
+#define EXP_NOPAY 0
+#endif
+#ifndef EXP_NORING
+#define EXP_NORING 0
+#endif
+#ifndef EXP_NOREGS
+#define EXP_NOREGS 0
+#endif
+#ifndef DR_STEPS
+#define DR_STEPS 384        /* copier steps per syscall phase (bounded loop) */
+#endif
 #define DR_RB_FLAGS 1       /* BPF_RB_NO_WAKEUP: user space polls */
 #define DR_SOCKADDR_MAX 128 /* sizeof(struct sockaddr_storage) */
 #define DR_CONTROL_MAX 4096
@@ -91,7 +101,6 @@ struct dr_work {
 	u64 seg_addr, seg_left;
 	u64 left;         /* bytes still to copy for the current job */
 	u64 off;          /* offset of data[0] in the current job's buffer */
-	u32 tails, emit;  /* emit: write ev when the jobs are done */
 	u32 started, pad;
 	struct dr_job jobs[DR_MAX_JOBS];
 	/* struct dr_payload header, then 2 * DR_CHUNK bytes of data: a chunk may
@@ -118,7 +127,8 @@ struct dr_msghdr {   /* struct user_msghdr, include/linux/socket.h (x86_64) */
 	u32 pad1;
 };
 
-BPF_HASH(tasks, u32, struct dr_task, 65536);
+/* entry state per thread: task-local storage, freed with the task */
+BPF_TASK_STORAGE(tasks, struct dr_task);
 BPF_HASH(tgids, u32, u8, 8192);
 BPF_ARRAY(tgbits, u64, DR_PID_MAX / 64);     /* bit per tgid: maybe traced */
 BPF_ARRAY(rules, struct dr_rule, DR_NR_MAX * DR_MAX_RULES);
@@ -129,7 +139,6 @@ BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
 BPF_PERCPU_ARRAY(stats, u64, 4);             /* DR_ST_* */
 BPF_ARRAY(work, struct dr_work, DR_NCPU);
-BPF_PROG_ARRAY(progs, 2);
 BPF_RINGBUF_OUTPUT(rb, DR_RB_PAGES);
 
 static __always_inline void count_loss(u32 cause)
@@ -143,6 +152,7 @@ static __always_inline void count_loss(u32 cause)
  * no program is between its first reservation and its last commit. */
 static __always_inline void ring_begin(void)
 {
+	if (EXP_NORING) return;
 	u32 z = 0;
 	struct dr_inflight *f = inflight.lookup(&z);
 	if (f)
@@ -151,6 +161,7 @@ static __always_inline void ring_begin(void)
 
 static __always_inline void ring_end(void)
 {
+	if (EXP_NORING) return;
 	u32 z = 0;
 	struct dr_inflight *f = inflight.lookup(&z);
 	if (f)
@@ -204,6 +215,7 @@ static __always_inline struct dr_work *get_work(void)
 
 static __always_inline void bump(u32 idx, u64 n)
 {
+	if (EXP_NORING) return;
 	u64 *v = stats.lookup(&idx);
 	if (v)
 		*v += n;
@@ -298,7 +310,6 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 	w->njobs = 0;
 	w->job = 0;
 	w->started = 0;
-	w->tails = 0;
 	if (nr < 0 || nr >= DR_NR_MAX)
 		return;
 	for (int i = 0; i < DR_MAX_RULES; i++) {
@@ -421,7 +432,7 @@ static __always_inline void flush(struct dr_work *w, struct dr_job *j)
 	p->len = n;
 	p->total = j->total;
 	n &= (2 * DR_CHUNK - 1);
-	if (rb.ringbuf_output(p, sizeof(struct dr_payload) + n, DR_RB_FLAGS) < 0 &&
+	if (EXP_NOPAY) {} else if (rb.ringbuf_output(p, sizeof(struct dr_payload) + n, DR_RB_FLAGS) < 0 &&
 	    rb.ringbuf_output(p, sizeof(struct dr_payload) + n, DR_RB_FLAGS) < 0) {
 		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
 		w->ev.flags |= DR_EVF_PAYLOAD_LOST;
@@ -441,36 +452,20 @@ static __always_inline void copy_fault(struct dr_work *w)
 	w->left = 0;
 }
 
-static __always_inline void finish(struct dr_work *w)
+/* The copier: runs the jobs in w, at most DR_STEPS steps (a bounded loop
+ * the verifier walks once per step; no tail call, so no prog_array that
+ * could outlive dr). Each step either starts a job, fetches the next
+ * iovec/argv element, or copies one piece (<= DR_CHUNK) of the current
+ * segment. Jobs left when the steps run out are counted as lost. */
+static __always_inline void run_jobs(struct dr_work *w)
 {
-	if (w->emit) {
-		emit_event(w);
-	} else if (w->ev.flags) {
-		/* entry phase: the event is written at exit; keep what went wrong */
-		u32 tid = w->ev.tid;
-		struct dr_task *t = tasks.lookup(&tid);
-		if (t)
-			t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
-	}
-	ring_end();
-}
-
-/* The copier: runs the jobs in w, DR_STEPS steps per call, then tail-calls
- * itself. Each step either starts a job, fetches the next iovec/argv
- * element, or copies one piece (<= DR_CHUNK) of the current segment. */
-int dr_copier(void *ctx)
-{
-	struct dr_work *w = get_work();
-	if (!w)
-		return 0;
 	u8 *data = w->buf + sizeof(struct dr_payload);
 
+#pragma clang loop unroll(disable)
 	for (int s = 0; s < DR_STEPS; s++) {
 		u32 ji = w->job;
-		if (ji >= w->njobs || ji >= DR_MAX_JOBS) {
-			finish(w);
-			return 0;
-		}
+		if (ji >= w->njobs || ji >= DR_MAX_JOBS)
+			return;
 		struct dr_job *j = &w->jobs[ji & (DR_MAX_JOBS - 1)];
 		if (!w->started) {
 			w->started = 1;
@@ -589,15 +584,11 @@ int dr_copier(void *ctx)
 		if (w->pos >= DR_CHUNK)
 			flush(w, j);
 	}
-	if (w->tails < DR_MAX_TAILS) {
-		w->tails++;
-		progs.call(ctx, 0);
+	if (w->job < w->njobs) {
+		/* Out of steps: the rest of the bytes is lost (and counted). */
+		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+		w->ev.flags |= DR_EVF_PAYLOAD_LOST;
 	}
-	/* Out of tail calls (or the call failed): the rest of the bytes is lost. */
-	count_loss(DR_LOSS_RINGBUF_PAYLOAD);
-	w->ev.flags |= DR_EVF_PAYLOAD_LOST;
-	finish(w);
-	return 0;
 }
 
 static __always_inline int is_clone(s64 nr)
@@ -610,30 +601,28 @@ static __always_inline int is_clone(s64 nr)
  * syscall of the system. sys_enter(regs, id), sys_exit(regs, ret). */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-	void *args = ctx;
 	u64 pt = bpf_get_current_pid_tgid();
 	u32 tid = pt, tgid = pt >> 32;
 	if (!maybe_traced(tgid, tid))
 		return 0;
-	struct dr_task *t = tasks.lookup(&tid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct dr_task *t = tasks.task_storage_get(task, 0, 0);
 	if (!t) {
 		if (!traced(tgid, tid))
 			return 0;
 		struct dr_task fresh = {};
 		fresh.tgid = tgid;
-		if (tasks.update(&tid, &fresh) < 0) {
+		t = tasks.task_storage_get(task, &fresh, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!t) {
 			count_loss(DR_LOSS_ENTRY_MAP_FULL);
 			return 0;
 		}
-		t = tasks.lookup(&tid);
-		if (!t)
-			return 0;
 	}
 	s64 nr = ctx->args[1];
 	/* x86_64 struct pt_regs from r10 to di (arch/x86/include/asm/ptrace.h):
 	 * r10 r9 r8 ax cx dx si di -- the syscall arguments are di si dx r10 r8 r9 */
 	u64 r[8] = {};
-	bpf_probe_read_kernel(r, sizeof(r), (u8 *)ctx->args[0] + 7 * 8);
+	if (!EXP_NOREGS) bpf_probe_read_kernel(r, sizeof(r), (u8 *)ctx->args[0] + 7 * 8);
 	t->seq++;
 	t->nr = nr;
 	t->ts_enter = bpf_ktime_get_ns();
@@ -669,27 +658,24 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 	ring_begin();
 	fill_event(w, t, tid);
 	build_jobs(w, nr, t->args, 0, 0);
-	w->emit = 0;
-	if (w->njobs) {
-		progs.call(args, 0);
-		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
-		t->flags |= DR_EVF_PAYLOAD_LOST;
-	}
-	/* flags raised while copying at entry (truncated, copy failed) are kept
-	 * by the copier in w->ev; carry them to the event at exit. */
+	if (w->njobs)
+		run_jobs(w);
+	/* flags raised while copying at entry (truncated, copy failed, lost)
+	 * are carried to the event written at exit. */
+	t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
 	ring_end();
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
-	void *args = ctx;
 	u64 pt = bpf_get_current_pid_tgid();
 	u32 tid = pt, tgid = pt >> 32;
 	s64 ret = ctx->args[1];
 	if (!maybe_traced(tgid, tid))
 		return 0;
-	struct dr_task *t = tasks.lookup(&tid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct dr_task *t = tasks.task_storage_get(task, 0, 0);
 	if (!t) {
 		if (!traced(tgid, tid))
 			return 0;
@@ -701,14 +687,12 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 		struct dr_task fresh = {};
 		fresh.tgid = tgid;
 		fresh.nr = id;
-		if (tasks.update(&tid, &fresh) < 0) {
+		t = tasks.task_storage_get(task, &fresh, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!t) {
 			count_loss(DR_LOSS_ENTRY_MAP_FULL);
 			return 0;
 		}
 		if (!DR_ORPHAN_EXITS || (is_clone(id) && ret == 0))
-			return 0;
-		t = tasks.lookup(&tid);
-		if (!t)
 			return 0;
 		t->seq++;
 		t->flags = DR_EVF_ENTRY_LOST;
@@ -757,10 +741,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 					flush(w, j);
 				}
 			} else if (w->njobs) {
-				w->emit = 1;
-				progs.call(args, 0);
-				count_loss(DR_LOSS_RINGBUF_PAYLOAD);
-				w->ev.flags |= DR_EVF_PAYLOAD_LOST;
+				run_jobs(w);
 			}
 		}
 	}
@@ -777,7 +758,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 		return 0;
 	u32 child = args->child_pid;
 	int thread = 0;
-	struct dr_task *t = tasks.lookup(&ptid);
+	struct dr_task *t = tasks.task_storage_get(bpf_get_current_task_btf(), 0, 0);
 	if (t && t->in_call) {
 		if (t->nr == DR_NR_clone) {
 			thread = (t->args[0] & DR_CLONE_THREAD) != 0;
@@ -816,7 +797,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	u64 pt = bpf_get_current_pid_tgid();
 	u32 tid = pt, tgid = pt >> 32;
-	struct dr_task *t = tasks.lookup(&tid);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct dr_task *t = tasks.task_storage_get(task, 0, 0);
 	if (!t && !traced(tgid, tid))
 		return 0;
 	s64 code = -1;
@@ -836,7 +818,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	}
 	emit_proc(DR_PROC_EXIT, tgid, tid, code, args->group_dead);
 	ring_end();
-	tasks.delete(&tid);
+	if (t)
+		tasks.task_storage_delete(task);
 	if (args->group_dead && tid == tgid && !DR_TID_FILTER)
 		set_traced(tgid, 0);
 	return 0;

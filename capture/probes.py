@@ -176,11 +176,7 @@ class Probes:
         return self
 
     def _fill_maps(self) -> None:
-        import bcc
-
         b = self.bpf
-        copier = b.load_func("dr_copier", bcc.BPF.RAW_TRACEPOINT)
-        b["progs"][ct.c_int(0)] = ct.c_int(copier.fd)
         rules = b["rules"]
         nrinfo = b["nrinfo"]
         info: dict[int, int] = {}

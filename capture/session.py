@@ -275,8 +275,12 @@ class CaptureSession:
             try:
                 os.close(go_w)
                 os.close(rd_r)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # The command starts as a shell would start it: Python ignores
+                # SIGPIPE and SIGXFSZ (inherited across execve), dr handles
+                # SIGINT/SIGTERM, and the signal mask must be empty.
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, ())
                 if self.opts.patch_vdso:
                     _libc().ptrace(PTRACE_TRACEME, 0, None, None)
                 os.write(rd_w, b"r")

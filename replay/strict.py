@@ -109,6 +109,8 @@ UNORDERED = frozenset(NR[n] for n in (
 #: on a futex with a timeout, and reads the clock once per round): an extra one is
 #: answered with the thread's previous recorded value, a missing one is skipped.
 SOFT = frozenset(NR[n] for n in ("clock_gettime", "gettimeofday", "time", "clock_getres", "getcpu"))
+#: Passthrough calls a thread sleeps in natively (futex waits, sigsuspend).
+NATIVE_BLOCKING = frozenset(NR[n] for n in ("futex", "futex_waitv", "futex_wait", "rt_sigsuspend"))
 #: fd calls that run natively on a file the run created itself (see _h_open).
 NATIVE_ON_OWNED = frozenset(NR[n] for n in (
     "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev", "preadv2",
@@ -480,11 +482,11 @@ class ReplaySession:
             now = time.monotonic()
             wait = max(0.005, self.opts.stall_timeout - (now - self.last_progress))
             if self.held:
-                wait = min(wait, max(0.001, self.opts.reorder_after - (now - self.last_progress)))
+                wait = min(wait, 0.002)
             evs = p.poll(wait * 1000)
         if not evs:
             idle = time.monotonic() - self.last_progress
-            if self.held and idle >= self.opts.reorder_after:
+            if self.held and (idle >= self.opts.reorder_after or self._due_blocked()):
                 self._release_one()
             elif idle >= self.opts.stall_timeout:
                 self._stalled()
@@ -703,6 +705,35 @@ class ReplaySession:
             if not self.sb.listener.id_valid(n.id):  # type: ignore[union-attr]
                 continue  # interrupted: a fresh notification of the same call will come
             self._answer(n, th, self.gpos, self.script.events[self.gpos])
+
+    def _due_blocked(self) -> bool:
+        """True when the thread whose syscall is due sleeps natively in a futex (or
+        sigsuspend): it waits for a thread we hold, so waiting longer cannot help."""
+        if self.gpos >= len(self.script.events):
+            return False
+        tid = self.script.events[self.gpos].tid
+        th = next((t for t in self.threads.values() if t.tid == tid and not t.dead), None)
+        if th is None:
+            return False
+        try:
+            with open(f"/proc/{th.host_tid}/syscall") as f:
+                word = f.read().split(" ", 1)[0]
+        except OSError:
+            return False
+        if not (word.isdigit() and int(word) in NATIVE_BLOCKING):
+            return False
+        # Some other thread still running may wake it (a GIL handover): not stuck yet.
+        for t in self.threads.values():
+            if t is th or t.dead:
+                continue
+            try:
+                with open(f"/proc/{t.host_tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == "R":
+                return False
+        return True
 
     def _release_one(self) -> None:
         """Break a lock-order inversion: the due thread cannot reach its syscall

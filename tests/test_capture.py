@@ -320,3 +320,12 @@ def test_tid_traces_one_thread_and_no_follow_skips_children(tmp_path):
     _, events, procs = read_trace(out)
     assert {e.tgid for e in events} == {events[0].tgid}
     assert not [pe for pe in procs if pe.what == schema.PROC_EVENTS["FORK"]]
+
+
+def test_spawned_command_starts_with_default_signals(tmp_path):
+    """BUGS.md #3: Python ignores SIGPIPE/SIGXFSZ; the command must not inherit that (nor a mask)."""
+    out = tmp_path / "sig.drt"
+    p = dr_capture("-q", "-o", out, "--", "grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status")
+    assert p.returncode == 0, p.stderr.decode()
+    fields = dict(line.split(":\t") for line in p.stdout.decode().splitlines())
+    assert fields == {"SigIgn": "0000000000000000", "SigBlk": "0000000000000000"}, fields

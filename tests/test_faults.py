@@ -213,8 +213,6 @@ def test_sigkill_mid_capture_detaches_every_probe(killed_capture):
     assert not left, f"BPF programs of the killed dr still loaded or attached: {left}"
 
 
-@pytest.mark.xfail(reason="BUGS.md #2: after SIGKILL in attach mode the 2-entry prog_array "
-                          "'progs' (dr_copier's tail-call table) stays in the kernel")
 def test_sigkill_mid_capture_frees_every_bpf_map(killed_capture):
     assert not killed_capture["left"].get("maps"), killed_capture["left_map_names"]
 

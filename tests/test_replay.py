@@ -197,6 +197,8 @@ def test_no_time_read_escapes(work):
     rep = json.loads(report.read_text())
     assert recorded_reads >= 120
     assert rep["syscalls"]["clock_gettime"] == recorded_reads
+    # One thread: every recorded read was matched by a notified one, none soft.
+    assert rep["time_reads_skipped"] == 0 and rep["time_reads_extra"] == 0
 
 
 def test_sqlite_query_on_deleted_database(work):
