@@ -1,4 +1,4 @@
-# dr: the README's commands. `make test` sets everything up and runs the suite.
+# Shortcuts for the README's commands (scripts/test.sh, scripts/demo.sh).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -7,15 +7,14 @@ PY := $(VENV)/bin/python
 setup:
 	bash scripts/setup.sh
 
-test: setup
-	$(PY) -m dr.schema.gen --check
-	$(PY) -m pytest -q tests
+test:
+	bash scripts/test.sh
 
 gen: setup
 	$(PY) -m dr.schema.gen
 
-demo: setup
-	$(PY) -m dr.demo
+demo:
+	bash scripts/demo.sh
 
 bench: setup
 	$(PY) bench/capture.py

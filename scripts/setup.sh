@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up dr on a fresh Debian 12 machine, as root. Idempotent: a second run
-# changes nothing and takes a few seconds.
+# changes nothing and takes about a second.
 #
 #   - system packages: BCC (python3-bpfcc, libbpfcc), kernel headers,
 #     libseccomp, python3-venv, and the programs the tests drive

@@ -1,4 +1,4 @@
-"""The README's main-job command: `make demo` runs the whole story and ends with verdicts."""
+"""The README's main-job command: `bash scripts/demo.sh` runs the whole story and ends with verdicts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (eBPF capture)")
 def test_make_demo_ends_with_replay_verdicts():
-    r = subprocess.run(["make", "-s", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     tail = r.stdout.strip().splitlines()[-4:]
     same = next(line for line in tail if line.startswith("verdict, same build:"))
