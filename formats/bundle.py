@@ -32,6 +32,7 @@ may rebuild a bundle with new hashes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import io
@@ -59,6 +60,7 @@ from dr.errors import BundleError, DrError, ExitCode, OutputError, TraceError, U
 __all__ = [
     "BUNDLE_FORMAT_VERSION", "BundleInfo", "OpenBundle", "CreateResult", "VerifyResult",
     "create", "verify", "info", "open_bundle", "check_binaries", "is_bundle", "elf_build_id",
+    "open_trace_or_bundle",
 ]
 
 #: One integer for the bundle layout (members, manifest keys). Bump it when a
@@ -495,7 +497,13 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
         raise UsageError("--rules and --no-redact contradict each other; drop one")
     for t in traces:
         if not os.path.isfile(t):
-            raise UsageError(f"no trace at {os.fspath(t)}")
+            # A missing input is an operational error (ExitCode.ERROR), as in every dr command.
+            what = ("is a directory" if os.path.isdir(t) else
+                    "is not a regular file" if os.path.exists(t) else "does not exist")
+            raise DrError(f"cannot read trace {os.fspath(t)}: it {what}")
+    if rules is not None and not os.path.isfile(rules):  # a missing input file: ERROR, not USAGE
+        what = "is a directory" if os.path.isdir(rules) else "does not exist"
+        raise DrError(f"cannot read redaction rules {os.fspath(rules)}: it {what}")
     out = os.fspath(out)
     outdir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(outdir):
@@ -669,12 +677,20 @@ class _Limited(io.RawIOBase):
         except OSError as e:
             raise BundleError(f"cannot read bundle {path}: {e.strerror}",
                               exit_code=ExitCode.ERROR) from None
-        head = self._raw.read(4)
+        try:
+            head = self._raw.read(4)
+        except OSError as e:  # a directory opens but does not read
+            self._raw.close()
+            raise BundleError(f"cannot read bundle {path}: {e.strerror}",
+                              exit_code=ExitCode.ERROR) from None
         if head != _ZSTD_MAGIC:
             self._raw.close()
+            # Wrong kind of file, not a failed verification: ERROR, not MISMATCH.
             if head.startswith(b"DRTR"):
-                raise BundleError(f"{path} is a trace, not a bundle; make one with dr bundle create")
-            raise BundleError(f"{path} is not a dr bundle (expected a zstd-compressed tar)")
+                raise BundleError(f"{path} is a trace, not a bundle; make one with dr bundle create",
+                                  exit_code=ExitCode.ERROR)
+            raise BundleError(f"{path} is not a dr bundle (expected a zstd-compressed tar)",
+                              exit_code=ExitCode.ERROR)
         self._raw.seek(0)
         dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
         self._z = dctx.stream_reader(self._raw, read_across_frames=True, closefd=False)
@@ -752,7 +768,8 @@ class _Reader:
             self.tar = tarfile.open(fileobj=io.BufferedReader(self.src, _CHUNK), mode="r|")
         except tarfile.TarError as e:
             self.src.close()
-            raise BundleError(f"bundle {self.path} is not a readable tar ({e})") from None
+            raise BundleError(f"{self.path} is not a dr bundle (a zstd stream, but not a tar: {e})",
+                              exit_code=ExitCode.ERROR) from None
         self.seen: set[str] = set()
         self.count = 0
         self.manifest: dict[str, Any] = {}
@@ -794,6 +811,9 @@ class _Reader:
             ti = self.next()
             if ti is None or ti.name != expect:
                 got = "the end of the archive" if ti is None else ti.name
+                if i == 0:  # some other tar.zst: the wrong kind of file, not a failed check
+                    raise BundleError(f"{self.path} is not a dr bundle (its first member is {got}, "
+                                      f"not {MANIFEST})", exit_code=ExitCode.ERROR)
                 raise BundleError(f"bundle {self.path}: expected member {expect} at position {i + 1}, "
                                   f"found {got}")
             data = _read_small(self.tar, ti, self.path)
@@ -803,7 +823,8 @@ class _Reader:
             elif expect == MANIFEST_SHA:
                 m = re.fullmatch(rb"([0-9a-f]{64})  manifest\.json\n?", data)
                 if not m:
-                    raise BundleError(f"bundle {self.path}: member {MANIFEST_SHA} is malformed")
+                    raise BundleError(f"bundle {self.path}: member {MANIFEST_SHA} is malformed "
+                                      f"(expected '<sha256>  {MANIFEST}')")
                 if hashlib.sha256(manifest_b).hexdigest() != m.group(1).decode():
                     raise BundleError(f"bundle {self.path}: member {MANIFEST} does not match its "
                                       f"sha256 in {MANIFEST_SHA} (modified or corrupt)")
@@ -824,7 +845,8 @@ class _Reader:
         except (UnicodeDecodeError, ValueError):
             raise BundleError(f"bundle {self.path}: member {MANIFEST} is not valid JSON") from None
         if not isinstance(m, dict) or m.get("format") != "dr-bundle":
-            raise BundleError(f"bundle {self.path}: member {MANIFEST} is not a dr bundle manifest")
+            raise BundleError(f"{self.path} is not a dr bundle (its {MANIFEST} is not a dr bundle "
+                              "manifest)", exit_code=ExitCode.ERROR)
         v = m.get("bundle_format_version")
         if not isinstance(v, int) or v < 1:
             raise BundleError(f"bundle {self.path}: member {MANIFEST} has no valid bundle_format_version")
@@ -1058,3 +1080,44 @@ def check_binaries(bundle: OpenBundle | BundleInfo, strict: bool = False) -> lis
         raise BundleError(f"binaries differ from the recording: {warns[0]}{more}; "
                           "drop --strict-binaries to replay anyway")
     return warns
+
+
+@contextlib.contextmanager
+def open_trace_or_bundle(path: str | os.PathLike[str], trace: str | None = None) -> Iterator[Any]:
+    """A :class:`dr.formats.trace.TraceReader` on ``path``: a trace, or one trace of a bundle.
+
+    A bundle is verified and extracted (:func:`open_bundle`) into a private
+    temporary directory removed on exit; its first trace is read, or the one
+    whose member name (``traces/run.drt``), file name (``run.drt``) or source
+    name is ``trace``. The reader's ``path`` is ``bundle.drb:traces/run.drt``.
+    Raises UsageError when ``trace`` is given for a plain trace or names no
+    trace of the bundle; BundleError/TraceError as the readers do.
+    """
+    from dr.formats.trace import TraceReader
+
+    if not is_bundle(path):
+        if trace is not None:
+            raise UsageError(f"--trace {trace}: {os.fspath(path)} is a trace, not a bundle; "
+                             "drop --trace")
+        with TraceReader(path) as r:
+            yield r
+        return
+    with open_bundle(path) as ob:
+        entries = ob.manifest["traces"]
+        if trace is None:
+            if not entries:
+                raise BundleError(f"bundle {os.fspath(path)} holds no trace",
+                                  exit_code=ExitCode.ERROR)
+            chosen = entries[0]
+        else:
+            chosen = next((t for t in entries if trace in (t["member"], t["member"][7:],
+                                                          t.get("source"))), None)
+            if chosen is None:
+                names = ", ".join(t["member"][7:] for t in entries)
+                raise UsageError(f"--trace {trace}: bundle {os.fspath(path)} holds no such trace "
+                                 f"(it holds: {names})")
+        with open(ob.dir / chosen["member"], "rb") as f:
+            r = TraceReader(f)
+            r.path = f"{os.fspath(path)}:{chosen['member']}"
+            with r:
+                yield r

@@ -44,7 +44,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from dr.errors import UsageError
+from dr.errors import DrError
 
 __all__ = [
     "MASK", "REDACTIONS_RECORD", "BUILTIN_RULES", "Rule", "Policy", "Redactor",
@@ -66,6 +66,12 @@ _RB_DISCARD = 1 << 30
 _RB_LEN_MASK = ~(_RB_BUSY | _RB_DISCARD) & 0xFFFFFFFF
 _PAYLOAD_KIND = 2
 _PAYLOAD_HDR = struct.Struct("<HHIQIIQ")
+# syscall_event_data (kind 4): a syscall event with one payload inline after a
+# 120-byte header: tid at 12, seq at 16, slot at 104, data length at 108.
+_EVENT_DATA_KIND = 4
+_EVENT_DATA_SIZE = 120
+_EVENT_DATA_KEYS = struct.Struct("<IQ")      # tid, seq at offset 12
+_EVENT_DATA_SLOT = struct.Struct("<HHI")     # slot, pad, len at offset 104
 #: Joins payload buffers for one detection pass: no built-in rule matches across it.
 _SEP = b"\n\0\n"
 
@@ -333,7 +339,7 @@ def load_policy(rules_path: str | os.PathLike[str] | None = None) -> Policy:
         ignore_case = false
 
     A named group ``v`` in a pattern narrows the mask to that group.
-    Raises :class:`dr.errors.UsageError` (one line naming the file and rule)
+    Raises :class:`dr.errors.DrError` (one line naming the file and rule)
     for an unreadable file, bad TOML, an unknown key or a bad regex.
     """
     if rules_path is None:
@@ -343,27 +349,27 @@ def load_policy(rules_path: str | os.PathLike[str] | None = None) -> Policy:
         with open(path, "rb") as f:
             raw = f.read(1 << 20)
     except OSError as e:
-        raise UsageError(f"cannot read redaction rules {path}: {e.strerror}") from None
+        raise DrError(f"cannot read redaction rules {path}: {e.strerror}") from None
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise UsageError(f"redaction rules {path}: not valid TOML ({e})") from None
+        raise DrError(f"redaction rules {path}: not valid TOML ({e})") from None
     known = {"headers", "json_keys", "disable", "regex"}
     extra = set(doc) - known
     if extra:
-        raise UsageError(f"redaction rules {path}: unknown key {sorted(extra)[0]!r} "
+        raise DrError(f"redaction rules {path}: unknown key {sorted(extra)[0]!r} "
                          f"(expected {', '.join(sorted(known))})")
 
     def str_list(key: str) -> list[str]:
         v = doc.get(key, [])
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-            raise UsageError(f"redaction rules {path}: {key} must be a list of non-empty strings")
+            raise DrError(f"redaction rules {path}: {key} must be a list of non-empty strings")
         return v
 
     disable = set(str_list("disable"))
     unknown = disable - {r.name for r in BUILTIN_RULES}
     if unknown:
-        raise UsageError(f"redaction rules {path}: disable names unknown rule {sorted(unknown)[0]!r}")
+        raise DrError(f"redaction rules {path}: disable names unknown rule {sorted(unknown)[0]!r}")
     rules = [r for r in BUILTIN_RULES if r.name not in disable]
     for h in str_list("headers"):
         rules.append(Rule(f"header:{h.lower()}", _r(
@@ -376,19 +382,19 @@ def load_policy(rules_path: str | os.PathLike[str] | None = None) -> Policy:
             hint=(k.lower().encode(),)))
     regexes = doc.get("regex", [])
     if not isinstance(regexes, list):
-        raise UsageError(f"redaction rules {path}: regex must be an array of tables ([[regex]])")
+        raise DrError(f"redaction rules {path}: regex must be an array of tables ([[regex]])")
     for i, item in enumerate(regexes):
         if not isinstance(item, dict) or not isinstance(item.get("pattern"), str):
-            raise UsageError(f"redaction rules {path}: [[regex]] #{i + 1} needs a pattern string")
+            raise DrError(f"redaction rules {path}: [[regex]] #{i + 1} needs a pattern string")
         name = item.get("name", f"regex{i + 1}")
         if not isinstance(name, str) or not name:
-            raise UsageError(f"redaction rules {path}: [[regex]] #{i + 1} name must be a string")
+            raise DrError(f"redaction rules {path}: [[regex]] #{i + 1} name must be a string")
         try:
             pat = re.compile(item["pattern"].encode(), re.I if item.get("ignore_case") else 0)
         except re.error as e:
-            raise UsageError(f"redaction rules {path}: rule {name!r}: bad regex ({e})") from None
+            raise DrError(f"redaction rules {path}: rule {name!r}: bad regex ({e})") from None
         if pat.match(b""):
-            raise UsageError(f"redaction rules {path}: rule {name!r}: pattern matches the empty string")
+            raise DrError(f"redaction rules {path}: rule {name!r}: pattern matches the empty string")
         rules.append(Rule(name, pat))
     return Policy(f"builtin+{os.path.basename(path)}", tuple(rules),
                   hashlib.sha256(raw).hexdigest())
@@ -534,6 +540,12 @@ class Redactor:
                 dstart = rec + _PAYLOAD_HDR.size
                 dlen = min(dlen, rlen - _PAYLOAD_HDR.size)
                 chunks.setdefault((tid, seq, slot), []).append((off, dstart, dlen))
+            elif (not hlen & (_RB_DISCARD | _RB_BUSY) and rlen >= _EVENT_DATA_SIZE
+                    and raw[rec] | raw[rec + 1] << 8 == _EVENT_DATA_KIND):
+                tid, seq = _EVENT_DATA_KEYS.unpack_from(raw, rec + 12)
+                slot, _pad, dlen = _EVENT_DATA_SLOT.unpack_from(raw, rec + 104)
+                dlen = min(dlen, rlen - _EVENT_DATA_SIZE)
+                chunks.setdefault((tid, seq, slot), []).append((0, rec + _EVENT_DATA_SIZE, dlen))
             pos = rec + ((rlen + 7) & ~7)
         if not chunks:
             return raw, []

@@ -38,6 +38,14 @@ def errno_name(n: int) -> str:
     return _errno.errorcode.get(n, f"E{n}")
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and ``word`` in agreement: "1 thread", "2 threads", "1,024 syscalls".
+
+    ``many`` is the plural when adding "s" is wrong ("process", "processes").
+    """
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def percentile(sorted_values: Any, p: float) -> int:
     """Nearest-rank percentile of an ascending sequence (``p`` in 0..100); 0 when empty."""
     n = len(sorted_values)
@@ -373,8 +381,8 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None, top: int 
     m = st.meta
     dur = max(0, st.last_ns - st.first_ns)
     what = " ".join(str(a) for a in m.get("argv") or []) or process_name(m)
-    con.print(f"trace {st.path}: {st.events:,} syscalls, {st.errors:,} errors, "
-              f"{dur / 1e9:.3f} s, {len(st.threads)} threads"
+    con.print(f"trace {st.path}: {plural(st.events, 'syscall')}, {plural(st.errors, 'error')}, "
+              f"{dur / 1e9:.3f} s, {plural(len(st.threads), 'thread')}"
               + (f", mode {m['mode']}" if m.get("mode") else "") + (f" — {what}" if what else ""))
     if st.truncated:
         con.print("note: the trace was cut short; these numbers cover what was read")

@@ -46,6 +46,7 @@ from typing import Iterable, Iterator
 
 from dr import schema
 from dr.errors import UsageError
+from dr.formats.stats import plural
 from dr.formats.trace import Event, ProcEvent, TraceReader
 from dr.schema import Kind, Rule, Sub
 
@@ -1190,13 +1191,19 @@ def end_notices(reader: TraceReader) -> list[str]:
     losses = {k: v for k, v in reader.losses.items() if v}
     cut = losses.pop("TRUNCATED", 0)  # bytes beyond the snaplen: kept short, not lost
     if cut:
-        out.append(f"{cut} payloads longer than the snaplen were truncated")
+        out.append(f"{plural(cut, 'payload')} longer than the snaplen "
+                   f"{'was' if cut == 1 else 'were'} truncated")
     if losses:
         total = sum(losses.values())
         detail = ", ".join(f"{k} {v}" for k, v in sorted(losses.items()))
         out.append(f"{total} lost during capture ({detail})")
+    # Only payloads whose thread went on to another syscall lost their event.
+    # A payload of a call still running when the capture stopped
+    # (reader.unfinished_payloads) is the capture's boundary, not a loss.
     if reader.orphan_payloads:
-        out.append(f"{reader.orphan_payloads} payloads without their syscall event")
+        n = reader.orphan_payloads
+        out.append(f"{plural(n, 'payload')} whose syscall "
+                   f"{'event was' if n == 1 else 'events were'} lost")
     if reader.truncated:
         out.append(f"trace cut short at byte {reader.end} of {reader.size}: "
                    "shown up to its last complete frame")

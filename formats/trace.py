@@ -54,7 +54,7 @@ __all__ = [
 #: frame framing, a record's meaning, or a probe record layout (dr/schema/layout.py).
 #: Adding a new record type ("t") that old readers may skip does not need a bump.
 #: Checklist question for every change to this file or layout.py: did you bump FORMAT_VERSION?
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: First 8 bytes of every trace.
 MAGIC = b"DRTRACE\x00"
 #: magic, u32 version, u32 flags (all little-endian).
@@ -96,6 +96,7 @@ _RB_LEN_MASK = ~(RB_BUSY | RB_DISCARD) & 0xFFFFFFFF
 _EV_PREFIX = b"\x82\xa1t\xa2ev\xa1d\xc6"
 
 _EVT = schema.record("syscall_event")
+_EVD = schema.record("syscall_event_data")
 _PAY = schema.record("payload")
 _PROC = schema.record("proc_event")
 _PROC_NAMES = {v: k for k, v in schema.PROC_EVENTS.items()}
@@ -218,17 +219,22 @@ def _rec(body: bytes) -> bytes:
     return _LEN.pack(n) + b"\0\0\0\0" + body + b"\0" * (_pad8(n) - n)
 
 
-def encode_block(items: Iterable[Event | ProcEvent]) -> bytes:
+def encode_block(items: Iterable[Event | ProcEvent], *, inline: bool = False) -> bytes:
     """Encode events as the probes would: a ring-buffer span (payloads first).
 
-    Payload data is cut into chunks of ``schema.CHUNK`` bytes. Used by tests and
-    tools; the capture path hands raw spans to :meth:`TraceWriter.write_block`.
+    Payload data is cut into chunks of ``schema.CHUNK`` bytes. With ``inline``,
+    an event's last payload that fits one chunk is written inside the event
+    record (``syscall_event_data``, as the probes do for one small buffer).
+    Used by tests and tools; the capture path hands raw spans to
+    :meth:`TraceWriter.write_block`.
     """
     out = []
     chunk = schema.CHUNK
     for it in items:
         if isinstance(it, Event):
-            for slot, p in it.payloads.items():
+            pays = list(it.payloads.items())
+            last = pays.pop() if inline and pays and len(pays[-1][1].data) <= chunk else None
+            for slot, p in pays:
                 data = p.data
                 total = p.total if p.total >= 0 else len(data)
                 offs = range(0, len(data), chunk) if data else (0,)
@@ -237,6 +243,13 @@ def encode_block(items: Iterable[Event | ProcEvent]) -> bytes:
                     out.append(_rec(_PAY.st.pack(_PAY.kind, slot, it.tid, it.seq, off, len(part),
                                                  total) + part))
             args = tuple(it.args) + (0,) * (6 - len(it.args))
+            if last is not None:
+                slot, p = last
+                total = p.total if p.total >= 0 else len(p.data)
+                out.append(_rec(_EVD.st.pack(_EVD.kind, it.flags, it.cpu, it.tgid, it.tid, it.seq,
+                                             it.nr, *args, it.ret, it.ts_enter, it.ts_exit, slot, 0,
+                                             len(p.data), total) + p.data))
+                continue
             out.append(_rec(_EVT.st.pack(_EVT.kind, it.flags, it.cpu, it.tgid, it.tid,
                                          it.seq, it.nr, *args, it.ret, it.ts_enter, it.ts_exit)))
         elif isinstance(it, ProcEvent):
@@ -543,7 +556,11 @@ class TraceReader:
         self._dctx = zstandard.ZstdDecompressor()
         self._losses: list[dict] | None = None
         self._counts: dict[int, int] = {}  # frame index -> syscall events in it
+        # Set by iteration: payloads whose thread went on to complete a later
+        # syscall (their event was lost), and payloads of a syscall still in
+        # progress at the end (capture stopped or the trace was cut short).
         self.orphan_payloads = 0
+        self.unfinished_payloads = 0
         self.skipped_records = 0
         try:
             self._open()
@@ -697,7 +714,8 @@ class TraceReader:
                         yield rec
             self._counts[i] = index - first_index
             pend.sweep()
-        self.orphan_payloads = pend.orphans + len(pend.chunks)
+        self.orphan_payloads = pend.orphans
+        self.unfinished_payloads = len(pend.chunks)
         if losses is not None:
             self._losses = losses
 
@@ -727,6 +745,7 @@ class TraceReader:
         pay_unpack, pay_size = _PAY.st.unpack_from, _PAY.size
         proc_unpack, proc_size = _PROC.st.unpack_from, _PROC.size
         k_evt, k_pay, k_proc = _EVT.kind, _PAY.kind, _PROC.kind
+        evd_unpack, evd_size, k_evd = _EVD.st.unpack_from, _EVD.size, _EVD.kind
         chunks = pend.chunks
         last_seq = pend.last_seq
         append = out.append
@@ -770,6 +789,34 @@ class TraceReader:
                     s, _o, tot, d = pl[0]
                     pays = {s: Pay(s, d, tot)}
                 else:
+                    pays = _assemble(pl, gap_budget)
+                append(Ev(tid, r[6], r[7:13], r[13], r[14], r[15], r[3], seq, r[1], r[2], pays,
+                          index - 1))
+            elif kind == k_evd:
+                if ln < evd_size:
+                    raise TraceError(f"syscall event record of {ln} bytes (< {evd_size})", offset=foff)
+                r = evd_unpack(blk, body)
+                if r[0] != k_evd:
+                    self.skipped_records += 1
+                    continue
+                dlen = r[18]
+                if evd_size + dlen > ln:
+                    raise TraceError(f"inline payload of {dlen} bytes overruns its record", offset=foff)
+                tid = r[4]
+                seq = r[5]
+                last_seq[tid] = seq
+                index += 1
+                pl = chunks.pop((tid, seq), None) if chunks else None
+                if filtered and (prime or (tidset is not None and tid not in tidset) or (
+                        nrset is not None and r[6] not in nrset)):
+                    continue
+                start = body + evd_size
+                dslot = r[16]
+                item = (dslot, 0, r[19], blk[start:start + dlen])
+                if pl is None:
+                    pays = {dslot: Pay(dslot, item[3], r[19])}
+                else:
+                    pl.append(item)
                     pays = _assemble(pl, gap_budget)
                 append(Ev(tid, r[6], r[7:13], r[13], r[14], r[15], r[3], seq, r[1], r[2], pays,
                           index - 1))

@@ -9,7 +9,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dr.errors import UsageError
+from dr.errors import DrError
 from dr.formats.redact import (
     MASK, Redactor, load_policy, luhn_ok, redact_block, redactions_record, spans_by_slot,
 )
@@ -135,13 +135,13 @@ def test_user_rules(tmp_path):
 def test_bad_rules_one_line(tmp_path, text, msg):
     rules = tmp_path / "r.toml"
     rules.write_text(text)
-    with pytest.raises(UsageError) as ei:
+    with pytest.raises(DrError) as ei:
         load_policy(rules)
     assert msg in str(ei.value) and str(rules) in str(ei.value) and "\n" not in str(ei.value)
 
 
 def test_missing_rules_file(tmp_path):
-    with pytest.raises(UsageError, match="cannot read redaction rules"):
+    with pytest.raises(DrError, match="cannot read redaction rules"):
         load_policy(tmp_path / "absent.toml")
 
 

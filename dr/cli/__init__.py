@@ -63,6 +63,25 @@ from dr.cli import replay as _replay  # noqa: E402,F401
 from dr.cli import bundle as _bundle  # noqa: E402,F401
 from dr.cli import stats as _stats  # noqa: E402,F401
 
+#: The one line each command shows in `dr --help` (click would cut the first
+#: sentence of the docstring at ~45 characters). A command module may set its
+#: own short_help; this table fills in the ones that do not.
+SHORT_HELP = {
+    "show": "List a trace's syscalls, strace style.",
+    "capture": "Record a process's syscalls and payloads (eBPF) into a trace.",
+    "replay": "Replay a trace deterministically in a sandbox.",
+    "stats": "Syscall counts, latencies, bytes per fd and connection, threads.",
+    "bundle": "Create, verify and describe incident bundles (.drb).",
+    "export": "Export a trace as pcap, Perfetto timeline or JSON lines.",
+}
+for _info in app.registered_commands:
+    _name = _info.name or (_info.callback.__name__ if _info.callback else "")
+    if _info.short_help is None and _name in SHORT_HELP:
+        _info.short_help = SHORT_HELP[_name]
+for _info in app.registered_groups:  # typer.Typer settings default to a placeholder, not None
+    if not isinstance(_info.short_help, str) and _info.name in SHORT_HELP:
+        _info.short_help = SHORT_HELP[_info.name]
+
 
 def fail(message: str, code: int = ExitCode.ERROR) -> "typer.Exit":
     """Print ``dr: message`` on stderr and return the Exit to raise."""

@@ -15,6 +15,7 @@ bundle_app = typer.Typer(
          "build-ids, a redaction report and a README.",
     no_args_is_help=True,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     epilog="""Examples:
 
 \b
@@ -27,8 +28,36 @@ bundle_app = typer.Typer(
 )
 app.add_typer(bundle_app, name="bundle")
 
+CREATE_EPILOG = """\
+Examples:
 
-@bundle_app.command("create")
+\b
+  dr bundle create incident.drt -o incident.drb                 # redacted by default
+  dr bundle create api.drt worker.drt -o incident.drb --ticket OPS-123 --note "p99 spike"
+  dr bundle create incident.drt -o incident.drb --rules redact.toml --include-binaries
+  dr bundle create incident.drt -o raw.drb --no-redact          # recorded in the manifest
+"""
+
+VERIFY_EPILOG = """\
+Examples:
+
+\b
+  dr bundle verify incident.drb          # exit 0: every sha256 matches, every trace decodes
+  dr bundle verify incident.drb || echo "modified or corrupt (exit 5)"
+"""
+
+INFO_EPILOG = """\
+Examples:
+
+\b
+  dr bundle info incident.drb                          # README, members, binaries
+  dr bundle info incident.drb --json | jq .manifest.traces
+  dr bundle info incident.drb --json | jq .redaction_report
+"""
+
+
+@bundle_app.command("create", epilog=CREATE_EPILOG,
+                     short_help="Bundle traces into one file, redacted by default.")
 def create_cmd(
     traces: List[Path] = typer.Argument(..., metavar="TRACE...", help="Trace file(s) to bundle."),
     output: Path = typer.Option(..., "-o", "--output", help="Bundle file to write (e.g. incident.drb)."),
@@ -43,6 +72,7 @@ def create_cmd(
 ) -> None:
     """Bundle traces into one verifiable file; redacts personal data and secrets by default."""
     from dr.formats.bundle import create
+    from dr.formats.stats import plural
 
     res = create([str(t) for t in traces], str(output), note=note, ticket=ticket,
                  include_binaries=include_binaries, redact=not no_redact,
@@ -56,24 +86,34 @@ def create_cmd(
         redaction = f"redacted ({red['policy']['name']}): {what}"
     else:
         redaction = "NOT redacted (--no-redact)"
-    typer.echo(f"wrote {res.path} ({res.size} bytes): {len(res.manifest['traces'])} trace(s), "
-               f"{sum(1 for b in res.manifest['binaries'] if b.get('member'))} binaries included; "
-               f"{redaction}")
+    included = sum(1 for b in res.manifest['binaries'] if b.get('member'))
+    typer.echo(f"wrote {res.path} ({plural(res.size, 'byte')}): "
+               f"{plural(len(res.manifest['traces']), 'trace')}, "
+               f"{plural(included, 'binary', 'binaries')} included; {redaction}")
 
 
-@bundle_app.command("verify")
+@bundle_app.command("verify", epilog=VERIFY_EPILOG,
+                     short_help="Check every member's sha256 and every trace.")
 def verify_cmd(bundle: Path = typer.Argument(..., metavar="FILE", help="Bundle to check.")) -> None:
-    """Check every member's sha256 and that each trace decodes completely (exit 5 on mismatch)."""
+    """Check every member's sha256 and that each trace decodes completely.
+
+    Exit status 5 when a member does not match the manifest or a trace does
+    not decode; 1 when FILE is missing or is not a bundle.
+    """
     from dr.formats.bundle import verify
+    from dr.formats.stats import plural
 
     res = verify(str(bundle))
     for n in res.notes:
         typer.echo(f"dr: note: {n}", err=True)
-    ev = ", ".join(f"{k}: {v} syscalls" for k, v in res.events.items())
-    typer.echo(f"ok: {bundle}: {len(res.members)} members match the manifest; {ev}")
+    ev = ", ".join(f"{k}: {plural(v, 'syscall')}" for k, v in res.events.items())
+    n = len(res.members)
+    typer.echo(f"ok: {bundle}: {plural(n, 'member')} {'matches' if n == 1 else 'match'} "
+               f"the manifest; {ev}")
 
 
-@bundle_app.command("info")
+@bundle_app.command("info", epilog=INFO_EPILOG,
+                     short_help="Show a bundle's README, members and binaries.")
 def info_cmd(
     bundle: Path = typer.Argument(..., metavar="FILE", help="Bundle to describe."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),

@@ -20,13 +20,17 @@ Examples:
   dr show run.drt -yy                    # fds with paths and socket addresses
   dr show run.drt --since 1.5 --until 2  # seconds from the trace start
   dr show run.drt --since 2026-11-30T09:10:00 -tt   # wall-clock window (local time)
+  dr show incident.drb --trace worker.drt            # a bundle's trace (default: its first)
 """
 
 
 @app.command(epilog=SHOW_EPILOG)
 def show(
-    trace: Path = typer.Argument(..., metavar="TRACE", help="Trace file (.drt) to list.",
+    trace: Path = typer.Argument(..., metavar="TRACE", help="Trace (.drt) or bundle (.drb) to list.",
                                 show_default=False),
+    trace_name: Optional[str] = typer.Option(None, "--trace", metavar="NAME",
+                                             help="With a bundle: the trace to list (default: "
+                                                  "its first; dr bundle info lists them)."),
     expr: List[str] = typer.Option([], "-e", "--expr", metavar="trace=NAME,...",
                                    help="Only these syscalls (strace -e trace=read,write; "
                                         "'!' negates)."),
@@ -52,19 +56,21 @@ def show(
 ) -> None:
     """Print a trace's syscalls as strace does: write(1, "hello\\n", 6) = 6.
 
-    Losses and a trace cut short are reported on stderr at the end; a trace
-    cut short exits with status 6 after printing what was readable.
+    TRACE may be a bundle: it is verified and its first trace (or --trace
+    NAME) is listed. Losses and a trace cut short are reported on stderr at
+    the end; a trace cut short exits with status 6 after printing what was
+    readable.
     """
     import sys
 
     from dr.errors import ExitCode, UsageError
+    from dr.formats.bundle import open_trace_or_bundle
     from dr.formats.strace import (ShowOptions, end_notices, parse_time_bound, parse_trace_expr,
                                    show_lines)
-    from dr.formats.trace import TraceReader
 
     syscalls = parse_trace_expr(expr) if expr else None
     out = sys.stdout
-    with TraceReader(trace) as reader:
+    with open_trace_or_bundle(trace, trace_name) as reader:
         first = None
         if (since or until) and not isinstance(reader.meta.get("started_ns"), int):
             first = next((getattr(r, "ts_enter", getattr(r, "ts", None)) for r in reader.stream()

@@ -14,7 +14,7 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterator, Optional, TextIO
 
 import typer
 
@@ -28,6 +28,7 @@ Examples:
   dr stats incident.drt                  # tables: syscalls, bytes per fd, connections, threads
   dr stats incident.drt --json | jq .connections
   dr stats incident.drt --top 10
+  dr stats incident.drb                  # a bundle: verified, then its first trace
 """
 
 EXPORT_EPILOG = """\
@@ -37,6 +38,35 @@ Examples:
   dr export pcap incident.drt -o incident.pcap      # open in Wireshark; tshark -qz follow,tcp,raw,0
   dr export perfetto incident.drt -o timeline.json  # open in ui.perfetto.dev
   dr export jsonl incident.drt | jq 'select(.type=="syscall") | .name'
+  dr export pcap incident.drb -o incident.pcap      # a bundle's first trace (--trace NAME: another)
+"""
+
+PCAP_EPILOG = """\
+Examples:
+
+\b
+  dr export pcap incident.drt -o incident.pcap
+  tshark -r incident.pcap -qz conv,tcp                      # who talked to whom, bytes each way
+  tshark -r incident.pcap -qz follow,tcp,ascii,0            # the first TCP stream as text
+  dr export pcap incident.drb --trace worker.drt -o w.pcap  # one trace of a bundle
+"""
+
+PERFETTO_EPILOG = """\
+Examples:
+
+\b
+  dr export perfetto incident.drt -o timeline.json   # then open it in ui.perfetto.dev
+  dr export perfetto incident.drb -o timeline.json   # a bundle's first trace
+  dr export perfetto run.drt -o - | jq '.traceEvents | length'
+"""
+
+JSONL_EPILOG = """\
+Examples:
+
+\b
+  dr export jsonl incident.drt -o incident.jsonl
+  dr export jsonl incident.drt --no-payloads | jq -c 'select(.type=="syscall") | [.tid, .name, .ret]'
+  dr export jsonl incident.drb --trace worker.drt | head
 """
 
 export_app = typer.Typer(
@@ -50,12 +80,17 @@ export_app = typer.Typer(
 )
 app.add_typer(export_app, name="export")
 
-_TRACE = typer.Argument(..., metavar="TRACE", help="A dr trace (.drt).", show_default=False)
+_TRACE = typer.Argument(..., metavar="TRACE", help="A dr trace (.drt) or bundle (.drb).",
+                        show_default=False)
+_TRACE_NAME = typer.Option(None, "--trace", metavar="NAME",
+                           help="With a bundle: which trace (default: its first; "
+                                "dr bundle info lists them).")
 
 
-def _open(trace: Path):
-    from dr.formats.trace import TraceReader
-    return TraceReader(trace)
+def _open(trace: Path, name: str | None = None):
+    """A TraceReader context on a trace or on a (verified, extracted) bundle's trace."""
+    from dr.formats.bundle import open_trace_or_bundle
+    return open_trace_or_bundle(trace, name)
 
 
 def _cut_short(reader) -> None:
@@ -108,6 +143,7 @@ def _output(path: Path | None, *, binary: bool = False) -> Iterator[TextIO | str
 @app.command("stats", epilog=STATS_EPILOG)
 def stats_cmd(
     trace: Path = _TRACE,
+    trace_name: Optional[str] = _TRACE_NAME,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
     top: int = typer.Option(0, "--top", min=0, help="Show only the first N rows of each table (0: all)."),
 ) -> None:
@@ -116,7 +152,7 @@ def stats_cmd(
 
     from dr.formats.stats import compute, render
 
-    with _open(trace) as r:
+    with _open(trace, trace_name) as r:
         st = compute(r)
         if json_out:
             json.dump(st.as_dict(), sys.stdout, indent=2, default=str)
@@ -127,58 +163,69 @@ def stats_cmd(
             _cut_short(r)
 
 
-@export_app.command("pcap")
+@export_app.command("pcap", epilog=PCAP_EPILOG,
+                    short_help="Socket payloads as a pcap (Wireshark, tshark).")
 def export_pcap_cmd(
     trace: Path = _TRACE,
+    trace_name: Optional[str] = _TRACE_NAME,
     output: Path = typer.Option(..., "-o", "--output", help="pcap file to write.", show_default=False),
 ) -> None:
     """Socket payloads as TCP/UDP packets between the recorded endpoints (Wireshark, tshark)."""
     from dr.formats.export_pcap import export_pcap
+    from dr.formats.stats import plural
 
-    with _open(trace) as r:
+    with _open(trace, trace_name) as r:
         with _output(output, binary=True) as tmp:
             res = export_pcap(r, tmp)  # type: ignore[arg-type]
         tcp = sum(1 for s in res.streams if s.proto == "TCP")
         udp = sum(1 for s in res.streams if s.proto == "UDP")
-        typer.echo(f"wrote {output}: {res.packets} packets, {tcp} TCP stream(s), {udp} UDP flow(s)", err=True)
+        typer.echo(f"wrote {output}: {plural(res.packets, 'packet')}, {plural(tcp, 'TCP stream')}, "
+                   f"{plural(udp, 'UDP flow')}", err=True)
         for note in res.notes:
             typer.echo(f"note: {note}", err=True)
         if r.truncated:
             _cut_short(r)
 
 
-@export_app.command("perfetto")
+@export_app.command("perfetto", epilog=PERFETTO_EPILOG,
+                    short_help="Per-thread syscall timeline (ui.perfetto.dev).")
 def export_perfetto_cmd(
     trace: Path = _TRACE,
+    trace_name: Optional[str] = _TRACE_NAME,
     output: Path = typer.Option(..., "-o", "--output", help="JSON file to write.", show_default=False),
 ) -> None:
     """A timeline per thread, each syscall a slice (Chrome JSON trace events; ui.perfetto.dev)."""
     from dr.formats.export_perfetto import export_perfetto
+    from dr.formats.stats import plural
 
-    with _open(trace) as r:
+    with _open(trace, trace_name) as r:
         with _output(output) as f:
             res = export_perfetto(r, f)  # type: ignore[arg-type]
-        typer.echo(f"wrote {output}: {res.slices} syscall slices on {res.threads} thread(s) "
-                   f"of {res.processes} process(es)", err=True)
+        typer.echo(f"wrote {output}: {plural(res.slices, 'syscall slice')} on "
+                   f"{plural(res.threads, 'thread')} of {plural(res.processes, 'process', 'processes')}",
+                   err=True)
         if r.truncated:
             _cut_short(r)
 
 
-@export_app.command("jsonl")
+@export_app.command("jsonl", epilog=JSONL_EPILOG,
+                    short_help="One JSON object per record (docs/jsonl.md).")
 def export_jsonl_cmd(
     trace: Path = _TRACE,
+    trace_name: Optional[str] = _TRACE_NAME,
     output: Path = typer.Option(None, "-o", "--output", help="File to write (default: stdout).",
                                 show_default=False),
     no_payloads: bool = typer.Option(False, "--no-payloads", help="Leave payload bytes out."),
 ) -> None:
     """One JSON object per record, payloads base64 (fields: docs/jsonl.md)."""
     from dr.formats.export_jsonl import export_jsonl
+    from dr.formats.stats import plural
 
-    with _open(trace) as r:
+    with _open(trace, trace_name) as r:
         with _output(output) as f:
             res = export_jsonl(r, f, payloads=not no_payloads)  # type: ignore[arg-type]
         if output is not None and str(output) != "-":
-            typer.echo(f"wrote {output}: {res.lines} lines ({res.by_type.get('syscall', 0)} syscalls)",
-                       err=True)
+            typer.echo(f"wrote {output}: {plural(res.lines, 'line')} "
+                       f"({plural(res.by_type.get('syscall', 0), 'syscall')})", err=True)
         if r.truncated:
             _cut_short(r)
