@@ -10,9 +10,11 @@
  * exit_group). Payload copies follow the copy-rule table `rules`, loaded from
  * dr.schema.RULES and indexed nr * DR_MAX_RULES + i: a table rather than a
  * switch so the verifier sees one code path. A rule becomes a "job"; the
- * copier program (tail-called, bounded steps per call) gathers each job's bytes
- * in fixed chunks of DR_CHUNK through per-CPU scratch space and writes one
- * dr_payload record per chunk (iovec entries are packed into the same chunk).
+ * copier (a bounded loop, DR_STEPS steps per syscall phase; no tail calls)
+ * gathers each job's bytes in fixed chunks of DR_CHUNK through per-CPU scratch
+ * space and writes one dr_payload record per chunk (iovec entries are packed
+ * into the same chunk). The common case, one buffer of at most one chunk at
+ * exit, is written with its event as one dr_syscall_event_data record.
  *
  * Compile-time constants come in as -D flags (never string surgery):
  *   DR_SNAPLEN       bytes kept per buffer (longer: truncated, total keeps the length)
@@ -51,17 +53,11 @@
 #endif
 
 #define DR_MAX_JOBS 16      /* jobs per syscall phase (a power of two) */
-#ifndef EXP_NOPAY
-#define EXP_NOPAY 0
-#endif
-#ifndef EXP_NORING
-#define EXP_NORING 0
-#endif
-#ifndef EXP_NOREGS
-#define EXP_NOREGS 0
+#ifndef DR_RB_TRIES
+#define DR_RB_TRIES 4       /* attempts per ring-buffer record */
 #endif
 #ifndef DR_STEPS
-#define DR_STEPS 384        /* copier steps per syscall phase (bounded loop) */
+#define DR_STEPS 192        /* copier steps per syscall phase (bounded loop) */
 #endif
 #define DR_RB_FLAGS 1       /* BPF_RB_NO_WAKEUP: user space polls */
 #define DR_SOCKADDR_MAX 128 /* sizeof(struct sockaddr_storage) */
@@ -70,7 +66,8 @@
 #define DR_EINTR 4
 
 /* user-space visible counters (stats map) */
-enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3 };
+enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3,
+       DR_ST_RETRIED = 4 };
 
 enum { J_PLAIN = 0, J_IOV = 1, J_STR = 2, J_ARGV = 3, J_MSG = 4 };
 
@@ -105,7 +102,7 @@ struct dr_work {
 	struct dr_job jobs[DR_MAX_JOBS];
 	/* struct dr_payload header, then 2 * DR_CHUNK bytes of data: a chunk may
 	 * start anywhere below DR_CHUNK, and the verifier bounds pos + len. */
-	u8 buf[sizeof(struct dr_payload) + 2 * DR_CHUNK];
+	u8 buf[sizeof(struct dr_syscall_event_data) + 2 * DR_CHUNK];
 };
 
 struct dr_inflight {
@@ -137,7 +134,7 @@ BPF_HASH(ioctls, u32, u32, 64);              /* request -> size | 1 << 31 when "
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
-BPF_PERCPU_ARRAY(stats, u64, 4);             /* DR_ST_* */
+BPF_PERCPU_ARRAY(stats, u64, 5);             /* DR_ST_* */
 BPF_ARRAY(work, struct dr_work, DR_NCPU);
 BPF_RINGBUF_OUTPUT(rb, DR_RB_PAGES);
 
@@ -152,7 +149,6 @@ static __always_inline void count_loss(u32 cause)
  * no program is between its first reservation and its last commit. */
 static __always_inline void ring_begin(void)
 {
-	if (EXP_NORING) return;
 	u32 z = 0;
 	struct dr_inflight *f = inflight.lookup(&z);
 	if (f)
@@ -161,7 +157,6 @@ static __always_inline void ring_begin(void)
 
 static __always_inline void ring_end(void)
 {
-	if (EXP_NORING) return;
 	u32 z = 0;
 	struct dr_inflight *f = inflight.lookup(&z);
 	if (f)
@@ -215,21 +210,28 @@ static __always_inline struct dr_work *get_work(void)
 
 static __always_inline void bump(u32 idx, u64 n)
 {
-	if (EXP_NORING) return;
 	u64 *v = stats.lookup(&idx);
 	if (v)
 		*v += n;
 }
 
-static __always_inline void emit_event(struct dr_work *w)
+/* One record into the ring. A reservation can fail without the ring being
+ * full (seen here a few times per million records with the ring mostly
+ * empty): try up to DR_RB_TRIES times; what still fails is counted. */
+static __always_inline int rb_out(void *p, u64 size)
 {
-	/* A reservation can fail without the ring being full (seen here about
-	 * once per 200k records with the ring mostly empty): try once more. */
-	if (rb.ringbuf_output(&w->ev, sizeof(w->ev), DR_RB_FLAGS) < 0 &&
-	    rb.ringbuf_output(&w->ev, sizeof(w->ev), DR_RB_FLAGS) < 0) {
-		count_loss(DR_LOSS_RINGBUF_EVENT);
-		return;
+	for (int i = 0; i < DR_RB_TRIES; i++) {
+		if (rb.ringbuf_output(p, size, DR_RB_FLAGS) == 0) {
+			if (i)
+				bump(DR_ST_RETRIED, 1);
+			return 0;
+		}
 	}
+	return -1;
+}
+
+static __always_inline void event_written(struct dr_work *w)
+{
 	bump(DR_ST_EVENTS, 1);
 	u32 nr = w->ev.nr;
 	u64 *c = counts.lookup(&nr);
@@ -237,10 +239,40 @@ static __always_inline void emit_event(struct dr_work *w)
 		*c += 1;
 }
 
+static __always_inline void emit_event(struct dr_work *w)
+{
+	if (rb_out(&w->ev, sizeof(w->ev)) < 0) {
+		count_loss(DR_LOSS_RINGBUF_EVENT);
+		return;
+	}
+	event_written(w);
+}
+
+/* The event and its one payload as ONE record (struct dr_syscall_event_data):
+ * the n <= DR_CHUNK data bytes were read to w->buf + the header's size. */
+static __always_inline void emit_event_data(struct dr_work *w, struct dr_job *j, u64 n)
+{
+	struct dr_syscall_event_data *e = (void *)w->buf;
+	__builtin_memcpy(e, &w->ev, sizeof(w->ev));
+	e->kind = DR_REC_SYSCALL_EVENT_DATA;
+	e->slot = j->slot;
+	e->pad = 0;
+	e->len = n;
+	e->total = j->total;
+	n &= (2 * DR_CHUNK - 1);
+	if (rb_out(e, sizeof(*e) + n) < 0) {
+		count_loss(DR_LOSS_RINGBUF_EVENT);
+		return;
+	}
+	event_written(w);
+	bump(DR_ST_PAYLOAD_BYTES, n);
+	bump(DR_ST_PAYLOADS, 1);
+}
+
 static __always_inline void emit_proc(u16 what, u32 tgid, u32 tid, s64 a0, s64 a1)
 {
-	struct dr_proc_event *p = rb.ringbuf_reserve(sizeof(struct dr_proc_event));
-	if (!p)
+	struct dr_proc_event *p = 0;
+	for (int i = 0; i < DR_RB_TRIES && !p; i++)
 		p = rb.ringbuf_reserve(sizeof(struct dr_proc_event));
 	if (!p) {
 		count_loss(DR_LOSS_RINGBUF_PROC);
@@ -302,6 +334,14 @@ static __always_inline void add_job(struct dr_work *w, u16 slot, u16 type, u64 a
 	j->slot = slot;
 	j->type = type;
 	w->njobs = n + 1;
+}
+
+static __always_inline void copy_fault(struct dr_work *w)
+{
+	count_loss(DR_LOSS_COPY_FAULT);
+	w->ev.flags |= DR_EVF_COPY_FAILED;
+	w->seg_left = 0;
+	w->left = 0;
 }
 
 /* Turn the copy rules of syscall `nr` into jobs for one phase. */
@@ -432,8 +472,7 @@ static __always_inline void flush(struct dr_work *w, struct dr_job *j)
 	p->len = n;
 	p->total = j->total;
 	n &= (2 * DR_CHUNK - 1);
-	if (EXP_NOPAY) {} else if (rb.ringbuf_output(p, sizeof(struct dr_payload) + n, DR_RB_FLAGS) < 0 &&
-	    rb.ringbuf_output(p, sizeof(struct dr_payload) + n, DR_RB_FLAGS) < 0) {
+	if (rb_out(p, sizeof(struct dr_payload) + n) < 0) {
 		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
 		w->ev.flags |= DR_EVF_PAYLOAD_LOST;
 	} else {
@@ -444,20 +483,12 @@ static __always_inline void flush(struct dr_work *w, struct dr_job *j)
 	w->pos = 0;
 }
 
-static __always_inline void copy_fault(struct dr_work *w)
-{
-	count_loss(DR_LOSS_COPY_FAULT);
-	w->ev.flags |= DR_EVF_COPY_FAILED;
-	w->seg_left = 0;
-	w->left = 0;
-}
-
 /* The copier: runs the jobs in w, at most DR_STEPS steps (a bounded loop
  * the verifier walks once per step; no tail call, so no prog_array that
  * could outlive dr). Each step either starts a job, fetches the next
  * iovec/argv element, or copies one piece (<= DR_CHUNK) of the current
  * segment. Jobs left when the steps run out are counted as lost. */
-static __always_inline void run_jobs(struct dr_work *w)
+static __always_inline void run_jobs(struct dr_work *w, const int at_exit)
 {
 	u8 *data = w->buf + sizeof(struct dr_payload);
 
@@ -496,7 +527,7 @@ static __always_inline void run_jobs(struct dr_work *w)
 						p->offset = 0;
 						p->len = 0;
 						p->total = 0;
-						if (rb.ringbuf_output(p, sizeof(struct dr_payload), DR_RB_FLAGS) < 0)
+						if (rb_out(p, sizeof(struct dr_payload)) < 0)
 							count_loss(DR_LOSS_RINGBUF_PAYLOAD);
 					}
 					flush(w, j);
@@ -504,7 +535,9 @@ static __always_inline void run_jobs(struct dr_work *w)
 				w->job = ji + 1;
 				w->started = 0;
 				continue;
-			} else if (j->type == J_MSG) {
+			} else if (at_exit && j->type == J_MSG) {
+				/* recvmsg/sendmsg: the msghdr becomes jobs for its header,
+				 * name, iovec data (ret bytes) and control data */
 				struct dr_msghdr m = {};
 				if (bpf_probe_read_user(&m, sizeof(m), (void *)j->addr)) {
 					copy_fault(w);
@@ -525,7 +558,7 @@ static __always_inline void run_jobs(struct dr_work *w)
 			}
 		}
 		if (w->seg_left == 0) {
-			if (j->type == J_IOV && w->idx < j->cnt && w->idx < DR_IOV_MAX_FOLLOW && w->left > 0) {
+			if (at_exit && j->type == J_IOV && w->idx < j->cnt && w->idx < DR_IOV_MAX_FOLLOW && w->left > 0) {
 				u64 iov[2] = {};
 				if (bpf_probe_read_user(iov, sizeof(iov), (void *)(j->addr + 16 * (u64)w->idx))) {
 					copy_fault(w);
@@ -535,9 +568,11 @@ static __always_inline void run_jobs(struct dr_work *w)
 				w->idx++;
 				w->seg_addr = iov[0];
 				w->seg_left = iov[1] < w->left ? iov[1] : w->left;
-				continue;
-			}
-			if (j->type == J_ARGV && w->idx < DR_ARGV_MAX) {
+				/* copy from the new segment in this same step */
+				if (w->seg_left == 0)
+					continue;
+			} else {
+			if (!at_exit && j->type == J_ARGV && w->idx < DR_ARGV_MAX) {
 				u64 ptr = 0;
 				if (bpf_probe_read_user(&ptr, sizeof(ptr), (void *)(j->addr + 8 * (u64)w->idx)))
 					ptr = 0;
@@ -563,6 +598,7 @@ static __always_inline void run_jobs(struct dr_work *w)
 			w->job = ji + 1;
 			w->started = 0;
 			continue;
+			}
 		}
 		u32 pos = w->pos & (DR_CHUNK - 1);
 		u64 room = DR_CHUNK - pos;
@@ -622,7 +658,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 	/* x86_64 struct pt_regs from r10 to di (arch/x86/include/asm/ptrace.h):
 	 * r10 r9 r8 ax cx dx si di -- the syscall arguments are di si dx r10 r8 r9 */
 	u64 r[8] = {};
-	if (!EXP_NOREGS) bpf_probe_read_kernel(r, sizeof(r), (u8 *)ctx->args[0] + 7 * 8);
+	bpf_probe_read_kernel(r, sizeof(r), (u8 *)ctx->args[0] + 7 * 8);
 	t->seq++;
 	t->nr = nr;
 	t->ts_enter = bpf_ktime_get_ns();
@@ -659,7 +695,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 	fill_event(w, t, tid);
 	build_jobs(w, nr, t->args, 0, 0);
 	if (w->njobs)
-		run_jobs(w);
+		run_jobs(w, 0);
 	/* flags raised while copying at entry (truncated, copy failed, lost)
 	 * are carried to the event written at exit. */
 	t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
@@ -728,20 +764,22 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 			build_jobs(w, nr, t->args, ret, 1);
 			if (w->njobs == 1 && w->jobs[0].type == J_PLAIN && w->jobs[0].len <= DR_CHUNK) {
 				/* The common case (read, write, stat, ...): one buffer of at
-				 * most one chunk, copied here without the copier. */
+				 * most one chunk, copied here without the copier and written
+				 * with the event as one record. */
 				struct dr_job *j = &w->jobs[0];
 				u64 n = j->len;
 				if (n > DR_CHUNK)
 					n = DR_CHUNK;
-				if (bpf_probe_read_user(w->buf + sizeof(struct dr_payload), n, (void *)j->addr)) {
+				if (bpf_probe_read_user(w->buf + sizeof(struct dr_syscall_event_data), n,
+							(void *)j->addr)) {
 					copy_fault(w);
 				} else {
-					w->pos = n;
-					w->off = 0;
-					flush(w, j);
+					emit_event_data(w, j, n);
+					ring_end();
+					return 0;
 				}
 			} else if (w->njobs) {
-				run_jobs(w);
+				run_jobs(w, 1);
 			}
 		}
 	}

@@ -5,6 +5,7 @@
 /* Record kinds */
 #define DR_REC_SYSCALL_EVENT 1
 #define DR_REC_PAYLOAD 2
+#define DR_REC_SYSCALL_EVENT_DATA 4
 #define DR_REC_PROC_EVENT 3
 
 #define DR_EVF_NO_EXIT 1
@@ -123,6 +124,26 @@ struct dr_payload {
 	u32 tid;
 	u64 seq;
 	u32 offset;
+	u32 len;
+	u64 total;
+	u8 data[];
+} __attribute__((packed));
+
+/* A syscall_event with its one payload (from offset 0) inline: one ring-buffer record for the common case of one small buffer. */
+struct dr_syscall_event_data {
+	u16 kind;
+	u16 flags;
+	u32 cpu;
+	u32 tgid;
+	u32 tid;
+	u64 seq;
+	s64 nr;
+	u64 args[6];
+	s64 ret;
+	u64 ts_enter;
+	u64 ts_exit;
+	u16 slot;
+	u16 pad;
 	u32 len;
 	u64 total;
 	u8 data[];

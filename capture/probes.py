@@ -49,6 +49,17 @@ class ProbeConfig:
         pages = max(1, -(-self.ringbuf_size // page))
         return 1 << (pages - 1).bit_length()
 
+    def copier_steps(self) -> int:
+        """Steps of the probes' bounded copy loop per syscall phase.
+
+        One step copies up to one 16 KiB chunk, starts a job, or takes one
+        iovec/argv element; execve's argv and envp (64 entries each) need
+        about 135. Room for two snaplen-sized buffers, capped by what the
+        verifier accepts here (its cost grows with the steps: load time).
+        """
+        need = 2 * (-(-max(self.snaplen, 1) // schema.CHUNK) + 2) + 32
+        return max(192, min(need, 448))
+
     def cflags(self) -> list[str]:
         return [
             f"-DDR_SNAPLEN={int(self.snaplen)}",
@@ -56,6 +67,7 @@ class ProbeConfig:
             f"-DDR_FOLLOW={int(bool(self.follow))}",
             f"-DDR_ORPHAN_EXITS={int(bool(self.orphan_exits))}",
             f"-DDR_RB_PAGES={self.ringbuf_pages()}",
+            f"-DDR_STEPS={self.copier_steps()}",
             f"-DDR_NCPU={_possible_cpus()}",
             f"-DDR_PID_MAX={_pid_max()}",
         ]
@@ -227,10 +239,14 @@ class Probes:
                 for name, idx in schema.LOSS_CAUSES.items()}
 
     def counters(self) -> dict[str, int]:
-        """``{events, payload_bytes, payloads, proc_events}`` written so far (summed over CPUs)."""
+        """``{events, payload_bytes, payloads, proc_events, ring_retries}`` so far (summed over CPUs).
+
+        ring_retries: records written after one or more failed reservation attempts.
+        """
         table = self.bpf["stats"]
         return {name: int(sum(table[ct.c_int(i)]))
-                for i, name in enumerate(("events", "payload_bytes", "payloads", "proc_events"))}
+                for i, name in enumerate(("events", "payload_bytes", "payloads", "proc_events",
+                                          "ring_retries"))}
 
     def syscall_counts(self) -> dict[int, int]:
         """Syscall events written, by syscall number (summed over CPUs, zeros omitted)."""

@@ -14,6 +14,11 @@ user space per event), copies the committed span of the ring buffer verbatim
 into the trace (:meth:`dr.formats.trace.TraceWriter.write_block`), flushes a
 frame at least every second and writes loss records for new losses.
 
+With ``redact`` the metadata and every drained span go through
+:class:`dr.formats.redact.Redactor` before the writer sees them (same-length
+masks; a ``redactions`` record precedes the block it covers), so no secret
+the rules find reaches disk; the summary carries ``Redactor.report()``.
+
 Spawn mode (``command``) forks a child that waits on a pipe before execve;
 the child is added to the traced set, then released, so its first recorded
 syscall is execve. The child is ptrace'd only to stop it right after execve
@@ -75,6 +80,8 @@ class CaptureOptions:
     flush_interval: float = 1.0
     patch_vdso: bool = True
     zstd_level: int = 1
+    redact: bool = False                 # mask secrets before anything reaches disk
+    redact_rules: str | None = None      # TOML rules added to the built-in ones (implies redact)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,9 @@ class Summary:
     walks: int = 0        # drains that had to walk record headers (a probe was mid-write)
     walk_ns: int = 0
     error: str | None = None
+    redaction: dict | None = None   # Redactor.report(): counts per rule, never values
+    ring_fill_at_loss: dict | None = None   # {min, max} bytes pending in the ring at failed reservations
+    ring_retries: int = 0   # records written only after a failed reservation attempt (not lost)
 
     @property
     def lost(self) -> int:
@@ -123,7 +133,10 @@ class Summary:
                 "stop_reason": self.stop_reason, "exit_status": self.exit_status,
                 "syscalls": self.syscalls, "proc_events": self.proc_events,
                 "truncated_payloads": self.losses.get("TRUNCATED", 0),
-                "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns}
+                "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
+                "ring_retries": self.ring_retries,
+                **({"redaction": self.redaction} if self.redaction is not None else {}),
+                **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
 
 def _libc():
@@ -182,6 +195,10 @@ class CaptureSession:
         self._error: str | None = None
         self._stopped = False
         self.vdso_patched: dict[str, int] = {}
+        self.redactor = None
+        self._ring_losses = 0          # ring-buffer reservation failures seen so far
+        self._pending_now = 0          # bytes unconsumed at the start of the last drain
+        self._fill_at_loss: list[int] = []   # that figure for each step in which reservations failed
 
     # ------------------------------------------------------------------ start
 
@@ -200,6 +217,10 @@ class CaptureSession:
 
         o = self.opts
         check_privileges()
+        if o.redact or o.redact_rules:
+            from dr.formats.redact import Redactor, load_policy
+
+            self.redactor = Redactor(load_policy(o.redact_rules))   # UsageError on bad rules
         _check_output(o.output)
         go = ready = None
         try:
@@ -244,6 +265,8 @@ class CaptureSession:
             })
             if o.command:
                 meta["command"] = list(o.command)
+            if self.redactor is not None:
+                meta = self.redactor.meta(meta)   # argv, command, env, cwd
             self.writer = TraceWriter(o.output, meta, level=o.zstd_level)
         except BaseException:
             for fd in (go, ready):
@@ -351,7 +374,9 @@ class CaptureSession:
             elif o.max_size is not None and self.writer.bytes_written >= o.max_size:
                 status = Status.MAX_SIZE
         c = self.probes.counters()
-        lost = sum(sum(v) for k, v in self.probes.losses_by_cpu().items() if k in LOST_CAUSES)
+        by_cpu = self.probes.losses_by_cpu()
+        lost = sum(sum(v) for k, v in by_cpu.items() if k in LOST_CAUSES)
+        self._note_ring_losses(by_cpu)
         return StepResult(status, c["events"], c["payload_bytes"], self.ring.stats.bytes,
                           self.writer.bytes_written, lost, now - self._t0, self._error)
 
@@ -372,15 +397,39 @@ class CaptureSession:
         time.sleep(timeout)
         return not os.path.exists(f"/proc/{self.pid}")
 
+    def _note_ring_losses(self, by_cpu: dict[str, list[int]]) -> None:
+        """Remember how full the ring was when reservations failed.
+
+        The unconsumed bytes only grow between two drains, so the figure taken
+        at the start of a drain is the most the ring held since the previous
+        one: a failure in a step whose figure is far below the ring's size was
+        not a full ring (the consumer was not behind).
+        """
+        n = sum(sum(by_cpu.get(k, ())) for k in ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "RINGBUF_PROC"))
+        if n > self._ring_losses:
+            self._fill_at_loss.append(self._pending_now)
+            self._ring_losses = n
+
     def _drain(self) -> int:
         """Take every committed span; keep going while the ring stays busy."""
+        self._pending_now = self.ring.pending()
         total = 0
+        sink = self.writer.write_block if self.redactor is None else self._write_redacted
         for _ in range(16):
-            n = self.ring.drain(self.writer.write_block)
+            n = self.ring.drain(sink)
             total += n
             if n < (1 << 20):
                 break
         return total
+
+    def _write_redacted(self, span) -> None:
+        """Mask payloads of a span in place (same length), spans record first, then the block."""
+        from dr.formats.redact import redactions_record
+
+        raw, spans = self.redactor.block(bytes(span))
+        if spans:
+            self.writer.write_record(redactions_record(spans))
+        self.writer.write_block(raw)
 
     def _write_losses(self) -> None:
         """Loss records for the counters that grew since the last call (per cause and CPU)."""
@@ -439,7 +488,14 @@ class CaptureSession:
             stop_reason=status.value, exit_status=self.exit_status, syscalls=syscalls,
             trace_bytes=0, raw_bytes=stats.bytes if stats else 0,
             proc_events=counters.get("proc_events", 0),
-            walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err)
+            walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
+            redaction=self.redactor.report() if self.redactor is not None else None,
+            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0))
+        if self.probes is not None:
+            self._note_ring_losses(self.probes.losses_by_cpu())
+        if self._fill_at_loss:
+            summary.ring_fill_at_loss = {"min": min(self._fill_at_loss), "max": max(self._fill_at_loss),
+                                         "ring_bytes": self.probes.ringbuf_bytes if self.probes else 0}
         self._abort(summary if err is None else None)
         if self.writer is not None:
             summary.trace_bytes = self.writer.bytes_written

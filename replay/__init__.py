@@ -48,35 +48,42 @@ def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...]
     Raises TraceError for a bad trace, ReplayError/NotSupported when the
     sandbox cannot run, OutputError when the report cannot be written.
     """
-    from dr.errors import OutputError
-    from dr.replay.divergence import ReplayReport
     from dr.replay.strict import ReplayOptions, ReplaySession, Status
 
     opts = ReplayOptions(rootfs=rootfs, command=command, show_output=show_output,
                          keep_going=keep_going, stall_timeout=stall_timeout,
                          stdout=stdout, stderr=stderr)
-    s = ReplaySession(trace_path, opts)
+    s = ReplaySession(trace_path, opts)   # TraceError/ReplayError: no report to write yet
     try:
         s.start()
         r = s.run()
     except DrError as e:
-        rep = s.report if isinstance(s.report, ReplayReport) else ReplayReport(trace=trace_path)
-        rep.verdict = "error"
-        rep.notes.append(e.message)
         s.close()
+        s.report.verdict = "error"
+        s.report.error = e.message
+        if report_path:
+            _write_report(s.report, report_path)
         raise
     finally:
         s.close()
     status = {Status.EXITED: "faithful", Status.DIVERGED: "diverged"}.get(r.status, "error")
     s.report.verdict = status
+    if status == "error":
+        s.report.error = r.message
     if report_path:
-        try:
-            with open(report_path, "w") as f:
-                json.dump(s.report.to_dict(), f, indent=2)
-                f.write("\n")
-        except OSError as e:
-            raise OutputError(f"cannot write the report {report_path}: {e.strerror}") from None
+        _write_report(s.report, report_path)
     return ReplayResult(status, r.message, s.report)
+
+
+def _write_report(report: Any, path: str) -> None:
+    """Write ``report.to_dict()`` as JSON; raises OutputError."""
+    from dr.errors import OutputError
+    try:
+        with open(path, "w") as f:
+            json.dump(report.to_dict(), f, indent=2)
+            f.write("\n")
+    except OSError as e:
+        raise OutputError(f"cannot write the report {path}: {e.strerror}") from None
 
 
 def verify(trace_path: str, **kw: Any) -> ReplayResult:

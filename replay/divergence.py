@@ -148,6 +148,15 @@ class ReplayReport:
     recorded_duration_s: float | None = None
     verdict: str = "running"
     notes: list[str] = field(default_factory=list)
+    #: Recorded calls replay would not run or fake, each {"syscall", "tid", "index", "reason"}:
+    #: unsupported syscalls, sizes or fd numbers no genuine call can have (a corrupt or crafted trace).
+    refused: list[dict[str, Any]] = field(default_factory=list)
+    #: The one-line error that ended the replay (verdict "error"), else None.
+    error: str | None = None
+
+    def refuse(self, syscall: str, tid: int | None, index: int | None, reason: str) -> None:
+        """Record a refused call (see ``refused``)."""
+        self.refused.append({"syscall": syscall, "tid": tid, "index": index, "reason": reason})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,4 +171,5 @@ class ReplayReport:
             "time_reads_extra": self.soft_extra, "time_reads_skipped": self.soft_skipped,
             "exit_status": self.exit_status, "recorded_exit_status": self.recorded_exit_status,
             "divergences": [d.to_dict() for d in self.divergences], "notes": self.notes,
+            "error": self.error, "refused": list(self.refused),
         }

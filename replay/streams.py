@@ -62,10 +62,15 @@ from dr.replay.connections import IN, OUT, Addr, Chunk, Connection, Conversation
 __all__ = ["StreamsSession", "Step", "ReplayedConn", "OutboundMiss", "StreamsResult",
            "run_streams", "recorded_command", "is_attach_trace", "attach_mode", "cli_streams"]
 
-#: Longest wait for responses the recording says came before the next request.
+#: Longest wait for connect(2) to the replayed program.
 WAIT_S = 5.0
-#: How long a connection that owes responses may stay quiet before dr stops waiting for it.
+#: How long a connection that owes responses may stay quiet — no bytes on it while
+#: the program and dr's helpers are idle (see :class:`_Activity`) — before dr
+#: stops waiting for it. Idle time only: a program slowed by CPU load is not quiet.
 QUIET_S = 2.0
+#: Longest wait for owed responses while the program keeps working (a program
+#: that spins without answering ends each wait here).
+PATIENCE_S = 60.0
 #: How long the program may take to open its recorded listening sockets.
 STARTUP_S = 20.0
 
@@ -291,6 +296,74 @@ def _proto_of(c: Connection) -> str:
     return "bytes"
 
 
+def _task_states(pid: int) -> list[str]:
+    """The scheduler state letter (proc(5), /proc/PID/task/TID/stat field 3) of every
+    thread of ``pid`` and of its descendants; [] once it is gone."""
+    out: list[str] = []
+    todo, seen = [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/stat", "rb") as f:
+                    st = f.read()
+                out.append(chr(st[st.rindex(b")") + 2]))
+                with open(f"/proc/{p}/task/{tid}/children", "rb") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+class _Activity:
+    """Is the replay still making progress? For telling "slow" from "not answering".
+
+    Busy when a thread of the replayed program (and its descendants) or one of
+    dr's own helper threads (the seccomp supervisor, the stand-ins for the
+    dependencies, the connection readers) is running or runnable (state R) or in
+    uninterruptible sleep (D). A response in progress always has one such thread:
+    the handler computing it, waiting for CPU, or waiting on dr (whose helper is
+    then runnable). Idle — every thread asleep — is when waiting for a response
+    may end after QUIET_S; on a loaded machine the wall time it takes does not
+    matter. ``last_busy_ns``: CLOCK_MONOTONIC of the last busy sample.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.last_busy_ns = time.monotonic_ns()
+        self._sampled_ns = 0
+
+    def sample(self, every_ns: int = 10_000_000) -> int:
+        """Look again (at most every ``every_ns``); ns the replay has been idle."""
+        now = time.monotonic_ns()
+        if now - self._sampled_ns >= every_ns:
+            self._sampled_ns = now
+            if self._busy():
+                self.last_busy_ns = time.monotonic_ns()
+        return max(0, time.monotonic_ns() - self.last_busy_ns)
+
+    def _busy(self) -> bool:
+        me = threading.get_native_id()
+        for tid in os.listdir("/proc/self/task"):
+            if int(tid) == me:
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if st[st.rindex(b")") + 2:st.rindex(b")") + 3] in (b"R", b"D"):
+                return True
+        return any(s in "RD" for s in _task_states(self.pid)) if self.pid > 0 else False
+
+
 class _Outbound:
     """Plays back the recorded peers at one address for the replayed program."""
 
@@ -306,15 +379,16 @@ class _Outbound:
         fam = socket.AF_INET6 if self.addr.family == "inet6" else socket.AF_INET
         stream = self.convs[0].proto != "udp"
 
-        def mk() -> socket.socket:
-            sk = socket.socket(fam, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM)
+        sk = self.s.ns.socket(fam, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM)
+        try:
             sk.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sk.bind((self.addr.host, self.addr.port))
             if stream:
                 sk.listen(128)
-            return sk
-
-        self.sock = self.s.ns.run(mk)
+        except OSError:
+            sk.close()
+            raise
+        self.sock = sk
         target = self._accept_loop if stream else self._udp_loop
         threading.Thread(target=target, name=f"dr-peer-{self.addr}", daemon=True).start()
 
@@ -389,7 +463,7 @@ class _Outbound:
                 sk.sendall(ch.data)
 
     def _serve(self, sk: socket.socket) -> None:
-        sk.settimeout(QUIET_S * 2)
+        sk.settimeout(QUIET_S)
         conv = self._greeting()
         pos = 0
         if conv is not None:
@@ -404,10 +478,10 @@ class _Outbound:
                 try:
                     data = sk.recv(65536)
                 except socket.timeout:
-                    if pending:
+                    if pending and self.s.idle_ns() >= QUIET_S * 1e9:
                         self._miss(conv, pending, "the request stopped short of any recorded request")
                         break
-                    continue
+                    continue  # no request yet, or the program is still at work on the rest of it
                 if not data:
                     if pending:
                         self._miss(conv, pending, "the connection closed mid-request")
@@ -527,6 +601,8 @@ class StreamsSession:
         self._pending: dict[int, int] = {}  # connection id -> recorded ts_enter of the next write owed
         self._last_io: dict[int, int] = {}  # connection id -> monotonic ns dr last sent or received
         self._cv = threading.Condition()
+        self._activity: _Activity | None = None
+        self._sandbox_error = ""
         self._plan: list[tuple[int, int, str, Connection, Chunk | None]] = []
         self._i = 0
         self._state = "new"
@@ -580,15 +656,26 @@ class StreamsSession:
             except DrError as e:
                 if self.mode == "sandbox":
                     raise
+                self._sandbox_error = e.message
                 self.mode_note = f"ran without the seccomp sandbox ({e.message}); time and randomness were the host's"
                 self._teardown_sandbox()
         if not self.mode_used:
+            from dr.errors import PermissionDenied
             from dr.replay.netns import NetNS
-            self.ns = NetNS()
+            try:
+                self.ns = NetNS()
+            except PermissionDenied:
+                if self.mode_note is None:
+                    raise
+                # Neither way in: say why the sandbox failed, and what would do.
+                raise PermissionDenied(
+                    f"streams replay needs the replay sandbox (it failed: {self._sandbox_error}) or root "
+                    "(CAP_SYS_ADMIN) for a private network namespace; run it with sudo") from None
             self._prepare_namespace()
             self._spawn()
             self.mode_used = "netns"
         self._await_listeners()
+        self._activity = _Activity(self.pid)
         self._t0 = time.monotonic_ns()
         deps = ", ".join(str(o.addr) for o in self.outputs) or "none"
         where = ("the replay sandbox (seccomp supervisor; the incident's clock)" if self.mode_used == "sandbox"
@@ -662,7 +749,8 @@ class StreamsSession:
                                   limit=self._clock_limit)
         self.supervisor = StreamsSupervisor(self.sandbox, self.clock, RecordedRandom(self.conversations.random),
                                             ConnClock(self._by_local, frozenset(
-                                                a.port for c in self.inbound for a in (c.listener or c.local,) if a)))
+                                                a.port for c in self.inbound for a in (c.listener or c.local,) if a),
+                                                realtime_off=self.clock.realtime_off))
         self.supervisor.start()
         self.mode_used = "sandbox"
 
@@ -784,8 +872,9 @@ class StreamsSession:
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         rc = self.replayed[c.id]
 
-        def mk() -> socket.socket:
-            sk = socket.socket(fam, socket.SOCK_STREAM)
+        # Made in the namespace; bound and connected here (a socket keeps its namespace).
+        sk = self.ns.socket(fam, socket.SOCK_STREAM)
+        try:
             if c.peer is not None and c.peer.family == tgt.family and c.peer.port:
                 # Present the recorded client address to the program when it is free.
                 try:
@@ -794,7 +883,7 @@ class StreamsSession:
                     rc.peer_bound = True
                 except OSError:
                     sk.close()
-                    sk = socket.socket(fam, socket.SOCK_STREAM)
+                    sk = self.ns.socket(fam, socket.SOCK_STREAM)
             if not rc.peer_bound:
                 sk.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
             # Known before connect, so the supervisor can tell the program's fd for c.
@@ -802,9 +891,10 @@ class StreamsSession:
             sk.settimeout(WAIT_S)
             sk.connect((host, tgt.port))
             sk.settimeout(None)
-            return sk
-
-        return self.ns.run(mk)
+        except OSError:
+            sk.close()
+            raise
+        return sk
 
     def _reader(self, c: Connection, sk: socket.socket) -> None:
         rc = self.replayed[c.id]
@@ -864,22 +954,29 @@ class StreamsSession:
             need = n
         return need
 
+    def idle_ns(self) -> int:
+        """ns the program and dr's helpers have been idle (0 before the start)."""
+        return self._activity.sample() if self._activity is not None else 0
+
     def _behind(self, cid: int, t: int | None) -> bool:
         """Connection ``cid`` still owes responses the recording shows before ``t``.
 
-        A connection that stayed quiet for QUIET_S since dr last sent or
-        received on it owes nothing more: the program answers differently, and
-        the comparison will say so.
+        A connection that stayed quiet for QUIET_S — no bytes since dr last
+        sent or received on it, and the program idle all that time — owes
+        nothing more: the program answers differently, and the comparison will
+        say so. Idle, not merely late: under CPU load a response takes longer
+        but still comes, and dr waits for it (up to PATIENCE_S).
         """
         rc = self.replayed[cid]
         if rc.eof or self._units[cid].n >= self._need(cid, t):
             return False
-        quiet = time.monotonic_ns() - self._last_io.get(cid, rc.opened_ns)
-        return quiet < QUIET_S * 1e9
+        now = time.monotonic_ns()
+        since_io = now - self._last_io.get(cid, rc.opened_ns)
+        return min(since_io, self.idle_ns()) < QUIET_S * 1e9
 
     def _wait_before(self, t: int) -> None:
         """Wait until each open connection got the responses recorded before ``t``."""
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + PATIENCE_S
         with self._cv:
             while any(self._behind(cid, t) for cid in self._socks):
                 left = deadline - time.monotonic()
@@ -927,7 +1024,7 @@ class StreamsSession:
 
     def _finish(self) -> Step:
         """Let every connection deliver its responses, then close what is left."""
-        deadline = time.monotonic() + WAIT_S * 2
+        deadline = time.monotonic() + PATIENCE_S
         with self._cv:
             while time.monotonic() < deadline:
                 waiting = [cid for cid in self._socks if self._behind(cid, None)]
@@ -935,7 +1032,8 @@ class StreamsSession:
                 closing = [cid for cid in self._socks
                            if not self.replayed[cid].eof and self.replayed[cid].conn.closed_ns is not None
                            and not any(ch.eof for ch in self.replayed[cid].conn.chunks)
-                           and time.monotonic_ns() - self._last_io.get(cid, 0) < QUIET_S * 1e9 / 4]
+                           and min(time.monotonic_ns() - self._last_io.get(cid, 0), self.idle_ns())
+                           < QUIET_S * 1e9 / 4]
                 if not waiting and not closing:
                     break
                 self._cv.wait(0.02)

@@ -125,11 +125,21 @@ class ConnClock:
     about to answer. The connection behind an fd is found through the socket's
     inode (/proc/TID/fd, /proc/TID/net/tcp{,6}): its remote end is the client
     socket dr opened for ``c`` (``by_local``: dr's local port -> Connection).
+
+    The recorded thread read the clock a little before that write (how much
+    before, no syscall records: the vDSO answered). When the write holds an HTTP
+    ``Date`` header (RFC 9110 §6.6.1, one-second resolution) the true time lay in
+    that second, so the time given is kept inside it (``realtime_off``: the
+    metadata's REALTIME - MONOTONIC offset, ns) — else a write that entered just
+    after a second boundary would put the next second in the replayed header.
     """
 
-    def __init__(self, by_local: dict, listen_ports: frozenset[int] = frozenset()) -> None:
+    def __init__(self, by_local: dict, listen_ports: frozenset[int] = frozenset(),
+                 realtime_off: int = 0) -> None:
         self.by_local = by_local
         self.listen_ports = listen_ports  # the program's listening ports: accepted sockets have one
+        self.realtime_off = realtime_off
+        self._hint: dict[tuple[int, int], int] = {}  # (connection id, write index) -> CLOCK_MONOTONIC ns
         self._fd: dict[int, Any] = {}          # fd -> Connection (None: not one of dr's)
         self._tid: dict[int, Any] = {}         # tid -> Connection it serves
         self._writes: dict[int, int] = {}      # connection id -> writes seen
@@ -182,13 +192,36 @@ class ConnClock:
             c = self._tid.get(tid)
             if c is None:
                 return None
-            outs = [ch for ch in c.chunks if ch.dir == "out"]
-            if not outs:
-                return None
-            k = min(self._writes.get(c.id, 0), len(outs) - 1)
-            v = max(outs[k].ts_enter - 1000, self._last.get(tid, 0))
+            k = self._writes.get(c.id, 0)
+            v = self._hint.get((c.id, k))
+            if v is None:
+                outs = [ch for ch in c.chunks if ch.dir == "out"]
+                if not outs:
+                    return None
+                k = min(k, len(outs) - 1)
+                v = _within_date(outs[k].ts_enter - 1000, outs[k].data, self.realtime_off)
+                self._hint[(c.id, k)] = v
+            v = max(v, self._last.get(tid, 0))
             self._last[tid] = v
             return v
+
+
+def _within_date(mono_ns: int, data: bytes, realtime_off: int) -> int:
+    """``mono_ns`` moved into the second of the HTTP ``Date`` header that ``data``
+    (a recorded response write) carries; unchanged without one."""
+    import email.utils
+    head = data[:data.find(b"\r\n\r\n")] if data.startswith(b"HTTP/1.") else b""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() != b"date":
+            continue
+        try:
+            sec = int(email.utils.parsedate_to_datetime(value.strip().decode("ascii")).timestamp())
+        except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
+            return mono_ns
+        lo = sec * 10**9 - realtime_off
+        return min(max(mono_ns, lo), lo + 10**9 - 1000)
+    return mono_ns
 
 
 def _proc_addr(hexaddr: str) -> tuple[str, int]:

@@ -299,7 +299,7 @@ while True:
 """
 
 
-def test_tid_traces_one_thread_and_no_follow_skips_children(tmp_path):
+def test_tid_traces_one_thread(tmp_path):
     proc = subprocess.Popen([SYS_PY, "-c", TWO_THREADS], stdout=subprocess.PIPE)
     try:
         tids = [int(t) for t in proc.stdout.readline().split()]
@@ -314,18 +314,96 @@ def test_tid_traces_one_thread_and_no_follow_skips_children(tmp_path):
     assert events and {e.tid for e in events} == {other}
     assert any(e.nr == schema.by_name("getppid").nr for e in events)
 
-    out = tmp_path / "nofollow.drt"
-    p = dr_capture("-q", "--no-follow", "-o", out, "--", "/bin/sh", "-c", "/bin/true; /bin/true; echo done")
-    assert p.returncode == 0 and p.stdout == b"done\n", p.stderr.decode()
-    _, events, procs = read_trace(out)
-    assert {e.tgid for e in events} == {events[0].tgid}
-    assert not [pe for pe in procs if pe.what == schema.PROC_EVENTS["FORK"]]
+
+def _all_frames(path) -> bytes:
+    """Every frame of a trace decompressed and joined (the header too), to search for bytes."""
+    import zstandard
+
+    data = open(path, "rb").read()
+    out, pos = [data[:16]], 16
+    while pos + 4 <= len(data):
+        n = int.from_bytes(data[pos:pos + 4], "little")
+        out.append(zstandard.ZstdDecompressor().decompress(data[pos + 4:pos + 4 + n]))
+        pos += 4 + n
+    return b"".join(out)
 
 
-def test_spawned_command_starts_with_default_signals(tmp_path):
-    """BUGS.md #3: Python ignores SIGPIPE/SIGXFSZ; the command must not inherit that (nor a mask)."""
-    out = tmp_path / "sig.drt"
-    p = dr_capture("-q", "-o", out, "--", "grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status")
+def test_redact_keeps_secrets_off_disk(tmp_path):
+    """`dr capture --redact`: a curl request's bearer token and email never reach the trace file."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "f.txt").write_bytes(b"hello\n")
+    port = _free_port()
+    server = subprocess.Popen([SYS_PY, "-m", "http.server", "--bind", "127.0.0.1", str(port),
+                               "--directory", str(www)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    token, email = b"dXNlcjpTM2NyZXRQYXNzdzByZA9xQ7", b"alice.smith@example.org"
+    out = tmp_path / "red.drt"
+    try:
+        _wait_listening(port)
+        p = dr_capture("-q", "--redact", "-o", out, "--", "curl", "-s",
+                       "-H", f"Authorization: Bearer {token.decode()}", "-H", f"X-Contact: {email.decode()}",
+                       f"http://127.0.0.1:{port}/f.txt")
+    finally:
+        server.kill()
+        server.wait()
     assert p.returncode == 0, p.stderr.decode()
-    fields = dict(line.split(":\t") for line in p.stdout.decode().splitlines())
+    assert p.stdout == b"hello\n"
+    everything = _all_frames(out)
+    assert token not in everything and email not in everything
+    r, events, _ = read_trace(out)
+    sent = b"".join(e.payload(1) or b"" for e in events if e.nr in (NR["sendto"], NR["write"]) and e.ret > 0)
+    assert b"GET /f.txt HTTP/1.1\r\n" in sent and b"Authorization: Bearer " + b"*" * len(token) in sent
+    assert r.meta["redaction"]["applied"] is True
+    assert r.summary["redaction"]["matches"]["authorization"] >= 1
+    assert r.summary["redaction"]["matches"]["email"] >= 1
+    spans = [s for rec in r.stream() if isinstance(rec, dict) and rec.get("t") == "redactions"
+             for s in rec["spans"]]
+    assert any(s[5] == "authorization" for s in spans)
+
+
+def test_long_iovec_argv_default_signals_and_no_follow(tmp_path):
+    """The probes' bounded copy loop covers 60 argv entries at entry and a 60-segment writev;
+    (BUGS.md #3) the command starts with default signal dispositions and an empty mask,
+    though dr's Python ignores SIGPIPE and SIGXFSZ; --no-follow leaves the shell's grep out."""
+    out = tmp_path / "iov.drt"
+    args = [f"arg{i:02d}" for i in range(60)]
+    script = "import os\nn = os.writev(1, [b'seg%02d;' % i for i in range(60)])\nassert n == 360\n"
+    shell = f'grep -E "^Sig(Ign|Blk):" /proc/self/status; exec {SYS_PY} -c "$0" "$@"'
+    p = dr_capture("-q", "--no-follow", "-o", out, "--", "/bin/sh", "-c", shell, script, *args)
+    assert p.returncode == 0, p.stderr.decode()
+    text, _, written = p.stdout.decode().partition("seg00")
+    fields = dict(line.split(":\t") for line in text.splitlines())
     assert fields == {"SigIgn": "0000000000000000", "SigBlk": "0000000000000000"}, fields
+    r, events, procs = read_trace(out)
+    assert not any(v for k, v in r.losses.items() if k != "TRUNCATED")
+    assert {e.tgid for e in events} == {events[0].tgid}      # not grep's
+    assert not [pe for pe in procs if pe.what == schema.PROC_EVENTS["FORK"]]
+    ex = [e for e in events if e.nr == NR["execve"] and e.payload(0) == SYS_PY.encode()]
+    argv = ex[0].payload(1).split(b"\0")
+    assert argv[:3] == [SYS_PY.encode(), b"-c", script.encode()]
+    assert [a.decode() for a in argv[3:63]] == args
+    wv = [e for e in events if e.nr == NR["writev"] and e.args[0] == 1]
+    assert wv and wv[0].payload(1) == b"".join(b"seg%02d;" % i for i in range(60))
+
+
+def test_inline_event_records_round_trip_and_redact(tmp_path):
+    """syscall_event_data (an event with its payload inline) reads back and is redacted like payload records."""
+    from dr.formats.redact import Redactor, load_policy
+    from dr.formats.trace import Event, Payload, TraceWriter, encode_block
+
+    evs = [Event(tid=7, nr=NR["write"], args=(1, 0, 20, 0, 0, 0), ret=20, seq=1, tgid=7,
+                 payloads={1: Payload(1, b"mail bob@example.com")}),
+           Event(tid=7, nr=NR["read"], args=(0, 0, 9, 0, 0, 0), ret=9, seq=2, tgid=7,
+                 payloads={1: Payload(1, b"x" * 9, 100)})]
+    raw = encode_block(evs, inline=True)
+    assert raw[8] == schema.record("syscall_event_data").kind
+    masked, spans = Redactor(load_policy(None)).block(raw)
+    assert len(masked) == len(raw) and b"bob@example.com" not in masked
+    assert spans == [[7, 1, 1, 5, 15, "email"]]
+    out = tmp_path / "inline.drt"
+    with TraceWriter(str(out), {"argv": []}) as w:
+        w.write_block(raw)
+    r, got, _ = read_trace(out)
+    assert [(e.seq, e.payload(1), e.payloads[1].total) for e in got] == [
+        (1, b"mail bob@example.com", 20), (2, b"x" * 9, 100)]

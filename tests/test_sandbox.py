@@ -495,8 +495,6 @@ def test_crafted_fd_numbers_are_refused(head_trace, tmp_path, name):
     assert outcome.startswith(("DRERROR", "OUTCOME DIVERGED", "OUTCOME ERROR")), outcome
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #3: strict replay returns a recorded read() result "
-                                       "larger than the tracee's count instead of refusing it")
 @pytest.mark.parametrize("name", sorted(CRAFTS))
 def test_crafted_sizes_are_refused_at_the_event(head_trace, tmp_path, name):
     """A return value above the call's own count can never be genuine: refuse it there."""
@@ -641,8 +639,6 @@ def test_dr_replay_command_refuses_the_mount_and_reports(attack_trace, tmp_path)
     assert report["verdict"] == "error"
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #4: the JSON replay report says verdict 'error' but "
-                                       "not which call was refused (mount) nor why")
 def test_dr_replay_report_names_the_refused_call(attack_trace, tmp_path):
     rep = tmp_path / "report.json"
     subprocess.run([str(Path(sys.executable).with_name("dr")), "replay", str(attack_trace["trace"]),

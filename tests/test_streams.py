@@ -299,6 +299,23 @@ def test_redrive_identical_and_changed_build(echo_trace):
 
 
 @root_only
+def test_a_build_that_never_answers_ends_once_idle(echo_trace):
+    """A handler that sleeps instead of answering: dr stops waiting once the program is idle."""
+    from dr.replay.streams import QUIET_S, run_streams
+    trace, port, dep = echo_trace
+    # Blocks without a timeout (a sleep would read the incident's clock, whose time lies in the past).
+    silent = ECHO_SVC.replace("    c.sendall(prefix", "    threading.Event().wait()\n    c.sendall(prefix")
+    t0 = time.monotonic()
+    res = run_streams(str(trace), cmd=[PY, "-c", silent, str(port), str(dep)])
+    took = time.monotonic() - t0
+    assert res.exit_code == ExitCode.DIVERGED
+    assert [c.replayed_bytes for c in res.report.connections] == [0, 0, 0]
+    assert all(c.first_difference.startswith("byte 0: the replay stops") for c in res.report.connections)
+    assert not res.report.misses  # the dependency was asked and answered as recorded
+    assert took < 6 * QUIET_S + 10, took  # idle waits end after QUIET_S, not at the 60 s patience
+
+
+@root_only
 def test_unmatched_dependency_request_is_reported(echo_trace, tmp_path):
     from dr.replay.streams import run_streams
     trace, port, dep = echo_trace
@@ -307,6 +324,18 @@ def test_unmatched_dependency_request_is_reported(echo_trace, tmp_path):
     assert res.exit_code == ExitCode.DIVERGED
     assert len(res.report.misses) == 3
     assert all(m["peer"] == f"10.9.8.7:{dep}" and m["request"].startswith("Q2 ") for m in res.report.misses)
+
+
+def test_handler_clock_stays_in_the_recorded_date_second():
+    """A response write that entered just after a second boundary still gets the Date it recorded."""
+    from dr.replay.streams_supervisor import _within_date
+    off = 1_700_000_000 * 10**9
+    head = b"HTTP/1.0 200 OK\r\nServer: shop/1.4\r\nDate: Tue, 14 Nov 2023 22:13:20 GMT\r\n\r\n"  # 1700000000 s
+    entered = 10**9 + 40_000  # the write entered 40 us after the boundary; the clock was read before it
+    assert _within_date(entered, head, off) == 10**9 - 1000
+    assert _within_date(500_000_000, head, off) == 500_000_000  # inside the second: unchanged
+    assert _within_date(entered, b"HTTP/1.0 200 OK\r\n\r\n", off) == entered  # no Date header
+    assert _within_date(entered, b"+OK\r\n", off) == entered
 
 
 CLOCK_SVC = r'''
@@ -486,6 +515,42 @@ def test_cli_dispatches_attach_traces_to_streams(echo_trace, run_dr, tmp_path, w
     spawn = write_trace([], {"mode": "spawn", "argv": ["true"]})
     code, out, err = run_dr("replay", spawn, "--cmd", "false")
     assert code == ExitCode.USAGE and "--cmd and --ignore are for traces recorded with --pid" in err
+
+
+def _userns_for_nobody() -> str | None:
+    """Why an unprivileged user cannot make a user namespace here, or None when it can."""
+    for path, bad in (("/proc/sys/kernel/unprivileged_userns_clone", "0"), ("/proc/sys/user/max_user_namespaces", "0")):
+        try:
+            if Path(path).read_text().strip() == bad:
+                return f"{path} is {bad}: no unprivileged user namespaces"
+        except OSError:
+            continue
+    return None
+
+
+@root_only
+@pytest.mark.skipif(shutil.which("runuser") is None, reason="needs runuser (util-linux)")
+def test_streams_replay_runs_unprivileged(echo_trace, tmp_path):
+    """`dr replay` of an attach-mode trace as nobody: the sandbox's user namespace, no traceback."""
+    why = _userns_for_nobody()
+    if why:
+        pytest.skip(f"kernel setting: {why}")
+    import tempfile
+    trace, _port, _dep = echo_trace
+    with tempfile.TemporaryDirectory(prefix="dr-nobody-") as d:
+        os.chmod(d, 0o777)
+        mine = Path(d) / "incident.drt"
+        shutil.copyfile(trace, mine)
+        os.chmod(mine, 0o644)
+        dr = str(Path(PY).with_name("dr"))
+        r = subprocess.run(["runuser", "-u", "nobody", "--", dr, "replay", str(mine), "--report", f"{d}/r.json"],
+                           cwd=d, capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in r.stderr, r.stderr
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.strip().splitlines()[-2] == "IDENTICAL: 3 of 3 connection(s) identical"
+        doc = json.loads(Path(d, "r.json").read_text())
+        assert doc["mode"] == "sandbox" and doc["identical"] == 3
+        assert all(c["peer_presented"] for c in doc["connections"])  # recorded client addresses, as root gets
 
 
 POOL_SVC = r'''

@@ -18,6 +18,8 @@ Examples:
   dr capture --tid 1240 -o one-thread.drt          # one thread only
   dr capture -o run.drt -- python3 app.py --port 8080   # run a command from its first syscall
   dr capture -o big.drt --snaplen 1M --max-size 2G --pid 1234
+  dr capture --redact --pid 1234 -o i.drt          # mask secrets and personal data before writing
+  dr capture --redact-rules ours.toml --pid 1234   # ... with rules of our own added
 
 \b
 Exit status: 0 when nothing was lost, 3 when events or payloads were lost
@@ -63,6 +65,13 @@ def capture(
     verify: bool = typer.Option(False, "--verify",
                                 help="After a spawn-mode capture, replay it at once and say "
                                      "whether the replay was faithful."),
+    redact: bool = typer.Option(False, "--redact",
+                                help="Mask emails, card numbers, Authorization headers, cookies, "
+                                     "JWTs, keys in payloads and metadata before anything reaches disk "
+                                     "(same-length masks, spans recorded)."),
+    redact_rules: Optional[Path] = typer.Option(None, "--redact-rules", metavar="RULES",
+                                                help="TOML redaction rules added to the built-in "
+                                                     "ones (implies --redact)."),
     ebpf: bool = typer.Option(False, "--ebpf", hidden=True, help="Print the BPF program and exit."),
 ) -> None:
     """Record every syscall, with arguments, results, times and payloads, of a process.
@@ -91,7 +100,9 @@ def capture(
     opts = CaptureOptions(output=str(output), pid=pid, tid=tid, command=opts_cmd,
                           snaplen=parse_size(snaplen), duration=duration,
                           max_size=parse_size(max_size) if max_size else None,
-                          follow=not no_follow, ringbuf_size=parse_size(ringbuf_size))
+                          follow=not no_follow, ringbuf_size=parse_size(ringbuf_size),
+                          redact=redact or redact_rules is not None,
+                          redact_rules=str(redact_rules) if redact_rules else None)
     session = CaptureSession(opts)
 
     stop_signal: list[int] = []
@@ -178,8 +189,16 @@ def _print_summary(s, output: str) -> None:
               f"{_human(s.raw_bytes)})")
     con.print(f"  ring buffer: {_human(s.raw_bytes)} drained; {s.walks} of the drains walked "
               f"record headers ({s.walk_ns / 1e6:.1f} ms)")
+    if s.redaction is not None:
+        found = {k: v for k, v in s.redaction.get("matches", {}).items() if v}
+        con.print("  redacted: " + (", ".join(f"{k} {v:,}" for k, v in found.items())
+                                    if found else "nothing matched"))
     lost = {k: v for k, v in s.losses.items() if v}
     con.print("  lost: " + (", ".join(f"{k} {v:,}" for k, v in lost.items()) if lost else "nothing"))
+    if s.ring_fill_at_loss:
+        f = s.ring_fill_at_loss
+        con.print(f"  reservations failed while the ring held at most {_human(f['min'])}"
+                  f"..{_human(f['max'])} unconsumed of {_human(f['ring_bytes'])}")
     if s.exit_status is not None:
         con.print(f"  command exit status {s.exit_status}")
     if s.syscalls:

@@ -47,10 +47,10 @@ def replay_cmd(
     import os
     import sys
 
-    from dr.errors import UsageError
+    from dr.errors import DrError, UsageError
 
     if not os.path.exists(trace):
-        raise UsageError(f"{trace}: no such file; give a trace written by dr capture")
+        raise DrError(f"{trace}: no such file; give a trace written by dr capture")
     bundle = None
     try:
         from dr.formats.bundle import is_bundle
@@ -60,7 +60,7 @@ def replay_cmd(
             for w in check_binaries(bundle, strict=strict_binaries):
                 sys.stderr.write(f"dr: warning: {w}\n")
             if not bundle.traces:
-                raise UsageError(f"{trace}: the bundle holds no trace")
+                raise DrError(f"{trace}: the bundle holds no trace")
             trace = str(bundle.traces[0])
     except ImportError:
         pass
@@ -70,8 +70,10 @@ def replay_cmd(
         attach_mode = None  # type: ignore[assignment]
     try:
         if attach_mode is not None and attach_mode(trace):
-            code = cli_streams(trace, cmd=cmd, ignore=ignore, report=report, show_output=show_output,
-                               verbose=verbose, rootfs=rootfs)
+            if command and cmd:
+                raise UsageError("give the other build either with --cmd or after --, not both")
+            code = cli_streams(trace, cmd=list(command) if command else cmd, ignore=ignore, report=report,
+                               show_output=show_output, verbose=verbose, rootfs=rootfs)
             raise typer.Exit(int(code))
         if cmd or ignore:
             raise UsageError("--cmd and --ignore are for traces recorded with --pid (streams replay); "

@@ -10,6 +10,10 @@
 
 Prints where each file is and ends with the verdicts. Exit status 0 when both
 verdicts are the expected ones. Needs root (capture loads eBPF programs).
+
+Files go to ``--out`` (default ``$DR_DEMO_OUT``, else ``out/demo``); the
+previous run's directory is kept beside it as ``OUT.prev``, so a surprising
+verdict can still be read after the next run.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +44,9 @@ def _has_bundle() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dr.demo", description="dr's main job on the built-in demo")
-    ap.add_argument("--out", default="out/demo", help="output directory (default ./out/demo)")
+    ap.add_argument("--out", default=os.environ.get("DR_DEMO_OUT") or "out/demo",
+                    help="output directory (default $DR_DEMO_OUT, else ./out/demo); the previous "
+                         "run's is kept as OUT.prev")
     ap.add_argument("-n", "--requests", type=int, default=50)
     ap.add_argument("-c", "--concurrency", type=int, default=4)
     ap.add_argument("--attach-timeout", type=float, default=90.0,
@@ -52,11 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     from dr.replay.streams import run_streams
 
     out = Path(args.out).resolve()
+    if out.is_dir() and any(out.iterdir()):
+        prev = out.with_name(out.name + ".prev")
+        shutil.rmtree(prev, ignore_errors=True)
+        out.rename(prev)
     out.mkdir(parents=True, exist_ok=True)
     trace = out / "incident.drt"
-    for old in (trace, out / "incident.drb"):
-        if old.exists():
-            old.unlink()
     kv_port, svc_port = free_port(), free_port()
     kv = svc = None
     cap: Capture | None = None

@@ -547,6 +547,7 @@ ENTER_KINDS = [7, 8, 17]
 RECORDS = {
     'syscall_event': (1, '<HHIIIQq6QqQQ', ('kind', 'flags', 'cpu', 'tgid', 'tid', 'seq', 'nr', 'args0', 'args1', 'args2', 'args3', 'args4', 'args5', 'ret', 'ts_enter', 'ts_exit'), 104, False),
     'payload': (2, '<HHIQIIQ', ('kind', 'slot', 'tid', 'seq', 'offset', 'len', 'total'), 32, True),
+    'syscall_event_data': (4, '<HHIIIQq6QqQQHHIQ', ('kind', 'flags', 'cpu', 'tgid', 'tid', 'seq', 'nr', 'args0', 'args1', 'args2', 'args3', 'args4', 'args5', 'ret', 'ts_enter', 'ts_exit', 'slot', 'pad', 'len', 'total'), 120, True),
     'proc_event': (3, '<HHIIIQqq', ('kind', 'what', 'cpu', 'tgid', 'tid', 'ts', 'arg0', 'arg1'), 40, False),
 }
 EVENT_FLAGS = {'NO_EXIT': 1, 'TRUNCATED': 2, 'COPY_FAILED': 4, 'PAYLOAD_LOST': 8, 'ENTRY_LOST': 16}

@@ -79,6 +79,24 @@ RECORDS = (
         ("total", "u64", 1),      # true length of the whole buffer (> snaplen: truncated)
     ), "A chunk of the bytes behind a pointer argument; emitted before its event.",
         has_data=True),
+    Record("syscall_event_data", 4, (
+        ("kind", "u16", 1),
+        ("flags", "u16", 1),
+        ("cpu", "u32", 1),
+        ("tgid", "u32", 1),
+        ("tid", "u32", 1),
+        ("seq", "u64", 1),
+        ("nr", "s64", 1),
+        ("args", "u64", 6),
+        ("ret", "s64", 1),
+        ("ts_enter", "u64", 1),
+        ("ts_exit", "u64", 1),
+        ("slot", "u16", 1),       # the payload's slot (argument index | Sub << 4)
+        ("pad", "u16", 1),        # 0
+        ("len", "u32", 1),        # bytes of data following this header (<= CHUNK)
+        ("total", "u64", 1),      # true length of the buffer (> len: truncated)
+    ), "A syscall_event with its one payload (from offset 0) inline: one ring-buffer "
+       "record for the common case of one small buffer.", has_data=True),
     Record("proc_event", 3, (
         ("kind", "u16", 1),
         ("what", "u16", 1),       # PROC_EVENTS
