@@ -455,12 +455,20 @@ class CaptureSession:
         if status is Status.STOPPED and self.child is not None:
             # Spawn mode: Ctrl-C reached the child too (same process group);
             # give it a moment so its exit status is known.
-            for _ in range(50):
+            # A stop signal sent to dr alone (kill, a supervisor) did not reach
+            # the child: forward SIGTERM so the command does not outlive a
+            # capture that was asked to end, as strace does with the command it started.
+            for attempt in range(100):
                 pid, st = os.waitpid(self.child, os.WNOHANG)
                 if pid == self.child:
                     self.exit_status = os.waitstatus_to_exitcode(st)
                     self.child = None
                     break
+                if attempt == 30:
+                    try:
+                        os.kill(self.child, signal.SIGTERM)
+                    except OSError:
+                        pass
                 time.sleep(0.01)
         err = self._error
         if self.probes is not None:

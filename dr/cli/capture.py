@@ -114,6 +114,10 @@ def capture(
     old_int = signal.signal(signal.SIGINT, on_signal)
     try:
         session.start()
+        if not quiet:
+            # Loading the probes takes seconds: say when recording really begins.
+            what = f"pid {pid}" if pid else (f"tid {tid}" if tid else "the command")
+            typer.echo(f"dr capture: recording {what} into {output} (Ctrl-C to stop)", err=True)
         live = None
         if not quiet and sys.stderr.isatty():
             from rich.console import Console
