@@ -364,7 +364,7 @@ def test_redact_keeps_secrets_off_disk(tmp_path):
 
 def test_long_iovec_argv_default_signals_and_no_follow(tmp_path):
     """The probes' bounded copy loop covers 60 argv entries at entry and a 60-segment writev;
-    (BUGS.md #3) the command starts with default signal dispositions and an empty mask,
+    the command starts with default signal dispositions and an empty mask,
     though dr's Python ignores SIGPIPE and SIGXFSZ; --no-follow leaves the shell's grep out."""
     out = tmp_path / "iov.drt"
     args = [f"arg{i:02d}" for i in range(60)]
