@@ -22,28 +22,42 @@ Examples:
   dr replay run.drt --report replay.json    # counts, substituted bytes, divergences
   dr replay run.drt --rootfs /srv/oldroot   # another root filesystem (read-only)
   dr replay incident.drt --cmd ./new-build  # attach-mode trace against another build
+  dr replay incident.drt --ignore noise.toml --report r.json   # expected noise: Date, ids
   dr replay incident.drb                    # a bundle, checked against this host's binaries
 
-Exit status: 0 faithful, 4 diverged, 1 error.
+Exit status: 0 faithful (attach mode: every response identical and every
+dependency request matched), 4 diverged or a response differs, 1 error.
 """
 
 
 @app.command("replay", epilog=REPLAY_EPILOG)
 def replay_cmd(
-    trace: str = typer.Argument(..., help="Trace (.drt) or bundle (.drb) recorded with dr capture."),
-    command: Optional[List[str]] = typer.Argument(None, help="Command to run instead of the recorded one (after --)."),
-    rootfs: str = typer.Option("/", "--rootfs", help="Root filesystem of the sandbox (mounted read-only)."),
+    trace: str = typer.Argument(..., metavar="TRACE", help="Trace (.drt) or bundle (.drb) recorded with dr capture."),
+    command: Optional[List[str]] = typer.Argument(None, metavar="[-- CMD ARGS...]", help="Command to run instead of the recorded one (after --)."),
+    rootfs: str = typer.Option("/", "--rootfs", metavar="DIR", help="Root filesystem of the sandbox (mounted read-only)."),
     show_output: bool = typer.Option(False, "--show-output", help="Print the tracee's stdout and stderr."),
-    report: Optional[str] = typer.Option(None, "--report", help="Write a JSON report to this file."),
+    report: Optional[str] = typer.Option(None, "--report", metavar="FILE.json", help="Write a JSON report to this file."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Record payload divergences and go on."),
-    stall_timeout: float = typer.Option(10.0, "--stall-timeout", help="Seconds without progress before giving up."),
-    cmd: Optional[str] = typer.Option(None, "--cmd", help="Attach-mode traces: run this build instead."),
-    ignore: Optional[str] = typer.Option(None, "--ignore", help="Attach-mode traces: TOML file of expected noise."),
+    stall_timeout: float = typer.Option(10.0, "--stall-timeout", metavar="SECONDS", help="Seconds without progress before giving up."),
+    cmd: Optional[str] = typer.Option(None, "--cmd", metavar="CMD", help="Attach-mode traces: run this build instead."),
+    ignore: Optional[str] = typer.Option(None, "--ignore", metavar="FILE.toml", help="Attach-mode traces: TOML file of expected noise."),
     strict_binaries: bool = typer.Option(False, "--strict-binaries",
                                          help="Bundles: refuse when this host's binaries differ."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail in the report."),
 ) -> None:
-    """Replay a trace syscall by syscall in a sandbox (no network, recorded time and ids)."""
+    """Replay a trace or bundle in an isolated sandbox: no network, recorded time and ids.
+
+    A trace recorded from a command's start (dr capture -- CMD) replays syscall by
+    syscall (strict): every input comes from the trace, every output is compared,
+    and the first departure is reported as a divergence.
+
+    A trace recorded with dr capture --pid (attach mode) started mid-flight, so dr
+    starts the recorded command (or another build: --cmd, or after --) fresh in the
+    sandbox, plays back the recorded dependencies (matched by order and content),
+    re-sends every recorded inbound connection's requests in recorded order, and
+    compares each response with the recorded one; time and getrandom come from the
+    recording. Details: docs/streams.md.
+    """
     import os
     import sys
 
