@@ -154,18 +154,24 @@ def _tgid_of(tid: int) -> int:
     raise TargetError(f"no thread with tid {tid}; check the tid (ls /proc/*/task)")
 
 
-def _check_output(path: str) -> None:
-    """Fail early, before loading probes, when the trace cannot be created."""
+def _check_output(path: str) -> bool:
+    """Fail early, before loading probes, when the trace cannot be created.
+
+    Returns True when this call created the (empty) file, so that a capture
+    that fails before writing anything can remove it again.
+    """
     parent = os.path.dirname(os.path.abspath(path)) or "."
     if os.path.isdir(path):
         raise OutputError(f"cannot write trace {path}: it is a directory; give a file name with -o")
     if not os.path.isdir(parent):
         raise OutputError(f"cannot write trace {path}: directory {parent} does not exist")
+    existed = os.path.exists(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         os.close(fd)
     except OSError as e:
         raise OutputError(f"cannot write trace {path}: {e.strerror}; choose another -o path") from None
+    return not existed
 
 
 class CaptureSession:
@@ -221,7 +227,7 @@ class CaptureSession:
             from dr.formats.redact import Redactor, load_policy
 
             self.redactor = Redactor(load_policy(o.redact_rules))   # UsageError on bad rules
-        _check_output(o.output)
+        created = _check_output(o.output)
         go = ready = None
         try:
             if o.command:
@@ -273,6 +279,12 @@ class CaptureSession:
                 if fd is not None:
                     os.close(fd)
             self._abort()
+            if self.writer is None and created:
+                # Nothing was captured: leave no empty trace behind.
+                try:
+                    os.unlink(o.output)
+                except OSError:
+                    pass
             raise
         self._t0 = time.monotonic()
         self._last_flush = self._t0
@@ -346,7 +358,8 @@ class CaptureSession:
         try:
             return os.pidfd_open(pid)
         except ProcessLookupError:
-            raise TargetError(f"no process with pid {pid}; check the pid") from None
+            raise TargetError(f"process {pid} exited while the probes were loading; "
+                              "nothing to capture") from None
         except OSError:
             return None
 

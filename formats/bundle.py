@@ -752,7 +752,10 @@ def _read_small(tar: tarfile.TarFile, ti: tarfile.TarInfo, path: str) -> bytes:
         raise BundleError(f"bundle {path}: member {ti.name} is {ti.size} bytes "
                           f"(more than {MAX_SMALL_MEMBER >> 20} MiB); refused")
     f = tar.extractfile(ti)
-    data = f.read() if f else b""
+    try:
+        data = f.read() if f else b""
+    except (tarfile.TarError, EOFError):
+        raise BundleError(f"bundle {path} is cut short inside member {ti.name}") from None
     if len(data) != ti.size:
         raise BundleError(f"bundle {path}: member {ti.name} is cut short")
     return data
@@ -900,7 +903,10 @@ class _Reader:
             h = hashlib.sha256()
             n = 0
             while f is not None:
-                b = f.read(_CHUNK)
+                try:
+                    b = f.read(_CHUNK)
+                except (tarfile.TarError, EOFError):
+                    raise BundleError(f"bundle {self.path} is cut short inside member {name}") from None
                 if not b:
                     break
                 n += len(b)
@@ -1010,8 +1016,9 @@ def open_bundle(path: str | os.PathLike[str], *, dir: str | None = None) -> Open
     except OSError as e:
         raise OutputError(f"cannot create a directory for the bundle: {e.strerror}") from None
     ok = False
-    r = _open_reader(path)
+    r = None
     try:
+        r = _open_reader(path)
         manifest, _readme, report = r.head(4)
         traces = {t["member"]: t for t in manifest["traces"]}
         for d in ("traces", "binaries"):
@@ -1042,7 +1049,8 @@ def open_bundle(path: str | os.PathLike[str], *, dir: str | None = None) -> Open
         ok = True
         return ob
     finally:
-        r.close()
+        if r is not None:
+            r.close()
         if not ok:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -97,6 +97,16 @@ def capture(
 
     from dr.capture.session import CaptureOptions, CaptureSession, Status
 
+    if duration is not None and duration <= 0:
+        raise typer.BadParameter("must be more than 0 seconds", param_hint="--duration")
+    if max_size is not None and parse_size(max_size) <= 0:
+        raise typer.BadParameter("must be more than 0 bytes", param_hint="--max-size")
+    rb = parse_size(ringbuf_size)
+    if rb < 4096 or rb & (rb - 1) or rb > 1 << 30:
+        # The kernel wants a power-of-two multiple of the page size for a BPF
+        # ring buffer; past 1 GiB the memory is locked for nothing useful.
+        raise typer.BadParameter(f"{ringbuf_size!r} is not a power of two between 4K and 1G",
+                                 param_hint="--ringbuf-size")
     opts = CaptureOptions(output=str(output), pid=pid, tid=tid, command=opts_cmd,
                           snaplen=parse_size(snaplen), duration=duration,
                           max_size=parse_size(max_size) if max_size else None,
@@ -146,6 +156,10 @@ def capture(
 
     if not quiet:
         _print_summary(summary, str(output))
+    if opts_cmd and session.child is not None and not summary.error:
+        # --duration / --max-size end the capture, not the command.
+        typer.echo(f"dr: the command (pid {session.child}) keeps running untraced; "
+                   "dr exits without waiting for it", err=True)
     if summary.error:
         typer.echo(f"dr: {summary.error}; the trace keeps everything up to its last complete frame",
                    err=True)
