@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import sys
 import tarfile
 from pathlib import Path
@@ -644,3 +645,22 @@ def test_create_refuses_a_corrupt_trace_and_leaves_nothing(tmp_path):
     with pytest.raises(TraceError, match=str(trace)):
         B.create([trace], tmp_path / "x.drb")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.drt"]
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.8, 0.95])
+def test_bundle_cut_short_inside_a_member_is_one_line(made, tmp_path, keep):
+    """A bundle cut inside a member's data (an interrupted upload) gives one line and
+    exit 5 from verify and from every reader, never a tar traceback, and leaves no
+    extraction directory behind."""
+    d, _trace, _res = made
+    data = (d / "incident.drb").read_bytes()
+    cut = tmp_path / "cut.drb"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    before = set(os.listdir(tempfile.gettempdir()))
+    for cmd in (["bundle", "verify"], ["show"], ["stats"]):
+        p = subprocess.run(DR + cmd + [str(cut)], capture_output=True, text=True)
+        err = p.stderr.strip().splitlines()
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-800:]
+        assert len(err) == 1 and err[0].startswith("dr: ") and "cut short" in err[0], err
+    leaked = {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("dr-bundle-")}
+    assert not leaked
