@@ -15,12 +15,12 @@ import hashlib
 import os
 import resource
 import socket
-import struct
 import time
 from functools import lru_cache
 
 from dr import __version__
 from dr.errors import TargetError
+from dr.formats import elf, sockaddr
 
 _RLIMITS = {name[7:].lower(): getattr(resource, name) for name in dir(resource)
             if name.startswith("RLIMIT_")}
@@ -32,62 +32,11 @@ _TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5
 
 
 def read_build_id(path: str) -> str | None:
-    """Hex GNU build-id of the ELF file at ``path``, or None (not ELF, no note, unreadable).
-
-    Walks the program headers for PT_NOTE segments (elf(5)); 64- and 32-bit,
-    little-endian only.
-    """
+    """Hex GNU build-id of the ELF file at ``path``, or None (not ELF, no note, unreadable)."""
     try:
-        with open(path, "rb") as f:
-            ident = f.read(64)
-            if len(ident) < 52 or ident[:4] != b"\x7fELF" or ident[5] != 1:
-                return None
-            is64 = ident[4] == 2
-            if is64:
-                phoff, = struct.unpack_from("<Q", ident, 32)
-                phentsize, phnum = struct.unpack_from("<HH", ident, 54)
-            else:
-                phoff, = struct.unpack_from("<I", ident, 28)
-                phentsize, phnum = struct.unpack_from("<HH", ident, 42)
-            if phnum > 256 or phentsize < (56 if is64 else 32):
-                return None
-            f.seek(phoff)
-            ph = f.read(phentsize * phnum)
-            for i in range(phnum):
-                e = ph[i * phentsize:(i + 1) * phentsize]
-                if len(e) < phentsize:
-                    break
-                if struct.unpack_from("<I", e, 0)[0] != 4:  # PT_NOTE
-                    continue
-                if is64:
-                    off, = struct.unpack_from("<Q", e, 8)
-                    size, = struct.unpack_from("<Q", e, 32)
-                else:
-                    off, = struct.unpack_from("<I", e, 4)
-                    size, = struct.unpack_from("<I", e, 16)
-                if size > 1 << 16:
-                    continue
-                f.seek(off)
-                bid = _find_build_id(f.read(size))
-                if bid:
-                    return bid
+        return elf.build_id(path)
     except OSError:
         return None
-    return None
-
-
-def _find_build_id(notes: bytes) -> str | None:
-    pos = 0
-    while pos + 12 <= len(notes):
-        namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
-        pos += 12
-        name = notes[pos:pos + namesz]
-        pos += (namesz + 3) & ~3
-        desc = notes[pos:pos + descsz]
-        pos += (descsz + 3) & ~3
-        if ntype == 3 and name.rstrip(b"\0") == b"GNU":
-            return desc.hex()
-    return None
 
 
 @lru_cache(maxsize=512)
@@ -174,14 +123,8 @@ def _maps(pid: int) -> list[dict]:
 
 
 def _inet_addr(hexaddr: str) -> str:
-    host, _, port = hexaddr.partition(":")
-    raw = bytes.fromhex(host)
-    if len(raw) == 4:
-        ip = socket.inet_ntop(socket.AF_INET, raw[::-1])
-        return f"{ip}:{int(port, 16)}"
-    # /proc/net/tcp6 prints four host-order u32 words
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    return f"[{socket.inet_ntop(socket.AF_INET6, words)}]:{int(port, 16)}"
+    a = sockaddr.proc_net(hexaddr)
+    return f"{a.host}:{a.port}" if a.family == sockaddr.AF_INET else f"[{a.host}]:{a.port}"
 
 
 def _sockets(pid: int) -> dict[int, dict]:

@@ -42,7 +42,6 @@ import re
 import shutil
 import socket
 import stat
-import struct
 import tarfile
 import tempfile
 import time
@@ -54,7 +53,7 @@ from typing import Any, BinaryIO, Iterator, Sequence
 import zstandard
 
 from dr import __version__
-from dr.formats import sockaddr
+from dr.formats import elf, sockaddr
 from dr.errors import BundleError, DrError, ExitCode, OutputError, TraceError, UsageError
 
 __all__ = [
@@ -189,55 +188,8 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
 
 
 def elf_build_id(path: str | os.PathLike[str]) -> str | None:
-    """The GNU build-id (hex) of ELF file ``path``, or None when it has none.
-
-    Reads the program headers' PT_NOTE segments for NT_GNU_BUILD_ID (elf(5),
-    <elf.h>). Raises OSError when the file cannot be read.
-    """
-    with open(path, "rb") as f:
-        ident = f.read(64)
-        if len(ident) < 52 or ident[:4] != b"\x7fELF":
-            return None
-        e = "<" if ident[5] == 1 else ">"
-        if ident[4] == 2:
-            phoff, = struct.unpack_from(e + "Q", ident, 32)
-            phentsize, phnum = struct.unpack_from(e + "HH", ident, 54)
-            ph = struct.Struct(e + "IIQQQQQQ")
-        elif ident[4] == 1:
-            phoff, = struct.unpack_from(e + "I", ident, 28)
-            phentsize, phnum = struct.unpack_from(e + "HH", ident, 42)
-            ph = struct.Struct(e + "IIIIIIII")
-        else:
-            return None
-        if phentsize < ph.size or phnum > 512:
-            return None
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-        for i in range(phnum):
-            if (i + 1) * phentsize > len(table):
-                break
-            fields = ph.unpack_from(table, i * phentsize)
-            if fields[0] != 4:  # PT_NOTE
-                continue
-            if ident[4] == 2:
-                off, size = fields[2], fields[5]
-            else:
-                off, size = fields[1], fields[4]
-            if size > 1 << 20:
-                continue
-            f.seek(off)
-            notes = f.read(size)
-            pos = 0
-            while pos + 12 <= len(notes):
-                namesz, descsz, ntype = struct.unpack_from(e + "III", notes, pos)
-                pos += 12
-                name = notes[pos:pos + namesz]
-                pos += (namesz + 3) & ~3
-                desc = notes[pos:pos + descsz]
-                pos += (descsz + 3) & ~3
-                if ntype == 3 and name.rstrip(b"\0") == b"GNU":  # NT_GNU_BUILD_ID
-                    return desc.hex()
-    return None
+    """The GNU build-id (hex) of ELF file ``path`` (see :func:`dr.formats.elf.build_id`)."""
+    return elf.build_id(path)
 
 
 def _host_facts() -> dict[str, Any]:

@@ -560,24 +560,23 @@ def _h_accept(m: FdMap, ev: Any) -> None:
     m._install(ev.tgid, _s32(ev.ret), f, bool(flags & O_CLOEXEC), ev.ts_exit)
 
 
-def _h_getsockname(m: FdMap, ev: Any) -> None:
+def _h_sockname(m: FdMap, ev: Any, field: str) -> None:
+    """getsockname/getpeername: the address the kernel wrote names one end of the socket."""
     if ev.ret != 0:
         return
     a = parse_sockaddr(ev.payload(1))
     if a is not None:
         f = _sock(m, ev, _s32(ev.args[0]))
         _fill_family(f, a)
-        f.local = a
+        setattr(f, field, a)
+
+
+def _h_getsockname(m: FdMap, ev: Any) -> None:
+    _h_sockname(m, ev, "local")
 
 
 def _h_getpeername(m: FdMap, ev: Any) -> None:
-    if ev.ret != 0:
-        return
-    a = parse_sockaddr(ev.payload(1))
-    if a is not None:
-        f = _sock(m, ev, _s32(ev.args[0]))
-        _fill_family(f, a)
-        f.peer = a
+    _h_sockname(m, ev, "peer")
 
 
 def _h_shutdown(m: FdMap, ev: Any) -> None:

@@ -64,3 +64,20 @@ def text(raw: bytes | None) -> str | None:
     if a.family == AF_UNIX:
         return "unix:" + a.host
     return None
+
+
+def proc_net(hexaddr: str) -> RawAddr:
+    """Decode an address of /proc/net/{tcp,tcp6,udp,udp6} (``0100007F:1F90``).
+
+    The kernel prints the address as host-order u32 words in hex (one word for
+    IPv4, four for IPv6) and the port in hex (proc(5)). Raises ValueError on
+    malformed text.
+    """
+    h, _, p = hexaddr.partition(":")
+    raw = bytes.fromhex(h)
+    if len(raw) not in (4, 16):
+        raise ValueError(f"not a /proc/net address: {hexaddr!r}")
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    if len(raw) == 4:
+        return RawAddr(AF_INET, socket.inet_ntop(socket.AF_INET, raw), int(p, 16))
+    return RawAddr(AF_INET6, socket.inet_ntop(socket.AF_INET6, raw), int(p, 16))

@@ -225,15 +225,14 @@ def _within_date(mono_ns: int, data: bytes, realtime_off: int) -> int:
 
 
 def _proc_addr(hexaddr: str) -> tuple[str, int]:
-    import socket
-    h, _, p = hexaddr.partition(":")
-    raw = bytes.fromhex(h)
-    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    fam = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
-    host = socket.inet_ntop(fam, raw)
+    """(host, port) of a /proc/net address; a v4-mapped IPv6 host as its IPv4 form."""
+    from dr.formats.sockaddr import proc_net
+
+    a = proc_net(hexaddr)
+    host = a.host
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
-    return host, int(p, 16)
+    return host, a.port
 
 
 class StreamsSupervisor:
