@@ -45,7 +45,7 @@ from typing import Iterable
 from dr.errors import ReplayError
 from dr.replay import notify
 
-__all__ = ["SandboxSpec", "Sandbox", "build_filter", "SECCOMP_FLAGS"]
+__all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "SECCOMP_FLAGS"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -144,6 +144,84 @@ class SandboxSpec:
     passthrough: frozenset[int] = field(default_factory=frozenset)
 
 
+#: Limits on what a trace supplies to execve (linux/binfmts.h MAX_ARG_STRLEN; ARG_MAX of 2 MiB).
+MAX_ARG_STRLEN = 32 * 4096
+MAX_ARGS_TOTAL = 2 * 1024 * 1024
+#: Ids inside the sandbox: 0..ID_COUNT-1, mapped to host ids HOST_ID_BASE.. (see :func:`id_maps`).
+ID_COUNT = 65536
+
+
+def _bad(what: str, value: object) -> ReplayError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ReplayError(f"refusing to replay: the trace's {what} {shown} is not valid; nothing was run")
+
+
+def _clean_str(what: str, value: object, *, limit: int = MAX_ARG_STRLEN, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _bad(what, value)
+    if "\0" in value or (not value and not empty):
+        raise _bad(what, value)
+    try:
+        n = len(value.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:
+        raise _bad(what, value) from None
+    if n > limit:
+        raise _bad(what, value)
+    return value
+
+
+def check_spec(spec: SandboxSpec) -> None:
+    """Validate everything of ``spec`` a trace or bundle may have supplied, before anything runs.
+
+    Hostname: 1..64 bytes (HOST_NAME_MAX), printable, no '/'. argv: at least
+    one string, each without NUL and under MAX_ARG_STRLEN, all under ARG_MAX.
+    env: names without '=' or NUL. exe, cwd: absolute, without NUL. root: an
+    existing directory. uid, gid: inside the mapped range. first_pid: 2..2^22.
+    Raises ReplayError (one line, exit 1).
+    """
+    host = _clean_str("hostname", spec.hostname, limit=64)
+    if any(not c.isprintable() or c.isspace() or c == "/" for c in host):
+        raise _bad("hostname", host)
+    if not isinstance(spec.argv, tuple) or not spec.argv:
+        raise _bad("argv", spec.argv)
+    total = 0
+    for a in spec.argv:
+        total += len(_clean_str("argv", a, empty=True)) + 1
+    if not spec.argv[0]:
+        raise _bad("argv", spec.argv)
+    for item in spec.env:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise _bad("environment entry", item)
+        k, v = item
+        _clean_str("environment name", k)
+        _clean_str("environment value", v, empty=True)
+        if "=" in k:
+            raise _bad("environment name", k)
+        total += len(k) + len(v) + 2
+    if total > MAX_ARGS_TOTAL:
+        raise ReplayError(f"refusing to replay: the trace's argv and environment hold {total} bytes "
+                          f"(more than {MAX_ARGS_TOTAL}); nothing was run")
+    if spec.exe is not None:
+        _clean_str("executable path", spec.exe, limit=4096)
+    cwd = _clean_str("working directory", spec.cwd, limit=4096)
+    if not cwd.startswith("/"):
+        raise _bad("working directory", cwd)
+    root = spec.root
+    if not isinstance(root, str) or not root or "\0" in root:
+        raise ReplayError(f"--rootfs {root!r} is not a usable directory; nothing was run")
+    if not os.path.isdir(root):
+        raise ReplayError(f"--rootfs {root}: no such directory; nothing was run")
+    for what, v in (("uid", spec.uid), ("gid", spec.gid)):
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < ID_COUNT:
+            raise _bad(what, v)
+    if spec.first_pid is not None and (not isinstance(spec.first_pid, int) or not 2 <= spec.first_pid < (1 << 22)):
+        raise _bad("pid", spec.first_pid)
+    if spec.stdio not in ("null", "inherit"):
+        raise ReplayError(f"unknown stdio mode {spec.stdio!r}")
+
+
 def _cerr(what: str) -> OSError:
     e = ctypes.get_errno()
     return OSError(e, f"{what}: {os.strerror(e)}")
@@ -191,8 +269,13 @@ class Sandbox:
 
     # ------------------------------------------------------------ supervisor side
     def start(self, timeout: float = 10.0) -> None:
-        notify.check_support()
+        """Set the sandbox up and start the tracee; ReplayError (one line) when any part fails.
+
+        Nothing runs unless every part is in place: there is no fallback.
+        """
         spec = self.spec
+        check_spec(spec)
+        notify.check_support()
         prog = build_filter(spec.passthrough)
         self._scratch = tempfile.mkdtemp(prefix="dr-replay-")
         # Imported here, before fork, so each stage does not pay for it.
@@ -372,7 +455,7 @@ class Sandbox:
         _write_file("/proc/self/setgroups", "deny")
         _write_file("/proc/self/uid_map", f"{spec.uid} {euid} 1\n")
         _write_file("/proc/self/gid_map", f"{spec.gid} {egid} 1\n")
-        socket.sethostname(spec.hostname[:64] or "dr-replay")
+        socket.sethostname(spec.hostname)
         _loopback_up()
         self._make_root()
         r0, w0 = os.pipe()

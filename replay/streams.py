@@ -13,9 +13,8 @@ replays what crossed its sockets:
    and dependency addresses are added to the sandbox's ``lo``, so nothing can
    reach a real network. dr waits until the program listens on every recorded
    listening address (matched by address and port through ``/proc/PID/net/tcp``).
-   When the sandbox cannot start (no seccomp notification, no user namespaces),
-   the program runs in a private network namespace only (:mod:`dr.replay.netns`)
-   and the report says that time and randomness were the host's.
+   When any part of the sandbox cannot be set up, the replay stops with one
+   line naming it; there is no fallback (docs/security.md).
 2. **Outbound.** For every address the recording shows the service talking to,
    dr listens on that address inside the sandbox and plays the recorded peer:
    each request the program sends is matched to a recorded request by order and
@@ -568,8 +567,9 @@ class StreamsSession:
     def __init__(self, trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
                  show_output: bool = False, startup_timeout: float = STARTUP_S,
                  mode: str = "auto", rootfs: str = "/") -> None:
-        if mode not in ("auto", "sandbox", "netns"):
-            raise UsageError(f"unknown streams mode {mode!r}; use auto, sandbox or netns")
+        if mode not in ("auto", "sandbox"):
+            # There is no way to run a trace's command outside the sandbox (issue #15).
+            raise UsageError(f"unknown streams mode {mode!r}; streams replay runs only in the sandbox")
         self.mode = mode
         self.rootfs = rootfs
         from dr.replay import compare
@@ -602,7 +602,6 @@ class StreamsSession:
         self._last_io: dict[int, int] = {}  # connection id -> monotonic ns dr last sent or received
         self._cv = threading.Condition()
         self._activity: _Activity | None = None
-        self._sandbox_error = ""
         self._plan: list[tuple[int, int, str, Connection, Chunk | None]] = []
         self._i = 0
         self._state = "new"
@@ -650,36 +649,14 @@ class StreamsSession:
             raise ReplayError("the trace shows no accepted TCP connection to replay; was the "
                               "service idle during the capture?")
         self._build_plan()
-        if self.mode in ("auto", "sandbox"):
-            try:
-                self._start_sandbox()
-            except DrError as e:
-                if self.mode == "sandbox":
-                    raise
-                self._sandbox_error = e.message
-                self.mode_note = f"ran without the seccomp sandbox ({e.message}); time and randomness were the host's"
-                self._teardown_sandbox()
-        if not self.mode_used:
-            from dr.errors import PermissionDenied
-            from dr.replay.netns import NetNS
-            try:
-                self.ns = NetNS()
-            except PermissionDenied:
-                if self.mode_note is None:
-                    raise
-                # Neither way in: say why the sandbox failed, and what would do.
-                raise PermissionDenied(
-                    f"streams replay needs the replay sandbox (it failed: {self._sandbox_error}) or root "
-                    "(CAP_SYS_ADMIN) for a private network namespace; run it with sudo") from None
-            self._prepare_namespace()
-            self._spawn()
-            self.mode_used = "netns"
+        # Only ever inside the full sandbox: if any part of it cannot be set up the
+        # replay stops here with the sandbox's one line, and nothing has run.
+        self._start_sandbox()
         self._await_listeners()
         self._activity = _Activity(self.pid)
         self._t0 = time.monotonic_ns()
         deps = ", ".join(str(o.addr) for o in self.outputs) or "none"
-        where = ("the replay sandbox (seccomp supervisor; the incident's clock)" if self.mode_used == "sandbox"
-                 else "a private network namespace")
+        where = "the replay sandbox (seccomp supervisor; the incident's clock)"
         return Step("started", f"started {shlex.join(self.argv)} (pid {self.pid}) in {where}; "
                                f"listening on {', '.join(r for _, r in self.listen_map)}; "
                                f"dependencies served from the trace: {deps}")
@@ -753,40 +730,6 @@ class StreamsSession:
                                                 realtime_off=self.clock.realtime_off))
         self.supervisor.start()
         self.mode_used = "sandbox"
-
-    def _teardown_sandbox(self) -> None:
-        for o in self.outputs:
-            o.close()
-        self.outputs = []
-        if self.supervisor is not None:
-            self.supervisor.stop()
-            self.supervisor = None
-        if self.sandbox is not None:
-            self.sandbox.kill()
-            self.sandbox.close()
-            self.sandbox = None
-        if self.ns is not None:
-            self.ns.close()
-            self.ns = None
-        self.pid = -1
-
-    def _spawn(self) -> None:
-        cwd = self.meta.get("cwd")
-        if not cwd or not os.path.isdir(str(cwd)):
-            cwd = None
-        if self.show_output:
-            out = None
-        else:
-            fd, self.log_path = tempfile.mkstemp(prefix="dr-streams-", suffix=".log")
-            self._log = os.fdopen(fd, "wb")
-            out = self._log
-        try:
-            self.proc = subprocess.Popen(self.argv, env=_env(self.meta), cwd=cwd, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT if out else None,
-                                         preexec_fn=self.ns.preexec, start_new_session=True)
-        except OSError as e:
-            raise ReplayError(f"cannot start {self.argv[0]}: {e.strerror or e}") from None
-        self.pid = self.proc.pid
 
     def _exited(self) -> int | None:
         """The program's exit status once it ended, else None."""
