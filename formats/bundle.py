@@ -457,9 +457,13 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
         what = "is a directory" if os.path.isdir(rules) else "does not exist"
         raise DrError(f"cannot read redaction rules {os.fspath(rules)}: it {what}")
     out = os.fspath(out)
-    outdir = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(outdir):
-        raise OutputError(f"cannot write {out}: directory {outdir} does not exist")
+    from dr.formats.output import check_output, output_path
+    inputs = [*traces, *([rules] if rules is not None else [])]
+    # Refused before any work: a directory, socket, device of the wrong kind, an input.
+    kind, target = check_output(out, inputs, "bundle")
+    # The scratch directory sits next to a regular target (same filesystem, cheap
+    # renames); never next to a device or fifo (e.g. in /dev).
+    outdir = os.path.dirname(target) if kind == "atomic" else None
     policy = load_policy(rules) if redact else None
     redactor = Redactor(policy) if policy is not None else None
     warnings: list[str] = []
@@ -467,7 +471,7 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
     try:
         work = tempfile.mkdtemp(prefix=".dr-bundle-", dir=outdir)
     except OSError as e:
-        raise OutputError(f"cannot write in {outdir}: {e.strerror}") from None
+        raise OutputError(f"cannot write in {outdir or tempfile.gettempdir()}: {e.strerror}") from None
     try:
         taken: set[str] = set()
         files: dict[str, str] = {}          # member -> file on disk
@@ -583,15 +587,15 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
         manifest_b = json.dumps(_jsonable(manifest), indent=2).encode() + b"\n"
         sha_b = f"{hashlib.sha256(manifest_b).hexdigest()}  {MANIFEST}\n".encode()
 
-        tmp_out = os.path.join(work, "bundle.drb")
         try:
-            _write_tar(tmp_out, [(MANIFEST, manifest_b), (MANIFEST_SHA, sha_b), (README, readme),
+            with output_path(out, inputs, "bundle") as dst:
+                _write_tar(dst, [(MANIFEST, manifest_b), (MANIFEST_SHA, sha_b), (README, readme),
                                  (REPORT, report_b)],
-                       [(m, files[m], members[m]["size"]) for m in files], int(now // 10**9), level)
-            os.replace(tmp_out, out)
+                           [(m, files[m], members[m]["size"]) for m in files], int(now // 10**9), level)
+                size = os.path.getsize(dst) if kind == "atomic" else 0
         except OSError as e:
             raise OutputError(f"cannot write bundle {out}: {e.strerror or e}") from None
-        return CreateResult(out, os.path.getsize(out), manifest, report, tuple(warnings))
+        return CreateResult(out, size, manifest, report, tuple(warnings))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -613,7 +617,8 @@ def _write_tar(path: str, small: list[tuple[str, bytes]], big: list[tuple[str, s
                     with open(src, "rb") as sf:
                         tar.addfile(info(name, size), sf)
         f.flush()
-        os.fsync(f.fileno())
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a fifo or device (written in place) has no fsync
+            os.fsync(f.fileno())
 
 
 # --------------------------------------------------------------------------- reading (hostile input)

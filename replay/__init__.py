@@ -77,13 +77,10 @@ def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...]
 
 def _write_report(report: Any, path: str) -> None:
     """Write ``report.to_dict()`` as JSON; raises OutputError."""
-    from dr.errors import OutputError
-    try:
-        with open(path, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise OutputError(f"cannot write the report {path}: {e.strerror}") from None
+    from dr.formats.output import open_output
+    with open_output(path, what="the report") as f:
+        json.dump(report.to_dict(), f, indent=2)
+        f.write("\n")
 
 
 def verify(trace_path: str, **kw: Any) -> ReplayResult:

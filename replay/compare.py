@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from dr.errors import OutputError, UsageError
+from dr.errors import UsageError
 from dr.replay.connections import Connection, Conversations, masked_ranges
 
 __all__ = ["Ignore", "load_ignore", "ConnResult", "Report", "compare", "write_json",
@@ -676,12 +676,10 @@ class Report:
 
 def write_json(rep: Report, path: str) -> None:
     """Write ``rep.to_dict()`` as JSON to ``path``; raises OutputError."""
-    try:
-        with open(path, "w") as f:
-            json.dump(rep.to_dict(), f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise OutputError(f"cannot write the report {path}: {e.strerror or e}") from None
+    from dr.formats.output import open_output
+    with open_output(path, what="the report") as f:
+        json.dump(rep.to_dict(), f, indent=2)
+        f.write("\n")
 
 
 def _latency(conn: Connection) -> float | None:

@@ -107,6 +107,10 @@ def capture(
         # ring buffer; past 1 GiB the memory is locked for nothing useful.
         raise typer.BadParameter(f"{ringbuf_size!r} is not a power of two between 4K and 1G",
                                  param_hint="--ringbuf-size")
+    from dr.formats.output import check_output
+    # The trace is written in place as it grows (a capture cut short stays readable),
+    # so only refuse what must never be written: a directory, socket, block device.
+    check_output(output, (), "trace")
     opts = CaptureOptions(output=str(output), pid=pid, tid=tid, command=opts_cmd,
                           snaplen=parse_size(snaplen), duration=duration,
                           max_size=parse_size(max_size) if max_size else None,

@@ -65,6 +65,9 @@ def replay_cmd(
 
     if not os.path.exists(trace):
         raise DrError(f"{trace}: no such file; give a trace written by dr capture")
+    if report and report != "-":
+        from dr.formats.output import check_output
+        check_output(report, (trace,), "the report")  # refused before anything runs
     bundle = None
     try:
         from dr.formats.bundle import is_bundle

@@ -101,43 +101,24 @@ def _cut_short(reader) -> None:
 
 
 @contextmanager
-def _output(path: Path | None, *, binary: bool = False) -> Iterator[TextIO | str | None]:
-    """A file to write, made atomically: written next to ``path`` and renamed at the end.
+def _output(path: Path | None, inputs: tuple[Path, ...] = (), *,
+            binary: bool = False) -> Iterator[TextIO | str | None]:
+    """Where an exporter writes ``path`` (rules: :mod:`dr.formats.output`).
 
-    ``path`` None or "-": stdout (text only). Binary outputs yield the temporary path.
+    ``path`` None or "-": stdout (text exporters). Binary exporters, which
+    open the file themselves, get a path (a temporary file next to the
+    target, or the target itself for a character device or fifo).
     """
-    if path is None or str(path) == "-":
-        yield sys.stdout
-        sys.stdout.flush()
+    from dr.formats.output import open_output, output_path
+
+    if binary:
+        if path is None or str(path) == "-":
+            raise OutputError("this export writes a binary file; give it a file name with -o")
+        with output_path(path, inputs) as p:
+            yield p
         return
-    target = os.fspath(path)
-    tmp = f"{target}.part"
-    try:
-        f = open(tmp, "w", encoding="utf-8")
-        if binary:  # the exporter writes the file itself; this only checks that it can
-            f.close()
-            f = None
-    except OSError as e:
-        raise OutputError(f"cannot write {target}: {e.strerror}; choose another -o path") from None
-    ok = False
-    try:
-        yield tmp if binary else f
-        ok = True
-    finally:
-        try:
-            if f is not None:
-                f.close()
-            if ok:
-                os.replace(tmp, target)
-        except OSError as e:
-            ok = False
-            raise OutputError(f"cannot write {target}: {e.strerror}") from None
-        finally:
-            if not ok:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+    with open_output(path, inputs) as f:
+        yield f
 
 
 @app.command("stats", epilog=STATS_EPILOG)
@@ -175,7 +156,7 @@ def export_pcap_cmd(
     from dr.formats.stats import plural
 
     with _open(trace, trace_name) as r:
-        with _output(output, binary=True) as tmp:
+        with _output(output, (trace,), binary=True) as tmp:
             res = export_pcap(r, tmp)  # type: ignore[arg-type]
         tcp = sum(1 for s in res.streams if s.proto == "TCP")
         udp = sum(1 for s in res.streams if s.proto == "UDP")
@@ -199,7 +180,7 @@ def export_perfetto_cmd(
     from dr.formats.stats import plural
 
     with _open(trace, trace_name) as r:
-        with _output(output) as f:
+        with _output(output, (trace,)) as f:
             res = export_perfetto(r, f)  # type: ignore[arg-type]
         typer.echo(f"wrote {output}: {plural(res.slices, 'syscall slice')} on "
                    f"{plural(res.threads, 'thread')} of {plural(res.processes, 'process', 'processes')}",
@@ -222,7 +203,7 @@ def export_jsonl_cmd(
     from dr.formats.stats import plural
 
     with _open(trace, trace_name) as r:
-        with _output(output) as f:
+        with _output(output, (trace,)) as f:
             res = export_jsonl(r, f, payloads=not no_payloads)  # type: ignore[arg-type]
         if output is not None and str(output) != "-":
             typer.echo(f"wrote {output}: {plural(res.lines, 'line')} "
