@@ -36,6 +36,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import struct
 import tempfile
 import time
@@ -66,7 +67,26 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
 
+# mount_setattr(2): include/uapi/linux/mount.h, fcntl.h.
+NR_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+
+#: Host ids the sandbox's ids 0..ID_COUNT-1 map to when dr runs as root: an
+#: unprivileged range no host account uses (above the 100000.. blocks of
+#: /etc/subuid and below 2^31), so uid 0 inside owns no host file and a host
+#: file owned by root is "other" to it. See docs/security.md.
+HOST_ID_BASE = 2_000_000_000
+
+#: Directories that are always a private, empty tmpfs inside the sandbox: no
+#: host socket, lock or scratch (another replay's included) is reachable there.
+PRIVATE_DIRS = ("tmp", "run", "var/tmp", "var/run", "dev/shm")
+
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 ADDR_NO_RANDOMIZE = 0x0040000
 NR_PIVOT_ROOT = 155
@@ -128,7 +148,10 @@ class SandboxSpec:
     ``uid``/``gid`` are the ids inside the user namespace (mapped to the
     supervisor's own); ``first_pid`` the pid the tracee gets inside its pid
     namespace (None: whatever comes); ``stdio`` "null" (fds 0-2 on /dev/null)
-    or "inherit"; ``passthrough`` the syscall numbers the filter allows.
+    or "inherit"; ``passthrough`` the syscall numbers the filter allows;
+    ``expose`` absolute paths of regular files (the executable) bound
+    read-only at the same path inside, even below a private directory such as
+    /tmp (``exe`` is always exposed).
     """
 
     argv: tuple[str, ...]
@@ -142,6 +165,7 @@ class SandboxSpec:
     first_pid: int | None = None
     stdio: str = "null"
     passthrough: frozenset[int] = field(default_factory=frozenset)
+    expose: tuple[str, ...] = ()
 
 
 #: Limits on what a trace supplies to execve (linux/binfmts.h MAX_ARG_STRLEN; ARG_MAX of 2 MiB).
@@ -149,6 +173,19 @@ MAX_ARG_STRLEN = 32 * 4096
 MAX_ARGS_TOTAL = 2 * 1024 * 1024
 #: Ids inside the sandbox: 0..ID_COUNT-1, mapped to host ids HOST_ID_BASE.. (see :func:`id_maps`).
 ID_COUNT = 65536
+
+
+def id_maps(spec_uid: int, spec_gid: int) -> tuple[str, str]:
+    """The uid_map and gid_map lines of the sandbox's user namespace (user_namespaces(7)).
+
+    As root: ids 0..ID_COUNT-1 inside are HOST_ID_BASE.. outside, so nothing in
+    the sandbox is host root for file access, and services may setuid/setgid to
+    www-data or nobody inside. Unprivileged, a process may map only its own ids:
+    the recorded uid/gid inside is the caller's outside (who is not root).
+    """
+    if os.geteuid() == 0:
+        return f"0 {HOST_ID_BASE} {ID_COUNT}\n", f"0 {HOST_ID_BASE} {ID_COUNT}\n"
+    return f"{spec_uid} {os.geteuid()} 1\n", f"{spec_gid} {os.getegid()} 1\n"
 
 
 def _bad(what: str, value: object) -> ReplayError:
@@ -218,6 +255,9 @@ def check_spec(spec: SandboxSpec) -> None:
             raise _bad(what, v)
     if spec.first_pid is not None and (not isinstance(spec.first_pid, int) or not 2 <= spec.first_pid < (1 << 22)):
         raise _bad("pid", spec.first_pid)
+    for pth in spec.expose:
+        if not _clean_str("file path", pth, limit=4096).startswith("/") or "/../" in pth + "/":
+            raise _bad("file path", pth)
     if spec.stdio not in ("null", "inherit"):
         raise ReplayError(f"unknown stdio mode {spec.stdio!r}")
 
@@ -328,7 +368,9 @@ class Sandbox:
                 word, _, rest = line.decode(errors="replace").partition(" ")
                 if word == "err":
                     raise ReplayError(f"sandbox set-up failed: {rest}")
-                if word == "pid":
+                if word == "maps":
+                    self._write_id_maps()
+                elif word == "pid":
                     tracee = int(rest)
                 elif word == "ready":
                     ready = True
@@ -337,6 +379,23 @@ class Sandbox:
         fd = self._take_listener(deadline)
         self.listener = notify.Listener(fd)
         self.listener.enable_sync_wakeup()
+
+    def _write_id_maps(self) -> None:
+        """Map stage 2's fresh user namespace from out here, then let it go on.
+
+        Only a process with CAP_SETUID in the parent namespace may map a range
+        of ids, and stage 2 has given that up by unsharing: dr writes the maps.
+        """
+        uid_map, gid_map = id_maps(self.spec.uid, self.spec.gid)
+        try:
+            if os.geteuid() != 0:
+                _write_file(f"/proc/{self.stage2}/setgroups", "deny")
+            _write_file(f"/proc/{self.stage2}/uid_map", uid_map)
+            _write_file(f"/proc/{self.stage2}/gid_map", gid_map)
+        except OSError as e:
+            raise ReplayError(f"sandbox set-up failed: cannot map the user namespace's ids "
+                              f"({uid_map.strip()}): {e.strerror}") from None
+        os.write(self._ctl_w, b"go\n")
 
     def _take_listener(self, deadline: float) -> int:
         """pidfd_getfd the tracee's seccomp listener as soon as it exists."""
@@ -444,7 +503,7 @@ class Sandbox:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             return 1
-        euid, egid = os.geteuid(), os.getegid()
+        euid = os.geteuid()
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC
         if _libc.unshare(flags) != 0:
             e = ctypes.get_errno()
@@ -452,12 +511,31 @@ class Sandbox:
                     "(sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)"
                     if e in (errno.EPERM, errno.ENOSPC, errno.EINVAL) else "")
             raise OSError(e, f"unshare of the namespaces: {os.strerror(e)}{hint}")
-        _write_file("/proc/self/setgroups", "deny")
-        _write_file("/proc/self/uid_map", f"{spec.uid} {euid} 1\n")
-        _write_file("/proc/self/gid_map", f"{spec.gid} {egid} 1\n")
+        # dr maps our ids from the parent namespace (Sandbox._write_id_maps); wait for it.
+        _say(sync_w, "maps")
+        if _read_exact(ctl_r, 3) != b"go\n":
+            return 1
+        # Opened while we still have the caller's ids (the root may lie below a
+        # directory the sandbox's ids cannot search, a 0700 /tmp/pytest-of-root),
+        # and after unshare: overlay takes lower layers of our mount namespace only.
+        rootfd = os.open(os.path.realpath(spec.root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        exposed = _open_exposed(rootfd, spec)
+        # Become the namespace's own root (a host id of the unprivileged range):
+        # until now our host uid was the caller's, which owned host files.
+        inside = 0 if euid == 0 else spec.uid
+        os.setresgid(0 if euid == 0 else spec.gid, 0 if euid == 0 else spec.gid, 0 if euid == 0 else spec.gid)
+        if euid == 0:
+            os.setgroups([])
+        os.setresuid(inside, inside, inside)
+        # Changing ids cleared "dumpable", which makes /proc/self/fd (our way to
+        # the root, opened above) the host root's: take it back.
+        _prctl(PR_SET_DUMPABLE, 1)
         socket.sethostname(spec.hostname)
         _loopback_up()
-        self._make_root()
+        self._make_root(f"/proc/self/fd/{rootfd}", exposed)
+        os.close(rootfd)
+        for fd in exposed.values():
+            os.close(fd)
         r0, w0 = os.pipe()
         init = os.fork()
         if init == 0:  # A: pid 1 of the new pid namespace
@@ -496,15 +574,19 @@ class Sandbox:
         os.waitpid(init, 0)
         return 0
 
-    def _make_root(self) -> None:
+    def _make_root(self, root: str, exposed: dict[str, int]) -> None:
         """Build the tracee's root under the scratch tmpfs and pivot into it.
 
         An overlay of the whole root fails in a user namespace when the root
         has locked submounts (clone_private_mount refuses them), so each
         top-level directory gets its own overlay (lower: the chosen root's
-        directory, upper: the scratch tmpfs); one that cannot be overlaid is
-        bound read-only. /proc is mounted by init, /dev holds a few nodes,
-        /tmp and the top level itself are scratch tmpfs.
+        directory, upper: the scratch tmpfs), and one that cannot be overlaid
+        is built the same way one level down (:func:`_overlay_tree`). Writes
+        land in the scratch tmpfs, never on the host; a host submount is never
+        reached through an overlay (overlay does not cross mounts), and a host
+        Unix socket seen through one refuses connect(2) (the overlay inode is
+        not the bound inode). /proc is mounted by init, /dev holds a few nodes,
+        the directories of PRIVATE_DIRS and the top level are scratch tmpfs.
         """
         spec = self.spec
         scratch = self._scratch
@@ -514,30 +596,7 @@ class Sandbox:
         upper, work, new = (os.path.join(scratch, d) for d in ("upper", "work", "root"))
         for d in (upper, work, new):
             os.mkdir(d)
-        root = os.path.realpath(spec.root)
-        for name in sorted(os.listdir(root)):
-            src, dst = os.path.join(root, name), os.path.join(new, name)
-            if os.path.islink(src):
-                os.symlink(os.readlink(src), dst)
-            elif name in ("proc", "sys", "dev") or not os.path.isdir(src):
-                if os.path.isdir(src):
-                    os.mkdir(dst)
-                elif os.path.isfile(src):
-                    open(dst, "w").close()
-                    _bind_ro(src, dst)
-            else:
-                os.mkdir(dst)
-                os.mkdir(os.path.join(upper, name))
-                os.mkdir(os.path.join(work, name))
-                try:
-                    _mount("overlay", dst, "overlay", 0,
-                           f"lowerdir={_ovl_escape(src)},upperdir={os.path.join(upper, name)},"
-                           f"workdir={os.path.join(work, name)},userxattr")
-                except OSError:
-                    try:
-                        _bind_ro(src, dst, rec=True)
-                    except OSError:
-                        pass  # left as an empty directory: nothing of it is visible
+        _overlay_tree(root, new, upper, work, top=True)
         dev = os.path.join(new, "dev")
         if not os.path.isdir(dev):
             os.mkdir(dev)
@@ -552,9 +611,13 @@ class Sandbox:
                 _mount(host, target, None, MS_BIND)
             except OSError:
                 os.unlink(target)
-        for d in ("proc", "tmp"):
+        for d in ("proc", "tmp", "run"):
             if not os.path.isdir(os.path.join(new, d)):
                 os.mkdir(os.path.join(new, d))
+        for d in PRIVATE_DIRS:
+            _private_tmpfs(new, d)
+        for rel, fd in exposed.items():
+            _expose_file(new, rel, fd)
         old = os.path.join(new, ".dr-oldroot")
         os.mkdir(old)
         _mount(new, new, None, MS_BIND | MS_REC)  # pivot_root wants a mount point
@@ -566,9 +629,152 @@ class Sandbox:
         # user namespace mount proc only while a full proc mount is visible.
 
 
+#: How deep :func:`_overlay_tree` splits a directory with locked submounts
+#: before it binds the rest read-only (recursively, every submount).
+OVERLAY_DEPTH = 4
+_SKIP_TOP = ("proc", "sys", "dev", "tmp", "run")
+
+
+def _overlay_tree(src: str, dst: str, upper: str, work: str, top: bool = False, depth: int = 0) -> None:
+    """Fill the existing directory ``dst`` with ``src``'s entries, each overlaid.
+
+    Symlinks are copied; regular files bound read-only; sockets, fifos and
+    devices left out; directories overlaid (upper and work dirs numbered in
+    ``upper``/``work``) or, when overlay refuses (locked submounts below),
+    split one level further; at OVERLAY_DEPTH bound read-only with
+    mount_setattr(AT_RECURSIVE), so no submount stays writable.
+    """
+    for name in sorted(os.listdir(src)):
+        s, d = os.path.join(src, name), os.path.join(dst, name)
+        if os.path.islink(s):
+            os.symlink(os.readlink(s), d)
+        elif os.path.isdir(s):
+            os.mkdir(d)
+            if top and name in _SKIP_TOP:
+                continue
+            n = str(len(os.listdir(upper)))
+            u, w = os.path.join(upper, n), os.path.join(work, n)
+            os.mkdir(u)
+            os.mkdir(w)
+            try:
+                _mount("overlay", d, "overlay", 0,
+                       f"lowerdir={_ovl_escape(s)},upperdir={u},workdir={w},userxattr")
+                continue
+            except OSError:
+                pass
+            if depth < OVERLAY_DEPTH:
+                try:
+                    _overlay_tree(s, d, upper, work, depth=depth + 1)
+                except PermissionError:
+                    pass  # unreadable to the sandbox's ids: left empty
+                continue
+            try:
+                _bind_ro(s, d, rec=True)
+            except OSError:
+                # Left empty: a bind that is not read-only down to every submount is undone.
+                _libc.umount2(d.encode(), MNT_DETACH)
+        elif os.path.isfile(s) and not (top and name in _SKIP_TOP):
+            open(d, "w").close()
+            try:
+                _bind_ro(s, d)
+            except OSError:
+                os.unlink(d)
+
+
 def _bind_ro(src: str, dst: str, rec: bool = False) -> None:
+    """Bind ``src`` on ``dst`` read-only, nosuid, nodev; with ``rec``, every submount too.
+
+    A remount with MS_RDONLY changes the top mount only: the submounts of a
+    recursive bind would stay writable. mount_setattr(2) with AT_RECURSIVE sets
+    the flags on the whole tree; raises OSError when it cannot.
+    """
     _mount(src, dst, None, MS_BIND | (MS_REC if rec else 0))
-    _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    if not rec:
+        _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+        return
+    mount_setattr_recursive(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_recursive(path: str, attr_set: int) -> None:
+    """mount_setattr(AT_FDCWD, path, AT_RECURSIVE, {attr_set}) (Linux >= 5.12); OSError on failure."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    res = notify._syscall(ctypes.c_long(NR_MOUNT_SETATTR), ctypes.c_long(AT_FDCWD),
+                          ctypes.c_char_p(path.encode()), ctypes.c_long(AT_RECURSIVE),
+                          ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+    if res != 0:
+        raise _cerr(f"mount_setattr of {path}")
+
+
+def _private_tmpfs(new: str, rel: str) -> None:
+    """An empty tmpfs on ``new/rel`` (when that is a directory, not a symlink such as /var/run)."""
+    d = os.path.join(new, rel)
+    if os.path.islink(d):
+        return
+    if not os.path.isdir(d):
+        if not os.path.isdir(os.path.dirname(d)):
+            return
+        os.mkdir(d)
+    _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" if rel != "run" else "mode=0755")
+
+
+def _open_exposed(rootfd: int, spec: SandboxSpec) -> dict[str, int]:
+    """O_PATH fds of the files to expose (see SandboxSpec.expose), by path relative to the root.
+
+    Only files that a private directory would hide (PRIVATE_DIRS), that are
+    regular, and that others may execute (the executable a recording ran from
+    /tmp): these are opened with the caller's ids, since the directory holding
+    them may be closed to the sandbox's. Resolved beneath the root
+    (openat2 RESOLVE_IN_ROOT semantics are approximated by refusing '..' and
+    symlinks in the path).
+    """
+    out: dict[str, int] = {}
+    base = os.readlink(f"/proc/self/fd/{rootfd}")
+    for path in {*spec.expose, *([spec.exe] if spec.exe and spec.exe.startswith("/") else [])}:
+        rel = os.path.normpath(path).lstrip("/")
+        if ".." in rel.split("/") or not any(rel == d or rel.startswith(d + "/") for d in PRIVATE_DIRS):
+            continue
+        try:
+            fd = os.open(rel, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rootfd)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IXOTH
+                or os.readlink(f"/proc/self/fd/{fd}") != os.path.join(base, rel)):
+            os.close(fd)  # not a plain executable file at exactly that path (no symlink on the way)
+            continue
+        out[rel] = fd
+    return out
+
+
+def _expose_file(new: str, rel: str, fd: int) -> None:
+    """Bind the file held by ``fd`` read-only at ``new/rel``, making its directories."""
+    dst = os.path.join(new, rel)
+    parent = os.path.dirname(dst)
+    probe = parent
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if os.path.islink(probe) or not os.path.realpath(probe).startswith(new):
+        return  # a symlink in the way (/var/run -> /run): never follow it out of the new root
+    if os.path.lexists(dst):
+        return
+    os.makedirs(parent, exist_ok=True)
+    open(dst, "w").close()
+    _bind_ro(f"/proc/self/fd/{fd}", dst)
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def _ovl_escape(path: str) -> str:
@@ -632,6 +838,11 @@ def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
             os.close(null)
     os.closerange(3, SYNC_FD)
     os.closerange(SYNC_FD + 1, 65536)
+    if os.geteuid() == 0 and (spec.uid or spec.gid):
+        # The recorded ids, inside the mapped range (capabilities go with uid 0).
+        os.setgroups([])
+        os.setresgid(spec.gid, spec.gid, spec.gid)
+        os.setresuid(spec.uid, spec.uid, spec.uid)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     pers = _libc.personality(ctypes.c_ulong(0xFFFFFFFF))
     _libc.personality(ctypes.c_ulong((pers | ADDR_NO_RANDOMIZE) & 0xFFFFFFFF))
