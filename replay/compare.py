@@ -568,6 +568,8 @@ class Report:
     substituted: dict = field(default_factory=dict)
     listening: list[dict] = field(default_factory=list)
     output_tail: list[str] = field(default_factory=list)
+    #: Attempts to reach the host the sandbox refused (dr.replay.containment.Refusal.to_dict()).
+    refused: list[dict] = field(default_factory=list)
 
     @property
     def identical(self) -> int:
@@ -670,7 +672,7 @@ class Report:
                       "pre_capture_keys": self.redis_pre_keys, "explanation": self.explain()},
             "connections": [c.to_dict() for c in self.connections],
             "output_log": self.output_log, "mode": self.mode, "substituted": self.substituted,
-            "listening": self.listening, "output_tail": self.output_tail,
+            "listening": self.listening, "output_tail": self.output_tail, "refused": self.refused,
         }
 
 

@@ -1023,6 +1023,12 @@ class StreamsSession:
                 rep.notes.append(f"the vDSO could not be rewritten: time was the host's (substituted: {what})")
             if self.supervisor.error:
                 rep.notes.append(f"the supervisor stopped early: {self.supervisor.error}")
+            rep.refused = [r.to_dict() for r in self.supervisor.refused]
+            if rep.refused:
+                shown = "; ".join(f"{r['syscall']} {r['target']} ({r['errno']})" for r in rep.refused[:8])
+                more = f"; and {len(rep.refused) - 8} more" if len(rep.refused) > 8 else ""
+                rep.notes.append(f"the sandbox refused {len(rep.refused)} attempt(s) to reach the host: "
+                                 f"{shown}{more}")
         return rep
 
     # -- teardown

@@ -37,7 +37,7 @@ from typing import Any
 
 from dr import schema
 from dr.errors import DrError
-from dr.replay import notify
+from dr.replay import containment, notify
 
 __all__ = ["VirtualClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
 
@@ -253,6 +253,8 @@ class StreamsSupervisor:
         self.vdso_patched: dict[str, int] = {}
         self._last: dict[int, int] = {}
         self.error: str | None = None
+        #: Attempts to reach the host, refused (:mod:`dr.replay.containment`).
+        self.refused: list = []
         self._need_patch = True
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._loop, name="dr-streams-supervisor", daemon=True)
@@ -305,6 +307,11 @@ class StreamsSupervisor:
         nr = n.nr
         if self._need_patch:
             self._patch(n.pid)
+        ref = containment.check(n)
+        if ref is not None:
+            self.refused.append(ref)
+            lst.send(n.id, 0, -ref.errno)
+            return
         cc = self.conn_clock
         if cc is not None and (nr in _READ_NRS or nr in _WRITE_NRS):
             cc.on_io(n.pid, _fd(n.args[0]), nr in _WRITE_NRS)
