@@ -241,3 +241,89 @@ def test_streams_replay_attacks_reach_nothing_and_are_listed(host, write_trace, 
     assert str(host.secret) in targets and "/etc/shadow" in targets and "host.sock" in targets
     assert any("refused" in n and "attempt" in n for n in rep["notes"])
     assert res.exit_code != 0  # the response differs from the recorded "ok"
+
+
+# ----------------------------------------------------------------------------- strict
+
+STRICT_ATTACK_C = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static void say(const char *what, long r) { printf("%s=%s ", what, r < 0 ? strerrorname_np(errno) : "OK"); }
+
+static long unix_connect(const char *p) {
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strncpy(a.sun_path, p, sizeof a.sun_path - 1);
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    long r = connect(s, (struct sockaddr *)&a, sizeof a);
+    close(s);
+    return r;
+}
+
+int main(int argc, char **argv) {
+    /* attack UNIX TMP_UNIX PWNED SECRET VICTIM PORT */
+    char buf[64];
+    say("unix_host_dir", unix_connect(argv[1]));
+    say("unix_host_tmp", unix_connect(argv[2]));
+    int fd = open(argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    say("create_on_host_tmpfs", fd < 0 ? -1 : write(fd, "ESCAPED\n", 8));
+    fd = open(argv[4], O_RDONLY);
+    long n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    say("read_root_only", n);
+    say("kill_host_pid", kill(atoi(argv[5]), SIGUSR1));
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[6])) };
+    inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+    say("tcp_host_loopback", connect(s, (struct sockaddr *)&in, sizeof in));
+    printf("\n");
+    return 0;
+}
+"""
+
+
+def test_strict_replay_attacks_reach_nothing(host, tmp_path):
+    """Recorded on the host (where every attempt succeeds), then replayed after a reset.
+
+    The strict replay answers each of these calls from the trace: the program
+    prints what it printed at capture time, and the host sees nothing at all.
+    """
+    if not shutil.which("gcc"):
+        pytest.fail("gcc is missing (scripts/setup.sh installs it)")
+    exe = host.dir / "sattack"
+    r = subprocess.run(["gcc", "-O1", "-o", str(exe), "-x", "c", "-"], input=STRICT_ATTACK_C.encode(),
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    trace = tmp_path / "attack.drt"
+    dr = str(Path(sys.executable).with_name("dr"))
+    cap = subprocess.run([dr, "capture", "-q", "-o", str(trace), "--", str(exe), *host.args()],
+                         capture_output=True, text=True, timeout=120)
+    assert cap.returncode == 0, cap.stderr
+    recorded = cap.stdout
+    assert recorded.split() == ["unix_host_dir=OK", "unix_host_tmp=OK", "create_on_host_tmpfs=OK",
+                                "read_root_only=OK", "kill_host_pid=OK", "tcp_host_loopback=OK"], recorded
+    # At capture time the attacks did reach the host; reset it, then replay.
+    deadline = time.monotonic() + 5
+    while host.signals_seen() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    host.unix.accepted = host.tmp_unix.accepted = host.tcp.accepted = 0
+    host.pwned.unlink()
+    host.secret.write_text("CHANGED-AFTER-CAPTURE\n")
+    os.chmod(host.secret, 0o600)
+    report = tmp_path / "r.json"
+    rep = subprocess.run([dr, "replay", str(trace), "--show-output", "--report", str(report)],
+                         capture_output=True, text=True, timeout=120)
+    _assert_host_saw_nothing(host)
+    assert "Traceback" not in rep.stderr
+    # Every answer came from the trace: the program printed what it printed at capture.
+    assert rep.stdout == recorded, (rep.stdout, rep.stderr)
+    assert rep.returncode == 0, rep.stderr
