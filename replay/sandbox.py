@@ -46,7 +46,7 @@ from typing import Iterable
 from dr.errors import ReplayError
 from dr.replay import notify
 
-__all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "SECCOMP_FLAGS"]
+__all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "sweep_stale", "SECCOMP_FLAGS"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -317,15 +317,22 @@ class Sandbox:
         check_spec(spec)
         notify.check_support()
         prog = build_filter(spec.passthrough)
-        self._scratch = tempfile.mkdtemp(prefix="dr-replay-")
         # Imported here, before fork, so each stage does not pay for it.
         from pyroute2 import IPRoute  # noqa: F401
+        sweep_stale()
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         me = os.getpid()
-        pid = os.fork()
+        try:
+            self._scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+            pid = os.fork()
+        except OSError as e:
+            for fd in (sync_r, sync_w, ctl_r, ctl_w, rep_r, rep_w, status_r, status_w):
+                os.close(fd)
+            self.close()
+            raise ReplayError(f"sandbox set-up failed: {e.strerror or e}") from None
         if pid == 0:  # stage 2
             code = 127
             try:
@@ -866,6 +873,61 @@ def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
     if res < 0:
         raise _cerr("seccomp(SECCOMP_SET_MODE_FILTER)")
     os.execve(exe, list(spec.argv), env)
+
+
+#: Names of dr's per-replay files in the temporary directory; the owner's pid follows.
+SCRATCH_PREFIX = "dr-replay-"
+LOG_PREFIX = "dr-streams-"
+
+
+def sweep_stale(tmpdir: str | None = None) -> list[str]:
+    """Remove scratch directories and streams logs that a killed dr left behind.
+
+    Names carry the owning dr's pid (``dr-replay-PID-*``, ``dr-streams-PID-*.log``);
+    an entry is removed only when that pid is gone, the entry belongs to us
+    (same owner uid) and is what we made (a directory, a regular log file; never
+    a symlink). Returns the removed paths. Never raises.
+    """
+    tmpdir = tmpdir or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = os.listdir(tmpdir)
+    except OSError:
+        return removed
+    for name in names:
+        for prefix, want_dir in ((SCRATCH_PREFIX, True), (LOG_PREFIX, False)):
+            if not name.startswith(prefix):
+                continue
+            pid_s = name[len(prefix):].split("-", 1)[0]
+            if not pid_s.isdigit() or _alive(int(pid_s)):
+                continue
+            path = os.path.join(tmpdir, name)
+            try:
+                st = os.lstat(path)
+                if st.st_uid != os.geteuid():
+                    continue
+                if want_dir and stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(path)
+                elif not want_dir and stat.S_ISREG(st.st_mode) and name.endswith(".log"):
+                    os.unlink(path)
+                else:
+                    continue
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a name we made: leave it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _kernel_at_least(major: int, minor: int) -> bool:

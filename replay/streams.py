@@ -702,7 +702,7 @@ class StreamsSession:
         if not self.show_output:
             # The sandbox's stdio is inherited or /dev/null: lend it a log file for
             # the fork, so a program that fails at start-up can say why.
-            fd, self.log_path = tempfile.mkstemp(prefix="dr-streams-", suffix=".log")
+            fd, self.log_path = tempfile.mkstemp(prefix=f"dr-streams-{os.getpid()}-", suffix=".log")
             self._log = os.fdopen(fd, "wb")
             saved = (os.dup(1), os.dup(2))
             os.dup2(fd, 1)

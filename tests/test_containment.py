@@ -223,6 +223,9 @@ def test_streams_replay_attacks_reach_nothing_and_are_listed(host, write_trace, 
     report = tmp_path / "r.json"
     res = run_streams(str(trace), report=str(report))
     _assert_host_saw_nothing(host)
+    # Its scratch directory and output log are gone once it returned.
+    me = (f"dr-replay-{os.getpid()}-", f"dr-streams-{os.getpid()}-")
+    assert [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(me)] == []
     rep = json.loads(report.read_text())
     # The program's own view (it printed its results; the report keeps the output's tail).
     line = [ln for ln in rep["output_tail"] if ln.startswith("RESULTS ")]

@@ -120,3 +120,55 @@ def test_streams_has_no_mode_outside_the_sandbox(write_trace):
     trace = _attach_trace(write_trace, ["/bin/true"])
     with pytest.raises(UsageError):
         StreamsSession(trace, mode="netns")
+
+
+def test_scratch_and_logs_of_a_killed_dr_are_swept_by_the_next(tmp_path):
+    """A dr killed with SIGKILL leaves dr-replay-PID-* and dr-streams-PID-*.log; the next sweeps
+    them once PID is gone, and leaves a live owner's, a symlink and other names alone."""
+    import subprocess
+    import sys
+
+    from dr.replay.sandbox import sweep_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = os.getpid()
+    (tmp_path / f"dr-replay-{dead.pid}-abc").mkdir()
+    (tmp_path / f"dr-replay-{dead.pid}-abc" / "upper").mkdir()
+    (tmp_path / f"dr-streams-{dead.pid}-xyz.log").write_text("log")
+    (tmp_path / f"dr-replay-{live}-mine").mkdir()
+    (tmp_path / f"dr-streams-{live}-mine.log").write_text("log")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / f"dr-replay-{dead.pid}-link").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "dr-replay-notapid").mkdir()
+    removed = sweep_stale(str(tmp_path))
+    assert sorted(os.path.basename(p) for p in removed) == [f"dr-replay-{dead.pid}-abc",
+                                                             f"dr-streams-{dead.pid}-xyz.log"]
+    assert sorted(os.listdir(tmp_path)) == sorted([f"dr-replay-{live}-mine", f"dr-streams-{live}-mine.log",
+                                                   "elsewhere", f"dr-replay-{dead.pid}-link", "dr-replay-notapid"])
+
+
+def test_sigkilled_replay_leaves_nothing_after_the_next_run(write_trace, tmp_path):
+    """SIGKILL dr in the middle of a streams replay; the next replay removes what it left."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    trace = _attach_trace(write_trace, [sys.executable, "-c", "import time; time.sleep(60)"])
+    p = subprocess.Popen(DR + ["replay", trace], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    tmp = tempfile.gettempdir()
+    mine = lambda: [n for n in os.listdir(tmp) if n.startswith((f"dr-replay-{p.pid}-", f"dr-streams-{p.pid}-"))]
+    deadline = time.monotonic() + 60
+    while len(mine()) < 2 and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert len(mine()) == 2, "the replay never made its scratch directory and log"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert mine()  # left behind by the killed dr
+    # The next dr that starts a sandbox (here a strict replay of a two-event trace) sweeps.
+    spawn = str(write_trace([_ev(1, "execve", [0, 0, 0], 0, {0: b"/bin/true\0"}), _ev(2, "exit_group", [0], 0)],
+                            {"mode": "spawn", "pid": 100, "tids": [100], "argv": ["/bin/true"], "cwd": "/"}))
+    _dr("replay", spawn)
+    assert not mine()
