@@ -9,10 +9,14 @@ Process tree (ids in the supervisor's pid namespace on the left)::
          └─ tracee "B"                  no-new-privs, ADDR_NO_RANDOMIZE, PDEATHSIG,
                                         seccomp(NEW_LISTENER), execve at once
 
-The root (default ``/``) is the lower layer of an overlay whose upper layer is a
-tmpfs, so the tracee may write but nothing reaches the chosen root; /dev holds
-only null, zero, full, random, urandom and tty. Every stage sets
-PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor.
+What runs is a :class:`SandboxSpec`, validated before anything forks
+(:mod:`dr.replay.sandbox_spec`). The supervisor maps the namespace's ids to an
+unprivileged host range (``id_maps``), so uid 0 inside is not host root. The
+root (default ``/``) is rebuilt from overlays whose upper layer is a scratch
+tmpfs, so the tracee may write but nothing reaches the host; /tmp, /run and the
+other PRIVATE_DIRS are empty (:mod:`dr.replay.sandbox_fs`). There is no
+fallback: a part that cannot be set up stops the replay with one line. Every
+stage sets PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor.
 
 The filter is a hand-made classic BPF program installed with seccomp(2)
 (:func:`build_filter`), not libseccomp: Debian 12's libseccomp 2.5.4 cannot set
@@ -36,17 +40,19 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import struct
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from dr.errors import ReplayError
 from dr.replay import notify
+from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
+                                  cerr as _cerr, make_root, mount as _mount, open_exposed, sweep_stale)
+from dr.replay.sandbox_spec import HOST_ID_BASE, ID_COUNT, PRIVATE_DIRS, SandboxSpec, check_spec, id_maps
 
-__all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "sweep_stale", "SECCOMP_FLAGS"]
+__all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "sweep_stale", "SECCOMP_FLAGS",
+           "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS", "SCRATCH_PREFIX", "LOG_PREFIX", "id_maps"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -57,39 +63,10 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
-
-# mount_setattr(2): include/uapi/linux/mount.h, fcntl.h.
-NR_MOUNT_SETATTR = 442
-AT_FDCWD = -100
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_RDONLY = 0x1
-MOUNT_ATTR_NOSUID = 0x2
-MOUNT_ATTR_NODEV = 0x4
-
-#: Host ids the sandbox's ids 0..ID_COUNT-1 map to when dr runs as root: an
-#: unprivileged range no host account uses (above the 100000.. blocks of
-#: /etc/subuid and below 2^31), so uid 0 inside owns no host file and a host
-#: file owned by root is "other" to it. See docs/security.md.
-HOST_ID_BASE = 2_000_000_000
-
-#: Directories that are always a private, empty tmpfs inside the sandbox: no
-#: host socket, lock or scratch (another replay's included) is reachable there.
-PRIVATE_DIRS = ("tmp", "run", "var/tmp", "var/run", "dev/shm")
-
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 ADDR_NO_RANDOMIZE = 0x0040000
-NR_PIVOT_ROOT = 155
 
 # seccomp(2): include/uapi/linux/seccomp.h
 SECCOMP_SET_MODE_FILTER = 1
@@ -109,7 +86,6 @@ _INSN = struct.Struct("<HBBI")
 
 SECCOMP_FLAGS = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 
-DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 SYNC_FD = 1000
 
 
@@ -137,140 +113,6 @@ def build_filter(passthrough: Iterable[int]) -> bytes:
     prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
     prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     return b"".join(_INSN.pack(*i) for i in prog)
-
-
-@dataclass(frozen=True, slots=True)
-class SandboxSpec:
-    """What to run and how.
-
-    ``argv``/``env`` are given to execve as they are (``exe`` defaults to
-    argv[0]); ``cwd`` is used when it exists inside the root, else ``/``;
-    ``uid``/``gid`` are the ids inside the user namespace (mapped to the
-    supervisor's own); ``first_pid`` the pid the tracee gets inside its pid
-    namespace (None: whatever comes); ``stdio`` "null" (fds 0-2 on /dev/null)
-    or "inherit"; ``passthrough`` the syscall numbers the filter allows;
-    ``expose`` absolute paths of regular files (the executable) bound
-    read-only at the same path inside, even below a private directory such as
-    /tmp (``exe`` is always exposed).
-    """
-
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...] = ()
-    exe: str | None = None
-    cwd: str = "/"
-    root: str = "/"
-    hostname: str = "dr-replay"
-    uid: int = 0
-    gid: int = 0
-    first_pid: int | None = None
-    stdio: str = "null"
-    passthrough: frozenset[int] = field(default_factory=frozenset)
-    expose: tuple[str, ...] = ()
-
-
-#: Limits on what a trace supplies to execve (linux/binfmts.h MAX_ARG_STRLEN; ARG_MAX of 2 MiB).
-MAX_ARG_STRLEN = 32 * 4096
-MAX_ARGS_TOTAL = 2 * 1024 * 1024
-#: Ids inside the sandbox: 0..ID_COUNT-1, mapped to host ids HOST_ID_BASE.. (see :func:`id_maps`).
-ID_COUNT = 65536
-
-
-def id_maps(spec_uid: int, spec_gid: int) -> tuple[str, str]:
-    """The uid_map and gid_map lines of the sandbox's user namespace (user_namespaces(7)).
-
-    As root: ids 0..ID_COUNT-1 inside are HOST_ID_BASE.. outside, so nothing in
-    the sandbox is host root for file access, and services may setuid/setgid to
-    www-data or nobody inside. Unprivileged, a process may map only its own ids:
-    the recorded uid/gid inside is the caller's outside (who is not root).
-    """
-    if os.geteuid() == 0:
-        return f"0 {HOST_ID_BASE} {ID_COUNT}\n", f"0 {HOST_ID_BASE} {ID_COUNT}\n"
-    return f"{spec_uid} {os.geteuid()} 1\n", f"{spec_gid} {os.getegid()} 1\n"
-
-
-def _bad(what: str, value: object) -> ReplayError:
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ReplayError(f"refusing to replay: the trace's {what} {shown} is not valid; nothing was run")
-
-
-def _clean_str(what: str, value: object, *, limit: int = MAX_ARG_STRLEN, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise _bad(what, value)
-    if "\0" in value or (not value and not empty):
-        raise _bad(what, value)
-    try:
-        n = len(value.encode("utf-8", "surrogateescape"))
-    except UnicodeEncodeError:
-        raise _bad(what, value) from None
-    if n > limit:
-        raise _bad(what, value)
-    return value
-
-
-def check_spec(spec: SandboxSpec) -> None:
-    """Validate everything of ``spec`` a trace or bundle may have supplied, before anything runs.
-
-    Hostname: 1..64 bytes (HOST_NAME_MAX), printable, no '/'. argv: at least
-    one string, each without NUL and under MAX_ARG_STRLEN, all under ARG_MAX.
-    env: names without '=' or NUL. exe, cwd: absolute, without NUL. root: an
-    existing directory. uid, gid: inside the mapped range. first_pid: 2..2^22.
-    Raises ReplayError (one line, exit 1).
-    """
-    host = _clean_str("hostname", spec.hostname, limit=64)
-    if any(not c.isprintable() or c.isspace() or c == "/" for c in host):
-        raise _bad("hostname", host)
-    if not isinstance(spec.argv, tuple) or not spec.argv:
-        raise _bad("argv", spec.argv)
-    total = 0
-    for a in spec.argv:
-        total += len(_clean_str("argv", a, empty=True)) + 1
-    if not spec.argv[0]:
-        raise _bad("argv", spec.argv)
-    for item in spec.env:
-        if not isinstance(item, tuple) or len(item) != 2:
-            raise _bad("environment entry", item)
-        k, v = item
-        _clean_str("environment name", k)
-        _clean_str("environment value", v, empty=True)
-        if "=" in k:
-            raise _bad("environment name", k)
-        total += len(k) + len(v) + 2
-    if total > MAX_ARGS_TOTAL:
-        raise ReplayError(f"refusing to replay: the trace's argv and environment hold {total} bytes "
-                          f"(more than {MAX_ARGS_TOTAL}); nothing was run")
-    if spec.exe is not None:
-        _clean_str("executable path", spec.exe, limit=4096)
-    cwd = _clean_str("working directory", spec.cwd, limit=4096)
-    if not cwd.startswith("/"):
-        raise _bad("working directory", cwd)
-    root = spec.root
-    if not isinstance(root, str) or not root or "\0" in root:
-        raise ReplayError(f"--rootfs {root!r} is not a usable directory; nothing was run")
-    if not os.path.isdir(root):
-        raise ReplayError(f"--rootfs {root}: no such directory; nothing was run")
-    for what, v in (("uid", spec.uid), ("gid", spec.gid)):
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < ID_COUNT:
-            raise _bad(what, v)
-    if spec.first_pid is not None and (not isinstance(spec.first_pid, int) or not 2 <= spec.first_pid < (1 << 22)):
-        raise _bad("pid", spec.first_pid)
-    for pth in spec.expose:
-        if not _clean_str("file path", pth, limit=4096).startswith("/") or "/../" in pth + "/":
-            raise _bad("file path", pth)
-    if spec.stdio not in ("null", "inherit"):
-        raise ReplayError(f"unknown stdio mode {spec.stdio!r}")
-
-
-def _cerr(what: str) -> OSError:
-    e = ctypes.get_errno()
-    return OSError(e, f"{what}: {os.strerror(e)}")
-
-
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
-    if _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        raise _cerr(f"mount {fstype or src} on {target}")
 
 
 def _prctl(opt: int, arg: int) -> None:
@@ -526,7 +368,7 @@ class Sandbox:
         # directory the sandbox's ids cannot search, a 0700 /tmp/pytest-of-root),
         # and after unshare: overlay takes lower layers of our mount namespace only.
         rootfd = os.open(os.path.realpath(spec.root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        exposed = _open_exposed(rootfd, spec)
+        exposed = open_exposed(rootfd, spec)
         # Become the namespace's own root (a host id of the unprivileged range):
         # until now our host uid was the caller's, which owned host files.
         inside = 0 if euid == 0 else spec.uid
@@ -539,7 +381,8 @@ class Sandbox:
         _prctl(PR_SET_DUMPABLE, 1)
         socket.sethostname(spec.hostname)
         _loopback_up()
-        self._make_root(f"/proc/self/fd/{rootfd}", exposed)
+        assert self._scratch
+        make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed)
         os.close(rootfd)
         for fd in exposed.values():
             os.close(fd)
@@ -581,199 +424,6 @@ class Sandbox:
         os.waitpid(init, 0)
         return 0
 
-    def _make_root(self, root: str, exposed: dict[str, int]) -> None:
-        """Build the tracee's root under the scratch tmpfs and pivot into it.
-
-        An overlay of the whole root fails in a user namespace when the root
-        has locked submounts (clone_private_mount refuses them), so each
-        top-level directory gets its own overlay (lower: the chosen root's
-        directory, upper: the scratch tmpfs), and one that cannot be overlaid
-        is built the same way one level down (:func:`_overlay_tree`). Writes
-        land in the scratch tmpfs, never on the host; a host submount is never
-        reached through an overlay (overlay does not cross mounts), and a host
-        Unix socket seen through one refuses connect(2) (the overlay inode is
-        not the bound inode). /proc is mounted by init, /dev holds a few nodes,
-        the directories of PRIVATE_DIRS and the top level are scratch tmpfs.
-        """
-        spec = self.spec
-        scratch = self._scratch
-        assert scratch
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-        upper, work, new = (os.path.join(scratch, d) for d in ("upper", "work", "root"))
-        for d in (upper, work, new):
-            os.mkdir(d)
-        _overlay_tree(root, new, upper, work, top=True)
-        dev = os.path.join(new, "dev")
-        if not os.path.isdir(dev):
-            os.mkdir(dev)
-        _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
-        for n in DEV_NODES:
-            host = f"/dev/{n}"
-            if not os.path.exists(host):
-                continue
-            target = os.path.join(dev, n)
-            open(target, "w").close()
-            try:
-                _mount(host, target, None, MS_BIND)
-            except OSError:
-                os.unlink(target)
-        for d in ("proc", "tmp", "run"):
-            if not os.path.isdir(os.path.join(new, d)):
-                os.mkdir(os.path.join(new, d))
-        for d in PRIVATE_DIRS:
-            _private_tmpfs(new, d)
-        for rel, fd in exposed.items():
-            _expose_file(new, rel, fd)
-        old = os.path.join(new, ".dr-oldroot")
-        os.mkdir(old)
-        _mount(new, new, None, MS_BIND | MS_REC)  # pivot_root wants a mount point
-        if notify._syscall(ctypes.c_long(NR_PIVOT_ROOT), ctypes.c_char_p(new.encode()),
-                           ctypes.c_char_p(old.encode())) != 0:
-            raise _cerr("pivot_root")
-        os.chdir("/")
-        # The old root stays until init has mounted /proc: the kernel lets a
-        # user namespace mount proc only while a full proc mount is visible.
-
-
-#: How deep :func:`_overlay_tree` splits a directory with locked submounts
-#: before it binds the rest read-only (recursively, every submount).
-OVERLAY_DEPTH = 4
-_SKIP_TOP = ("proc", "sys", "dev", "tmp", "run")
-
-
-def _overlay_tree(src: str, dst: str, upper: str, work: str, top: bool = False, depth: int = 0) -> None:
-    """Fill the existing directory ``dst`` with ``src``'s entries, each overlaid.
-
-    Symlinks are copied; regular files bound read-only; sockets, fifos and
-    devices left out; directories overlaid (upper and work dirs numbered in
-    ``upper``/``work``) or, when overlay refuses (locked submounts below),
-    split one level further; at OVERLAY_DEPTH bound read-only with
-    mount_setattr(AT_RECURSIVE), so no submount stays writable.
-    """
-    for name in sorted(os.listdir(src)):
-        s, d = os.path.join(src, name), os.path.join(dst, name)
-        if os.path.islink(s):
-            os.symlink(os.readlink(s), d)
-        elif os.path.isdir(s):
-            os.mkdir(d)
-            if top and name in _SKIP_TOP:
-                continue
-            n = str(len(os.listdir(upper)))
-            u, w = os.path.join(upper, n), os.path.join(work, n)
-            os.mkdir(u)
-            os.mkdir(w)
-            try:
-                _mount("overlay", d, "overlay", 0,
-                       f"lowerdir={_ovl_escape(s)},upperdir={u},workdir={w},userxattr")
-                continue
-            except OSError:
-                pass
-            if depth < OVERLAY_DEPTH:
-                try:
-                    _overlay_tree(s, d, upper, work, depth=depth + 1)
-                except PermissionError:
-                    pass  # unreadable to the sandbox's ids: left empty
-                continue
-            try:
-                _bind_ro(s, d, rec=True)
-            except OSError:
-                # Left empty: a bind that is not read-only down to every submount is undone.
-                _libc.umount2(d.encode(), MNT_DETACH)
-        elif os.path.isfile(s) and not (top and name in _SKIP_TOP):
-            open(d, "w").close()
-            try:
-                _bind_ro(s, d)
-            except OSError:
-                os.unlink(d)
-
-
-def _bind_ro(src: str, dst: str, rec: bool = False) -> None:
-    """Bind ``src`` on ``dst`` read-only, nosuid, nodev; with ``rec``, every submount too.
-
-    A remount with MS_RDONLY changes the top mount only: the submounts of a
-    recursive bind would stay writable. mount_setattr(2) with AT_RECURSIVE sets
-    the flags on the whole tree; raises OSError when it cannot.
-    """
-    _mount(src, dst, None, MS_BIND | (MS_REC if rec else 0))
-    if not rec:
-        _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
-        return
-    mount_setattr_recursive(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def mount_setattr_recursive(path: str, attr_set: int) -> None:
-    """mount_setattr(AT_FDCWD, path, AT_RECURSIVE, {attr_set}) (Linux >= 5.12); OSError on failure."""
-    attr = _MountAttr(attr_set, 0, 0, 0)
-    res = notify._syscall(ctypes.c_long(NR_MOUNT_SETATTR), ctypes.c_long(AT_FDCWD),
-                          ctypes.c_char_p(path.encode()), ctypes.c_long(AT_RECURSIVE),
-                          ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
-    if res != 0:
-        raise _cerr(f"mount_setattr of {path}")
-
-
-def _private_tmpfs(new: str, rel: str) -> None:
-    """An empty tmpfs on ``new/rel`` (when that is a directory, not a symlink such as /var/run)."""
-    d = os.path.join(new, rel)
-    if os.path.islink(d):
-        return
-    if not os.path.isdir(d):
-        if not os.path.isdir(os.path.dirname(d)):
-            return
-        os.mkdir(d)
-    _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" if rel != "run" else "mode=0755")
-
-
-def _open_exposed(rootfd: int, spec: SandboxSpec) -> dict[str, int]:
-    """O_PATH fds of the files to expose (see SandboxSpec.expose), by path relative to the root.
-
-    Only files that a private directory would hide (PRIVATE_DIRS), that are
-    regular, and that others may execute (the executable a recording ran from
-    /tmp): these are opened with the caller's ids, since the directory holding
-    them may be closed to the sandbox's. Resolved beneath the root
-    (openat2 RESOLVE_IN_ROOT semantics are approximated by refusing '..' and
-    symlinks in the path).
-    """
-    out: dict[str, int] = {}
-    base = os.readlink(f"/proc/self/fd/{rootfd}")
-    for path in {*spec.expose, *([spec.exe] if spec.exe and spec.exe.startswith("/") else [])}:
-        rel = os.path.normpath(path).lstrip("/")
-        if ".." in rel.split("/") or not any(rel == d or rel.startswith(d + "/") for d in PRIVATE_DIRS):
-            continue
-        try:
-            fd = os.open(rel, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rootfd)
-        except OSError:
-            continue
-        st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IXOTH
-                or os.readlink(f"/proc/self/fd/{fd}") != os.path.join(base, rel)):
-            os.close(fd)  # not a plain executable file at exactly that path (no symlink on the way)
-            continue
-        out[rel] = fd
-    return out
-
-
-def _expose_file(new: str, rel: str, fd: int) -> None:
-    """Bind the file held by ``fd`` read-only at ``new/rel``, making its directories."""
-    dst = os.path.join(new, rel)
-    parent = os.path.dirname(dst)
-    probe = parent
-    while not os.path.lexists(probe):
-        probe = os.path.dirname(probe)
-    if os.path.islink(probe) or not os.path.realpath(probe).startswith(new):
-        return  # a symlink in the way (/var/run -> /run): never follow it out of the new root
-    if os.path.lexists(dst):
-        return
-    os.makedirs(parent, exist_ok=True)
-    open(dst, "w").close()
-    _bind_ro(f"/proc/self/fd/{fd}", dst)
-
-
 def _read_exact(fd: int, n: int) -> bytes:
     buf = b""
     while len(buf) < n:
@@ -782,11 +432,6 @@ def _read_exact(fd: int, n: int) -> bytes:
             break
         buf += chunk
     return buf
-
-
-def _ovl_escape(path: str) -> str:
-    # overlay's option parser splits on ',' and ':' (fs/overlayfs/params.c).
-    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
 def _init_main(sync_w: int, ctl_r: int, rep_w: int, ready_w: int, first_pid: int | None) -> int:
@@ -873,61 +518,6 @@ def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
     if res < 0:
         raise _cerr("seccomp(SECCOMP_SET_MODE_FILTER)")
     os.execve(exe, list(spec.argv), env)
-
-
-#: Names of dr's per-replay files in the temporary directory; the owner's pid follows.
-SCRATCH_PREFIX = "dr-replay-"
-LOG_PREFIX = "dr-streams-"
-
-
-def sweep_stale(tmpdir: str | None = None) -> list[str]:
-    """Remove scratch directories and streams logs that a killed dr left behind.
-
-    Names carry the owning dr's pid (``dr-replay-PID-*``, ``dr-streams-PID-*.log``);
-    an entry is removed only when that pid is gone, the entry belongs to us
-    (same owner uid) and is what we made (a directory, a regular log file; never
-    a symlink). Returns the removed paths. Never raises.
-    """
-    tmpdir = tmpdir or tempfile.gettempdir()
-    removed: list[str] = []
-    try:
-        names = os.listdir(tmpdir)
-    except OSError:
-        return removed
-    for name in names:
-        for prefix, want_dir in ((SCRATCH_PREFIX, True), (LOG_PREFIX, False)):
-            if not name.startswith(prefix):
-                continue
-            pid_s = name[len(prefix):].split("-", 1)[0]
-            if not pid_s.isdigit() or _alive(int(pid_s)):
-                continue
-            path = os.path.join(tmpdir, name)
-            try:
-                st = os.lstat(path)
-                if st.st_uid != os.geteuid():
-                    continue
-                if want_dir and stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(path)
-                elif not want_dir and stat.S_ISREG(st.st_mode) and name.endswith(".log"):
-                    os.unlink(path)
-                else:
-                    continue
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return True  # not a name we made: leave it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _kernel_at_least(major: int, minor: int) -> bool:
