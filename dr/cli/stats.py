@@ -145,15 +145,19 @@ def stats_cmd(
     trace: Path = _TRACE,
     trace_name: Optional[str] = _TRACE_NAME,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
-    top: int = typer.Option(0, "--top", min=0, help="Show only the first N rows of each table (0: all)."),
+    top: int = typer.Option(20, "--top", min=0, help="Rows per table; the rest is counted "
+                                                      "(0: all rows; --json always has all)."),
 ) -> None:
     """Counts, errors by errno and latency per syscall; bytes per fd and connection; threads; losses."""
     import json
 
     from dr.formats.stats import compute, render
 
+    from dr.cli.progress import reading
+
     with _open(trace, trace_name) as r:
-        st = compute(r)
+        with reading("dr stats: reading", trace):
+            st = compute(r)
         if json_out:
             json.dump(st.as_dict(), sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
