@@ -69,7 +69,7 @@ def _strace_line(meta: dict[str, Any]):
     from dr.formats.strace import Formatter, ShowOptions
 
     # One tid in the filter: the formatter then never prefixes "[pid N]".
-    fmt = Formatter(ShowOptions(strsize=64, tids=frozenset({0})), meta)
+    fmt = Formatter(ShowOptions(strsize=64, prefix=False), meta)
 
     def line(ev: Event) -> str | None:
         try:

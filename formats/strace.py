@@ -121,6 +121,8 @@ class ShowOptions:
                 without / with an error (strace -z / -Z)
     syscall_times  append the time spent inside each call, `` <0.000012>`` (strace -T)
     color       ANSI colours (errors red, signals yellow, process events bold)
+    prefix      ``[pid N]`` prefixes: None as strace -f (once the trace has a second
+                thread), False never (one call decoded on its own, as replay reports do)
     """
 
     strsize: int = 32
@@ -137,6 +139,7 @@ class ShowOptions:
     status: str | None = None
     syscall_times: bool = False
     color: bool = False
+    prefix: bool | None = None
 
 
 def parse_trace_expr(exprs: Iterable[str]) -> frozenset[int] | None:
@@ -714,6 +717,7 @@ class Formatter:
         # in any record, shown or not, or announced by a fork).
         tids = meta.get("tids")
         self.prefix = isinstance(tids, list) and len(tids) > 1
+        self.never_prefix = opts.prefix is False
         self.seen: set[int] = set()
         self.last_ts: int | None = None
         self.fdmap = None
@@ -755,7 +759,7 @@ class Formatter:
         if not self.prefix:
             self.seen.add(tid)
             self.prefix = len(self.seen) > 1
-        h = f"[pid {tid:5d}] " if self.prefix else ""
+        h = f"[pid {tid:5d}] " if self.prefix and not self.never_prefix else ""
         o = self.opts
         if o.timestamps:
             wall = ts + self.realtime_ns if self.realtime_ns is not None else ts

@@ -19,6 +19,7 @@ from typing import Iterator, Optional, TextIO
 import typer
 
 from dr.cli import app
+from dr.cli.progress import reading
 from dr.errors import ExitCode, OutputError
 
 STATS_EPILOG = """\
@@ -91,6 +92,14 @@ def _open(trace: Path, name: str | None = None):
     """A TraceReader context on a trace or on a (verified, extracted) bundle's trace."""
     from dr.formats.bundle import open_trace_or_bundle
     return open_trace_or_bundle(trace, name)
+
+
+def _bar(label: str, trace: Path, output: Path | None):
+    """A progress bar, unless the export itself is drawn on the terminal (-o -)."""
+    from contextlib import nullcontext
+    if (output is None or str(output) == "-") and sys.stdout.isatty():
+        return nullcontext()
+    return reading(label, trace)
 
 
 def _cut_short(reader) -> None:
@@ -180,7 +189,8 @@ def export_pcap_cmd(
 
     with _open(trace, trace_name) as r:
         with _output(output, binary=True) as tmp:
-            res = export_pcap(r, tmp)  # type: ignore[arg-type]
+            with reading("dr export pcap: reading", trace):
+                res = export_pcap(r, tmp)  # type: ignore[arg-type]
         tcp = sum(1 for s in res.streams if s.proto == "TCP")
         udp = sum(1 for s in res.streams if s.proto == "UDP")
         typer.echo(f"wrote {output}: {plural(res.packets, 'packet')}, {plural(tcp, 'TCP stream')}, "
@@ -204,7 +214,8 @@ def export_perfetto_cmd(
 
     with _open(trace, trace_name) as r:
         with _output(output) as f:
-            res = export_perfetto(r, f)  # type: ignore[arg-type]
+            with _bar("dr export perfetto: reading", trace, output):
+                res = export_perfetto(r, f)  # type: ignore[arg-type]
         typer.echo(f"wrote {output}: {plural(res.slices, 'syscall slice')} on "
                    f"{plural(res.threads, 'thread')} of {plural(res.processes, 'process', 'processes')}",
                    err=True)
@@ -227,7 +238,8 @@ def export_jsonl_cmd(
 
     with _open(trace, trace_name) as r:
         with _output(output) as f:
-            res = export_jsonl(r, f, payloads=not no_payloads)  # type: ignore[arg-type]
+            with _bar("dr export jsonl: reading", trace, output):
+                res = export_jsonl(r, f, payloads=not no_payloads)  # type: ignore[arg-type]
         if output is not None and str(output) != "-":
             typer.echo(f"wrote {output}: {plural(res.lines, 'line')} "
                        f"({plural(res.by_type.get('syscall', 0), 'syscall')})", err=True)
