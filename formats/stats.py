@@ -210,6 +210,37 @@ def _thread_names(meta: dict[str, Any]) -> dict[int, str]:
     return names
 
 
+class Comms:
+    """Each task's name (comm) through a trace: the capture's snapshot names
+    (meta ``threads``), a new task inherits its creator's (FORK), and a
+    successful execve renames it after the file, cut to 15 bytes as the kernel does.
+    Feed every record in capture order; :meth:`get` is the name at that point.
+    """
+
+    _EXECS = {schema.by_name("execve").nr: 0, schema.by_name("execveat").nr: 1}
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.names = _thread_names(meta)
+        pid = meta.get("pid")
+        if isinstance(pid, int) and not self.names.get(pid) and process_name(meta):
+            self.names[pid] = process_name(meta)[:15]  # a trace without thread names
+
+    def feed(self, rec: Any) -> None:
+        if rec.__class__ is Event:
+            slot = self._EXECS.get(rec.nr)
+            if slot is not None and rec.ret == 0:
+                p = rec.payloads.get(slot)
+                if p is not None and p.data:
+                    self.names[rec.tid] = os.path.basename(
+                        p.data.split(b"\0", 1)[0].decode("utf-8", "replace"))[:15]
+        elif rec.__class__ is ProcEvent and rec.kind == "FORK":
+            if rec.arg0 not in self.names and rec.tid in self.names:
+                self.names[rec.arg0] = self.names[rec.tid]
+
+    def get(self, tid: int, default: str = "") -> str:
+        return self.names.get(tid) or default
+
+
 def process_name(meta: dict[str, Any]) -> str:
     """A short name for the traced process: comm, else the exe's or argv[0]'s basename."""
     for key in ("comm", "name"):
@@ -231,12 +262,12 @@ def compute(reader: TraceReader) -> Stats:
     sysc: dict[int, SyscallStats] = {}
     threads: dict[int, ThreadStats] = {}
     files: dict[int, FileStats] = {}
-    names = _thread_names(reader.meta)
     pname = process_name(reader.meta)
     flag_names = [(bit, name) for name, bit in schema.EVENT_FLAGS.items()]
     first = last = 0
-    execs = {schema.by_name("execve").nr: 0, schema.by_name("execveat").nr: 1}
+    comms = Comms(reader.meta)
     for rec in reader.stream():
+        comms.feed(rec)
         if rec.__class__ is Event:
             ev: Event = rec  # type: ignore[assignment]
             st.events += 1
@@ -246,7 +277,7 @@ def compute(reader: TraceReader) -> Stats:
             s.count += 1
             th = threads.get(ev.tid)
             if th is None:
-                th = threads[ev.tid] = ThreadStats(ev.tid, ev.tgid, names.get(ev.tid, ""))
+                th = threads[ev.tid] = ThreadStats(ev.tid, ev.tgid, comms.get(ev.tid))
             th.syscalls += 1
             th.by_name[s.name] = th.by_name.get(s.name, 0) + 1
             t0 = ev.ts_enter or ev.ts_exit
@@ -294,18 +325,10 @@ def compute(reader: TraceReader) -> Stats:
                 if t.addr is not None and (f.peer is None or t.addr != f.peer):
                     io = fs.peers.setdefault(str(t.addr), [0, 0])
                     io[0 if t.direction == "in" else 1] += t.nbytes
-            if ev.nr in execs and ev.ret == 0:
-                # the kernel names the task after the file it executed (comm: 15 bytes)
-                p = ev.payloads.get(execs[ev.nr])
-                if p is not None and p.data:
-                    names[ev.tid] = os.path.basename(
-                        p.data.split(b"\0", 1)[0].decode("utf-8", "replace"))[:15]
             fdm.apply(ev)
         elif rec.__class__ is ProcEvent:
             pe: ProcEvent = rec  # type: ignore[assignment]
             st.proc_events[pe.kind] = st.proc_events.get(pe.kind, 0) + 1
-            if pe.kind == "FORK" and pe.arg0 not in names and pe.tid in names:
-                names[pe.arg0] = names[pe.tid]  # a new task starts with its creator's comm
             fdm.apply(pe)
     st.first_ns, st.last_ns = first, last
     for s in sysc.values():
@@ -329,7 +352,7 @@ def compute(reader: TraceReader) -> Stats:
                 fs.peers = {}
     st.files = sorted(files.values(), key=lambda f: (-(f.bytes_in + f.bytes_out), f.id))
     for th in threads.values():
-        th.name = names.get(th.tid, "")
+        th.name = comms.get(th.tid)
         if not th.name and th.tid == th.tgid:
             th.name = pname if th.tgid == reader.meta.get("pid") else ""
     st.threads = sorted(threads.values(), key=lambda t: (t.tgid, t.tid))

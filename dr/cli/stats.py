@@ -216,7 +216,8 @@ def export_perfetto_cmd(
         with _output(output) as f:
             with _bar("dr export perfetto: reading", trace, output):
                 res = export_perfetto(r, f)  # type: ignore[arg-type]
-        typer.echo(f"wrote {output}: {plural(res.slices, 'syscall slice')} on "
+        typer.echo(f"wrote {output}: {plural(res.slices, 'syscall slice')} and "
+                   f"{plural(res.instants, 'process event')} on "
                    f"{plural(res.threads, 'thread')} of {plural(res.processes, 'process', 'processes')}",
                    err=True)
         if r.truncated:
