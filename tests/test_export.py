@@ -172,6 +172,33 @@ def test_pcap_connection_seen_from_both_ends_is_exported_once(write_trace, tmp_p
     assert len(res.streams) == 1 and any("both ends" in n for n in res.notes)
 
 
+def test_pcap_pairs_a_client_without_getsockname_with_its_server(write_trace, tmp_path):
+    """One loopback connection, both ends traced, the client never asks its own port:
+    the server's accept names it, so Wireshark sees one stream, not two."""
+    s = Script()
+    s(100, "socket", (2, 1, 0), 3)
+    s(100, "bind", (3, 0x1, 16), 0, {1: sin("127.0.0.1", 8000)})
+    s(100, "listen", (3, 5), 0)
+    s(100, "socket", (2, 1, 0), 4)
+    s(100, "connect", (4, 0x1, 16), 0, {1: sin("127.0.0.1", 8000)})      # no getsockname
+    s(100, "accept4", (3, 0x1, 0x2, 0), 5, {1: sin("127.0.0.1", 51234)})
+    s(100, "sendto", (4, 0x3000, len(REQ), 0), len(REQ), {1: REQ})
+    s(100, "recvfrom", (5, 0x5000, 65536, 0), len(REQ), {1: REQ})
+    s(100, "sendto", (5, 0x3000, 6, 0), 6, {1: b"pong\r\n"})
+    s(100, "recvfrom", (4, 0x5000, 65536, 0), 6, {1: b"pong\r\n"})
+    s(100, "close", (4,), 0)
+    s(100, "close", (5,), 0)
+    path = write_trace(s.items, meta=META)
+    out = tmp_path / "lo.pcap"
+    with TraceReader(path) as r:
+        res = export_pcap(r, out)
+    assert [(x.client, x.server) for x in res.streams] == [("127.0.0.1:51234", "127.0.0.1:8000")]
+    assert not any("no getsockname" in n for n in res.notes)  # nothing synthesised
+    if shutil.which(TSHARK):
+        nodes, c2s, s2c = tshark_follow(out)
+        assert nodes == ["127.0.0.1:51234", "127.0.0.1:8000"] and (c2s, s2c) == (REQ, b"pong\r\n")
+
+
 # --------------------------------------------------------------------------- perfetto
 
 # The Chrome trace event format, JSON object form (Trace Event Format, Google):
