@@ -128,7 +128,7 @@ def test_capture_and_replay_count_the_same_syscalls(tmp_path):
     assert recorded == json.loads(dr("stats", trace, "--json").stdout)["events"]
     r = dr("replay", trace)
     assert r.returncode == 0, r.stderr
-    m = re.search(r"faithful: ([\d,]+) recorded syscalls \(([\d,]+) answered from the trace, "
+    m = re.search(r"faithful: ([\d,]+) recorded syscalls, ([\d,]+) answered from the trace; "
                   r"([\d,]+) run natively", r.stderr)
     assert m, r.stderr
     total, answered, native = (int(g.replace(",", "")) for g in m.groups())

@@ -52,7 +52,8 @@ def capture(
     command: Optional[List[str]] = typer.Argument(None, metavar="[-- CMD ARGS...]",
                                                   help="Command to run and record from its first syscall.",
                                                   show_default=False),
-    pid: Optional[int] = typer.Option(None, "--pid", "-p", help="Attach to this process (all its threads)."),
+    pid: Optional[int] = typer.Option(None, "--pid", "-p", help="Attach to this process (all its threads); records until "
+                                           "Ctrl-C, --duration or its exit."),
     tid: Optional[int] = typer.Option(None, "--tid", help="Attach to this one thread."),
     output: Path = typer.Option(Path("capture.drt"), "-o", "--output", help="Trace file to write."),
     snaplen: str = typer.Option("256K", "--snaplen",

@@ -123,16 +123,16 @@ def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: 
     # futex and signal masks run natively (passthrough), so they are named apart.
     recorded = _recorded_syscalls(trace)
     native = recorded - rep.events_total if recorded is not None and recorded >= rep.events_total else 0
-    natively = f", {native:,} run natively (memory, futex, signal masks)" if native else ""
+    natively = f"; {native:,} run natively: memory, futex, signal masks" if native else ""
     total = f"{recorded:,}" if recorded is not None else f"{rep.events_total:,}"
     if res.ok:
-        sys.stderr.write(f"dr replay: faithful: {total} recorded syscalls ({rep.events_replayed:,} "
-                         f"answered from the trace{natively}), {rep.wall_s:.2f} s\n")
+        sys.stderr.write(f"dr replay: faithful: {total} recorded syscalls, {rep.events_replayed:,} "
+                         f"answered from the trace{natively} ({rep.wall_s:.2f} s)\n")
     elif res.status == "error":
         sys.stderr.write(f"dr: {res.message}\n")
     else:
         sys.stderr.write(f"dr replay: diverged after {rep.events_replayed:,} of the {rep.events_total:,} "
-                         f"syscalls it answers from the trace ({total} recorded{natively})\n")
+                         f"syscalls answered from the trace ({total} recorded{natively})\n")
     raise typer.Exit(int(res.exit_code))
 
 
