@@ -150,6 +150,51 @@ def recorded_command(meta: dict, cmd: str | list[str] | None = None) -> list[str
     return argv
 
 
+def other_build(meta: dict, argv: list[str]) -> bool:
+    """Whether ``argv`` runs other code than the recording: another executable
+    (sha256 of the file, or its build-id, against ``meta["exe"]``) or other
+    arguments, unless each differing argument names a file with the same bytes
+    as the recorded one. ``--cmd`` naming the recorded binary is not another build.
+    """
+    import hashlib
+
+    def digest(path: str) -> str | None:
+        try:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            return h.hexdigest()
+        except OSError:
+            return None
+
+    if not argv:
+        return True
+    exe = meta.get("exe") if isinstance(meta.get("exe"), dict) else {}
+    path = argv[0] if "/" in argv[0] else (_which(argv[0]) or argv[0])
+    want = exe.get("sha256")
+    if want:
+        if digest(path) != want:
+            return True
+    else:
+        from dr.formats.elf import build_id
+        try:
+            if not exe.get("build_id") or build_id(path) != exe.get("build_id"):
+                return True
+        except OSError:
+            return True
+    recorded = [str(a) for a in (meta.get("argv") or [])]
+    if len(recorded) != len(argv):
+        return True
+    cwd = str(meta.get("cwd") or "")
+    for old, new in zip(recorded[1:], argv[1:]):
+        if old != new:
+            a, b = digest(os.path.join(cwd, old)), digest(new)
+            if a is None or a != b:
+                return True
+    return False
+
+
 def _which(name: str) -> str | None:
     import shutil
     return shutil.which(name)
@@ -576,7 +621,7 @@ class StreamsSession:
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
         self.argv = recorded_command(self.meta, cmd)
-        self.new_build = bool(cmd)
+        self.new_build = bool(cmd) and other_build(self.meta, self.argv)
         self.ignore = compare.load_ignore(ignore) if not isinstance(ignore, compare.Ignore) else ignore
         self.show_output = show_output
         self.startup_timeout = startup_timeout

@@ -913,7 +913,7 @@ class ReplaySession:
         """Stop at a recorded call no genuine run can have: listed in the report's
         ``refused`` and raised as one line, before anything reaches the tracee."""
         self.report.refuse(ev.name, tid, ev.index, reason)
-        raise ReplayError(f"the trace's event #{ev.index} ({ev.name} of thread {tid}) {what}; "
+        raise ReplayError(f"the trace's syscall #{ev.index} ({ev.name} of thread {tid}) {what}; "
                           "is the trace corrupt?")
 
     def gone_check(self, n: Notif) -> None:
@@ -1508,7 +1508,7 @@ def _h_regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> boo
             return s.reply(n, th, pos, ev.ret)
         s.report.refuse(schema.name_of(ev.nr), th.tid, ev.index, "unsupported syscall")
         raise _Stop(StepResult(Status.ERROR, f"replay does not support syscall "
-                               f"{schema.name_of(ev.nr)} (recorded at event #{ev.index}, thread {th.tid})"))
+                               f"{schema.name_of(ev.nr)} (recorded as syscall #{ev.index}, thread {th.tid})"))
     _compare_inputs(s, n, th, ev, sc)
     if s.opts.show_output:
         _show_writes(s, n, ev, sc)
@@ -1792,7 +1792,7 @@ def _h_unsupported_uring(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: i
         return s.reply(n, th, pos, ev.ret)
     s.report.refuse(ev.name, th.tid, ev.index, "unsupported syscall (io_uring)")
     raise _Stop(StepResult(Status.ERROR, f"replay does not support {ev.name} (io_uring), recorded at "
-                           f"event #{ev.index}; the recording shows it succeeded"))
+                           f"syscall #{ev.index}; the recording shows it succeeded"))
 
 
 Handler = Callable[[ReplaySession, Notif, Thread, Any, int], bool]
