@@ -142,6 +142,8 @@ class ReplayReport:
     redacted_bytes: int = 0
     soft_skipped: int = 0
     notifications: int = 0
+    #: Calls the kernel restarted inside replay (a signal during a native clone): not new events.
+    restarts: int = 0
     divergences: list[Divergence] = field(default_factory=list)
     exit_status: int | None = None
     recorded_exit_status: int | None = None
@@ -167,6 +169,7 @@ class ReplayReport:
             "syscalls": dict(sorted(self.syscalls.items())),
             "substituted_bytes": self.substituted_bytes, "compared_bytes": self.compared_bytes,
             "signals_delivered": self.signals_delivered, "reordered": self.reordered,
+            "kernel_restarts": self.restarts,
             "redacted_bytes_masked": self.redacted_bytes,
             "time_reads_extra": self.soft_extra, "time_reads_skipped": self.soft_skipped,
             "exit_status": self.exit_status, "recorded_exit_status": self.recorded_exit_status,

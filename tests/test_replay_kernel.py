@@ -100,3 +100,83 @@ int main(void) {
 def test_invalid_numbers_and_int80_answered_as_recorded(work):
     out = faithful(work, "invalid", INVALID)
     assert b"syscall(-1) = -1 errno 38" in out
+
+
+# ----------------------------------------------------------------------------- restarts
+
+SIGCHLD_LOOP = r"""
+#include <stdio.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+static volatile sig_atomic_t got;
+static void on_chld(int s) { (void)s; got++; }
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_chld;          /* no SA_RESTART: an interrupted clone is restarted */
+    sigaction(SIGCHLD, &sa, NULL);
+    int n = 0, reaped = 0;
+    for (int i = 0; i < 30; i++) {
+        pid_t p = fork();
+        if (p == 0) _exit(0);
+        if (p > 0) n++;
+        close(open("/dev/null", O_RDONLY));
+    }
+    for (;;) {
+        pid_t w = wait(NULL);
+        if (w > 0) reaped++;
+        else if (errno != EINTR) break;
+    }
+    printf("forked %d reaped %d handler ran %d\n", n, reaped, (int)got);
+    return 0;
+}
+"""
+
+STOP_CONT = r"""
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+int main(void) {
+    int p[2];
+    pipe(p);
+    pid_t c = fork();
+    if (c == 0) {
+        struct pollfd fd = {p[0], POLLIN, 0};
+        int r = poll(&fd, 1, 1500);     /* SIGSTOP/SIGCONT: back through restart_syscall */
+        printf("child poll = %d revents %d\n", r, fd.revents);
+        return 0;
+    }
+    struct timespec ts = {0, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    kill(c, SIGSTOP);
+    nanosleep(&ts, NULL);
+    kill(c, SIGCONT);
+    int st;
+    waitpid(c, &st, 0);
+    printf("parent: child exited %d\n", WEXITSTATUS(st));
+    return 0;
+}
+"""
+
+
+def test_sigchld_without_sa_restart_fork_loop_faithful_every_time(work):
+    """SIGCHLD (no SA_RESTART) at a native clone: the kernel restarts the clone
+    (ERESTARTNOINTR), which replay must not count as a second clone."""
+    exe = build(work, "chldloop", SIGCHLD_LOOP)
+    for i in range(5):
+        trace, out = record(work, f"chldloop{i}", str(exe))
+        r = replay(trace)
+        assert r.returncode == 0, (i, r.stderr.decode())
+        assert r.stdout == out and out.startswith(b"forked 30 reaped 30")
+
+
+def test_poll_interrupted_by_sigstop_sigcont(work):
+    out = faithful(work, "stopcont", STOP_CONT)
+    assert b"child poll = 0" in out

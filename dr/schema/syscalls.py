@@ -366,7 +366,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("remap_file_pages", 216, 234, P, uint("start"), uint("size"), uint("prot"), uint("pgoff"), hex_("flags")),
     S("getdents64", 217, 61, R, fd("fd"), out("dirent", RET), uint("count")),
     S("set_tid_address", 218, 96, P, ptr("tidptr")),
-    S("restart_syscall", 219, 128, P),
+    S("restart_syscall", 219, 128, R),
     S("semtimedop", 220, 192, U, int_("semid"), ptr("tsops"), uint("nsops"), ptr("timeout")),
     S("fadvise64", 221, 223, R, fd("fd"), int_("offset"), uint("len"), int_("advice")),
     S("timer_create", 222, 107, U, int_("which_clock"), ptr("timer_event_spec"), ptr("created_timer_id")),

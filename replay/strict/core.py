@@ -26,6 +26,10 @@ EXITS = schema.with_order(Order.EXIT)
 NR_EXIT = NR["exit"]
 NR_EXIT_GROUP = NR["exit_group"]
 NR_EXECVE = NR["execve"]
+NR_RESTART_SYSCALL = NR["restart_syscall"]
+#: -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND, -ERESTART_RESTARTBLOCK (include/linux/errno.h):
+#: never seen by a program; the kernel restarts the call or turns them into -EINTR.
+RESTARTS = frozenset({-512, -513, -514, -516})
 #: Time reads whose number depends on native scheduling (CPython's GIL wait loops
 #: on a futex with a timeout, and reads the clock once per round): an extra one is
 #: answered with the thread's previous recorded value, a missing one is skipped.
@@ -101,6 +105,12 @@ class Thread:
     last_soft: dict = field(default_factory=dict)
     dead: bool = False
     rec_tgid: int = 0
+    #: The last clone this thread ran natively: (nr, args, ip, recorded child tid). The
+    #: kernel restarts a clone a signal interrupted (ERESTARTNOINTR) with a second
+    #: notification of the same call, which is not a new event.
+    native_clone: tuple | None = None
+    #: The call whose recorded restart_syscall is the thread's next event (see session._skip_restarts).
+    restart_of: int = -1
 
 
 def s32(v: int) -> int:

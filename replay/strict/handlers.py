@@ -209,6 +209,7 @@ def clone(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     if ev.ret > 0:
         s.sb.set_next_pid(ev.ret)  # type: ignore[union-attr]
         s.children.append(ev.ret)
+        th.native_clone = (n.nr, n.args, n.ip, ev.ret)
     return s.cont(n, th, pos)
 
 

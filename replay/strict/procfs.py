@@ -78,3 +78,9 @@ def which_in_root(name: str, root: str) -> str:
 
 def is_virtual(path: str) -> bool:
     return any(path.startswith(v) or path == v.rstrip("/") for v in VIRTUAL_PREFIXES)
+
+
+def task_exists(host_tid: int, nstid: int) -> bool:
+    """True when task ``nstid`` of the sandbox's pid namespace exists (a zombie too),
+    seen through the sandbox's own /proc from tracee task ``host_tid``'s root."""
+    return os.path.exists(f"/proc/{host_tid}/root/proc/{nstid}")

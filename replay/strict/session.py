@@ -20,11 +20,12 @@ from dr.replay.divergence import ReplayReport, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.sandbox import Sandbox, SandboxSpec
 from dr.replay.strict.answer import Answers
-from dr.replay.strict.core import (CONTINUE, EXITS, NATIVE_BLOCKING, NO_EXIT, NR, NR_EXECVE, NR_EXIT,
-                                   NR_EXIT_GROUP, OWN_ORDER, PASSTHROUGH, SC, SOFT, VDSO_NAMES, Gone,
-                                   GoneNotif, ReplayOptions, Status, StepResult, Stop, Thread)
+from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NATIVE_BLOCKING, NO_DELIVER, NO_EXIT, NR,
+                                   NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
+                                   PASSTHROUGH, RESTARTS, SC, SOFT, VDSO_NAMES, Gone, GoneNotif,
+                                   ReplayOptions, Status, StepResult, Stop, Thread)
 from dr.replay.strict.handlers import handler_for
-from dr.replay.strict.procfs import nthreads, ns_ids, ppid, which_in_root
+from dr.replay.strict.procfs import nthreads, ns_ids, ppid, task_exists as _task_exists, which_in_root
 from dr.replay.strict.script import load_script
 from dr.replay.strict.substitute import write_outputs
 
@@ -399,6 +400,8 @@ class ReplaySession(Answers):
         if n.arch != notify.AUDIT_ARCH_X86_64:
             self._on_compat(n, th)
             return
+        if th.native_clone is not None and n.nr in CLONES and self._restarted_clone(n, th):
+            return
         if not th.queue:
             if n.nr == NR_EXIT and self._early_exit(n, th):
                 return
@@ -407,8 +410,12 @@ class ReplaySession(Answers):
             raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
                 "extra", f"thread {th.tid} called {schema.name_of(n.nr)} after its recorded syscalls "
                 "ended", th.tid, None, actual=decode_call(n.nr, n.args), th=th)))
+        if self.script.events[th.queue[0]].ret in RESTARTS:
+            self._skip_restarts(th)
         pos = th.queue[0]
         ev = self.script.events[pos]
+        if ev.nr == NR_RESTART_SYSCALL and th.restart_of == n.nr:
+            n = n._replace(nr=ev.nr)  # the interrupted call itself, answered as its restart
         if n.nr != ev.nr and (n.nr in SOFT or ev.nr in SOFT):
             soft = self._soft_match(n, th)
             if soft is None:
@@ -423,6 +430,42 @@ class ReplaySession(Answers):
             self._answer(n, th, pos, ev)
         else:
             self.held[pos] = (n, th)
+
+    def _restarted_clone(self, n: Notif, th: Thread) -> bool:
+        """The kernel restarts a clone a signal interrupted (ERESTARTNOINTR: a pending
+        signal at copy_process, e.g. the SIGCHLD of a released child): the same call
+        (number, arguments, instruction) notified again while the recorded child does
+        not exist. It runs natively again with the same child tid and is no new event;
+        anything else is the thread's next clone."""
+        nr, args, ip, child = th.native_clone
+        if (nr, args, ip) != (n.nr, n.args, n.ip):
+            th.native_clone = None
+            return False
+        if _task_exists(th.host_tid, child):
+            return False  # a loop of identical clones: the previous child is there
+        self.report.restarts += 1
+        self.sb.set_next_pid(child)  # type: ignore[union-attr]
+        if self.listener.send(n.id, continue_=True):
+            self.last_progress = time.monotonic()
+        return True
+
+    def _skip_restarts(self, th: Thread) -> None:
+        """A recorded call interrupted with -ERESTART* whose signal replay does not
+        deliver (SIGSTOP, a ptrace stop) was restarted by the kernel: the same call
+        again, or restart_syscall for ERESTART_RESTARTBLOCK. Without the signal the
+        kernel would hand the tracee the -ERESTART* value, so the interrupted event
+        is consumed and the call answered as its restart (the next event)."""
+        q, evs, sigs = th.queue, self.script.events, self.script.signals
+        while len(q) > 1:
+            ev = evs[q[0]]
+            if ev.ret not in RESTARTS or any(sg not in NO_DELIVER for sg in sigs.get(q[0], ())):
+                return
+            nxt = evs[q[1]]
+            if nxt.nr != ev.nr and nxt.nr != NR_RESTART_SYSCALL:
+                return
+            th.restart_of = ev.nr if nxt.nr == NR_RESTART_SYSCALL else -1
+            self._consume(q.popleft(), th)
+            self.report.restarts += 1
 
     def _on_compat(self, n: Notif, th: Thread) -> None:
         """A 32-bit call (int 0x80): answered with the recorded return value of the
