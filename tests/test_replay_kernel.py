@@ -180,3 +180,39 @@ def test_sigchld_without_sa_restart_fork_loop_faithful_every_time(work):
 def test_poll_interrupted_by_sigstop_sigcont(work):
     out = faithful(work, "stopcont", STOP_CONT)
     assert b"child poll = 0" in out
+
+
+# ----------------------------------------------------------------------------- synchronous faults
+
+SEGV_LONGJMP = r"""
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+static sigjmp_buf env;
+static void on_segv(int s) { (void)s; siglongjmp(env, 1); }
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, NULL);
+    int recovered = 0;
+    for (int i = 0; i < 3; i++) {
+        if (sigsetjmp(env, 1) == 0) {
+            printf("round %d: touching NULL\n", i);
+            fflush(stdout);
+            *(volatile int *)0 = i;
+        } else {
+            recovered++;
+        }
+    }
+    printf("recovered %d times\n", recovered);
+    return 0;
+}
+"""
+
+
+def test_sigsegv_handler_recovering_with_siglongjmp(work):
+    """The program's own faults are raised by its own execution in replay, never re-sent."""
+    out = faithful(work, "segv", SEGV_LONGJMP)
+    assert out.endswith(b"recovered 3 times\n")

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from dr import schema
 from dr.replay.divergence import Divergence
-from dr.schema import Beh, Class, FdEffect, Order
+from dr.schema import Beh, Class, FdEffect, Kind, Order
 
 NR = {s.name: s.nr for s in schema.all_syscalls()}
 SC = {s.nr: s for s in schema.all_syscalls()}
@@ -45,6 +45,11 @@ NATIVE_ON_OWNED = schema.with_flag(Beh.FILE_IO)
 #: Calls whose success value is a new fd.
 CREATES_FD = schema.with_fd_effect(FdEffect.NEW)
 NO_EXIT = schema.EVENT_FLAGS["NO_EXIT"]
+#: Signals the CPU raises on the program's own instructions (a fault, int3, ud2).
+SYNC_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP})
+#: Calls sending a signal (schema Order.SIGNAL): nr -> index of the signal argument.
+SENDERS = {nr: next((i for i, a in enumerate(SC[nr].args) if a.kind == Kind.SIGNAL), 1)
+           for nr in schema.with_order(Order.SIGNAL)}
 #: Signals never delivered by replay (job control would stop the tracee for good).
 NO_DELIVER = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 MAX_INPUT = 64 << 20          # most bytes read from a tracee input buffer

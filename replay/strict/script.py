@@ -10,7 +10,7 @@ from typing import Any
 
 from dr import schema
 from dr.errors import ReplayError
-from dr.replay.strict.core import PASSTHROUGH
+from dr.replay.strict.core import PASSTHROUGH, SENDERS, SYNC_FAULTS
 
 __all__ = ["Script", "load_script"]
 
@@ -32,6 +32,7 @@ class Script:
     losses: dict[str, int] = field(default_factory=dict)
     tgid_of: dict[int, int] = field(default_factory=dict)        # recorded tid -> tgid
     sigchld: dict[int, list[int]] = field(default_factory=dict)  # recorded tgid -> positions
+    sync_faults: int = 0          # fault signals left to the program's own execution
 
 
 def load_script(path: str) -> Script:
@@ -49,9 +50,13 @@ def load_script(path: str) -> Script:
         signals: dict[int, list[int]] = {}
         last_pos: dict[int, int] = {}
         redacted: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+        delivered: list[tuple[int, int]] = []
+        sent: set[int] = set()   # signal numbers some recorded call sent
         for rec in r.stream():
             if isinstance(rec, Event):
                 all_events.append(rec)
+                if rec.nr in SENDERS and rec.ret == 0:
+                    sent.add(int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF)
                 if rec.nr in PASSTHROUGH:
                     continue
                 pos = len(events)
@@ -68,6 +73,7 @@ def load_script(path: str) -> Script:
                 p = last_pos.get(rec.tid)
                 if p is not None and 0 < rec.arg0 < 65:
                     signals.setdefault(p, []).append(int(rec.arg0))
+                    delivered.append((p, int(rec.arg0)))
         summary = r.summary if isinstance(r.summary, dict) else None
         truncated = bool(r.truncated)
         try:
@@ -87,10 +93,21 @@ def load_script(path: str) -> Script:
                 signals[p] = sigs
             else:
                 del signals[p]
+    # A fault signal (SIGSEGV, SIGBUS, ...) no recorded call sent came from the
+    # program's own execution: replay runs that code natively and the kernel raises
+    # it again at the same instruction; sent again by the supervisor it would arrive
+    # at the wrong moment (before the handler is installed, or twice).
+    sync_faults = 0
+    for p, sg in delivered:
+        if sg in SYNC_FAULTS and sg not in sent and sg in signals.get(p, ()):
+            signals[p].remove(sg)
+            sync_faults += 1
+            if not signals[p]:
+                del signals[p]
     tgid_of = {ev.tid: ev.tgid or ev.tid for ev in events}
     sigchld: dict[int, list[int]] = {}
     for p, sigs in signals.items():
         if signal.SIGCHLD in sigs:
             sigchld.setdefault(tgid_of.get(events[p].tid, events[p].tid), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
-                  set(per_tid), redacted, losses, tgid_of, sigchld)
+                  set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults)
