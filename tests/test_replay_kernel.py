@@ -216,3 +216,127 @@ def test_sigsegv_handler_recovering_with_siglongjmp(work):
     """The program's own faults are raised by its own execution in replay, never re-sent."""
     out = faithful(work, "segv", SEGV_LONGJMP)
     assert out.endswith(b"recovered 3 times\n")
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+KILL_CHILD = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+int main(void) {
+    int p[2];
+    pipe(p);
+    pid_t c = fork();
+    if (c == 0) {                      /* writes and sleeps until its parent kills it */
+        close(p[0]);
+        for (;;) {
+            char b = 'x';
+            write(p[1], &b, 1);
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    close(p[1]);
+    char buf[1];
+    for (int i = 0; i < 5; i++) read(p[0], buf, 1);
+    kill(c, SIGKILL);
+    int st;
+    waitpid(c, &st, 0);
+    printf("child killed by signal %d\n", WIFSIGNALED(st) ? WTERMSIG(st) : -1);
+    return 0;
+}
+"""
+
+EXEC_FROM_THREAD = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static char *self;
+static void *run(void *a) {
+    (void)a;
+    char *argv[] = {self, "again", NULL};
+    execv(self, argv);                 /* from a second thread: it takes the leader's tid */
+    return NULL;
+}
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        printf("after exec: pid == tid: %d\n", getpid() == gettid());
+        return 0;
+    }
+    self = argv[0];
+    printf("before exec\n");
+    fflush(stdout);
+    pthread_t t;
+    pthread_create(&t, NULL, run, NULL);
+    for (;;) pause();
+}
+"""
+
+ORPHAN = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    printf("parent starts\n");
+    fflush(stdout);
+    if (fork() == 0) {
+        struct timespec ts = {0, 300 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        printf("orphan writes after its parent exited\n");
+        return 0;
+    }
+    return 0;
+}
+"""
+
+
+def test_child_killed_by_its_parent_mid_loop(work):
+    out = faithful(work, "killchild", KILL_CHILD)
+    assert out == b"child killed by signal 9\n"
+
+
+def test_exec_from_a_second_thread(work):
+    out = faithful(work, "execthr", EXEC_FROM_THREAD, "-lpthread")
+    assert out == b"before exec\nafter exec: pid == tid: 1\n"
+
+
+def test_orphan_outliving_the_recording_is_never_called_faithful(work):
+    """The capture ends with the first process; an orphan's later output was not
+    recorded, so replay cannot compare it and must not say faithful."""
+    exe = build(work, "orphan", ORPHAN)
+    trace, _out = record(work, "orphan", str(exe))
+    r = replay(trace)
+    assert r.returncode == 7, r.stderr.decode()
+    assert b"outlived the recording" in r.stderr and b"faithful" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+BIG_WRITE = r"""
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) {
+    size_t n = 1 << 20, off = 0;
+    char *b = malloc(n);
+    for (size_t i = 0; i < n; i++) b[i] = 'a' + i % 26;
+    while (off < n) { ssize_t w = write(1, b + off, n - off); if (w <= 0) return 1; off += w; }
+    return 0;
+}
+"""
+
+
+def test_write_truncated_at_snaplen_is_not_faithful(work):
+    exe = build(work, "bigwrite", BIG_WRITE)
+    trace = work / "bigwrite.drt"
+    r = subprocess.run([DR, "capture", "-q", "--snaplen", "64K", "-o", str(trace), "--", str(exe)],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0 and len(r.stdout) == 1 << 20, r.stderr.decode()
+    rp = subprocess.run([DR, "replay", str(trace)], capture_output=True, timeout=120)
+    assert rp.returncode == 7, rp.stderr.decode()
+    err = rp.stderr.decode()
+    assert err.count("\n") == 1 and "faithful" not in err
+    assert f"{(1 << 20) - (64 << 10)} bytes the program wrote were cut" in err

@@ -33,6 +33,10 @@ OPEN_MODE_FLAGS = {NR["open"]: 1, NR["openat"]: 2}
 _IOVEC = struct.Struct("<QQ")
 _MSGHDR = struct.Struct("<QI4xQQQQi4x")  # msghdr(3type): name, namelen, iov, iovlen, control, controllen, flags
 _U32 = struct.Struct("<I")
+#: Calls whose return value counts the bytes of their data stream they sent
+#: (write, send*, pwrite*): a payload shorter than that was cut at snaplen.
+STREAM_OUT = frozenset(sc.nr for sc in schema.all_syscalls() if sc.has(Beh.STREAM) and any(
+    a.kind in (Kind.BUF_IN, Kind.IOV_IN, Kind.MSG_IN) for a in sc.args))
 
 
 _RET_SIZE_ARG: dict[tuple[int, int], int | None] = {}
@@ -210,10 +214,14 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
     if not plan.inputs:
         return
     payloads = ev.payloads
+    stream = sc.nr in STREAM_OUT
     for i, a in plan.inputs:
         k = a.kind
         cur_v = args[i]
         rec = payloads.get(i)
+        if stream and rec is not None and ev.ret > len(rec.data):
+            # The capture kept only the first snaplen bytes of this output.
+            s.report.uncompared_bytes += ev.ret - len(rec.data)
         if k == _K_BUF_IN:
             if rec is None or not cur_v:
                 continue
