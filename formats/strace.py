@@ -75,7 +75,7 @@ _LONG_INT_ARGS = frozenset({"offset", "pos", "pos_l", "pos_h", "len", "length", 
                             "msgtyp", "size", "off"})
 _O_CREAT, _O_TMPFILE = _OPEN_NAMES["O_CREAT"], _OPEN_NAMES["O_TMPFILE"]
 #: Syscalls whose fd-pair out-argument holds new fds (decorated after the call with -y).
-_FD_PAIR_CALLS = frozenset({"pipe", "pipe2", "socketpair"})
+_FD_PAIR_CALLS = frozenset(s.name for s in schema.all_syscalls() if s.fd_effect == schema.FdEffect.PAIR)
 _AF_INET, _AF_INET6 = 2, 10
 _NR_EXIT_GROUP = schema.by_name("exit_group").nr
 _FUTEX_PRIVATE, _FUTEX_CLOCK_REALTIME = 128, 256

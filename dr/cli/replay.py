@@ -26,7 +26,9 @@ Examples:
   dr replay incident.drb                    # a bundle, checked against this host's binaries
 
 Exit status: 0 faithful (attach mode: every response identical and every
-dependency request matched), 4 diverged or a response differs, 1 error.
+dependency request matched), 7 incomplete (what was compared matched, but not
+every output could be: snaplen, a cut-short trace, losses; the message says
+what), 4 diverged or a response differs, 1 error.
 """
 
 
@@ -131,6 +133,10 @@ def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: 
     if res.ok:
         sys.stderr.write(f"dr replay: faithful: {total} recorded syscalls, {rep.events_replayed:,} "
                          f"answered from the trace{natively} ({rep.wall_s:.2f} s)\n")
+    elif res.status == "incomplete":
+        sys.stderr.write(f"dr replay: incomplete: every compared output matched ({total} recorded "
+                         f"syscalls, {rep.events_replayed:,} answered from the trace), but not everything "
+                         "was compared: " + "; ".join(rep.not_compared) + "\n")
     elif res.status == "error":
         sys.stderr.write(f"dr: {res.message}\n")
     else:
