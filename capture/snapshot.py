@@ -21,6 +21,7 @@ from functools import lru_cache
 from dr import __version__
 from dr.errors import TargetError
 from dr.formats import elf, sockaddr
+from dr.capture.cmdline import exec_argv
 
 _RLIMITS = {name[7:].lower(): getattr(resource, name) for name in dir(resource)
             if name.startswith("RLIMIT_")}
@@ -237,6 +238,8 @@ def process_facts(pid: int) -> dict:
         "tids": tids_of(pid),
         "exe": part("exe", exe),
         "argv": part("argv", lambda: _split0(_read(f"/proc/{pid}/cmdline"))),
+        # The command line at exec, for replay: /proc shows a title once a service rewrote it.
+        "exec": part("exec", lambda: exec_argv(pid)),
         "env": part("env", lambda: _split0(_read(f"/proc/{pid}/environ"))),
         "cwd": part("cwd", lambda: os.readlink(f"/proc/{pid}/cwd")),
         "uid": int(status.get("Uid", "-1").split()[0]),

@@ -568,6 +568,9 @@ class Report:
     substituted: dict = field(default_factory=dict)
     listening: list[dict] = field(default_factory=list)
     output_tail: list[str] = field(default_factory=list)
+    error: str | None = None   # why the replay could not run (verdict ERROR)
+    cut_short: bool = False    # the trace ends without its summary record
+    recorded_connections: int | None = None   # inbound connections the recording shows
 
     @property
     def identical(self) -> int:
@@ -582,6 +585,8 @@ class Report:
         return bool(self.connections) and not self.differs and not self.misses
 
     def summary(self) -> str:
+        if self.error:
+            return f"the replay could not run: {self.error}"
         n = len(self.connections)
         s = f"{self.identical} of {n} connection(s) identical"
         d = self.differs
@@ -594,9 +599,16 @@ class Report:
             s += f"; {len(self.misses)} request(s) to dependencies had no recorded match"
         if self.ignore:
             s += f"; ignored: {self.ignore}"
+        if self.cut_short:
+            s += (f"; the trace was cut short: it holds {n} connection(s)"
+                  + (f" of the {self.recorded_connections} the recording had"
+                     if self.recorded_connections and self.recorded_connections > n
+                     else "; how many more the recording had is not in it"))
         return s
 
     def verdict(self) -> str:
+        if self.error:
+            return "ERROR"
         return "IDENTICAL" if self.all_identical else "DIFFERS"
 
     def explain(self) -> list[str]:
@@ -671,6 +683,8 @@ class Report:
             "connections": [c.to_dict() for c in self.connections],
             "output_log": self.output_log, "mode": self.mode, "substituted": self.substituted,
             "listening": self.listening, "output_tail": self.output_tail,
+            "error": self.error, "cut_short": self.cut_short,
+            "recorded_connections": self.recorded_connections,
         }
 
 
@@ -788,7 +802,8 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
     return Report(results, [{"peer": m.peer, "request": m.request.decode("utf-8", "replace"),
                              "reason": m.reason} for m in (misses or [])],
                   notes, ign.describe(), redis_pre_capture=n_pre, redis_other=n_other,
-                  redis_pre_keys=sorted(pre_keys))
+                  redis_pre_keys=sorted(pre_keys), cut_short=getattr(conv, "cut_short", False),
+                  recorded_connections=len(conv.inbound()))
 
 
 def _redis_taint(conns: list[Connection]) -> dict[tuple[int, int], tuple[bool, list[str]]]:

@@ -332,6 +332,8 @@ class Conversations:
     notes: list[str]
     meta: dict
     random: list[bytes] = field(default_factory=list)  # getrandom payloads, recorded order
+    cut_short: bool = False  # the trace ends without its summary record (crash, SIGKILL, cut file)
+    random_by_tid: dict[int, list[bytes]] = field(default_factory=dict)  # getrandom payloads per thread
 
     def inbound(self) -> list[Connection]:
         return [c for c in self.connections if c.kind == "inbound"]
@@ -370,6 +372,7 @@ class _Builder:
         self.snap: dict[int, dict] = {}
         self._seen_closed: dict[int, set[int]] = {}
         self.random: list[bytes] = []
+        self.random_by_tid: dict[int, list[bytes]] = {}
         self.redactions: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
         self.masked_bytes = 0
         for ent in self.meta.get("fds") or []:
@@ -500,6 +503,7 @@ class _Builder:
                 data = ev.payload(0)
                 if data is not None and len(data) == ret:
                     self.random.append(data)
+                    self.random_by_tid.setdefault(ev.tid, []).append(data)
             return
         if name in _READS or name in _WRITES:
             if ret < 0:
@@ -635,7 +639,8 @@ class _Builder:
             lost = sum(int(v) for v in losses.values())
             if lost:
                 self.notes.append(f"the capture lost {lost} record(s); conversations may miss bytes")
-        return Conversations(self.listeners, self.conns, self.notes, self.meta, self.random)
+        return Conversations(self.listeners, self.conns, self.notes, self.meta, self.random,
+                             random_by_tid=self.random_by_tid)
 
 
 def _is_socket(ent: dict) -> bool:
@@ -686,7 +691,9 @@ def reconstruct(trace: Any) -> Conversations:
             losses = reader.losses if not callable(getattr(reader, "losses", None)) else reader.losses()
         except (TraceError, AttributeError, TypeError):
             losses = None
-        return b.finish(losses if isinstance(losses, dict) else None)
+        conv = b.finish(losses if isinstance(losses, dict) else None)
+        conv.cut_short = bool(getattr(reader, "truncated", False))
+        return conv
     finally:
         if own:
             reader.close()
