@@ -100,6 +100,30 @@ def tids_of(pid: int) -> list[int]:
         return []
 
 
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, ppid) of every live descendant process of ``pid``, parents first.
+
+    From ``/proc/PID/task/TID/children`` (proc(5)): children of every thread,
+    since a thread other than the leader may have forked them.
+    """
+    out: list[tuple[int, int]] = []
+    todo, seen = [pid], {pid}
+    while todo:
+        p = todo.pop(0)
+        for tid in tids_of(p):
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            for k in kids:
+                if k not in seen:
+                    seen.add(k)
+                    out.append((k, p))
+                    todo.append(k)
+    return out
+
+
 def _status(pid: int) -> dict[str, str]:
     out = {}
     for line in _read(f"/proc/{pid}/status").decode(errors="replace").splitlines():
@@ -252,4 +276,5 @@ def process_facts(pid: int) -> dict:
     return facts
 
 
-__all__ = ["process_facts", "host_facts", "clock_offsets", "file_facts", "read_build_id", "tids_of"]
+__all__ = ["process_facts", "host_facts", "clock_offsets", "file_facts", "read_build_id", "tids_of",
+           "descendants"]

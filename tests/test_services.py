@@ -135,3 +135,77 @@ def test_a_service_that_dies_is_noticed_at_once_with_its_last_words(write_trace)
     assert "fatal: out of cheese" in rep.notes[0]
     assert [c.first_difference for c in rep.connections[2:]] == ["not replayed: the program had exited"] * 6
     assert took < QUIET_S + 15, took  # no per-connection waits after the death
+
+
+# --------------------------------------------------------------------------- pre-forked services
+
+
+def _wait_http(port: int, path: str = "/", timeout: float = 20.0) -> None:
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                r.read()
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing answers on port {port}"
+            time.sleep(0.1)
+
+
+@root_only
+@pytest.mark.skipif(shutil.which("gunicorn") is None or shutil.which("ab") is None,
+                    reason="needs gunicorn and ab (scripts/setup.sh installs them)")
+def test_gunicorn_master_pid_captures_its_workers_and_replays_identical(tmp_path):
+    """`dr capture --pid MASTER` of gunicorn -w 3: the workers that accept are traced too."""
+    from dr.demo.harness import Capture, free_port, stop
+    from dr.formats.trace import TraceReader
+    from dr.replay.streams import run_streams
+    import dr.demo
+    port = free_port()
+    app_dir = os.path.dirname(dr.demo.__file__)
+    gu = subprocess.Popen(["gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}", "--chdir", app_dir,
+                           "prefork_app:app"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(port)
+        with Capture(gu.pid, tmp_path / "g.drt", tmp_path / "cap.log") as cap:
+            ab = subprocess.run(["ab", "-q", "-n", "200", "-c", "8", f"http://127.0.0.1:{port}/"],
+                                capture_output=True, text=True, timeout=120)
+            assert ab.returncode == 0 and "Failed requests:        0" in ab.stdout, ab.stdout + ab.stderr
+            assert cap.stop(settle_s=0.5) == 0
+        log = (tmp_path / "cap.log").read_text()
+    finally:
+        stop(gu)
+    assert f"recording pid {gu.pid} (4 process(es), 4 thread(s); new children followed)" in log
+    assert "attached to 4 process(es), 4 thread(s) at start" in log
+    with TraceReader(tmp_path / "g.drt") as r:
+        meta, summary = r.meta, r.summary
+        accepting = {ev.tgid for ev in r.events() if ev.name == "accept4" and ev.ret >= 0}
+    workers = {p["pid"] for p in meta["procs"]}
+    assert len(workers) == 3 and all(p["ppid"] == gu.pid for p in meta["procs"])
+    assert accepting and accepting <= workers  # the workers did the work
+    assert summary["attached"] == {"processes": 4, "threads": 4}
+    res = run_streams(str(tmp_path / "g.drt"), report=str(tmp_path / "g.json"))
+    rep = res.report
+    assert res.exit_code == ExitCode.OK, rep.text()
+    assert rep.identical == len(rep.connections) >= 200
+
+
+@root_only
+def test_no_follow_takes_only_the_named_process(tmp_path):
+    from dr.demo.harness import Capture, stop
+    from dr.formats.trace import TraceReader
+    code = "import os, time\nif os.fork() == 0:\n    time.sleep(60)\nprint('up', flush=True)\ntime.sleep(60)\n"
+    p = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"up"
+        with Capture(p.pid, tmp_path / "n.drt", tmp_path / "cap.log", extra=["--no-follow"]) as cap:
+            assert cap.stop() == 0
+    finally:
+        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+        for k in kids:
+            os.kill(int(k), 9)
+        stop(p)
+    assert "(1 process(es), 1 thread(s); children not followed)" in (tmp_path / "cap.log").read_text()
+    with TraceReader(tmp_path / "n.drt") as r:
+        assert "procs" not in r.meta or r.meta["procs"] == []
