@@ -333,7 +333,10 @@ class Conversations:
     meta: dict
     random: list[bytes] = field(default_factory=list)  # getrandom payloads, recorded order
     cut_short: bool = False  # the trace ends without its summary record (crash, SIGKILL, cut file)
-    random_by_tid: dict[int, list[bytes]] = field(default_factory=dict)  # getrandom payloads per thread
+    #: getrandom payloads by the inbound connection their thread was serving (its last
+    #: read or write before the call), in that thread's order; a thread serves one
+    #: connection at a time, so this is the per-thread order, keyed so replay can find it.
+    random_by_conn: dict[int, list[bytes]] = field(default_factory=dict)
 
     def inbound(self) -> list[Connection]:
         return [c for c in self.connections if c.kind == "inbound"]
@@ -372,7 +375,8 @@ class _Builder:
         self.snap: dict[int, dict] = {}
         self._seen_closed: dict[int, set[int]] = {}
         self.random: list[bytes] = []
-        self.random_by_tid: dict[int, list[bytes]] = {}
+        self.random_by_conn: dict[int, list[bytes]] = {}
+        self._serving: dict[int, Connection] = {}  # tid -> inbound connection of its last read/write
         self.redactions: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
         self.masked_bytes = 0
         for ent in self.meta.get("fds") or []:
@@ -485,6 +489,8 @@ class _Builder:
                 self.unknown_chunks += 1
             else:
                 self.truncated_chunks += 1
+        if conn.kind == "inbound":
+            self._serving[ev.tid] = conn
         masked = tuple(self.redactions.get((ev.tid, getattr(ev, "seq", 0), 1), ()))
         if masked:
             self.masked_bytes += sum(n for _s, n in masked)
@@ -503,7 +509,9 @@ class _Builder:
                 data = ev.payload(0)
                 if data is not None and len(data) == ret:
                     self.random.append(data)
-                    self.random_by_tid.setdefault(ev.tid, []).append(data)
+                    c = self._serving.get(ev.tid)
+                    if c is not None:
+                        self.random_by_conn.setdefault(c.id, []).append(data)
             return
         if name in _READS or name in _WRITES:
             if ret < 0:
@@ -640,7 +648,7 @@ class _Builder:
             if lost:
                 self.notes.append(f"the capture lost {lost} record(s); conversations may miss bytes")
         return Conversations(self.listeners, self.conns, self.notes, self.meta, self.random,
-                             random_by_tid=self.random_by_tid)
+                             random_by_conn=self.random_by_conn)
 
 
 def _is_socket(ent: dict) -> bool:

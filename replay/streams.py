@@ -810,7 +810,7 @@ class StreamsSession:
         first = self._plan[0][0] if self._plan else 0
         self.clock = VirtualClock(first, self.meta.get("clock_offsets") or self.meta.get("clock"),
                                   limit=self._clock_limit)
-        self.supervisor = StreamsSupervisor(self.sandbox, self.clock, RecordedRandom(self.conversations.random),
+        self.supervisor = StreamsSupervisor(self.sandbox, self.clock, RecordedRandom(self.conversations.random_by_conn),
                                             ConnClock(self._by_local, frozenset(
                                                 a.port for c in self.inbound for a in (c.listener or c.local,) if a),
                                                 realtime_off=self.clock.realtime_off))

@@ -17,8 +17,9 @@ network namespace. It answers from the recording only where the calls match:
   never goes back. REALTIME/BOOTTIME add the offsets of the metadata's
   ``clock``. The vDSO entry points are rewritten to real syscalls after execve
   (:func:`dr.capture.vdso.patch_vdso`), or time would never reach seccomp.
-- **randomness** — getrandom of ``n`` bytes gets the next recorded getrandom
-  payload of the same size (recorded order), else the kernel's.
+- **randomness** — a thread serving a re-driven connection gets the getrandom
+  payloads the recorded thread read while serving it, in its order
+  (:class:`RecordedRandom`); other calls (start-up) get the kernel's.
 - **pids** — the sandbox gives the program the recorded pid (ns_last_pid).
 
 Layouts: struct timespec and struct timeval (two signed 64-bit fields on
@@ -100,19 +101,35 @@ class VirtualClock:
 
 
 class RecordedRandom:
-    """Recorded getrandom payloads, handed out in recorded order by size."""
+    """Recorded getrandom payloads, handed out per connection in recorded order.
 
-    def __init__(self, payloads: list[bytes]) -> None:
-        self._left = list(payloads)
+    ``by_conn``: connection id -> the payloads the thread serving it read, in
+    order (:attr:`dr.replay.connections.Conversations.random_by_conn`). A
+    thread serving a re-driven connection gets that connection's next payload:
+    the recorded thread's order, not the first payload of the same size, so a
+    fresh process's start-up getrandom (never recorded: the capture began
+    mid-flight) takes nothing that belonged to a request. A call from a thread
+    serving no connection, or past the recorded ones, gets the kernel's bytes.
+    ``mismatched``: calls whose size differed from the next recorded payload's.
+    """
+
+    def __init__(self, by_conn: dict[int, list[bytes]]) -> None:
+        self._left = {cid: list(ps) for cid, ps in by_conn.items()}
         self._lock = threading.Lock()
+        self.mismatched = 0
 
-    def take(self, n: int) -> bytes | None:
+    def take(self, n: int, conn_id: int | None) -> bytes | None:
+        if conn_id is None:
+            return None
         with self._lock:
-            for i, p in enumerate(self._left):
-                if len(p) == n:
-                    del self._left[i]
-                    return p
-        return None
+            left = self._left.get(conn_id)
+            if not left:
+                return None
+            p = left.pop(0)
+            if len(p) != n:
+                self.mismatched += 1  # the program asks differently: the kernel's bytes
+                return None
+            return p
 
 
 class ConnClock:
@@ -185,6 +202,12 @@ class ConnClock:
     def on_close(self, fd: int) -> None:
         with self._lock:
             self._fd.pop(fd, None)
+
+    def serving(self, tid: int) -> int | None:
+        """Id of the re-driven connection ``tid`` last read or wrote, or None."""
+        with self._lock:
+            c = self._tid.get(tid)
+            return c.id if c else None
 
     def read(self, tid: int) -> int | None:
         """CLOCK_MONOTONIC ns for ``tid``, or None when it serves no re-driven connection."""
@@ -336,7 +359,8 @@ class StreamsSupervisor:
             return
         elif nr == _NR["getrandom"]:
             size = n.args[1] & 0xFFFFFFFF
-            data = self.random.take(size) if 0 < size <= 1 << 20 else None
+            conn = self.conn_clock.serving(n.pid) if self.conn_clock is not None else None
+            data = self.random.take(size, conn) if 0 < size <= 1 << 20 else None
             if data is not None:
                 if self._write(lst, n, n.args[0], data):
                     self.counts["getrandom"] += 1

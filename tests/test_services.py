@@ -209,3 +209,30 @@ def test_no_follow_takes_only_the_named_process(tmp_path):
     assert "(1 process(es), 1 thread(s); children not followed)" in (tmp_path / "cap.log").read_text()
     with TraceReader(tmp_path / "n.drt") as r:
         assert "procs" not in r.meta or r.meta["procs"] == []
+
+
+# --------------------------------------------------------------------------- randomness per thread
+
+
+@root_only
+def test_startup_getrandom_takes_nothing_that_belonged_to_a_request(write_trace):
+    """A fresh process's start-up os.urandom(4) gets the kernel's bytes; each request its recorded ones."""
+    from dr.replay.streams import run_streams
+    from test_streams import CLOCK_SVC
+    svc = CLOCK_SVC.replace("while True:", "seed = os.urandom(4)  # start-up: never recorded\nwhile True:", 1)
+    k = Clock()
+    evs = []
+    rand = [bytes([9, 9, i, i]) for i in range(3)]
+    for i in range(3):
+        evs += [k.ev("accept4", [3], 4, {1: sin("127.0.0.1", 50100 + i)}),
+                k.ev("recvfrom", [4], 3, {1: b"hi\n"}),
+                k.ev("getrandom", [0, 4], 4, {0: rand[i]})]
+        ts = k.t + 1000
+        out = b"%d 777 %s\n" % (ts - 1000, rand[i].hex().encode())
+        evs += [k.ev("sendto", [4], len(out), {1: out}), k.ev("close", [4], 0)]
+    meta = {"mode": "attach", "pid": 777, "argv": [PY, "-c", svc], "cwd": "/",
+            "clock_offsets": {"realtime_ns": 0, "boottime_ns": 0},
+            "fds": [{"fd": 3, "type": "socket", "local": "127.0.0.1:9300", "state": "LISTEN"}]}
+    res = run_streams(str(write_trace(evs, meta)))
+    assert res.exit_code == ExitCode.OK, res.report.text()
+    assert res.report.substituted["getrandom"] == 3
