@@ -759,6 +759,9 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
         if redacted:
             res.note = (f"{sum(n for _a, n in redacted)} redacted response byte(s) compared as unknown"
                         + (f"; {res.note}" if res.note else ""))
+        order_note = getattr(r, "order_note", None)
+        if order_note:
+            res.note = order_note + (f"; {res.note}" if res.note else "")
         if r.error and not rep:
             res.status = "not replayed" if not r.opened_ns else "differs"
             res.first_difference = r.error
@@ -811,11 +814,17 @@ def _redis_taint(conns: list[Connection]) -> dict[tuple[int, int], tuple[bool, l
 
     Commands of every connection are ordered by the recorded time of the read
     that completed them. A key's value is known from the capture once a pure
-    overwrite (SET, DEL, ...) of it was seen; until then every command on it
-    (GET, INCR, LPUSH, ...) reads or builds on state from before the capture.
+    overwrite (SET, DEL, ...) of it was seen. A command on a key not yet known
+    reads state from before the capture only where its recorded reply shows the
+    key existed then (:func:`_existed`: GET answered a value, INCR answered
+    more than 1, LPUSH a longer list than it pushed); a reply that shows the
+    key was new (nil, :1) makes the key known from then on, and a reply that
+    shows neither blames nothing: explanations only from evidence.
     """
     timeline: list[tuple[int, int, int, list[bytes]]] = []
+    replies: dict[int, list[bytes]] = {}
     for c in conns:
+        replies[c.id] = parse_resp_replies(c.response_bytes) or []
         buf = b""
         idx = 0
         for ch in c.chunks:
@@ -847,11 +856,52 @@ def _redis_taint(conns: list[Connection]) -> dict[tuple[int, int], tuple[bool, l
             tainted.difference_update(keys)
             out[(cid, idx)] = (False, [])
             continue
-        old = [k for k in keys if k in tainted or (k not in defined and not flushed)]
+        rl = replies.get(cid, [])
+        existed = _existed(cmd, rl[idx]) if idx < len(rl) else None
+        fresh = [k for k in keys if k not in tainted and k not in defined and not flushed]
+        if existed is False or (existed is None and len(fresh) > 0):
+            defined.update(fresh)  # new during the capture, or no evidence it was not: not blamed
+            fresh = []
+        old = [k for k in keys if k in tainted] + fresh
         tainted.update(old)
-        reads_old = bool(old) or (name in _DB_WIDE and not flushed)
+        reads_old = bool(old)
         out[(cid, idx)] = (reads_old, [k.decode("utf-8", "replace") for k in old])
     return out
+
+
+_NIL = (b"$-1\r\n", b"*-1\r\n", b"_\r\n")
+_READS_VALUE = {"GET", "HGET", "HGETALL", "LRANGE", "LINDEX", "LPOP", "RPOP", "SMEMBERS", "SPOP",
+                "ZRANGE", "GETRANGE", "HKEYS", "HVALS", "GETDEL", "GETEX", "SRANDMEMBER"}
+_COUNTS = {"STRLEN", "LLEN", "SCARD", "HLEN", "ZCARD", "EXISTS"}
+
+
+def _existed(cmd: list[bytes], reply: bytes) -> bool | None:
+    """Did the key of ``cmd`` hold a value before it, going by the recorded ``reply``?
+
+    True or False where the reply tells (GET: a value or nil; INCR/INCRBY: the
+    increment itself means a new key; LPUSH/RPUSH: a list as long as what was
+    pushed is new; counts: 0); None where it does not.
+    """
+    name = cmd[0].upper().decode("latin-1") if cmd else ""
+    r = reply.strip()
+    if reply.startswith(b"-"):
+        return None
+    if name in _READS_VALUE:
+        return not (reply in _NIL or r in (b"*0", b"$0") and name not in ("GET", "GETRANGE"))
+    if name in _COUNTS:
+        return r != b":0"
+    if name == "TYPE":
+        return r != b"+none"
+    if name in ("TTL", "PTTL"):
+        return r != b":-2"
+    if name in ("INCR", "DECR", "INCRBY", "DECRBY") and r.startswith(b":"):
+        step = {"INCR": b"1", "DECR": b"-1"}.get(name) or (
+            cmd[2] if name == "INCRBY" and len(cmd) > 2 else b"-" + cmd[2] if len(cmd) > 2 else b"")
+        return r[1:] != step
+    if name in ("LPUSH", "RPUSH", "APPEND") and r.startswith(b":") and len(cmd) > 2:
+        added = len(cmd) - 2 if name != "APPEND" else len(cmd[2])
+        return r[1:] != str(added).encode()
+    return None
 
 
 def _split_complete(buf: bytes) -> tuple[bytes, bytes]:
@@ -886,6 +936,8 @@ def _compare_redis(c: Connection, rec: bytes, rep: bytes, taint: dict) -> list[d
             continue
         cmd = cmds[i] if i < len(cmds) else [b"?"]
         reads_old, keys = taint.get((c.id, i), (False, []))
+        if b is not None and b.startswith(b"-") and not (a or b"").startswith(b"-"):
+            reads_old, keys = False, []  # the replayed program refused it: no old state explains that
         diffs.append({"n": i + 1, "command": _cmd_text(cmd), "recorded": _reply_text(a),
                       "replayed": _reply_text(b), "pre_capture": reads_old, "keys": keys})
     return diffs

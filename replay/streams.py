@@ -96,6 +96,8 @@ class ReplayedConn:
     eof: bool = False
     error: str | None = None
     peer_bound: bool = False
+    client_port: int = 0          # dr's end of the connection (the program sees it as the peer port)
+    order_note: str | None = None  # where the recorded order across connections could not be held
 
     @property
     def data(self) -> bytes:
@@ -641,6 +643,8 @@ class StreamsSession:
         self.wall_ns = 0
         self._last_item: dict[int, int] = {}  # connection id -> index of its last plan item
         self.died: str | None = None  # how the program ended mid-replay, with its last output
+        self._last_sent: Connection | None = None  # connection of the last request chunk sent
+        self._diag: Any = None  # SockDiag in the program's network namespace, made on first use
 
     def connections_done(self) -> int:
         """Connections whose every recorded request has been sent (for progress)."""
@@ -828,6 +832,9 @@ class StreamsSession:
             self.sandbox.kill()
             self.sandbox.close()
             self.sandbox = None
+        if self._diag is not None:
+            self._diag.close()
+            self._diag = None
         if self.ns is not None:
             self.ns.close()
             self.ns = None
@@ -958,7 +965,8 @@ class StreamsSession:
             if not rc.peer_bound:
                 sk.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
             # Known before connect, so the supervisor can tell the program's fd for c.
-            self._by_local[sk.getsockname()[1]] = c
+            rc.client_port = sk.getsockname()[1]
+            self._by_local[rc.client_port] = c
             sk.settimeout(WAIT_S)
             sk.connect((host, tgt.port))
             sk.settimeout(None)
@@ -1070,11 +1078,59 @@ class StreamsSession:
                     return
                 self._cv.wait(min(left, 0.02))
 
+    def _unread(self, c: Connection) -> int | None:
+        """Bytes dr sent on ``c`` that the program has not read yet (the receive
+        queue of its end, :mod:`dr.replay.sockdiag`); None when not found."""
+        rc = self.replayed[c.id]
+        sk = self._socks.get(c.id)
+        if sk is None or rc.eof:
+            return None
+        try:
+            if self._diag is None:
+                from dr.replay.sockdiag import SockDiag
+                self._diag = SockDiag(self.ns.socket)
+            mine, theirs = sk.getsockname()[:2], sk.getpeername()[:2]
+            n = self._diag.rqueue(theirs, mine)
+            if n is None and sk.family == socket.AF_INET:  # a dual-stack listener's v4-mapped end
+                n = self._diag.rqueue(("::ffff:" + theirs[0], theirs[1]), ("::ffff:" + mine[0], mine[1]))
+            return n
+        except OSError:
+            return None
+
+    def _wait_read(self, prev: Connection) -> None:
+        """Hold the recorded order across connections: before a request goes out on
+        another connection, the program must have read the last one sent on ``prev``.
+
+        Sending both at once would let the program pick which to read first (an
+        epoll ready list does not keep arrival order), and commands on shared
+        state (INCR, LPUSH) would run in another order than recorded. Gives up
+        when the program stays idle without reading (it answers differently), and
+        says so on ``prev``.
+        """
+        rc = self.replayed[prev.id]
+        deadline = time.monotonic() + PATIENCE_S
+        since = time.monotonic_ns()
+        pause = 0.00005
+        while not rc.eof and rc.error is None:
+            n = self._unread(prev)
+            if not n:
+                return  # read (or the socket is gone: nothing left to order)
+            quiet = min(time.monotonic_ns() - since, self.idle_ns())
+            if quiet >= QUIET_MIN_S * 1e9 or time.monotonic() > deadline or not self._check_alive():
+                rc.order_note = (rc.order_note or f"the program left {n} request byte(s) unread when "
+                                 "the next connection's request was due: the recorded order across "
+                                 "connections was not held from here")
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+
     def _do(self, item: tuple[int, int, str, Connection, Chunk | None]) -> Step:
         self._i += 1
         t, _idx, kind, c, ch = item
         rc = self.replayed[c.id]
         self._wait_before(t)
+        if kind == "send" and self._last_sent is not None and self._last_sent is not c:
+            self._wait_read(self._last_sent)
         if self.clock is not None:
             nxt = self._plan[self._i][0] if self._i < len(self._plan) else None
             self.clock.at(t, nxt)
@@ -1104,6 +1160,7 @@ class StreamsSession:
             if not rc.sent_ns:
                 rc.sent_ns = time.monotonic_ns()
             sk.sendall(ch.data)
+            self._last_sent = c
             rc.sent_bytes += len(ch.data)
             self._last_io[c.id] = time.monotonic_ns()
             return Step("sent", f"#{c.id} sent {len(ch.data)} bytes")
@@ -1202,6 +1259,9 @@ class StreamsSession:
 
     def close(self) -> None:
         """Stop the program, dr's stand-ins and the namespace (idempotent)."""
+        if self._diag is not None:
+            self._diag.close()
+            self._diag = None
         for sk in list(self._socks.values()):
             try:
                 sk.close()

@@ -236,3 +236,69 @@ def test_startup_getrandom_takes_nothing_that_belonged_to_a_request(write_trace)
     res = run_streams(str(write_trace(evs, meta)))
     assert res.exit_code == ExitCode.OK, res.report.text()
     assert res.report.substituted["getrandom"] == 3
+
+
+# --------------------------------------------------------------------------- explanations from evidence
+
+
+def test_state_from_before_the_capture_only_where_the_recording_shows_it(write_trace):
+    """A counter and a list created during the capture are not blamed on old state; a new
+    build's error reply is not either. GET of a value the capture never wrote is."""
+    from dr.replay import compare, connections as C
+    from test_streams import META
+    k = Clock()
+    cmd = lambda *a: b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in a)  # noqa: E731
+    reqs = [cmd(b"INCR", b"ctr"), cmd(b"INCR", b"ctr"), cmd(b"LPUSH", b"l", b"a"), cmd(b"GET", b"old"),
+            cmd(b"INCR", b"older")]
+    reps = [b":1\r\n", b":2\r\n", b":1\r\n", b"$3\r\nyes\r\n", b":8\r\n"]
+    evs = [k.ev("accept4", [3], 5, {1: sin("127.0.0.1", 40000)})]
+    for q, r in zip(reqs, reps):
+        evs += [k.ev("read", [5], len(q), {1: q}), k.ev("write", [5], len(r), {1: r})]
+    meta = dict(META, fds=[{"fd": 3, "type": "socket", "local": "127.0.0.1:6379", "state": "LISTEN"}])
+    conv = C.reconstruct(write_trace(evs, meta))
+
+    class Rep:  # another build: counts from 2, refuses LPUSH, has no old state
+        conn = conv.connections[0]
+        data = b":2\r\n:3\r\n-ERR unknown command\r\n$-1\r\n-ERR no\r\n"
+        error = None
+        opened_ns = sent_ns = done_ns = 1
+        peer_bound = True
+
+    rep = compare.compare(conv, [Rep()])
+    (res,) = rep.connections
+    assert [d["command"] for d in res.pre_capture] == ["GET old"]
+    assert [d["command"] for d in res.other] == ["INCR ctr", "INCR ctr", "LPUSH l a", "INCR older"]
+
+
+# --------------------------------------------------------------------------- recorded global order
+
+
+@root_only
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="needs redis-server and redis-tools")
+def test_redis_50_clients_on_shared_keys_replay_identical(tmp_path):
+    """INCR/LPUSH of 50 concurrent clients on shared keys: requests re-sent in the recorded
+    global order, so every reply (counter values, list lengths) comes out as recorded."""
+    from dr.demo.harness import Capture, free_port, stop
+    from dr.replay.streams import run_streams
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        with Capture(redis.pid, tmp_path / "r.drt", tmp_path / "cap.log") as cap:
+            bench = subprocess.run(["redis-benchmark", "-p", str(port), "-n", "400", "-c", "50",
+                                    "-t", "set,get,incr,lpush", "-q"], capture_output=True, text=True, timeout=120)
+            assert bench.returncode == 0, bench.stderr
+            assert cap.stop(settle_s=0.5) == 0
+    finally:
+        stop(redis)
+    res = run_streams(str(tmp_path / "r.drt"), report=str(tmp_path / "r.json"))
+    rep = res.report
+    assert res.exit_code == ExitCode.OK, rep.text()
+    assert rep.identical == len(rep.connections) >= 200
+    incr = [c for c in rep.connections if c.request.startswith("INCR counter")]
+    assert len(incr) >= 50 and all(c.status == "identical" and c.note is None for c in incr)
