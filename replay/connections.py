@@ -47,6 +47,9 @@ __all__ = [
 IN = "in"    # bytes the service read (recv, read, readv, recvmsg, recvfrom)
 OUT = "out"  # bytes the service wrote (send, write, writev, sendmsg, sendto, sendfile)
 
+#: Readiness waits: an event loop's thread blocks here, then reads the clock once it
+#: wakes (nginx, redis cache the time per loop iteration).
+WAITS = frozenset({"epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect6"})
 _READS = {"read": 1, "recvfrom": 1, "readv": 1, "recvmsg": 1, "recvmmsg": 1}
 _WRITES = {"write": 1, "sendto": 1, "writev": 1, "sendmsg": 1, "sendmmsg": 1}
 # Sockets only: an unknown fd used with these is a socket for sure.
@@ -162,6 +165,7 @@ class Chunk:
     eof: bool = False
     peer: Addr | None = None
     masked: tuple[tuple[int, int], ...] = ()
+    woke_ns: int | None = None  # IN: exit time of the last wait the reading thread returned from
 
     @property
     def complete(self) -> bool:
@@ -377,6 +381,7 @@ class _Builder:
         self.random: list[bytes] = []
         self.random_by_conn: dict[int, list[bytes]] = {}
         self._serving: dict[int, Connection] = {}  # tid -> inbound connection of its last read/write
+        self._last_wait: dict[int, int] = {}  # tid -> exit time of its last readiness wait
         self.redactions: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
         self.masked_bytes = 0
         for ent in self.meta.get("fds") or []:
@@ -494,12 +499,20 @@ class _Builder:
         masked = tuple(self.redactions.get((ev.tid, getattr(ev, "seq", 0), 1), ()))
         if masked:
             self.masked_bytes += sum(n for _s, n in masked)
+        woke = self._last_wait.get(ev.tid) if direction == IN else None
         conn.chunks.append(Chunk(direction, data, total, ev.ts_enter, ev.ts_exit, ev.name,
-                                 ev.tid, getattr(ev, "index", -1), eof, peer, masked))
+                                 ev.tid, getattr(ev, "index", -1), eof, peer, masked, woke))
 
     # -- events
 
     def event(self, ev: Any) -> None:
+        try:
+            self._event(ev)
+        finally:
+            if ev.name in WAITS:
+                self._last_wait[ev.tid] = ev.ts_exit
+
+    def _event(self, ev: Any) -> None:
         name = ev.name
         ret = ev.ret
         tgid = ev.tgid or self.pid or ev.tid

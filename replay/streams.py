@@ -622,6 +622,7 @@ class StreamsSession:
         self.sandbox: Any = None
         self.supervisor: Any = None
         self.clock: Any = None
+        self.wake_clock: Any = None
         self.pid = -1
         self.mode_used = ""
         self.mode_note: str | None = None
@@ -777,7 +778,7 @@ class StreamsSession:
         from dr import schema
         from dr.replay.netns import NetNS
         from dr.replay.sandbox import Sandbox, SandboxSpec
-        from dr.replay.streams_supervisor import ConnClock, RecordedRandom, StreamsSupervisor, VirtualClock
+        from dr.replay.streams_supervisor import ConnClock, RecordedRandom, StreamsSupervisor, VirtualClock, WakeClock
         exe = self.argv[0] if "/" in self.argv[0] else (_which(self.argv[0]) or self.argv[0])
         cwd = str(self.meta.get("cwd") or "/")
         pid = self.meta.get("pid")
@@ -814,10 +815,12 @@ class StreamsSession:
         first = self._plan[0][0] if self._plan else 0
         self.clock = VirtualClock(first, self.meta.get("clock_offsets") or self.meta.get("clock"),
                                   limit=self._clock_limit)
+        self.wake_clock = WakeClock()
         self.supervisor = StreamsSupervisor(self.sandbox, self.clock, RecordedRandom(self.conversations.random_by_conn),
                                             ConnClock(self._by_local, frozenset(
                                                 a.port for c in self.inbound for a in (c.listener or c.local,) if a),
-                                                realtime_off=self.clock.realtime_off))
+                                                realtime_off=self.clock.realtime_off),
+                                            wake_clock=self.wake_clock)
         self.supervisor.start()
         self.mode_used = "sandbox"
 
@@ -1159,6 +1162,8 @@ class StreamsSession:
             assert ch is not None
             if not rc.sent_ns:
                 rc.sent_ns = time.monotonic_ns()
+            if self.wake_clock is not None:
+                self.wake_clock.sent(ch.woke_ns)
             sk.sendall(ch.data)
             self._last_sent = c
             rc.sent_bytes += len(ch.data)

@@ -39,18 +39,53 @@ from typing import Any
 from dr import schema
 from dr.errors import DrError
 from dr.replay import notify
+from dr.replay.connections import WAITS
 
-__all__ = ["VirtualClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
+__all__ = ["VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
 
 _TS = struct.Struct("<qq")
 _NR = {n: schema.by_name(n).nr for n in ("clock_gettime", "gettimeofday", "time", "getrandom",
                                           "execve", "execveat", "close")}
+_TIME_NRS = frozenset(_NR[n] for n in ("clock_gettime", "gettimeofday", "time"))
+_WAIT_NRS = frozenset(s.nr for s in schema.all_syscalls() if s.name in WAITS)
 _READ_NRS = frozenset(schema.by_name(n).nr for n in ("read", "recvfrom", "readv", "recvmsg"))
 _WRITE_NRS = frozenset(schema.by_name(n).nr for n in ("write", "sendto", "writev", "sendmsg", "sendfile"))
 # clock ids (include/uapi/linux/time.h) -> which recorded clock they read
 _CLOCKS = {0: "realtime", 5: "realtime", 11: "realtime",   # REALTIME, REALTIME_COARSE, TAI
            1: "monotonic", 4: "monotonic", 6: "monotonic",  # MONOTONIC, _RAW, _COARSE
            7: "boottime"}                                   # BOOTTIME
+
+
+class WakeClock:
+    """The time an event loop read when it woke for the request dr just sent.
+
+    nginx and redis read the clock once per loop iteration, right after their
+    readiness wait (epoll_wait, poll, ...) returns, and use that value for the
+    whole iteration ($msec, TIME). The recording holds the exit time of the
+    wait the serving thread returned from before it read each request
+    (:attr:`dr.replay.connections.Chunk.woke_ns`); the vDSO read came a few
+    µs after. When dr sends a request it sets that time (:meth:`sent`); a
+    thread's first clock read after it returned from a wait gets it.
+    """
+
+    def __init__(self) -> None:
+        self.hint: int | None = None
+        self._waited: dict[int, bool] = {}
+        self._lock = threading.Lock()
+
+    def sent(self, woke_ns: int | None) -> None:
+        self.hint = woke_ns
+
+    def on_syscall(self, tid: int, nr: int) -> None:
+        """Every notified call that is not a time read: a wait arms the thread."""
+        self._waited[tid] = nr in _WAIT_NRS
+
+    def read(self, tid: int) -> int | None:
+        with self._lock:
+            if not self._waited.get(tid) or self.hint is None:
+                return None
+            self._waited[tid] = False
+            return self.hint + 1000
 
 
 class VirtualClock:
@@ -267,8 +302,9 @@ class StreamsSupervisor:
     """
 
     def __init__(self, sandbox: Any, clock: VirtualClock, randomness: RecordedRandom,
-                 conn_clock: ConnClock | None = None) -> None:
+                 conn_clock: ConnClock | None = None, wake_clock: WakeClock | None = None) -> None:
         self.sb = sandbox
+        self.wake_clock = wake_clock
         self.clock = clock
         self.conn_clock = conn_clock
         self.random = randomness
@@ -333,6 +369,8 @@ class StreamsSupervisor:
             cc.on_io(n.pid, _fd(n.args[0]), nr in _WRITE_NRS)
         elif cc is not None and nr == _NR["close"]:
             cc.on_close(_fd(n.args[0]))
+        if self.wake_clock is not None and nr not in _TIME_NRS:
+            self.wake_clock.on_syscall(n.pid, nr)
         if nr == _NR["execve"] or nr == _NR["execveat"]:
             self._need_patch = True
         elif nr == _NR["clock_gettime"]:
@@ -370,7 +408,9 @@ class StreamsSupervisor:
         lst.send(n.id, continue_=True)
 
     def _now(self, tid: int, which: str) -> int:
-        v = self.conn_clock.read(tid) if self.conn_clock is not None else None
+        v = self.wake_clock.read(tid) if self.wake_clock is not None else None
+        if v is None and self.conn_clock is not None:
+            v = self.conn_clock.read(tid)
         if v is None:
             v = self.clock.monotonic()
         v = max(v, self._last.get(tid, 0))  # never backwards for one thread

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,9 +132,12 @@ def test_a_service_that_dies_is_noticed_at_once_with_its_last_words(write_trace)
     took = time.monotonic() - t0
     rep = res.report
     assert res.exit_code == ExitCode.DIVERGED and rep.identical == 1
-    assert rep.notes[0].startswith("the program exited with status 3 during the replay, after 1 of 8")
+    # Connection 2's request may have gone out before the exit was seen: sent, never answered.
+    assert re.match(r"the program exited with status 3 during the replay, after [12] of 8 connection", rep.notes[0])
     assert "fatal: out of cheese" in rep.notes[0]
-    assert [c.first_difference for c in rep.connections[2:]] == ["not replayed: the program had exited"] * 6
+    assert all(c.status != "identical" for c in rep.connections[1:])
+    gone = [c for c in rep.connections if c.first_difference == "not replayed: the program had exited"]
+    assert len(gone) >= 5 and gone[-1].id == rep.connections[-1].id
     assert took < QUIET_S + 15, took  # no per-connection waits after the death
 
 
