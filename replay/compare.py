@@ -698,6 +698,40 @@ def write_json(rep: Report, path: str) -> None:
         raise OutputError(f"cannot write the report {path}: {e.strerror or e}") from None
 
 
+def _body_spans(data: bytes) -> list[tuple[int, int]] | None:
+    """[start, end) of each HTTP/1.x message body with a Content-Length; None when the
+    stream is not such messages (RFC 9112 §6.3)."""
+    out, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0 or not data.startswith(b"HTTP/1.", pos):
+            return out or None
+        m = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", data[pos:end])
+        if m is None:
+            return out or None
+        start = end + 4
+        out.append((start, start + int(m.group(1))))
+        pos = start + int(m.group(1))
+    return out
+
+
+def _gaps_in(rep: bytes, rec: bytes, gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``gaps`` (spans of the recorded stream) moved to the replayed stream: body-relative
+    when both are HTTP messages with lengths (headers may differ in length), else as they are."""
+    a, b = _body_spans(rec), _body_spans(rep)
+    if not a or not b:
+        return gaps
+    out = []
+    for g0, g1 in gaps:
+        for i, (s0, s1) in enumerate(a):
+            if s0 <= g0 < s1 and i < len(b):
+                out.append((b[i][0] + g0 - s0, b[i][0] + min(g1, s1) - s0))
+                break
+        else:
+            out.append((g0, g1))
+    return out
+
+
 def _with_gaps(c: Connection) -> tuple[bytes, list[tuple[int, int]]]:
     """The recorded response stream with a placeholder for every byte a syscall
     moved that the trace does not hold, and those [start, end) spans."""
@@ -759,8 +793,9 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
             rec, rep = _mask(rec, ign.byte_ranges), _mask(rep, ign.byte_ranges)
         if gaps:
             # Bytes the trace does not hold (sendfile's, or past the snaplen): their
-            # places and count are known, their values not; both sides masked there.
-            rec, rep = _mask(rec, gaps), _mask(rep, gaps)
+            # places and count are known, their values not; both sides masked there
+            # (in an HTTP stream, at the same place of the same message's body).
+            rec, rep = _mask(rec, gaps), _mask(rep, _gaps_in(rep, rec, gaps))
         redacted = masked_ranges(ch for ch in c.chunks if ch.dir == c.response_dir)
         if redacted:
             # Redacted bytes were never recorded: unknown on both sides, not a divergence.

@@ -306,3 +306,96 @@ def test_redis_50_clients_on_shared_keys_replay_identical(tmp_path):
     assert rep.identical == len(rep.connections) >= 200
     incr = [c for c in rep.connections if c.request.startswith("INCR counter")]
     assert len(incr) >= 50 and all(c.status == "identical" and c.note is None for c in incr)
+
+
+# --------------------------------------------------------------------------- nginx: master + workers
+
+
+def _nginx_capture(tmp_path, **site):
+    """nginx (make_site) captured by its master's pid under ab; (trace, site dir, argv, meta)."""
+    from dr.demo.harness import Capture, free_port, stop
+    from dr.demo.nginx_site import make_site
+    from dr.formats.trace import TraceReader
+    port = free_port()
+    d = make_site(port, **site)
+    argv = ["nginx", "-c", f"{d}/nginx.conf", "-g", "daemon off;"]
+    ng = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(port)
+        deadline = time.monotonic() + 10
+        while len(open(f"/proc/{ng.pid}/task/{ng.pid}/children").read().split()) < (site.get("workers") or 2):
+            assert time.monotonic() < deadline, "nginx started no workers"
+            time.sleep(0.05)
+        with Capture(ng.pid, tmp_path / "n.drt", tmp_path / "cap.log") as cap:
+            for n, c, path in ((200, 8, "/"), (60, 4, "/msec"), (20, 2, "/big.txt")):
+                ab = subprocess.run(["ab", "-q", "-n", str(n), "-c", str(c), f"http://127.0.0.1:{port}{path}"],
+                                    capture_output=True, text=True, timeout=120)
+                assert ab.returncode == 0 and "Failed requests:        0" in ab.stdout, ab.stdout + ab.stderr
+            assert cap.stop(settle_s=0.5) == 0
+    finally:
+        stop(ng)
+    with TraceReader(tmp_path / "n.drt") as r:
+        meta = r.meta
+    return tmp_path / "n.drt", d, argv, meta
+
+
+needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("ab") is None,
+                                 reason="needs nginx and ab (scripts/setup.sh installs them)")
+
+
+@root_only
+@needs_nginx
+def test_nginx_master_and_workers_sendfile_and_msec_replay_identical(tmp_path):
+    """nginx, master + 2 workers, sendfile on, a $msec location: `--pid MASTER`, replay identical;
+    a build that adds one header differs by that header in every response and nothing else.
+
+    Runs the workers as root with logs under /tmp: the sandbox maps only root (see the next test)."""
+    from dr.demo.nginx_site import remove_site
+    from dr.replay.streams import run_streams
+    trace, d, argv, meta = _nginx_capture(tmp_path, workers=2, user="root", logs="/tmp")
+    try:
+        assert len(meta["procs"]) == 2
+        with pytest.raises(ReplayError, match="rewrote its command line .* give the command with --cmd"):
+            run_streams(str(trace))  # nginx's title keeps no arguments
+        res = run_streams(str(trace), cmd=argv, report=str(tmp_path / "n.json"))
+        rep = res.report
+        assert res.exit_code == ExitCode.OK, rep.text()
+        assert rep.identical == len(rep.connections) >= 280
+        msec = [c for c in rep.connections if c.request == "GET /msec"]
+        big = [c for c in rep.connections if c.request == "GET /big.txt"]
+        assert len(msec) >= 60 and len(big) >= 20
+        assert all("compared by length only" in (c.note or "") for c in big)  # sendfile's bytes
+        site2 = (d / "site.conf").read_text().replace("\tindex index.html;\n",
+                                                      "\tindex index.html;\n\tadd_header X-Build v2 always;\n")
+        (d / "site2.conf").write_text(site2)
+        (d / "nginx2.conf").write_text((d / "nginx.conf").read_text().replace(f"{d}/site.conf", f"{d}/site2.conf"))
+        res = run_streams(str(trace), cmd=["nginx", "-c", f"{d}/nginx2.conf", "-g", "daemon off;"], report=str(tmp_path / "n2.json"))
+        rep = res.report
+        answered = [c for c in rep.connections if c.recorded_bytes]  # ab also opens idle connections
+        assert res.exit_code == ExitCode.DIVERGED and len(answered) >= 280
+        assert all(c.status == "differs" for c in answered)
+        assert {c.first_difference for c in answered} == {"header x-build: '(absent)' -> 'v2'"}
+    finally:
+        remove_site(d)
+
+
+@root_only
+@needs_nginx
+def test_nginx_distribution_config_by_master_pid(tmp_path):
+    """Debian's nginx.conf as installed (user www-data, worker_processes auto): the master's pid
+    takes in every worker; the replay needs the sandbox to map www-data (issue 15)."""
+    from dr.demo.nginx_site import remove_site
+    from dr.replay.streams import run_streams
+    trace, d, argv, meta = _nginx_capture(tmp_path)
+    try:
+        assert len(meta["procs"]) == (os.cpu_count() or 1)
+        try:
+            res = run_streams(str(trace), cmd=argv, report=str(tmp_path / "n.json"))
+        except ReplayError as e:
+            if "chown(" in e.message or "setgid(" in e.message or "Permission denied" in e.message:
+                pytest.xfail(f"the replay sandbox maps only root (issue 15): {e.message}")
+            raise
+        assert res.exit_code == ExitCode.OK, res.report.text()
+        assert res.report.identical == len(res.report.connections) >= 280
+    finally:
+        remove_site(d)
