@@ -61,7 +61,7 @@ def capture(
                                      "and marked with their true length."),
     duration: Optional[float] = typer.Option(None, "--duration", min=0, help="Stop after SECONDS."),
     max_size: Optional[str] = typer.Option(None, "--max-size", help="Stop when the trace reaches BYTES."),
-    no_follow: bool = typer.Option(False, "--no-follow", help="Do not trace children made by fork/clone."),
+    no_follow: bool = typer.Option(False, "--no-follow", help="Only the named process (all its threads): not its existing descendants, nor children made by fork/clone."),
     ringbuf_size: str = typer.Option("64M", "--ringbuf-size", help="BPF ring buffer size (a power of two)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line and no summary."),
     verify: bool = typer.Option(False, "--verify",
@@ -138,6 +138,9 @@ def capture(
         if not quiet:
             # Loading the probes takes seconds: say when recording really begins.
             what = f"pid {pid}" if pid else (f"tid {tid}" if tid else "the command")
+            if pid:
+                what += (f" ({session.attached_procs} process(es), {session.attached_threads} thread(s)"
+                         + ("; new children followed)" if not no_follow else "; children not followed)"))
             typer.echo(f"dr capture: recording {what} into {output} (Ctrl-C to stop)", err=True)
         live = None
         if not quiet and sys.stderr.isatty():
@@ -225,6 +228,9 @@ def _print_summary(s, output: str, pid: int | None = None) -> None:
     con = Console(stderr=True, highlight=False, soft_wrap=not tty, no_color=not tty)
     dur = s.duration_ns / 1e9
     con.print(f"dr capture: {s.stop_reason} after {dur:.2f} s; wrote {output}")
+    if s.attached:
+        con.print(f"  attached to {s.attached['processes']} process(es), {s.attached['threads']} thread(s) "
+                  f"at start; process events during the capture (fork, exec, exit): {s.proc_events:,}")
     con.print(f"  syscalls {s.events:,} ({s.events / dur if dur else 0:,.0f}/s), "
               f"process events {s.proc_events:,} (fork, exec, exit, signals), "
               f"payload {_human(s.payload_bytes)}, trace {_human(s.trace_bytes)}"
