@@ -129,7 +129,7 @@ BPF_TASK_STORAGE(tasks, struct dr_task);
 BPF_HASH(tgids, u32, u8, 8192);
 BPF_ARRAY(tgbits, u64, DR_PID_MAX / 64);     /* bit per tgid: maybe traced */
 BPF_ARRAY(rules, struct dr_rule, DR_NR_MAX * DR_MAX_RULES);
-BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit rules */
+BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit rules, bit 2: exec */
 BPF_HASH(ioctls, u32, u32, 64);              /* request -> size | 1 << 31 when "out" */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
@@ -371,23 +371,17 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 		u64 pos_ret = ret > 0 ? (u64)ret : 0;
 
 		/* Strings are copied at exit, when the kernel has faulted their pages
-		 * in (a BPF probe cannot); execve's only at entry: the old memory is
-		 * gone at its exit. */
-		int str_at_entry = nr == DR_NR_execve || nr == DR_NR_execveat;
+		 * in (a BPF probe cannot). execve/execveat never come here: see
+		 * build_exec_jobs. */
 		if (!at_exit) {
-			if ((kind == DR_K_PATH || kind == DR_K_STR) && str_at_entry)
-				add_job(w, slot, J_STR, addr, 0, 0);
-			else if (kind == DR_K_ARGV)
-				add_job(w, slot, J_ARGV, addr, 0, 0);
-			else if (kind == DR_K_INOUT && rule == DR_R_CONST)
+			if (kind == DR_K_INOUT && rule == DR_R_CONST)
 				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, r->size, 0);
 			else if (kind == DR_K_INOUT && rule == DR_R_CNT)
 				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, pv * r->elem, 0);
 			continue;
 		}
 		if (kind == DR_K_PATH || kind == DR_K_STR) {
-			if (!str_at_entry)
-				add_job(w, slot, J_STR, addr, 0, 0);
+			add_job(w, slot, J_STR, addr, 0, 0);
 			continue;
 		}
 		if (kind == DR_K_ARGV)
@@ -458,6 +452,84 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 	}
 }
 
+/* A successful execve/execveat: path, argv and envp are read from the new
+ * image's initial stack, which the kernel has just written (so no page can
+ * fault), at sched_process_exec (a program of its own: its own verifier
+ * budget), before the syscall returns. At the user sp lie argc, argv[], NULL,
+ * envp[], NULL, then the auxv (System V x86-64 ABI 3.4.1). The kernel copies
+ * the strings into one contiguous area (fs/exec.c: argv strings, envp
+ * strings, then the filename AT_EXECFN points at), so argv is the bytes
+ * [argv[0], envp[0]) and envp [envp[0], AT_EXECFN): two plain copies, no
+ * per-string reads, no count limit. The path is the AT_EXECFN string, the
+ * filename the caller passed (execveat of an fd: "/dev/fd/N[/name]"). For a
+ * #! script the kernel has rewritten argv (interpreter, its argument, script
+ * path, argv[1..]): that is what the new image received, and what is recorded.
+ * A failed exec: see build_jobs. */
+#define DR_AT_EXECFN 31
+#define DR_ENV_SCAN 512      /* 8 envp entries per step: at most 4096 entries */
+#define DR_AUXV_SCAN 64
+#define DR_EXEC_STEPS 40     /* copier steps: 3 jobs of up to snaplen (16 chunks) */
+static __always_inline void build_exec_jobs(struct dr_work *w, s64 nr, u64 sp)
+{
+	u16 ps = nr == DR_NR_execveat ? 1 : 0;   /* slot of the path; argv, envp follow */
+	w->njobs = 0;
+	w->job = 0;
+	w->started = 0;
+	w->seg_addr = 0;   /* the scan's results go through the map value, so */
+	w->seg_left = 0;   /* the verifier joins the loop's exits into one state */
+	u64 argc = 0, argv0 = 0;
+	if (bpf_probe_read_user(&argc, sizeof(argc), (void *)sp) || argc > (1 << 20)) {
+		copy_fault(w);
+		return;
+	}
+	if (argc)
+		bpf_probe_read_user(&argv0, sizeof(argv0), (void *)(sp + 8));
+	u64 envp = sp + 8 * (argc + 2);
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < DR_ENV_SCAN; i++) {
+		u64 p[8] = {};
+		if (bpf_probe_read_user(p, sizeof(p), (void *)(envp + 64 * (u64)i)))
+			break;
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			if (p[k] == 0) {
+				w->seg_addr = envp + 64 * (u64)i + 8 * k;   /* the NULL after envp[] */
+				goto found;
+			}
+		}
+	}
+	copy_fault(w);
+	return;
+found:;
+	u64 envnull = w->seg_addr;
+	u64 envp0 = 0;
+	if (envnull > envp)
+		bpf_probe_read_user(&envp0, sizeof(envp0), (void *)envp);
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < DR_AUXV_SCAN; i++) {
+		u64 e[2] = {};
+		if (bpf_probe_read_user(e, sizeof(e), (void *)(envnull + 8 + 16 * (u64)i)) || e[0] == 0)
+			break;
+		if (e[0] == DR_AT_EXECFN) {
+			w->seg_left = e[1];
+			break;
+		}
+	}
+	u64 execfn = w->seg_left;
+	w->seg_addr = 0;
+	w->seg_left = 0;
+	if (!execfn) {
+		copy_fault(w);
+		return;
+	}
+	add_job(w, ps, J_STR, execfn, 0, 0);
+	u64 argv_end = envp0 ? envp0 : execfn;
+	if (argv0 && argv_end > argv0)
+		add_job(w, ps + 1, J_PLAIN, argv0, argv_end - argv0, 0);
+	if (envp0 && execfn > envp0)
+		add_job(w, ps + 2, J_PLAIN, envp0, execfn - envp0, 0);
+}
+
 static __always_inline void flush(struct dr_work *w, struct dr_job *j)
 {
 	u32 n = w->pos;
@@ -488,12 +560,12 @@ static __always_inline void flush(struct dr_work *w, struct dr_job *j)
  * could outlive dr). Each step either starts a job, fetches the next
  * iovec/argv element, or copies one piece (<= DR_CHUNK) of the current
  * segment. Jobs left when the steps run out are counted as lost. */
-static __always_inline void run_jobs(struct dr_work *w, const int at_exit)
+static __always_inline void run_jobs(struct dr_work *w, const int at_exit, const int steps)
 {
 	u8 *data = w->buf + sizeof(struct dr_payload);
 
 #pragma clang loop unroll(disable)
-	for (int s = 0; s < DR_STEPS; s++) {
+	for (int s = 0; s < steps; s++) {
 		u32 ji = w->job;
 		if (ji >= w->njobs || ji >= DR_MAX_JOBS)
 			return;
@@ -695,7 +767,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 	fill_event(w, t, tid);
 	build_jobs(w, nr, t->args, 0, 0);
 	if (w->njobs)
-		run_jobs(w, 0);
+		run_jobs(w, 0, DR_STEPS);
 	/* flags raised while copying at entry (truncated, copy failed, lost)
 	 * are carried to the event written at exit. */
 	t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
@@ -760,7 +832,12 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 	if (nr >= 0 && nr < DR_NR_MAX) {
 		u32 k = nr;
 		u8 *info = nrinfo.lookup(&k);
-		if (info && (*info & 2)) {
+		/* nrinfo bit 2, execve/execveat: a successful exec's strings were
+		 * read at sched_process_exec. A failed one keeps its path (read at
+		 * exit, the kernel faulted it in); its argv and envp are not copied:
+		 * their strings may sit in pages this process never touched (a
+		 * fresh fork), where a probe read faults. */
+		if (info && (*info & 2) && !((*info & 4) && ret >= 0)) {
 			build_jobs(w, nr, t->args, ret, 1);
 			if (w->njobs == 1 && w->jobs[0].type == J_PLAIN && w->jobs[0].len <= DR_CHUNK) {
 				/* The common case (read, write, stat, ...): one buffer of at
@@ -779,7 +856,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 					return 0;
 				}
 			} else if (w->njobs) {
-				run_jobs(w, 1);
+				run_jobs(w, 1, DR_STEPS);
 			}
 		}
 	}
@@ -827,6 +904,19 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		return 0;
 	ring_begin();
 	emit_proc(DR_PROC_EXEC, tgid, tid, args->old_pid, 0);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct dr_task *t = tasks.task_storage_get(task, 0, 0);
+	struct dr_work *w = get_work();
+	if (t && w && t->in_call && (t->nr == DR_NR_execve || t->nr == DR_NR_execveat)) {
+		u64 sp = 0;
+		/* x86_64 struct pt_regs: sp is its 20th u64 (arch/x86/include/asm/ptrace.h) */
+		bpf_probe_read_kernel(&sp, sizeof(sp), (u8 *)bpf_task_pt_regs(task) + 19 * 8);
+		fill_event(w, t, tid);
+		build_exec_jobs(w, t->nr, sp);
+		if (w->njobs)
+			run_jobs(w, 1, DR_EXEC_STEPS);
+		t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
+	}
 	ring_end();
 	return 0;
 }

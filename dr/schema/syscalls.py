@@ -467,7 +467,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("memfd_create", 319, 279, I, str_("uname"), flags("flags", "mfd"), ret="fd"),
     S("kexec_file_load", 320, 294, U),
     S("bpf", 321, 280, U, int_("cmd"), ptr("uattr"), uint("size")),
-    S("execveat", 322, 281, U, fd("fd"), path("filename"), ptr("argv"), ptr("envp"), hex_("flags")),
+    S("execveat", 322, 281, I, fd("fd"), path("filename"), argv("argv"), argv("envp"), flags("flags", "at")),
     S("userfaultfd", 323, 282, U, hex_("flags")),
     S("membarrier", 324, 283, P, int_("cmd"), flags("flags", "none"), int_("cpu_id")),
     S("mlock2", 325, 284, P, uint("start"), uint("len"), hex_("flags")),
