@@ -959,6 +959,14 @@ TRACEPOINT_PROBE(signal, signal_deliver)
 	u32 tid = pt, tgid = pt >> 32;
 	if (!traced(tgid, tid))
 		return 0;
+	/* A signal whose action is to be ignored changes nothing in the task.
+	 * The kernel drops it when it is sent, unless the task is ptraced (spawn
+	 * mode follows the tree's execs that way): then it is delivered, and
+	 * ignored, here. Not recorded, so a trace does not depend on that. */
+	u64 h = args->sa_handler;
+	int sig = args->sig;
+	if (h == 1 || (h == 0 && (sig == 17 || sig == 18 || sig == 23 || sig == 28)))
+		return 0;   /* SIG_IGN; SIG_DFL of SIGCHLD, SIGCONT, SIGURG, SIGWINCH */
 	ring_begin();
 	emit_proc(DR_PROC_SIGNAL, tgid, tid, args->sig, args->sa_handler);
 	ring_end();

@@ -19,11 +19,13 @@ With ``redact`` the metadata and every drained span go through
 masks; a ``redactions`` record precedes the block it covers), so no secret
 the rules find reaches disk; the summary carries ``Redactor.report()``.
 
-Spawn mode (``command``) forks a child that waits on a pipe before execve;
-the child is added to the traced set, then released, so its first recorded
-syscall is execve. The child is ptrace'd only to stop it right after execve
-(PTRACE_TRACEME's exec stop) to take the snapshot and make its vDSO time
-functions enter the kernel (:mod:`dr.capture.vdso`); then it is detached.
+Spawn mode (``command``) starts the command through
+:class:`dr.capture.spawn.SpawnTree`: the child waits on a pipe before execve,
+is added to the traced set, then released, so its first recorded syscall is
+execve. ASLR is off for the whole tree, and every image the tree execs has its
+vDSO time functions made to enter the kernel at its exec stop (the tree is
+ptrace'd with exec/fork/clone events only). The snapshot is taken at the
+command's exec stop.
 Attach mode (``pid``/``tid``) never stops, signals or patches the target.
 
 Errors: :class:`dr.errors.TargetError`, :class:`dr.errors.OutputError`,
@@ -33,7 +35,6 @@ Errors: :class:`dr.errors.TargetError`, :class:`dr.errors.OutputError`,
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
 import select
@@ -44,9 +45,6 @@ from dataclasses import dataclass
 
 from dr import schema
 from dr.errors import DrError, OutputError, TargetError, UsageError
-
-PTRACE_TRACEME = 0
-PTRACE_DETACH = 17
 
 #: Loss causes that mean data is missing (TRUNCATED keeps the first snaplen bytes by design).
 LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC")
@@ -78,7 +76,8 @@ class CaptureOptions:
     ringbuf_size: int = 64 << 20
     poll_interval: float = 0.02
     flush_interval: float = 1.0
-    patch_vdso: bool = True
+    patch_vdso: bool = True              # spawn: make every image's vDSO time functions enter the kernel
+    aslr: bool = False                   # spawn: keep address-space randomization (replay turns it off)
     zstd_level: int = 1
     redact: bool = False                 # mask secrets before anything reaches disk
     redact_rules: str | None = None      # TOML rules added to the built-in ones (implies redact)
@@ -139,10 +138,6 @@ class Summary:
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _tgid_of(tid: int) -> int:
     try:
         with open(f"/proc/{tid}/status") as f:
@@ -192,6 +187,7 @@ class CaptureSession:
         self.writer = None
         self.pid: int | None = None       # target tgid
         self.child: int | None = None     # spawn mode: our child
+        self.spawn = None                 # spawn mode: dr.capture.spawn.SpawnTree
         self.exit_status: int | None = None
         self._pidfd: int | None = None
         self._t0 = 0.0
@@ -228,13 +224,16 @@ class CaptureSession:
 
             self.redactor = Redactor(load_policy(o.redact_rules))   # UsageError on bad rules
         created = _check_output(o.output)
-        go = ready = None
         try:
             if o.command:
+                from dr.capture.spawn import SpawnTree
+
                 path = shutil.which(o.command[0])
                 if path is None:
                     raise TargetError(f"command not found: {o.command[0]}")
-                go, ready = self._fork_child(path, list(o.command))
+                self.spawn = SpawnTree(path, list(o.command), dict(os.environ),
+                                       trace_execs=o.patch_vdso, no_aslr=not o.aslr)
+                self.child = self.spawn.fork()
                 tgid, tid_filter = self.child, 0
             elif o.tid is not None:
                 tgid, tid_filter = _tgid_of(o.tid), o.tid
@@ -253,8 +252,7 @@ class CaptureSession:
             self._t0_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             self.probes.trace_tgid(tgid)
             if o.command:
-                facts = self._release_child(go, ready)
-                go = ready = None
+                facts = self._release_child()
             elif not os.path.exists(f"/proc/{tgid}") or (o.tid and not os.path.exists(f"/proc/{o.tid}")):
                 raise TargetError(f"process {tgid} exited during attach; nothing to capture")
             meta = dict(snapshot.host_facts())
@@ -271,13 +269,13 @@ class CaptureSession:
             })
             if o.command:
                 meta["command"] = list(o.command)
+                # how every image of the tree was prepared (replay runs them the same way)
+                meta["aslr"] = bool(o.aslr)
+                meta["vdso_every_exec"] = bool(o.patch_vdso)
             if self.redactor is not None:
                 meta = self.redactor.meta(meta)   # argv, command, env, cwd
             self.writer = TraceWriter(o.output, meta, level=o.zstd_level)
         except BaseException:
-            for fd in (go, ready):
-                if fd is not None:
-                    os.close(fd)
             self._abort()
             if self.writer is None and created:
                 # Nothing was captured: leave no empty trace behind.
@@ -295,63 +293,26 @@ class CaptureSession:
         except OSError:
             pass
 
-    def _fork_child(self, path: str, argv: list[str]) -> tuple[int, int]:
-        """Fork the spawn-mode child; it waits for "go" before its execve.
+    def _release_child(self) -> dict:
+        """Let the command exec; at its exec stop take the snapshot and patch the vDSO."""
+        from dr.capture import snapshot
+        from dr.vdso import patch_vdso
 
-        Returns (go write fd, ready read fd). The child makes itself a ptrace
-        tracee first (so execve stops it) and says "ready" before waiting, so
-        none of its own preparation is traced.
-        """
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        rd_r, rd_w = os.pipe2(os.O_CLOEXEC)
-        env = dict(os.environ)
-        pid = os.fork()
-        if pid == 0:  # child: only async-signal-safe-ish work until execve
-            try:
-                os.close(go_w)
-                os.close(rd_r)
-                # The command starts as a shell would start it: Python ignores
-                # SIGPIPE and SIGXFSZ (inherited across execve), dr handles
-                # SIGINT/SIGTERM, and the signal mask must be empty.
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_SETMASK, ())
-                if self.opts.patch_vdso:
-                    _libc().ptrace(PTRACE_TRACEME, 0, None, None)
-                os.write(rd_w, b"r")
-                if os.read(go_r, 1) != b"g":
-                    os._exit(126)
-                os.execve(path, argv, env)
-            except BaseException:
-                pass
-            os._exit(127)
-        os.close(go_r)
-        os.close(rd_w)
-        self.child = pid
-        return go_w, rd_r
+        def first(pid: int) -> dict:
+            facts = snapshot.process_facts(pid)
+            self.vdso_patched = patch_vdso(pid)
+            return facts
 
-    def _release_child(self, go: int, ready: int) -> dict:
-        """Let the child execve; at its exec stop take the snapshot and patch the vDSO."""
-        from dr.capture import snapshot, vdso
-
-        if os.read(ready, 1) != b"r":
-            raise TargetError("the command's process died before it could start")
-        os.write(go, b"g")
-        os.close(go)
-        os.close(ready)
-        if not self.opts.patch_vdso:
-            return snapshot.process_facts(self.child)
-        _, status = os.waitpid(self.child, 0)
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            self.exit_status = os.waitstatus_to_exitcode(status)
-            self.child = None
-            raise TargetError(f"cannot execute {self.opts.command[0]} (exit status {self.exit_status})")
+        tree = self.spawn
+        tree.on_first_exec = first
+        tree.patch = patch_vdso
         try:
-            facts = snapshot.process_facts(self.child)
-            self.vdso_patched = vdso.patch_vdso(self.child)
-        finally:
-            _libc().ptrace(PTRACE_DETACH, self.child, None, None)
-        return facts
+            facts = tree.release()
+        except TargetError:
+            if tree.exited.wait(5.0):
+                self.exit_status = tree.exit_status
+            raise
+        return facts if facts is not None else snapshot.process_facts(self.child)
 
     @staticmethod
     def _open_pidfd(pid: int) -> int | None:
@@ -393,15 +354,17 @@ class CaptureSession:
         return StepResult(status, c["events"], c["payload_bytes"], self.ring.stats.bytes,
                           self.writer.bytes_written, lost, now - self._t0, self._error)
 
+    def _child_exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the spawned command's exit (reaped by its tracer thread)."""
+        if self.spawn is None or not self.spawn.exited.wait(timeout):
+            return False
+        self.exit_status = self.spawn.exit_status
+        self.child = None
+        return True
+
     def _target_gone(self, timeout: float) -> bool:
         if self.child is not None:
-            time.sleep(timeout)
-            pid, status = os.waitpid(self.child, os.WNOHANG)
-            if pid == self.child:
-                self.exit_status = os.waitstatus_to_exitcode(status)
-                self.child = None
-                return True
-            return False
+            return self._child_exited(timeout)
         if self.mode == "spawn":
             return True
         if self._pidfd is not None:
@@ -471,18 +434,12 @@ class CaptureSession:
             # A stop signal sent to dr alone (kill, a supervisor) did not reach
             # the child: forward SIGTERM so the command does not outlive a
             # capture that was asked to end, as strace does with the command it started.
-            for attempt in range(100):
-                pid, st = os.waitpid(self.child, os.WNOHANG)
-                if pid == self.child:
-                    self.exit_status = os.waitstatus_to_exitcode(st)
-                    self.child = None
-                    break
-                if attempt == 30:
-                    try:
-                        os.kill(self.child, signal.SIGTERM)
-                    except OSError:
-                        pass
-                time.sleep(0.01)
+            if not self._child_exited(0.3):
+                try:
+                    os.kill(self.child, signal.SIGTERM)
+                except OSError:
+                    pass
+                self._child_exited(0.7)
         err = self._error
         if self.probes is not None:
             self.probes.untrace_all()
@@ -540,14 +497,14 @@ class CaptureSession:
                 self.writer.close(summary.record() if summary else None)
             except DrError:
                 pass
-        elif self.child is not None and self.mode == "spawn" and not self._stopped:
+        elif self.spawn is not None and self.child is not None and not self._stopped:
             # start() failed after forking: do not leave the child waiting.
-            try:
-                os.kill(self.child, signal.SIGKILL)
-                os.waitpid(self.child, 0)
-            except OSError:
-                pass
+            self.spawn.kill()
+            self.spawn.exited.wait(5.0)
             self.child = None
+        if self.spawn is not None and self._stopped:
+            # A command that outlives the capture runs on unprepared.
+            self.spawn.detach()
 
 
 __all__ = ["CaptureSession", "CaptureOptions", "StepResult", "Summary", "Status", "LOST_CAUSES"]

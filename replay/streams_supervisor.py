@@ -16,7 +16,7 @@ network namespace. It answers from the recording only where the calls match:
   the next step's recorded time, so it never runs ahead of the recording and
   never goes back. REALTIME/BOOTTIME add the offsets of the metadata's
   ``clock``. The vDSO entry points are rewritten to real syscalls after execve
-  (:func:`dr.capture.vdso.patch_vdso`), or time would never reach seccomp.
+  (:func:`dr.vdso.patch_vdso`), or time would never reach seccomp.
 - **randomness** — getrandom of ``n`` bytes gets the next recorded getrandom
   payload of the same size (recorded order), else the kernel's.
 - **pids** — the sandbox gives the program the recorded pid (ns_last_pid).
@@ -293,7 +293,7 @@ class StreamsSupervisor:
             self.error = f"supervisor: {e.strerror or e}"
 
     def _patch(self, pid: int) -> None:
-        from dr.capture.vdso import patch_vdso
+        from dr.vdso import patch_vdso
         try:
             if self.sb.exec_done():
                 self.vdso_patched = patch_vdso(pid) or self.vdso_patched
