@@ -64,6 +64,7 @@
 #define DR_CONTROL_MAX 4096
 #define DR_CLONE_THREAD 0x00010000
 #define DR_EINTR 4
+#define DR_ERESTART_RESTARTBLOCK 516   /* include/linux/errno.h */
 
 /* user-space visible counters (stats map) */
 enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3,
@@ -79,6 +80,8 @@ struct dr_task {
 	u32 tgid;
 	u16 in_call;
 	u16 flags;      /* event flags gathered at entry */
+	u32 req;        /* reqbufs value of the request (Rule REQ), looked up at entry */
+	u32 pad;
 };
 
 struct dr_job {
@@ -98,7 +101,7 @@ struct dr_work {
 	u64 seg_addr, seg_left;
 	u64 left;         /* bytes still to copy for the current job */
 	u64 off;          /* offset of data[0] in the current job's buffer */
-	u32 started, pad;
+	u32 started, req;   /* req: the request's buffer (reqbufs value) of this call */
 	struct dr_job jobs[DR_MAX_JOBS];
 	/* struct dr_payload header, then 2 * DR_CHUNK bytes of data: a chunk may
 	 * start anywhere below DR_CHUNK, and the verifier bounds pos + len. */
@@ -130,7 +133,11 @@ BPF_HASH(tgids, u32, u8, 8192);
 BPF_ARRAY(tgbits, u64, DR_PID_MAX / 64);     /* bit per tgid: maybe traced */
 BPF_ARRAY(rules, struct dr_rule, DR_NR_MAX * DR_MAX_RULES);
 BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit rules, bit 2: exec */
-BPF_HASH(ioctls, u32, u32, 64);              /* request -> size | 1 << 31 when "out" */
+/* (nr << 32 | request) -> bytes | DR_REQ_OUT | DR_REQ_ENTRY: buffers sized by
+ * a request argument (ioctl, fcntl, prctl; Rule REQ) */
+BPF_HASH(reqbufs, u64, u32, 512);
+#define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
+#define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
@@ -374,31 +381,39 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 		 * in (a BPF probe cannot). execve/execveat never come here: see
 		 * build_exec_jobs. */
 		if (!at_exit) {
-			if (kind == DR_K_INOUT && rule == DR_R_CONST)
+			if (r->valid & 2)   /* an in-parameter the kernel may overwrite */
+				add_job(w, slot, J_PLAIN, addr, r->size, 0);
+			else if (kind == DR_K_INOUT && rule == DR_R_CONST)
 				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, r->size, 0);
 			else if (kind == DR_K_INOUT && rule == DR_R_CNT)
 				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, pv * r->elem, 0);
+			else if (kind == DR_K_INOUT && rule == DR_R_BITS)
+				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, ((pv & 0xffffffff) + 63) / 64 * 8, 0);
+			else if (rule == DR_R_REQ) {
+				u64 key = ((u64)nr << 32) | (u32)pv;
+				u32 *d = reqbufs.lookup(&key);
+				w->req = d ? *d : 0;
+				if (d && (*d & DR_REQ_ENTRY))
+					add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, *d & 0xffff, 0);
+			}
 			continue;
 		}
 		if (kind == DR_K_PATH || kind == DR_K_STR) {
 			add_job(w, slot, J_STR, addr, 0, 0);
 			continue;
 		}
-		if (kind == DR_K_ARGV)
+		if (kind == DR_K_ARGV || (r->valid & 2))   /* r->valid & 2: read at entry */
 			continue;
-		if (rule == DR_R_NONE) {
-			/* ioctl: the buffer size comes with the request (DR_IOCTL_*). */
-			if (nr == DR_NR_ioctl) {
-				u32 req = a[1];
-				u32 *d = ioctls.lookup(&req);
-				if (d) {
-					int out = (*d >> 31) & 1;
-					if (!out || ret >= 0)
-						add_job(w, slot, J_PLAIN, addr, *d & 0xffff, 0);
-				}
-			}
+		if (rule == DR_R_REQ) {
+			/* ioctl, fcntl, prctl: the size came with the request, looked
+			 * up at entry (one map lookup fewer for the verifier here) */
+			u32 d = w->req;
+			if (d && (!(d & DR_REQ_OUT) || ret >= 0))
+				add_job(w, slot, J_PLAIN, addr, d & 0xffff, 0);
 			continue;
 		}
+		if (rule == DR_R_NONE)
+			continue;
 		if (rule == DR_R_CONST) {
 			len = r->size;
 		} else if (rule == DR_R_ARG || rule == DR_R_CNT) {
@@ -414,10 +429,13 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			len = v;
 		} else if (rule == DR_R_MIN_RET_ARG) {
 			len = pos_ret < pv ? pos_ret : pv;
+		} else if (rule == DR_R_BITS) {
+			len = ((pv & 0xffffffff) + 63) / 64 * 8;
 		}
 		/* Out-buffers are valid when the call succeeded; timespec-like
-		 * out-structures also when a signal interrupted it (nanosleep's rmtp). */
-		int ok_out = ret >= 0 || (rule == DR_R_CONST && ret == -DR_EINTR);
+		 * out-structures also when a signal interrupted it (nanosleep's rmtp,
+		 * written before the kernel returns -ERESTART_RESTARTBLOCK). */
+		int ok_out = ret >= 0 || (rule == DR_R_CONST && (ret == -DR_EINTR || ret == -DR_ERESTART_RESTARTBLOCK));
 		if (kind == DR_K_BUF_OUT || kind == DR_K_SOCKADDR_OUT) {
 			if (!ok_out)
 				continue;
@@ -765,7 +783,9 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 		return 0;
 	ring_begin();
 	fill_event(w, t, tid);
+	w->req = 0;
 	build_jobs(w, nr, t->args, 0, 0);
+	t->req = w->req;
 	if (w->njobs)
 		run_jobs(w, 0, DR_STEPS);
 	/* flags raised while copying at entry (truncated, copy failed, lost)
@@ -828,6 +848,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 	fill_event(w, t, tid);
 	w->ev.ret = ret;
 	w->ev.ts_exit = bpf_ktime_get_ns();
+	w->req = t->req;
 	s64 nr = t->nr;
 	if (nr >= 0 && nr < DR_NR_MAX) {
 		u32 k = nr;
