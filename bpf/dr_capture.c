@@ -712,7 +712,7 @@ static __always_inline void run_jobs(struct dr_work *w, const int at_exit, const
 	}
 	if (w->job < w->njobs) {
 		/* Out of steps: the rest of the bytes is lost (and counted). */
-		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+		count_loss(DR_LOSS_COPY_STEPS);
 		w->ev.flags |= DR_EVF_PAYLOAD_LOST;
 	}
 }

@@ -47,7 +47,38 @@ from dr import schema
 from dr.errors import DrError, OutputError, TargetError, UsageError
 
 #: Loss causes that mean data is missing (TRUNCATED keeps the first snaplen bytes by design).
-LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC")
+LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC",
+               "COPY_STEPS")
+
+#: Syscalls whose I/O happens outside any syscall the probes see.
+RING_IO = ("io_uring_setup",)
+
+
+def loss_advice(losses: dict[str, int], fill: dict | None) -> list[str]:
+    """One line per loss cause seen, naming the cause and what helps (never a guess).
+
+    ``fill``: Summary.ring_fill_at_loss, the ring's unconsumed bytes when reservations failed.
+    """
+    out = []
+    ring = sum(losses.get(k, 0) for k in ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "RINGBUF_PROC"))
+    if ring:
+        if fill and fill.get("max", 0) < fill.get("ring_bytes", 0) // 2:
+            out.append(f"{ring} ring-buffer reservations failed while the ring was at most "
+                       f"{100 * fill['max'] // max(fill['ring_bytes'], 1)}% full: not a size problem "
+                       "(the kernel refused them; see ring_fill_at_loss in the summary)")
+        else:
+            out.append(f"{ring} records did not fit in the ring buffer: the reader fell behind; "
+                       "try a bigger --ringbuf-size")
+    if losses.get("COPY_FAULT"):
+        out.append(f"{losses['COPY_FAULT']} payloads could not be read from the tracee's memory "
+                   "(a page not present, an invalid pointer): not a ring-buffer size problem")
+    if losses.get("COPY_STEPS"):
+        out.append(f"{losses['COPY_STEPS']} syscalls had more buffer bytes than the probe copies per "
+                   "call: try a smaller --snaplen")
+    if losses.get("ENTRY_MAP_FULL"):
+        out.append(f"{losses['ENTRY_MAP_FULL']} syscalls were missed: too many threads inside "
+                   "syscalls at once")
+    return out
 
 
 class Status(enum.Enum):
@@ -118,9 +149,26 @@ class Summary:
     ring_fill_at_loss: dict | None = None   # {min, max} bytes pending in the ring at failed reservations
     ring_retries: int = 0   # records written only after a failed reservation attempt (not lost)
 
+    mode: str = "attach"
+
     @property
     def lost(self) -> int:
         return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
+
+    @property
+    def incomplete(self) -> list[str]:
+        """Why the trace does not hold everything the program saw (empty: it does)."""
+        why = []
+        rings = sum(self.syscalls.get(n, 0) for n in RING_IO)
+        if rings:
+            why.append(f"the program called io_uring_setup ({rings}x): I/O submitted through "
+                       "an io_uring ring is not in the trace")
+        if self.lost and self.mode == "spawn":
+            why.append(f"{self.lost} events or payloads were lost")
+        return why
+
+    def advice(self) -> list[str]:
+        return loss_advice(self.losses, self.ring_fill_at_loss)
 
     @property
     def compression_ratio(self) -> float:
@@ -133,7 +181,7 @@ class Summary:
                 "syscalls": self.syscalls, "proc_events": self.proc_events,
                 "truncated_payloads": self.losses.get("TRUNCATED", 0),
                 "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
-                "ring_retries": self.ring_retries,
+                "ring_retries": self.ring_retries, "incomplete": self.incomplete,
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
@@ -468,7 +516,7 @@ class CaptureSession:
             proc_events=counters.get("proc_events", 0),
             walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
             redaction=self.redactor.report() if self.redactor is not None else None,
-            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0))
+            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode)
         if self.probes is not None:
             self._note_ring_losses(self.probes.losses_by_cpu())
         if self._fill_at_loss:
