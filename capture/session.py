@@ -112,6 +112,7 @@ class CaptureOptions:
     zstd_level: int = 1
     redact: bool = False                 # mask secrets before anything reaches disk
     redact_rules: str | None = None      # TOML rules added to the built-in ones (implies redact)
+    identify_files: bool = True          # files/blob records for mapped and executed files (at stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ class Summary:
     ring_retries: int = 0   # records written only after a failed reservation attempt (not lost)
 
     mode: str = "attach"
+    files: dict | None = None   # dr.capture.files.write_files: {files, stored, stored_bytes, seconds}
 
     @property
     def lost(self) -> int:
@@ -182,6 +184,7 @@ class Summary:
                 "truncated_payloads": self.losses.get("TRUNCATED", 0),
                 "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
                 "ring_retries": self.ring_retries, "incomplete": self.incomplete,
+                **({"files": self.files} if self.files is not None else {}),
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
@@ -249,6 +252,7 @@ class CaptureSession:
         self._ring_losses = 0          # ring-buffer reservation failures seen so far
         self._pending_now = 0          # bytes unconsumed at the start of the last drain
         self._fill_at_loss: list[int] = []   # that figure for each step in which reservations failed
+        self._files: dict | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -500,6 +504,8 @@ class CaptureSession:
                         break
                     time.sleep(0.005)
                 self._write_losses()
+                if self.opts.identify_files:
+                    self._files = self._identify_files()
         except OutputError as e:
             err = e.message
             status = Status.OUTPUT_ERROR
@@ -516,7 +522,8 @@ class CaptureSession:
             proc_events=counters.get("proc_events", 0),
             walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
             redaction=self.redactor.report() if self.redactor is not None else None,
-            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode)
+            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode,
+            files=self._files)
         if self.probes is not None:
             self._note_ring_losses(self.probes.losses_by_cpu())
         if self._fill_at_loss:
@@ -528,6 +535,20 @@ class CaptureSession:
         # A spawned command that outlives the capture (duration, max size)
         # keeps running untraced; the caller may wait for it.
         return summary
+
+    def _identify_files(self) -> dict:
+        """``files``/``blob`` records for what the tree mapped or executed (dr.capture.files)."""
+        from dr.capture.files import write_files
+
+        t0 = time.monotonic()
+        try:
+            out = write_files(self.writer, self.opts.output)
+        except OutputError:
+            raise
+        except Exception as e:   # identifying files must never cost the trace itself
+            return {"error": f"files not identified: {e}"}
+        out["seconds"] = round(time.monotonic() - t0, 3)
+        return out
 
     def _abort(self, summary: Summary | None = None) -> None:
         """Release everything: ring mmap, probes, trace (with summary when given)."""
