@@ -337,10 +337,15 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
                     w.write_events(batch)
                 batch, pending = [], 0
 
+            have: set[str] = set()   # content hashes whose bytes the trace carries (blob records)
             try:
                 for rec in r.stream():
                     if isinstance(rec, dict):
                         flush()
+                        if rec.get("t") == "blob" and isinstance(rec.get("sha256"), str):
+                            have.add(rec["sha256"])
+                        elif rec.get("t") == "files":
+                            _add_host_files(w, rec, have)
                         w.write_record(rec)
                         continue
                     if isinstance(rec, Event):
@@ -359,6 +364,33 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
             w.close(None)
             raise
         return meta, r.summary, r.truncated, r.losses
+
+
+def _add_host_files(w: Any, rec: dict[str, Any], have: set[str]) -> None:
+    """Blob records for the files a trace identified but did not store (unmodified
+    package files): read from this host when their sha256 still matches, so the
+    bundle holds every file the programs mapped or executed."""
+    import hashlib
+
+    for f in rec.get("files") or ():
+        if not isinstance(f, dict) or f.get("stored") or not isinstance(f.get("sha256"), str):
+            continue
+        sha, path = f["sha256"], f.get("path")
+        if sha in have or not isinstance(path, str):
+            continue
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        if hashlib.sha256(data).hexdigest() != sha:
+            continue   # changed since the capture: the bundle cannot vouch for it
+        have.add(sha)
+        chunk = 1 << 20
+        for off in range(0, max(len(data), 1), chunk):
+            w.write_record({"t": "blob", "sha256": sha, "offset": off, "size": len(data),
+                            "data": data[off:off + chunk]})
+            w.flush()
 
 
 def _binaries_of(meta: dict[str, Any]) -> list[dict[str, Any]]:

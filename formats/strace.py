@@ -682,6 +682,78 @@ def _dec_clone_args(b: bytes) -> str | None:
     return "{" + ", ".join(parts) + "}"
 
 
+def _dec_fd_set(b: bytes) -> str | None:
+    """select's fd_set (a bit per fd, any length): ``[3 2000]`` as strace prints it."""
+    fds = [i * 8 + k for i, byte in enumerate(b) for k in range(8) if byte >> k & 1]
+    return "[" + " ".join(map(str, fds)) + "]"
+
+
+def _dec_itimerspec(b: bytes) -> str | None:
+    if len(b) < 32:  # include/uapi/linux/time.h struct itimerspec: two timespecs
+        return None
+    return f"{{it_interval={_dec_timespec(b[:16])}, it_value={_dec_timespec(b[16:32])}}}"
+
+
+_LOCK_TYPES = {0: "F_RDLCK", 1: "F_WRLCK", 2: "F_UNLCK"}
+
+
+def _dec_flock(b: bytes) -> str | None:
+    """struct flock (include/uapi/asm-generic/fcntl.h, x86_64: short, short, off_t, off_t, pid_t)."""
+    if len(b) < 32:
+        return None
+    typ, whence, start, length, pid = struct.unpack_from("<hhxxxxqqi", b)
+    return (f"{{l_type={_LOCK_TYPES.get(typ, typ)}, l_whence={_enum(whence, 'whence')}, "
+            f"l_start={start}, l_len={length}, l_pid={pid}}}")
+
+
+def _dec_f_owner_ex(b: bytes) -> str | None:
+    if len(b) < 8:  # struct f_owner_ex: int type, pid_t pid
+        return None
+    typ, pid = struct.unpack_from("<ii", b)
+    name = {0: "F_OWNER_TID", 1: "F_OWNER_PID", 2: "F_OWNER_PGRP"}.get(typ, str(typ))
+    return f"{{type={name}, pid={pid}}}"
+
+
+def _dec_siginfo(b: bytes) -> str | None:
+    """siginfo_t's common head (include/uapi/asm-generic/siginfo.h): signo, errno, code,
+    and for SIGCHLD-like codes pid, uid, status."""
+    if len(b) < 28:
+        return None
+    signo, errno_, code, pid, uid, status = struct.unpack_from("<iiixxxxiIi", b)
+    if signo == 0:
+        return "{}"
+    return (f"{{si_signo={_sig(signo)}, si_code={code}, si_errno={errno_}, si_pid={pid}, "
+            f"si_uid={uid}, si_status={status}}}")
+
+
+def _dec_winsize(b: bytes) -> str | None:
+    if len(b) < 8:
+        return None
+    row, col, xp, yp = struct.unpack_from("<HHHH", b)
+    return f"{{ws_row={row}, ws_col={col}, ws_xpixel={xp}, ws_ypixel={yp}}}"
+
+
+def _dec_termios(b: bytes) -> str | None:
+    if len(b) < 17:  # struct termios: 4 tcflag_t then c_line
+        return None
+    i, o, c, l_ = struct.unpack_from("<IIII", b)
+    return f"{{c_iflag={i:#o}, c_oflag={o:#o}, c_cflag={c:#o}, c_lflag={l_:#o}, ...}}"
+
+
+def _dec_ifreq(b: bytes) -> str | None:
+    """struct ifreq (include/uapi/linux/if.h): the name, then the union as int and bytes."""
+    if len(b) < 20:
+        return None
+    name = b[:16].split(b"\0", 1)[0]
+    val = struct.unpack_from("<i", b, 16)[0]
+    return f"{{ifr_name={quote(name, 16)}, ifr_ifru=[{val}] {quote(b[16:40], 24, 1)}}}"
+
+
+def _dec_cstr16(b: bytes) -> str | None:
+    data = b.split(b"\0", 1)[0]
+    return quote(data, len(data))
+
+
 _STRUCTS = {
     "stat": _dec_stat, "statx": _dec_statx, "timespec": _dec_timespec,
     "timeval": _dec_timeval, "int": _dec_int, "uint": _dec_uint, "socklen": _dec_uint,
@@ -689,7 +761,33 @@ _STRUCTS = {
     "wait_status": _dec_wait_status, "rusage": _dec_rusage, "cap_user_header": _dec_cap_header,
     "cap_user_data": _dec_cap_data, "sigset": _dec_sigset, "sigaction": _dec_sigaction,
     "itimerval": _dec_itimerval, "sysinfo": _dec_sysinfo, "clone_args": _dec_clone_args,
+    "fd_set": _dec_fd_set, "itimerspec": _dec_itimerspec, "siginfo": _dec_siginfo,
 }
+
+#: Buffers sized by a request (ioctl, fcntl, prctl: Rule.REQ) -> their decoder, by request name.
+_REQUEST_DECODERS = {
+    "F_GETLK": _dec_flock, "F_SETLK": _dec_flock, "F_SETLKW": _dec_flock, "F_OFD_GETLK": _dec_flock,
+    "F_OFD_SETLK": _dec_flock, "F_OFD_SETLKW": _dec_flock, "F_GETOWN_EX": _dec_f_owner_ex,
+    "F_SETOWN_EX": _dec_f_owner_ex, "F_GET_RW_HINT": _dec_i64, "F_SET_RW_HINT": _dec_i64,
+    "PR_GET_NAME": _dec_cstr16, "PR_SET_NAME": _dec_cstr16, "PR_GET_TID_ADDRESS": lambda b: (
+        f"[{_ptr(struct.unpack_from('<Q', b)[0])}]" if len(b) >= 8 else None),
+    "TIOCGWINSZ": _dec_winsize, "TIOCSWINSZ": _dec_winsize, "TCGETS": _dec_termios,
+    "TCSETS": _dec_termios, "TCSETSW": _dec_termios, "TCSETSF": _dec_termios, "TCGETS2": _dec_termios,
+    **{name: _dec_ifreq for name in ("SIOCGIFNAME", "SIOCGIFFLAGS", "SIOCGIFADDR", "SIOCGIFBRDADDR",
+                                     "SIOCGIFNETMASK", "SIOCGIFMTU", "SIOCGIFHWADDR", "SIOCGIFINDEX")},
+}
+
+
+def _request_arg(ev: Event, req: str, slot: int) -> str | None:
+    """The buffer of a request-sized argument, ``before => after`` for value-result ones."""
+    dec = _REQUEST_DECODERS.get(req, _dec_int)
+    p = ev.payloads.get(slot)
+    entry = ev.payloads.get(slot | Sub.ENTRY << 4)
+    before = dec(entry.data) if entry is not None else None
+    after = dec(p.data) if p is not None else None
+    if before and after and before != after:
+        return f"{before} => {after}"
+    return before or after
 
 
 # --------------------------------------------------------------------------- events
@@ -1134,7 +1232,7 @@ def _sp_fcntl(f: Formatter, ev: Event, sc) -> list[str]:
     elif cmd in ("F_DUPFD", "F_DUPFD_CLOEXEC", "F_SETOWN", "F_SETSIG", "F_SETPIPE_SZ"):
         out.append(str(_s32(v)))
     else:
-        out.append(_ptr(v))
+        out.append(_request_arg(ev, cmd, 2) or _ptr(v))
     return out
 
 
@@ -1151,7 +1249,18 @@ def _sp_ioctl(f: Formatter, ev: Event, sc) -> list[str] | None:
     req = _enum(ev.args[1] & 0xFFFFFFFF, "ioctl")
     if req in ("FIOCLEX", "FIONCLEX"):  # no argument
         return [f._arg(ev, sc, 0, sc.args[0]), req]
-    return None
+    shown = _request_arg(ev, req, 2)
+    if shown is None:
+        return None
+    return [f._arg(ev, sc, 0, sc.args[0]), req, shown]
+
+
+def _sp_prctl(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    shown = _request_arg(ev, out[0], 1) if 1 in ev.payloads else None
+    if shown is not None:
+        out[1] = shown
+    return out
 
 
 def _sp_getcwd(f: Formatter, ev: Event, sc) -> list[str]:
@@ -1222,7 +1331,7 @@ _SPECIAL = {
     "getdents64": _sp_getdents, "statx": _sp_statx, "fcntl": _sp_fcntl, "ioctl": _sp_ioctl,
     "getcwd": _sp_getcwd, "clone": _sp_clone, "clone3": _sp_clone3, "setitimer": _sp_itimer,
     "getitimer": _sp_itimer, "madvise": _sp_madvise, "setsockopt": _sp_sockopt,
-    "getsockopt": _sp_sockopt, "close_range": _sp_close_range,
+    "getsockopt": _sp_sockopt, "close_range": _sp_close_range, "prctl": _sp_prctl,
 }
 
 

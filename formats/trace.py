@@ -906,6 +906,35 @@ class TraceReader:
         return self._losses
 
     @property
+    def file_records(self) -> list[dict]:
+        """Files the traced programs mapped or executed (``files`` records, dr.capture.files):
+        dicts with path, how, dev, ino, size, mtime_ns, sha256, package, stored, written,
+        or ``unavailable``. Scans the trace."""
+        out: list[dict] = []
+        for i in range(len(self.frames)):
+            for r in self._records(i):
+                if r.get("t") == "files" and isinstance(r.get("files"), list):
+                    out.extend(f for f in r["files"] if isinstance(f, dict))
+        return out
+
+    def blob(self, sha256: str) -> bytes | None:
+        """The stored content with this sha256 (``blob`` chunks joined and checked), or None."""
+        import hashlib
+
+        parts: dict[int, bytes] = {}
+        size = None
+        for i in range(len(self.frames)):
+            for r in self._records(i):
+                if r.get("t") == "blob" and r.get("sha256") == sha256 and isinstance(r.get("data"), bytes) \
+                        and isinstance(r.get("offset"), int):
+                    parts[r["offset"]] = r["data"]
+                    size = r.get("size")
+        data = b"".join(parts[k] for k in sorted(parts))
+        if not parts or len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        return data
+
+    @property
     def losses(self) -> dict[str, int]:
         """Lost items by cause, summed over the loss records: {cause: count}."""
         out: dict[str, int] = {}

@@ -16,7 +16,7 @@ network namespace. It answers from the recording only where the calls match:
   the next step's recorded time, so it never runs ahead of the recording and
   never goes back. REALTIME/BOOTTIME add the offsets of the metadata's
   ``clock``. The vDSO entry points are rewritten to real syscalls after execve
-  (:func:`dr.capture.vdso.patch_vdso`), or time would never reach seccomp.
+  (:func:`dr.vdso.patch_vdso`), or time would never reach seccomp.
 - **randomness** — a thread serving a re-driven connection gets the getrandom
   payloads the recorded thread read while serving it, in its order
   (:class:`RecordedRandom`); other calls (start-up) get the kernel's.
@@ -354,7 +354,7 @@ class StreamsSupervisor:
             self.error = f"supervisor: {e.strerror or e}"
 
     def _patch(self, pid: int) -> None:
-        from dr.capture.vdso import patch_vdso
+        from dr.vdso import patch_vdso
         try:
             if self.sb.exec_done():
                 self.vdso_patched = patch_vdso(pid) or self.vdso_patched

@@ -180,9 +180,14 @@ def capture(
         raise typer.Exit(int(ExitCode.ERROR))
     code = int(ExitCode.OK)
     if summary.lost:
-        typer.echo(f"dr: {summary.lost} events or payloads were lost (see the loss records); "
-                   f"try a bigger --ringbuf-size", err=True)
+        typer.echo(f"dr: {summary.lost} events or payloads were lost (see the loss records)", err=True)
+        for line in summary.advice():
+            typer.echo(f"dr: {line}", err=True)
         code = int(ExitCode.LOSS)
+    for why in summary.incomplete:
+        if not why.endswith("were lost"):
+            typer.echo(f"dr: the trace is incomplete: {why}", err=True)
+            code = int(ExitCode.LOSS)
     if verify:
         code = _verify(str(output)) or code
     if opts_cmd and summary.exit_status and not verify:

@@ -35,6 +35,8 @@ LOSS_CAUSES = _tables.LOSS_CAUSES
 CHUNK = _tables.CHUNK
 SNAPLEN_DEFAULT = _tables.SNAPLEN_DEFAULT
 RULES = _tables.RULES
+ENTRY_RULES = getattr(_tables, "ENTRY_RULES", ())   # getattr: the generator imports this package before writing _tables
+REQUEST_BUFFERS = getattr(_tables, "REQUEST_BUFFERS", {})
 MAX_RULES = _tables.MAX_RULES
 
 

@@ -108,6 +108,11 @@ def array_ret(name: str, elem: int, ctype: str) -> Arg:
     return Arg(name, Kind.BUF_OUT, Rule.RET, 0, ctype, elem)
 
 
+def fdset(name: str, n_arg: int) -> Arg:
+    """select's fd_set: value-result bit set of as many bits as argument ``n_arg`` (any n, > 1024 too)."""
+    return Arg(name, Kind.INOUT, Rule.BITS, n_arg, "fd_set")
+
+
 def iov_in(name: str, cnt_arg: int) -> Arg:
     return Arg(name, Kind.IOV_IN, Rule.CNT, cnt_arg, "iovec", 16)
 
@@ -145,6 +150,13 @@ def S(name: str, nr: int, nr_aarch64: int | None, cls: Class, *args: Arg,
     return Syscall(name, nr, nr_aarch64, cls, tuple(args), ret, note)
 
 
+#: In-parameters read at sys_enter rather than sys_exit: the kernel may overwrite
+#: them before it returns (glibc's sleep() passes one timespec as request and
+#: remainder). Every other in-buffer is read at exit, when its pages are present.
+READ_AT_ENTRY: frozenset[tuple[str, str]] = frozenset({
+    ("nanosleep", "rqtp"), ("clock_nanosleep", "rqtp"),
+})
+
 # fmt: off
 SYSCALLS: tuple[Syscall, ...] = (
     S("read", 0, 63, R, fd("fd"), out("buf", RET), uint("count")),
@@ -170,7 +182,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("writev", 20, 66, R, fd("fd"), iov_in("vec", 2), uint("vlen")),
     S("access", 21, None, R, path("filename"), flags("mode", "access")),
     S("pipe", 22, None, I, struct_out("fildes", 8, "fd_pair")),
-    S("select", 23, None, R, int_("n"), struct_io("inp", 128, "fd_set"), struct_io("outp", 128, "fd_set"), struct_io("exp", 128, "fd_set"), struct_io("tvp", 16, "timeval")),
+    S("select", 23, None, R, int_("n"), fdset("inp", 0), fdset("outp", 0), fdset("exp", 0), struct_io("tvp", 16, "timeval")),
     S("sched_yield", 24, 124, P),
     S("mremap", 25, 216, P, hex_("addr"), uint("old_len"), uint("new_len"), flags("flags", "mremap"), hex_("new_addr"), ret="hex"),
     S("msync", 26, 227, P, hex_("start"), uint("len"), flags("flags", "msync")),
@@ -192,7 +204,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("connect", 42, 203, R, fd("fd"), sockaddr_in("uservaddr", 2), uint("addrlen")),
     S("accept", 43, 202, R, fd("fd"), sockaddr_out("upeer_sockaddr", 2), struct_io("upeer_addrlen", 4, "socklen"), ret="fd"),
     S("sendto", 44, 206, R, fd("fd"), inb("buff", RET), uint("len"), flags("flags", "msg"), sockaddr_in("addr", 5), uint("addr_len")),
-    S("recvfrom", 45, 207, R, fd("fd"), out("ubuf", RET), uint("size"), flags("flags", "msg"), sockaddr_out("addr", 5), struct_io("addr_len", 4, "socklen")),
+    S("recvfrom", 45, 207, R, fd("fd"), out("ubuf", Rule.MIN_RET_ARG, 2), uint("size"), flags("flags", "msg"), sockaddr_out("addr", 5), struct_io("addr_len", 4, "socklen")),
     S("sendmsg", 46, 211, R, fd("fd"), msg_in("msg"), flags("flags", "msg")),
     S("recvmsg", 47, 212, R, fd("fd"), msg_out("msg"), flags("flags", "msg")),
     S("shutdown", 48, 210, R, fd("fd"), enum("how", "shutdown")),
@@ -265,17 +277,17 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("getgroups", 115, 158, R, int_("gidsetsize"), out("grouplist", RET, 0, "", 4)),
     S("setgroups", 116, 159, U, int_("gidsetsize"), ptr("grouplist")),
     S("setresuid", 117, 147, R, uint("ruid"), uint("euid"), uint("suid")),
-    S("getresuid", 118, 148, U, ptr("ruidp"), ptr("euidp"), ptr("suidp")),
+    S("getresuid", 118, 148, U, struct_out("ruidp", 4, "uint"), struct_out("euidp", 4, "uint"), struct_out("suidp", 4, "uint")),
     S("setresgid", 119, 149, R, uint("rgid"), uint("egid"), uint("sgid")),
-    S("getresgid", 120, 150, U, ptr("rgidp"), ptr("egidp"), ptr("sgidp")),
+    S("getresgid", 120, 150, U, struct_out("rgidp", 4, "uint"), struct_out("egidp", 4, "uint"), struct_out("sgidp", 4, "uint")),
     S("getpgid", 121, 155, R, int_("pid")),
     S("setfsuid", 122, 151, R, uint("uid")),
     S("setfsgid", 123, 152, R, uint("gid")),
     S("getsid", 124, 156, R, int_("pid")),
     S("capget", 125, 90, R, struct_io("header", 8, "cap_user_header"), struct_out("dataptr", 24, "cap_user_data")),
     S("capset", 126, 91, R, struct_io("header", 8, "cap_user_header"), struct_in("data", 24, "cap_user_data")),
-    S("rt_sigpending", 127, 136, P, ptr("uset"), uint("sigsetsize")),
-    S("rt_sigtimedwait", 128, 137, U, ptr("uthese"), ptr("uinfo"), ptr("uts"), uint("sigsetsize")),
+    S("rt_sigpending", 127, 136, P, out("uset", ARG, 1, "sigset"), uint("sigsetsize")),
+    S("rt_sigtimedwait", 128, 137, U, struct_in("uthese", 8, "sigset"), struct_out("uinfo", 128, "siginfo"), struct_in("uts", 16, "timespec"), uint("sigsetsize")),
     S("rt_sigqueueinfo", 129, 138, I, int_("pid"), signal("sig"), ptr("uinfo")),
     S("rt_sigsuspend", 130, 133, P, ptr("unewset"), uint("sigsetsize")),
     S("sigaltstack", 131, 132, P, struct_in("uss", 24, "stack_t"), struct_out("uoss", 24, "stack_t")),
@@ -295,7 +307,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("sched_getscheduler", 145, 120, R, int_("pid")),
     S("sched_get_priority_max", 146, 125, R, int_("policy")),
     S("sched_get_priority_min", 147, 126, R, int_("policy")),
-    S("sched_rr_get_interval", 148, 127, U, int_("pid"), ptr("interval")),
+    S("sched_rr_get_interval", 148, 127, U, int_("pid"), struct_out("interval", 16, "timespec")),
     S("mlock", 149, 228, P, hex_("start"), uint("len")),
     S("munlock", 150, 229, P, hex_("start"), uint("len")),
     S("mlockall", 151, 230, P, hex_("flags")),
@@ -304,7 +316,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("modify_ldt", 154, None, U, int_("func"), ptr("ptr"), uint("bytecount")),
     S("pivot_root", 155, 41, U, path("new_root"), path("put_old")),
     S("_sysctl", 156, None, U),
-    S("prctl", 157, 167, R, int_("option"), hex_("arg2"), hex_("arg3"), hex_("arg4"), hex_("arg5")),
+    S("prctl", 157, 167, R, enum("option", "prctl"), hex_("arg2"), hex_("arg3"), hex_("arg4"), hex_("arg5")),
     S("arch_prctl", 158, None, P, enum("option", "arch_prctl"), hex_("arg2")),
     S("adjtimex", 159, 171, U, ptr("txc_p")),
     S("setrlimit", 160, 164, U, uint("resource"), ptr("rlim")),
@@ -369,9 +381,9 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("restart_syscall", 219, 128, R),
     S("semtimedop", 220, 192, U, int_("semid"), ptr("tsops"), uint("nsops"), ptr("timeout")),
     S("fadvise64", 221, 223, R, fd("fd"), int_("offset"), uint("len"), int_("advice")),
-    S("timer_create", 222, 107, U, int_("which_clock"), ptr("timer_event_spec"), ptr("created_timer_id")),
-    S("timer_settime", 223, 110, U, int_("timer_id"), hex_("flags"), ptr("new_setting"), ptr("old_setting")),
-    S("timer_gettime", 224, 108, U, int_("timer_id"), ptr("setting")),
+    S("timer_create", 222, 107, U, int_("which_clock"), struct_in("timer_event_spec", 64, "sigevent"), struct_out("created_timer_id", 4, "int")),
+    S("timer_settime", 223, 110, U, int_("timer_id"), hex_("flags"), struct_in("new_setting", 32, "itimerspec"), struct_out("old_setting", 32, "itimerspec")),
+    S("timer_gettime", 224, 108, U, int_("timer_id"), struct_out("setting", 32, "itimerspec")),
     S("timer_getoverrun", 225, 109, R, int_("timer_id")),
     S("timer_delete", 226, 111, R, int_("timer_id")),
     S("clock_settime", 227, 112, U, int_("which_clock"), ptr("tp")),
@@ -394,7 +406,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("mq_notify", 244, 184, U, int_("mqdes"), ptr("u_notification")),
     S("mq_getsetattr", 245, 185, U, int_("mqdes"), ptr("u_mqstat"), ptr("u_omqstat")),
     S("kexec_load", 246, 104, U),
-    S("waitid", 247, 95, U, int_("which"), int_("upid"), ptr("infop"), int_("options"), ptr("ru")),
+    S("waitid", 247, 95, U, int_("which"), int_("upid"), struct_out("infop", 128, "siginfo"), int_("options"), struct_out("ru", 144, "rusage")),
     S("add_key", 248, 217, U, path("_type"), ptr("_description"), ptr("_payload"), uint("plen"), uint("ringid")),
     S("request_key", 249, 218, U, path("_type"), ptr("_description"), ptr("_callout_info"), uint("destringid")),
     S("keyctl", 250, 219, R, int_("option"), uint("arg2"), uint("arg3"), uint("arg4"), uint("arg5")),
@@ -417,7 +429,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("readlinkat", 267, 78, R, fd("dfd"), path("pathname"), out("buf", RET), uint("bufsiz")),
     S("fchmodat", 268, 53, U, fd("dfd"), path("filename"), oct_("mode")),
     S("faccessat", 269, 48, R, fd("dfd"), path("filename"), flags("mode", "access")),
-    S("pselect6", 270, 72, R, int_("n"), struct_io("inp", 128, "fd_set"), struct_io("outp", 128, "fd_set"), struct_io("exp", 128, "fd_set"), struct_io("tsp", 16, "timespec"), ptr("sig")),
+    S("pselect6", 270, 72, R, int_("n"), fdset("inp", 0), fdset("outp", 0), fdset("exp", 0), struct_io("tsp", 16, "timespec"), ptr("sig")),
     S("ppoll", 271, 73, R, array_out("ufds", 1, 8, "pollfd"), uint("nfds"), struct_io("tsp", 16, "timespec"), struct_in("sigmask", 8, "sigset"), uint("sigsetsize")),
     S("unshare", 272, 97, R, hex_("unshare_flags")),
     S("set_robust_list", 273, 99, P, ptr("head"), uint("len")),
@@ -469,7 +481,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("memfd_create", 319, 279, R, str_("uname"), flags("flags", "mfd"), ret="fd"),
     S("kexec_file_load", 320, 294, U),
     S("bpf", 321, 280, U, int_("cmd"), ptr("uattr"), uint("size")),
-    S("execveat", 322, 281, I, fd("fd"), path("filename"), ptr("argv"), ptr("envp"), hex_("flags")),
+    S("execveat", 322, 281, I, fd("fd"), path("filename"), argv("argv"), argv("envp"), flags("flags", "at")),
     S("userfaultfd", 323, 282, U, hex_("flags")),
     S("membarrier", 324, 283, P, int_("cmd"), flags("flags", "none"), int_("cpu_id")),
     S("mlock2", 325, 284, P, uint("start"), uint("len"), hex_("flags")),

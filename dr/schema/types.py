@@ -73,6 +73,9 @@ class Rule(enum.IntEnum):
     CNT = 5      # iovec/mmsghdr arrays: another argument holds the element count
     NUL = 6      # NUL-terminated string, at most PATH_MAX bytes
     MIN_RET_ARG = 7  # min(return value, another argument)
+    BITS = 8     # a bit set of as many bits as another argument says: (n + 63) / 64 * 8 bytes (fd_set)
+    REQ = 9      # size and direction come with the request argument (ioctl, fcntl, prctl):
+                 # flagsets.REQUEST_BUFFERS; ``size`` is the index of the request argument
 
 
 class Sub(enum.IntEnum):
