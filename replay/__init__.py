@@ -8,7 +8,7 @@ Only this package touches seccomp; it never imports bcc. Entry points::
 
 Building blocks for other replay policies (streams replay): :mod:`dr.replay.sandbox`
 (namespaces, root, filter), :mod:`dr.replay.notify` (seccomp_unotify primitives,
-tracee memory), :mod:`dr.replay.vdso` (time functions through syscalls).
+tracee memory), :mod:`dr.vdso` (time functions through syscalls, shared with capture).
 """
 
 from __future__ import annotations

@@ -409,7 +409,7 @@ class ReplaySession(Answers):
         if self.need_vdso and th.host_tgid in self.need_vdso:
             self.need_vdso.discard(th.host_tgid)
             if self.vdso_names:
-                from dr.replay.vdso import patch_vdso
+                from dr.vdso import patch_vdso
                 patch_vdso(th.host_tgid, self.vdso_names)
         if n.arch != notify.AUDIT_ARCH_X86_64:
             self._on_compat(n, th)
