@@ -141,6 +141,7 @@ def load_script(path: str) -> Script:
             sync_faults += 1
             if not signals[p]:
                 del signals[p]
+    _spread_repeats(signals, per_tid)
     tgid_of = {t: ev.tgid or ev.tid for t, ev in zip(owner, events)}
     # How each process ended: a process that ended (group_dead) with no exit_group
     # of its own and an unknown exit code (-1: not by exit) was killed by a signal.
@@ -157,3 +158,28 @@ def load_script(path: str) -> Script:
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
                   outlived)
+
+
+def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:
+    """Move a repeated standard signal to the thread's next call.
+
+    Standard signals (below SIGRTMIN) do not queue: the recording can show one
+    delivered twice at the same point (its handler ran, returned, and the signal
+    came again before the next syscall — common for SIGCHLD while a capture's
+    tracer holds a fork), but two sent at once merge into one pending signal and
+    the handler would run once. The repeat is delivered at the thread's next
+    call instead, so the handler still runs as often as recorded.
+    """
+    for q in per_tid.values():
+        order = list(q)
+        for i, p in enumerate(order[:-1]):
+            sigs = signals.get(p)
+            if not sigs or len(sigs) < 2:
+                continue
+            keep: list[int] = []
+            carry: list[int] = []
+            for sg in sigs:
+                (carry if sg < 32 and sg in keep else keep).append(sg)
+            if carry:
+                signals[p] = keep
+                signals[order[i + 1]] = carry + signals.get(order[i + 1], [])

@@ -126,6 +126,12 @@ class ReplaySession(Answers):
                     exe = p.rstrip(b"\0").decode(errors="surrogateescape")
         if self.opts.command and "/" not in argv[0]:
             exe = which_in_root(argv[0], self.opts.rootfs)
+        cwd = meta.get("cwd")
+        if exe and not exe.startswith("/") and isinstance(cwd, str) and cwd.startswith("/"):
+            # A command started as ./prog: the sandbox exposes the executable by its
+            # absolute path (its directory may be private there, /tmp), so resolve it
+            # against the recorded working directory.
+            exe = os.path.normpath(os.path.join(cwd, exe))
         env = meta.get("env")
         env_items: tuple[tuple[str, str], ...] = ()
         if isinstance(env, dict):
