@@ -110,7 +110,11 @@ class Answers:
                 # thread-directed copy would not merge with it and run the handler twice.
                 continue
             try:
-                notify.tgkill(th.host_tgid, th.host_tid, sig)
+                info = self.script.siginfo.get((pos, sig))
+                if info is not None:
+                    notify.tgsigqueueinfo(th.host_tgid, th.host_tid, sig, info)
+                else:
+                    notify.tgkill(th.host_tgid, th.host_tid, sig)
                 self.report.signals_delivered += 1
             except OSError:
                 pass
