@@ -210,6 +210,7 @@ def clone(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         s.sb.set_next_pid(ev.ret)  # type: ignore[union-attr]
         s.children.append(ev.ret)
         th.native_clone = (n.nr, n.args, n.ip, ev.ret)
+        s.forked[ev.ret] = th.host_tgid
         if _vfork(SC[ev.nr].name, n.args, ev):
             s.vforked.add(ev.ret)
     return s.cont(n, th, pos)

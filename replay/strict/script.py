@@ -10,7 +10,7 @@ from typing import Any
 
 from dr import schema
 from dr.errors import ReplayError
-from dr.replay.strict.core import EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
+from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
 
 __all__ = ["Script", "load_script"]
 
@@ -81,6 +81,8 @@ def load_script(path: str) -> Script:
                 all_events.append(rec)
                 tid = alias.get(rec.tid, rec.tid)
                 seen.add(tid)
+                if rec.nr in CLONES and 0 < rec.ret < (1 << 22):
+                    seen.add(int(rec.ret))  # a child may be killed before its first call
                 if rec.nr in SENDERS and rec.ret == 0:
                     sig = int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF
                     sent.add(sig)
@@ -157,7 +159,7 @@ def load_script(path: str) -> Script:
     # of its own and an unknown exit code (-1: not by exit) was killed by a signal.
     deaths = {tg: last_sig.get(tg, signal.SIGKILL) for tg, code in died.items()
               if code == -1 and tg not in group_exit}
-    unended = {tid for tid in per_tid if tid not in exited}
+    unended = {tid for tid in seen if tid not in exited}
     # Tasks still alive when the capture ended (it follows the first process; an
     # orphan that outlives it is not recorded to its end).
     outlived = seen - ended - set(alias)

@@ -57,6 +57,7 @@ class ReplaySession(Answers):
         self.nrs = [ev.nr for ev in self.script.events]   # hot path: no attribute lookups
         self.gpos = 0
         self.held: dict[int, tuple[Notif, Thread]] = {}   # position -> held notification
+        self.forked: dict[int, int] = {}  # recorded child tid -> host tgid of the process that cloned it
         self.vforked: set[int] = set()   # recorded tids of vfork children that have not exec'd yet
         self.parked: dict[int, Notif] = {}  # host tid -> call never answered (the thread dies in it)
         self.started = False              # the tracee's first execve went through
@@ -363,13 +364,17 @@ class ReplaySession(Answers):
         th = Thread(n.pid, tgid, rec, self.script.per_tid.get(rec, deque()),
                     rec_tgid=self.script.tgid_of.get(rec, rec))
         self.threads[n.pid] = th
+        # A new process inherits its parent's state as it was at the clone (the
+        # parent may be gone by now: an orphan's parent is init).
+        parent = self.forked.pop(rec, None)
+        parent = parent if parent is not None else ppid(tgid)
         if tgid not in self.console:
-            self.console[tgid] = dict(self.console.get(ppid(tgid), {}) if self.console else {1: 1, 2: 2})
-            self.owned[tgid] = set(self.owned.get(ppid(tgid), ()))
+            self.console[tgid] = dict(self.console.get(parent, {}) if self.console else {1: 1, 2: 2})
+            self.owned[tgid] = set(self.owned.get(parent, ()))
         if rec in self.children:
             self.children.remove(rec)
         if tgid not in self.cwd:
-            self.cwd[tgid] = self.cwd.get(ppid(tgid)) or str(self.script.meta.get("cwd") or "/")
+            self.cwd[tgid] = self.cwd.get(parent) or str(self.script.meta.get("cwd") or "/")
         return th
 
     def _pidfd(self, tgid: int) -> int | None:
