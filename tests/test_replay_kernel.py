@@ -410,3 +410,53 @@ def test_calls_that_used_to_stop_replay_are_substituted(work):
     out = faithful(work, "cover", COVERAGE.replace("@DIR@", str(d)), "-lrt")
     assert b"handler got 42" in out and b"mq_receive 5 hello prio 1" in out
     assert b"waitid status 7" in out
+
+
+def test_sigterm_writes_the_report_and_kills_the_tracee(work):
+    """SIGTERM to dr replay: a report saying how far it got, exit 130, no tracee left."""
+    import json
+    import signal
+    import time
+    trace, _ = record(work, "ddterm", "dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=100000")
+    report = work / "term.json"
+    p = subprocess.Popen([DR, "replay", "--report", str(report), str(trace)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        # wait until the tracee runs (the sandbox's dd appears as a grandchild)
+        while time.monotonic() < deadline and not _descendants(p.pid, "dd"):
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err.decode()
+    assert b"interrupted by SIGTERM" in err and err.count(b"\n") == 1
+    rep = json.loads(report.read_text())
+    assert rep["verdict"] == "interrupted" and 0 < rep["events_replayed"] < rep["events_total"]
+    assert not _descendants(p.pid, "dd")
+
+
+def _descendants(pid: int, comm: str) -> list[int]:
+    """Processes named ``comm`` whose ancestry includes ``pid`` (from /proc)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            cur = int(d)
+            for _ in range(16):
+                with open(f"/proc/{cur}/stat") as f:
+                    cur = int(f.read().rsplit(")", 1)[1].split()[1])
+                if cur == pid:
+                    found.append(int(d))
+                    break
+                if cur <= 1:
+                    break
+        except (OSError, ValueError):
+            continue
+    return found

@@ -151,7 +151,7 @@ class Answers:
                     pfd = -1
                 self.sb.listener.send(n.id, continue_=True)  # type: ignore[union-attr]
                 if pfd >= 0:
-                    select.select([pfd], [], [], 2.0)
+                    select.select([pfd], [], [], min(2.0, self.opts.stall_timeout))
                     os.close(pfd)
             if held:
                 # The pidfd wakes us just before the kernel queues SIGCHLD
