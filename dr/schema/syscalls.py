@@ -464,7 +464,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("sched_setattr", 314, 274, U, int_("pid"), ptr("uattr"), hex_("flags")),
     S("sched_getattr", 315, 275, U, int_("pid"), ptr("uattr"), uint("usize"), hex_("flags")),
     S("renameat2", 316, 276, R, fd("olddfd"), path("oldname"), fd("newdfd"), path("newname"), hex_("flags")),
-    S("seccomp", 317, 277, U, uint("op"), hex_("flags"), ptr("uargs")),
+    S("seccomp", 317, 277, R, uint("op"), hex_("flags"), struct_in("uargs", 16, "sock_fprog")),
     S("getrandom", 318, 278, R, out("buf", RET), uint("count"), flags("flags", "grnd")),
     S("memfd_create", 319, 279, R, str_("uname"), flags("flags", "mfd"), ret="fd"),
     S("kexec_file_load", 320, 294, U),
