@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import select
 import signal
 import stat as stat_mod
@@ -22,6 +23,7 @@ from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
 
+_PROC_EXE = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/exe")
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 _OPEN_HOW = struct.Struct("<QQQ")
@@ -247,6 +249,10 @@ class Answers:
             else:
                 p = os.path.join(self.cwd.get(th.host_tgid, "/"), p)
         p = os.path.normpath(p) if p else p
+        if p and _PROC_EXE.fullmatch(p) and self.exe.get(th.host_tgid):
+            # The program opening its own executable (fexecve, checksums): the file
+            # it was started from, inside the sandbox root.
+            p = self.exe[th.host_tgid]
         self.last_open_path = p
         if p and not is_virtual(p):
             how = _OPEN_HOW.pack(os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, 0,

@@ -58,7 +58,9 @@ class ReplaySession(Answers):
         self.gpos = 0
         self.held: dict[int, tuple[Notif, Thread]] = {}   # position -> held notification
         self.rekey: dict[int, tuple[Thread, int]] = {}  # host tgid -> (thread exec'ing, its old host tid)
-        self.forked: dict[int, int] = {}  # recorded child tid -> host tgid of the process that cloned it
+        self.forked: dict[int, int] = {}
+        self.exe: dict[int, str] = {}    # host tgid -> path of its executable (for /proc/self/exe)
+        self.first_exe = ""  # recorded child tid -> host tgid of the process that cloned it
         self.vforked: set[int] = set()   # recorded tids of vfork children that have not exec'd yet
         self.parked: dict[int, Notif] = {}  # host tid -> call never answered (the thread dies in it)
         self.started = False              # the tracee's first execve went through
@@ -128,6 +130,7 @@ class ReplaySession(Answers):
                     exe = p.rstrip(b"\0").decode(errors="surrogateescape")
         if self.opts.command and "/" not in argv[0]:
             exe = which_in_root(argv[0], self.opts.rootfs)
+        self.first_exe = os.path.normpath(os.path.join(str(meta.get("cwd") or "/"), exe or argv[0]))
         env = meta.get("env")
         env_items: tuple[tuple[str, str], ...] = ()
         if isinstance(env, dict):
@@ -418,6 +421,7 @@ class ReplaySession(Answers):
                 return
             self.started = True
             self.need_vdso.add(th.host_tgid)
+            self.exe[th.host_tgid] = self.first_exe
             if self.script.events[0].nr == NR_EXECVE and th.queue and th.queue[0] == 0:
                 th.queue.popleft()
                 self._consume(0, th)
