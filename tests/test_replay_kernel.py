@@ -340,3 +340,123 @@ def test_write_truncated_at_snaplen_is_not_faithful(work):
     err = rp.stderr.decode()
     assert err.count("\n") == 1 and "faithful" not in err
     assert f"{(1 << 20) - (64 << 10)} bytes the program wrote were cut" in err
+
+
+# ----------------------------------------------------------------------------- coverage
+
+COVERAGE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timex.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+static volatile int got_val;
+static void on_usr1(int s, siginfo_t *si, void *u) { (void)s; (void)u; got_val = si->si_value.sival_int; }
+int main(int argc, char **argv) {
+    char dir[] = "@DIR@";
+    if (mkdir(dir, 0700)) return 1;
+    char a[256], b[256], f[256];
+    snprintf(a, sizeof a, "%s/a", dir); snprintf(b, sizeof b, "%s/b", dir); snprintf(f, sizeof f, "%s/fifo", dir);
+    close(open(a, O_CREAT | O_WRONLY, 0644));
+    printf("renameat2 %d\n", (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 0));
+    printf("fchmodat %d\n", fchmodat(AT_FDCWD, b, 0600, 0));
+    printf("mknodat %d\n", mknodat(AT_FDCWD, f, S_IFIFO | 0600, 0));
+    struct timespec ts[2] = {{1000000000, 0}, {1000000000, 0}};
+    printf("utimensat %d\n", utimensat(AT_FDCWD, b, ts, 0));
+    char v[16];
+    ssize_t x = getxattr(b, "user.none", v, sizeof v);
+    printf("getxattr %zd errno %d\n", x, x < 0 ? errno : 0);
+    struct timex tx; memset(&tx, 0, sizeof tx);
+    int st = clock_adjtime(CLOCK_REALTIME, &tx);
+    printf("clock_adjtime state %d tick %ld\n", st, tx.tick);
+    struct sigaction sa; memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr1; sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGUSR1, &sa, NULL);
+    siginfo_t si; memset(&si, 0, sizeof si);
+    si.si_code = SI_QUEUE; si.si_pid = getpid(); si.si_uid = getuid(); si.si_value.sival_int = 42;
+    printf("rt_sigqueueinfo %d\n", (int)syscall(SYS_rt_sigqueueinfo, getpid(), SIGUSR1, &si));
+    printf("handler got %d\n", got_val);
+    struct mq_attr at = {0, 4, 32, 0};
+    mqd_t q = mq_open("/dr-cover", O_CREAT | O_RDWR, 0600, &at);
+    printf("mq_send %d\n", mq_send(q, "hello", 5, 1));
+    char m[32]; unsigned prio = 0;
+    ssize_t n = mq_receive(q, m, sizeof m, &prio);
+    printf("mq_receive %zd %.*s prio %u\n", n, (int)(n > 0 ? n : 0), m, prio);
+    mq_close(q); mq_unlink("/dr-cover");
+    pid_t c = fork();
+    if (c == 0) _exit(7);
+    siginfo_t wi; memset(&wi, 0, sizeof wi);
+    waitid(P_PID, c, &wi, WEXITED);
+    printf("waitid status %d code %d\n", wi.si_status, wi.si_code);
+    unlink(f); unlink(b); rmdir(dir);
+    return 0;
+}
+"""
+
+
+def test_calls_that_used_to_stop_replay_are_substituted(work):
+    """renameat2, fchmodat, mknodat, utimensat, getxattr, clock_adjtime,
+    rt_sigqueueinfo (its si_value reaches the handler), mq_*, waitid."""
+    d = work / "cover-dir"
+    out = faithful(work, "cover", COVERAGE.replace("@DIR@", str(d)), "-lrt")
+    assert b"handler got 42" in out and b"mq_receive 5 hello prio 1" in out
+    assert b"waitid status 7" in out
+
+
+def test_sigterm_writes_the_report_and_kills_the_tracee(work):
+    """SIGTERM to dr replay: a report saying how far it got, exit 130, no tracee left."""
+    import json
+    import signal
+    import time
+    trace, _ = record(work, "ddterm", "dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=100000")
+    report = work / "term.json"
+    p = subprocess.Popen([DR, "replay", "--report", str(report), str(trace)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        # wait until the tracee runs (the sandbox's dd appears as a grandchild)
+        while time.monotonic() < deadline and not _descendants(p.pid, "dd"):
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err.decode()
+    assert b"interrupted by SIGTERM" in err and err.count(b"\n") == 1
+    rep = json.loads(report.read_text())
+    assert rep["verdict"] == "interrupted" and 0 < rep["events_replayed"] < rep["events_total"]
+    assert not _descendants(p.pid, "dd")
+
+
+def _descendants(pid: int, comm: str) -> list[int]:
+    """Processes named ``comm`` whose ancestry includes ``pid`` (from /proc)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            cur = int(d)
+            for _ in range(16):
+                with open(f"/proc/{cur}/stat") as f:
+                    cur = int(f.read().rsplit(")", 1)[1].split()[1])
+                if cur == pid:
+                    found.append(int(d))
+                    break
+                if cur <= 1:
+                    break
+        except (OSError, ValueError):
+            continue
+    return found

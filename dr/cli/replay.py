@@ -137,6 +137,9 @@ def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: 
         sys.stderr.write(f"dr replay: incomplete: every compared output matched ({total} recorded "
                          f"syscalls, {rep.events_replayed:,} answered from the trace), but not everything "
                          "was compared: " + "; ".join(rep.not_compared) + "\n")
+    elif res.status == "interrupted":
+        sys.stderr.write(f"dr replay: {res.message} after {rep.events_replayed:,} of {rep.events_total:,} "
+                         "syscalls; the tracee was killed" + (f", report in {report}" if report else "") + "\n")
     elif res.status == "error":
         sys.stderr.write(f"dr: {res.message}\n")
     else:

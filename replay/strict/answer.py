@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import select
 import signal
 import stat as stat_mod
@@ -22,6 +23,7 @@ from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
 
+_PROC_EXE = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/exe")
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 _OPEN_HOW = struct.Struct("<QQQ")
@@ -110,7 +112,11 @@ class Answers:
                 # thread-directed copy would not merge with it and run the handler twice.
                 continue
             try:
-                notify.tgkill(th.host_tgid, th.host_tid, sig)
+                info = self.script.siginfo.get((pos, sig))
+                if info is not None:
+                    notify.tgsigqueueinfo(th.host_tgid, th.host_tid, sig, info)
+                else:
+                    notify.tgkill(th.host_tgid, th.host_tid, sig)
                 self.report.signals_delivered += 1
             except OSError:
                 pass
@@ -147,7 +153,7 @@ class Answers:
                     pfd = -1
                 self.sb.listener.send(n.id, continue_=True)  # type: ignore[union-attr]
                 if pfd >= 0:
-                    select.select([pfd], [], [], 2.0)
+                    select.select([pfd], [], [], min(2.0, self.opts.stall_timeout))
                     os.close(pfd)
             if held:
                 # The pidfd wakes us just before the kernel queues SIGCHLD
@@ -184,9 +190,9 @@ class Answers:
                 while t.queue:
                     self._consume(t.queue.popleft(), t)
                 t.dead = True
-        self.threads.pop(th.host_tid, None)
-        th.host_tid = th.host_tgid
-        self.threads[th.host_tgid] = th
+        # The exec completes once the kernel killed the others: until the thread's
+        # old tid is gone, a notification from the leader's tid is the old leader's.
+        self.rekey[th.host_tgid] = (th, th.host_tid)
 
     def reply(self, n: Notif, th: Thread, pos: int, ret: int) -> bool:
         self.deliver_signals(th, pos)
@@ -243,6 +249,10 @@ class Answers:
             else:
                 p = os.path.join(self.cwd.get(th.host_tgid, "/"), p)
         p = os.path.normpath(p) if p else p
+        if p and _PROC_EXE.fullmatch(p) and self.exe.get(th.host_tgid):
+            # The program opening its own executable (fexecve, checksums): the file
+            # it was started from, inside the sandbox root.
+            p = self.exe[th.host_tgid]
         self.last_open_path = p
         if p and not is_virtual(p):
             how = _OPEN_HOW.pack(os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, 0,

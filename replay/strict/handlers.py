@@ -70,9 +70,15 @@ def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
             return s.cont(n, th, pos)
     write_outputs(s, n, th, ev, sc)
     if nr in CREATES_FD and ev.ret >= 0:
-        src = os.memfd_create("dr-replay", os.MFD_CLOEXEC) if sc.beh.fd_kind == "memfd" else os.dup(s.devnull)
+        memfd = sc.beh.fd_kind == "memfd"
+        src = os.memfd_create("dr-replay", os.MFD_CLOEXEC) if memfd else os.dup(s.devnull)
         try:
-            return s.addfd_reply(n, th, pos, src, ev.ret, schema.cloexec_of(sc, n.args))
+            ok = s.addfd_reply(n, th, pos, src, ev.ret, schema.cloexec_of(sc, n.args))
+            if ok and memfd:
+                # The program makes all of a memfd's content: its I/O runs natively
+                # (so mmap, exec and sendfile of it see what was written).
+                s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
+            return ok
         finally:
             os.close(src)
     if pos in s.script.signals:
@@ -210,6 +216,7 @@ def clone(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         s.sb.set_next_pid(ev.ret)  # type: ignore[union-attr]
         s.children.append(ev.ret)
         th.native_clone = (n.nr, n.args, n.ip, ev.ret)
+        s.forked[ev.ret] = th.host_tgid
         if _vfork(SC[ev.nr].name, n.args, ev):
             s.vforked.add(ev.ret)
     return s.cont(n, th, pos)
@@ -244,6 +251,10 @@ def execve(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         return s.reply(n, th, pos, ev.ret)
     s.need_vdso.add(th.host_tgid)
     s.vforked.discard(th.rec_tgid)
+    rec = ev.payload(0) if sc.name == "execve" else None
+    if rec:
+        path = rec.rstrip(b"\0").decode(errors="surrogateescape")
+        s.exe[th.host_tgid] = os.path.normpath(os.path.join(s.cwd.get(th.host_tgid, "/"), path))
     ok = s.cont(n, th, pos)
     if ok and th.host_tid != th.host_tgid:
         s.exec_from_thread(th)

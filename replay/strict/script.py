@@ -10,7 +10,7 @@ from typing import Any
 
 from dr import schema
 from dr.errors import ReplayError
-from dr.replay.strict.core import EXITS, NR_EXIT_GROUP, PASSTHROUGH, SENDERS, SYNC_FAULTS
+from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
 
 __all__ = ["Script", "load_script"]
 
@@ -39,6 +39,8 @@ class Script:
     unended: set[int] = field(default_factory=set)
     owner: list[int] = field(default_factory=list)  # events[i] belongs to thread owner[i]
     outlived: set[int] = field(default_factory=set)  # tids alive when the capture ended
+    #: (position, signal) -> the siginfo a recorded rt_(tg)sigqueueinfo sent with it
+    siginfo: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -60,6 +62,8 @@ def load_script(path: str) -> Script:
         redacted: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
         delivered: list[tuple[int, int]] = []
         sent: set[int] = set()   # signal numbers some recorded call sent
+        queued: dict[tuple[int, int], bytes] = {}   # (target tgid, sig) -> siginfo sent with it
+        siginfo: dict[tuple[int, int], bytes] = {}  # (position, sig) -> siginfo to deliver
         exited: set[int] = set()         # tids with an exit/exit_group event of their own
         group_exit: set[int] = set()     # tgids some thread of which called exit_group
         last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
@@ -77,8 +81,14 @@ def load_script(path: str) -> Script:
                 all_events.append(rec)
                 tid = alias.get(rec.tid, rec.tid)
                 seen.add(tid)
+                if rec.nr in CLONES and 0 < rec.ret < (1 << 22):
+                    seen.add(int(rec.ret))  # a child may be killed before its first call
                 if rec.nr in SENDERS and rec.ret == 0:
-                    sent.add(int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF)
+                    sig = int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF
+                    sent.add(sig)
+                    info = rec.payload(SENDERS[rec.nr] + 1) if rec.nr in QUEUEINFO else None
+                    if info and len(info) == 128:  # the siginfo the handler will see
+                        queued[(int(rec.args[0]) & 0xFFFFFFFF, sig)] = info
                 elif rec.nr in EXITS:
                     exited.add(tid)
                     if rec.nr == NR_EXIT_GROUP:
@@ -105,6 +115,9 @@ def load_script(path: str) -> Script:
                 if p is not None and 0 < rec.arg0 < 65:
                     signals.setdefault(p, []).append(int(rec.arg0))
                     delivered.append((p, int(rec.arg0)))
+                    info = queued.pop((rec.tgid or rec.tid, int(rec.arg0)), None)
+                    if info is not None:
+                        siginfo[(p, int(rec.arg0))] = info
                 if 0 < rec.arg0 < 65:
                     last_sig[rec.tgid or rec.tid] = int(rec.arg0)
             elif isinstance(rec, ProcEvent) and rec.what == exit_kind:
@@ -147,7 +160,7 @@ def load_script(path: str) -> Script:
     # of its own and an unknown exit code (-1: not by exit) was killed by a signal.
     deaths = {tg: last_sig.get(tg, signal.SIGKILL) for tg, code in died.items()
               if code == -1 and tg not in group_exit}
-    unended = {tid for tid in per_tid if tid not in exited}
+    unended = {tid for tid in seen if tid not in exited}
     # Tasks still alive when the capture ended (it follows the first process; an
     # orphan that outlives it is not recorded to its end).
     outlived = seen - ended - set(alias)
@@ -157,7 +170,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived)
+                  outlived, siginfo)
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:

@@ -57,6 +57,10 @@ class ReplaySession(Answers):
         self.nrs = [ev.nr for ev in self.script.events]   # hot path: no attribute lookups
         self.gpos = 0
         self.held: dict[int, tuple[Notif, Thread]] = {}   # position -> held notification
+        self.rekey: dict[int, tuple[Thread, int]] = {}  # host tgid -> (thread exec'ing, its old host tid)
+        self.forked: dict[int, int] = {}
+        self.exe: dict[int, str] = {}    # host tgid -> path of its executable (for /proc/self/exe)
+        self.first_exe = ""  # recorded child tid -> host tgid of the process that cloned it
         self.vforked: set[int] = set()   # recorded tids of vfork children that have not exec'd yet
         self.parked: dict[int, Notif] = {}  # host tid -> call never answered (the thread dies in it)
         self.started = False              # the tracee's first execve went through
@@ -132,6 +136,7 @@ class ReplaySession(Answers):
             # absolute path (its directory may be private there, /tmp), so resolve it
             # against the recorded working directory.
             exe = os.path.normpath(os.path.join(cwd, exe))
+        self.first_exe = os.path.normpath(os.path.join(str(meta.get("cwd") or "/"), exe or argv[0]))
         env = meta.get("env")
         env_items: tuple[tuple[str, str], ...] = ()
         if isinstance(env, dict):
@@ -369,13 +374,17 @@ class ReplaySession(Answers):
         th = Thread(n.pid, tgid, rec, self.script.per_tid.get(rec, deque()),
                     rec_tgid=self.script.tgid_of.get(rec, rec))
         self.threads[n.pid] = th
+        # A new process inherits its parent's state as it was at the clone (the
+        # parent may be gone by now: an orphan's parent is init).
+        parent = self.forked.pop(rec, None)
+        parent = parent if parent is not None else ppid(tgid)
         if tgid not in self.console:
-            self.console[tgid] = dict(self.console.get(ppid(tgid), {}) if self.console else {1: 1, 2: 2})
-            self.owned[tgid] = set(self.owned.get(ppid(tgid), ()))
+            self.console[tgid] = dict(self.console.get(parent, {}) if self.console else {1: 1, 2: 2})
+            self.owned[tgid] = set(self.owned.get(parent, ()))
         if rec in self.children:
             self.children.remove(rec)
         if tgid not in self.cwd:
-            self.cwd[tgid] = self.cwd.get(ppid(tgid)) or str(self.script.meta.get("cwd") or "/")
+            self.cwd[tgid] = self.cwd.get(parent) or str(self.script.meta.get("cwd") or "/")
         return th
 
     def _pidfd(self, tgid: int) -> int | None:
@@ -394,6 +403,15 @@ class ReplaySession(Answers):
         assert sb is not None
         L = sb.listener
         assert L is not None
+        if self.rekey and n.pid in self.rekey:
+            new, old_tid = self.rekey[n.pid]
+            if os.path.exists(f"/proc/{n.pid}/task/{old_tid}"):
+                self.parked[n.pid] = n   # the old leader, dying in de_thread
+                return
+            del self.rekey[n.pid]
+            self.threads.pop(old_tid, None)
+            new.host_tid = n.pid
+            self.threads[n.pid] = new
         th = self.threads.get(n.pid)
         if th is None or th.dead:
             try:
@@ -409,10 +427,13 @@ class ReplaySession(Answers):
                 return
             self.started = True
             self.need_vdso.add(th.host_tgid)
+            self.exe[th.host_tgid] = self.first_exe
             if self.script.events[0].nr == NR_EXECVE and th.queue and th.queue[0] == 0:
                 th.queue.popleft()
                 self._consume(0, th)
-        if self.need_vdso and th.host_tgid in self.need_vdso:
+        if self.need_vdso and th.host_tgid in self.need_vdso and n.pid == th.host_tgid:
+            # Only the leader patches: after an exec it is the only thread; a
+            # notification from another thread comes from the old image, dying.
             self.need_vdso.discard(th.host_tgid)
             if self.vdso_names:
                 from dr.vdso import patch_vdso
