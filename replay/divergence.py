@@ -141,6 +141,8 @@ class ReplayReport:
     soft_extra: int = 0
     redacted_bytes: int = 0
     soft_skipped: int = 0
+    #: Threads stopped at a call the recording shows pre-empted by their process's exit_group.
+    parked: int = 0
     notifications: int = 0
     #: Calls the kernel restarted inside replay (a signal during a native clone): not new events.
     restarts: int = 0
@@ -172,6 +174,7 @@ class ReplayReport:
             "kernel_restarts": self.restarts,
             "redacted_bytes_masked": self.redacted_bytes,
             "time_reads_extra": self.soft_extra, "time_reads_skipped": self.soft_skipped,
+            "threads_stopped_by_exit_group": self.parked,
             "exit_status": self.exit_status, "recorded_exit_status": self.recorded_exit_status,
             "divergences": [d.to_dict() for d in self.divergences], "notes": self.notes,
             "error": self.error, "refused": list(self.refused),

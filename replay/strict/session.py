@@ -22,7 +22,7 @@ from dr.replay.sandbox import Sandbox, SandboxSpec
 from dr.replay.strict.answer import Answers
 from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NATIVE_BLOCKING, NO_DELIVER, NO_EXIT, NR,
                                    NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
-                                   PASSTHROUGH, RESTARTS, SC, SOFT, VDSO_NAMES, Gone, GoneNotif,
+                                   PASSTHROUGH, RESTARTS, SC, SOFT, VDSO_NAMES, soft_key, Gone, GoneNotif,
                                    ReplayOptions, Status, StepResult, Stop, Thread)
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import nthreads, ns_ids, ppid, task_exists as _task_exists, which_in_root
@@ -56,6 +56,10 @@ class ReplaySession(Answers):
         self.nrs = [ev.nr for ev in self.script.events]   # hot path: no attribute lookups
         self.gpos = 0
         self.held: dict[int, tuple[Notif, Thread]] = {}   # position -> held notification
+        #: Threads the recording shows pre-empted by their process's exit_group (or
+        #: execve): their recorded calls ended without an exit of their own.
+        self.ends_by_group = self.script.tids - {ev.tid for ev in self.script.events if ev.nr in EXITS}
+        self.parked: dict[int, Notif] = {}   # host tid -> the call it is stopped at
         self.started = False              # the tracee's first execve went through
         self.need_vdso: set[int] = set()  # host tgids whose next notification patches the vDSO
         self.pidfds: dict[int, int] = {}
@@ -319,6 +323,9 @@ class ReplaySession(Answers):
         ev = self.script.events[ev_pos]
         held = ", ".join(f"{self.script.events[p].name} of thread {t.tid}" for p, (_n, t) in
                          sorted(self.held.items())) or "none"
+        if self.parked:
+            held += "; stopped where the recorded exit_group killed them: " + ", ".join(
+                f"{schema.name_of(n.nr)} of thread {self.threads[h].tid}" for h, n in self.parked.items())
         raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
             "stalled", f"no progress for {self.opts.stall_timeout:g} s: waiting for thread {ev.tid} "
             f"to call {ev.name} (held: {held})", ev.tid, ev.index)))
@@ -407,6 +414,12 @@ class ReplaySession(Answers):
                 return
             if self.script.truncated:
                 raise Stop(StepResult(Status.EXITED, "reached the end of a cut-short trace"))
+            if th.tid in self.ends_by_group and th.tid != self.main_tid:
+                # In the recording another thread's exit_group killed this one here:
+                # its call stays unanswered until the replayed exit_group does the same.
+                self.parked[th.host_tid] = n
+                self.report.parked += 1
+                return
             raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
                 "extra", f"thread {th.tid} called {schema.name_of(n.nr)} after its recorded syscalls "
                 "ended", th.tid, None, actual=decode_call(n.nr, n.args), th=th)))
@@ -416,7 +429,7 @@ class ReplaySession(Answers):
         ev = self.script.events[pos]
         if ev.nr == NR_RESTART_SYSCALL and th.restart_of == n.nr:
             n = n._replace(nr=ev.nr)  # the interrupted call itself, answered as its restart
-        if n.nr != ev.nr and (n.nr in SOFT or ev.nr in SOFT):
+        if (n.nr in SOFT or ev.nr in SOFT) and soft_key(n.nr, n.args) != soft_key(ev.nr, ev.args):
             soft = self._soft_match(n, th)
             if soft is None:
                 return
@@ -489,27 +502,34 @@ class ReplaySession(Answers):
     def _soft_match(self, n: Notif, th: Thread) -> tuple[int, Any] | None:
         """Match around time reads the replay makes more or fewer of than the recording.
 
-        Returns the (position, event) to answer, or None when the notification was
-        answered here (an extra time read, given the thread's last recorded value).
+        The thread's next recorded calls start with a run of time reads. A call found
+        in that run (same syscall, same clock) is matched there and the reads before it
+        are skipped (the recording made them, the replay does not: a GIL wait that did
+        not happen). A time read not in the run is an extra one and gets the thread's
+        last replayed value of that clock: a skipped read is replayed as consumed, so a
+        read that comes later than recorded still sees its own recorded value.
+        Returns the (position, event) to answer, or None when answered here.
         """
-        q = th.queue
+        q, evs = th.queue, self.script.events
+        key = soft_key(n.nr, n.args)
+        k = 0
+        while k < len(q) and evs[q[k]].nr in SOFT and soft_key(evs[q[k]].nr, evs[q[k]].args) != key:
+            k += 1
+        if k == len(q) and n.nr == NR_EXIT and self._early_exit(n, th):
+            return None
+        if k < len(q) and evs[q[k]].nr == n.nr and (
+                n.nr not in SOFT or soft_key(evs[q[k]].nr, evs[q[k]].args) == key):
+            for _ in range(k):
+                self._consume(q.popleft(), th)
+                self.report.soft_skipped += 1
+            return q[0], evs[q[0]]
         if n.nr not in SOFT:
-            k = 0
-            while k < len(q) and self.script.events[q[k]].nr in SOFT:
-                k += 1
-            if k == len(q) and n.nr == NR_EXIT and self._early_exit(n, th):
-                return None
-            if k < len(q) and self.script.events[q[k]].nr == n.nr:
-                for _ in range(k):
-                    self._consume(q.popleft(), th)
-                    self.report.soft_skipped += 1
-                return q[0], self.script.events[q[0]]
-            return q[0], self.script.events[q[0]]
-        ev = th.last_soft.get(n.nr)
+            return q[0], evs[q[0]]
+        ev = th.last_soft.get(key)
         if ev is None:
-            ev = next((self.script.events[p] for p in q if self.script.events[p].nr == n.nr), None)
+            ev = next((evs[p] for p in q if soft_key(evs[p].nr, evs[p].args) == key), None)
         if ev is None:
-            return q[0], self.script.events[q[0]]
+            return q[0], evs[q[0]]
         sc = SC.get(n.nr)
         assert sc is not None
         write_outputs(self, n, th, ev, sc)
@@ -587,7 +607,8 @@ class ReplaySession(Answers):
         th.last = pos
         nr = self.nrs[pos]
         if nr in SOFT:
-            th.last_soft[nr] = self.script.events[pos]
+            ev = self.script.events[pos]
+            th.last_soft[soft_key(nr, ev.args)] = ev
         g = self.gpos
         if g == pos:
             end = len(consumed)

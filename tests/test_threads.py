@@ -1,0 +1,188 @@
+"""Strict replay of multi-threaded programs (issue #13): the ordering model of
+docs/ordering.md, tested on real programs recorded with the real capture and
+replayed under the real seccomp supervisor.
+
+Budget: a few seconds per test (one recording, a few replays each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+DR = str(Path(sys.executable).with_name("dr"))
+
+
+def _notify_supported() -> bool:
+    try:
+        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
+    except OSError:
+        return False
+
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
+]
+
+
+@pytest.fixture(scope="module")
+def work():
+    d = Path(tempfile.mkdtemp(prefix="dr-test-threads-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def record(trace: Path, *cmd: str) -> bytes:
+    r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", *cmd], capture_output=True,
+                       timeout=120, cwd=str(trace.parent))
+    assert r.returncode == 0, r.stderr.decode()
+    return r.stdout
+
+
+def replay(trace: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([DR, "replay", str(trace), "--show-output", "--stall-timeout", "20", *extra],
+                          capture_output=True, timeout=120, cwd="/")
+
+
+def assert_faithful(trace: Path, recorded: bytes, runs: int) -> None:
+    for i in range(runs):
+        r = replay(trace)
+        assert r.returncode == 0, f"run {i + 1} of {runs}: {r.stderr.decode()}"
+        assert r.stdout == recorded, f"run {i + 1} of {runs}"
+        assert b"faithful" in r.stderr
+
+
+# ----------------------------------------------------------------------------- Python threads
+
+PY_THREADS = r"""
+import os, threading, time
+def worker(i):
+    for k in range(3):
+        time.sleep(0.01 * (i + 1))
+        t, m, r = time.time(), time.monotonic(), os.urandom(4).hex()
+        print(f"thread {i} round {k} t={t:.6f} m={m:.6f} r={r}", flush=True)
+ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("done", flush=True)
+"""
+
+
+def test_python_four_threads_sleep_time_random(work):
+    """Each thread's time reads and random draws are its own (matched in its own
+    order whatever the interleaving); GIL waits read CLOCK_MONOTONIC where the
+    recording had none, and are told from the program's CLOCK_REALTIME reads."""
+    script = work / "py4.py"
+    script.write_text(PY_THREADS)
+    trace = work / "py4.drt"
+    recorded = record(trace, "/usr/bin/python3", str(script))
+    assert recorded.count(b"round") == 12 and recorded.endswith(b"done\n")
+    assert_faithful(trace, recorded, 3)
+
+
+# ----------------------------------------------------------------------------- C server
+
+SERVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <time.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+static volatile int stop;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static long ticks;
+static void *background(void *a) {
+    while (!stop) {
+        struct timespec ts = {0, 2000000}, now;
+        nanosleep(&ts, 0);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        pthread_mutex_lock(&mu); ticks++; pthread_mutex_unlock(&mu);
+    }
+    return 0;
+}
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET; a.sin_addr.s_addr = htonl(0x7f000001); a.sin_port = htons(atoi(argv[1]));
+    if (bind(s, (void *)&a, sizeof a) || listen(s, 8)) { perror("bind"); return 1; }
+    pthread_t t; pthread_create(&t, 0, background, 0);
+    printf("listening\n"); fflush(stdout);
+    for (;;) {
+        int c = accept(s, 0, 0);
+        char buf[256]; ssize_t n = read(c, buf, sizeof buf - 1);
+        if (n <= 0) { close(c); continue; }
+        buf[n] = 0;
+        if (!strncmp(buf, "quit", 4)) { write(c, "bye\n", 4); close(c); break; }
+        char out[300]; int k = snprintf(out, sizeof out, "echo %s", buf);
+        write(c, out, k); close(c);
+        printf("served %s", buf); fflush(stdout);
+    }
+    printf("stopping\n"); fflush(stdout);
+    exit(7);   /* the background thread is still running: exit_group pre-empts it */
+}
+"""
+
+
+def _ask(port: int, line: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(line)
+        return s.recv(100)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the server")
+def test_c_server_with_background_thread_stopped_by_client(work):
+    """A background thread woken just before exit_group makes one more call that
+    the group exit pre-empted in the recording: replay stops it there, and the
+    replay is faithful including the exit status."""
+    src = work / "server.c"
+    src.write_text(SERVER)
+    exe = work / "server"
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(src)], check=True, timeout=60)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    trace = work / "server.drt"
+    cap = subprocess.Popen([DR, "capture", "-q", "-o", str(trace), "--", str(exe), str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(work))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and cap.poll() is None, "the server did not start"
+                time.sleep(0.05)
+        for w in (b"alpha\n", b"beta\n"):
+            assert _ask(port, w) == b"echo " + w
+        assert _ask(port, b"quit\n") == b"bye\n"
+        out, err = cap.communicate(timeout=60)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+    assert cap.returncode == 7, err.decode()   # capture exits with the command's status
+    assert out == b"listening\nserved alpha\nserved beta\nstopping\n"
+    report = work / "server.json"
+    r = replay(trace, "--report", str(report))
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out
+    rep = json.loads(report.read_text())
+    assert rep["verdict"] == "faithful" and rep["exit_status"] == rep["recorded_exit_status"] == 7
+    assert_faithful(trace, out, 2)
