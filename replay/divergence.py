@@ -141,11 +141,13 @@ class ReplayReport:
     soft_extra: int = 0
     redacted_bytes: int = 0
     soft_skipped: int = 0
-    #: Threads stopped at a call the recording shows pre-empted by their process's exit_group.
-    parked: int = 0
     notifications: int = 0
     #: Calls the kernel restarted inside replay (a signal during a native clone): not new events.
     restarts: int = 0
+    #: What was not compared (each one line); non-empty makes a clean replay "incomplete".
+    not_compared: list[str] = field(default_factory=list)
+    #: Output bytes the trace does not hold (payloads cut at the capture's snaplen).
+    uncompared_bytes: int = 0
     divergences: list[Divergence] = field(default_factory=list)
     exit_status: int | None = None
     recorded_exit_status: int | None = None
@@ -172,9 +174,9 @@ class ReplayReport:
             "substituted_bytes": self.substituted_bytes, "compared_bytes": self.compared_bytes,
             "signals_delivered": self.signals_delivered, "reordered": self.reordered,
             "kernel_restarts": self.restarts,
+            "not_compared": list(self.not_compared), "uncompared_bytes": self.uncompared_bytes,
             "redacted_bytes_masked": self.redacted_bytes,
             "time_reads_extra": self.soft_extra, "time_reads_skipped": self.soft_skipped,
-            "threads_stopped_by_exit_group": self.parked,
             "exit_status": self.exit_status, "recorded_exit_status": self.recorded_exit_status,
             "divergences": [d.to_dict() for d in self.divergences], "notes": self.notes,
             "error": self.error, "refused": list(self.refused),

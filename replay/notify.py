@@ -36,6 +36,7 @@ _syscall.restype = ctypes.c_long
 
 # x86_64 syscall numbers used by the supervisor itself (arch/x86/entry/syscalls/syscall_64.tbl).
 NR_TGKILL = 234
+NR_RT_TGSIGQUEUEINFO = 297
 NR_PROCESS_VM_READV = 310
 NR_PROCESS_VM_WRITEV = 311
 NR_SECCOMP = 317
@@ -309,6 +310,13 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
 def tgkill(tgid: int, tid: int, sig: int) -> None:
     """Send ``sig`` to thread ``tid`` of ``tgid`` (tgkill(2)); ids in the supervisor's pid namespace."""
     syscall(NR_TGKILL, tgid, tid, sig)
+
+
+def tgsigqueueinfo(tgid: int, tid: int, sig: int, info: bytes) -> None:
+    """rt_tgsigqueueinfo(2): send ``sig`` with a recorded siginfo (128 bytes) the
+    handler sees as it saw it (si_value of sigqueue); raises OSError."""
+    buf = ctypes.create_string_buffer(bytes(info[:128]).ljust(128, b"\0"), 128)
+    syscall(NR_RT_TGSIGQUEUEINFO, tgid, tid, sig, ctypes.addressof(buf))
 
 
 def check_support() -> None:

@@ -216,3 +216,247 @@ def test_sigsegv_handler_recovering_with_siglongjmp(work):
     """The program's own faults are raised by its own execution in replay, never re-sent."""
     out = faithful(work, "segv", SEGV_LONGJMP)
     assert out.endswith(b"recovered 3 times\n")
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+KILL_CHILD = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+int main(void) {
+    int p[2];
+    pipe(p);
+    pid_t c = fork();
+    if (c == 0) {                      /* writes and sleeps until its parent kills it */
+        close(p[0]);
+        for (;;) {
+            char b = 'x';
+            write(p[1], &b, 1);
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    close(p[1]);
+    char buf[1];
+    for (int i = 0; i < 5; i++) read(p[0], buf, 1);
+    kill(c, SIGKILL);
+    int st;
+    waitpid(c, &st, 0);
+    printf("child killed by signal %d\n", WIFSIGNALED(st) ? WTERMSIG(st) : -1);
+    return 0;
+}
+"""
+
+EXEC_FROM_THREAD = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static char *self;
+static void *run(void *a) {
+    (void)a;
+    char *argv[] = {self, "again", NULL};
+    execv(self, argv);                 /* from a second thread: it takes the leader's tid */
+    return NULL;
+}
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        printf("after exec: pid == tid: %d\n", getpid() == gettid());
+        return 0;
+    }
+    self = argv[0];
+    printf("before exec\n");
+    fflush(stdout);
+    pthread_t t;
+    pthread_create(&t, NULL, run, NULL);
+    for (;;) pause();
+}
+"""
+
+ORPHAN = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    printf("parent starts\n");
+    fflush(stdout);
+    if (fork() == 0) {
+        struct timespec ts = {0, 300 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        printf("orphan writes after its parent exited\n");
+        return 0;
+    }
+    return 0;
+}
+"""
+
+
+def test_child_killed_by_its_parent_mid_loop(work):
+    out = faithful(work, "killchild", KILL_CHILD)
+    assert out == b"child killed by signal 9\n"
+
+
+def test_exec_from_a_second_thread(work):
+    out = faithful(work, "execthr", EXEC_FROM_THREAD, "-lpthread")
+    assert out == b"before exec\nafter exec: pid == tid: 1\n"
+
+
+def test_orphan_outliving_the_recording_is_never_called_faithful(work):
+    """The capture ends with the first process; an orphan's later output was not
+    recorded, so replay cannot compare it and must not say faithful."""
+    exe = build(work, "orphan", ORPHAN)
+    trace, _out = record(work, "orphan", str(exe))
+    r = replay(trace)
+    assert r.returncode == 7, r.stderr.decode()
+    assert b"outlived the recording" in r.stderr and b"faithful" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+BIG_WRITE = r"""
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) {
+    size_t n = 1 << 20, off = 0;
+    char *b = malloc(n);
+    for (size_t i = 0; i < n; i++) b[i] = 'a' + i % 26;
+    while (off < n) { ssize_t w = write(1, b + off, n - off); if (w <= 0) return 1; off += w; }
+    return 0;
+}
+"""
+
+
+def test_write_truncated_at_snaplen_is_not_faithful(work):
+    exe = build(work, "bigwrite", BIG_WRITE)
+    trace = work / "bigwrite.drt"
+    r = subprocess.run([DR, "capture", "-q", "--snaplen", "64K", "-o", str(trace), "--", str(exe)],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0 and len(r.stdout) == 1 << 20, r.stderr.decode()
+    rp = subprocess.run([DR, "replay", str(trace)], capture_output=True, timeout=120)
+    assert rp.returncode == 7, rp.stderr.decode()
+    err = rp.stderr.decode()
+    assert err.count("\n") == 1 and "faithful" not in err
+    assert f"{(1 << 20) - (64 << 10)} bytes the program wrote were cut" in err
+
+
+# ----------------------------------------------------------------------------- coverage
+
+COVERAGE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/timex.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+static volatile int got_val;
+static void on_usr1(int s, siginfo_t *si, void *u) { (void)s; (void)u; got_val = si->si_value.sival_int; }
+int main(int argc, char **argv) {
+    char dir[] = "@DIR@";
+    if (mkdir(dir, 0700)) return 1;
+    char a[256], b[256], f[256];
+    snprintf(a, sizeof a, "%s/a", dir); snprintf(b, sizeof b, "%s/b", dir); snprintf(f, sizeof f, "%s/fifo", dir);
+    close(open(a, O_CREAT | O_WRONLY, 0644));
+    printf("renameat2 %d\n", (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 0));
+    printf("fchmodat %d\n", fchmodat(AT_FDCWD, b, 0600, 0));
+    printf("mknodat %d\n", mknodat(AT_FDCWD, f, S_IFIFO | 0600, 0));
+    struct timespec ts[2] = {{1000000000, 0}, {1000000000, 0}};
+    printf("utimensat %d\n", utimensat(AT_FDCWD, b, ts, 0));
+    char v[16];
+    ssize_t x = getxattr(b, "user.none", v, sizeof v);
+    printf("getxattr %zd errno %d\n", x, x < 0 ? errno : 0);
+    struct timex tx; memset(&tx, 0, sizeof tx);
+    int st = clock_adjtime(CLOCK_REALTIME, &tx);
+    printf("clock_adjtime state %d tick %ld\n", st, tx.tick);
+    struct sigaction sa; memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_usr1; sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGUSR1, &sa, NULL);
+    siginfo_t si; memset(&si, 0, sizeof si);
+    si.si_code = SI_QUEUE; si.si_pid = getpid(); si.si_uid = getuid(); si.si_value.sival_int = 42;
+    printf("rt_sigqueueinfo %d\n", (int)syscall(SYS_rt_sigqueueinfo, getpid(), SIGUSR1, &si));
+    printf("handler got %d\n", got_val);
+    struct mq_attr at = {0, 4, 32, 0};
+    mqd_t q = mq_open("/dr-cover", O_CREAT | O_RDWR, 0600, &at);
+    printf("mq_send %d\n", mq_send(q, "hello", 5, 1));
+    char m[32]; unsigned prio = 0;
+    ssize_t n = mq_receive(q, m, sizeof m, &prio);
+    printf("mq_receive %zd %.*s prio %u\n", n, (int)(n > 0 ? n : 0), m, prio);
+    mq_close(q); mq_unlink("/dr-cover");
+    pid_t c = fork();
+    if (c == 0) _exit(7);
+    siginfo_t wi; memset(&wi, 0, sizeof wi);
+    waitid(P_PID, c, &wi, WEXITED);
+    printf("waitid status %d code %d\n", wi.si_status, wi.si_code);
+    unlink(f); unlink(b); rmdir(dir);
+    return 0;
+}
+"""
+
+
+def test_calls_that_used_to_stop_replay_are_substituted(work):
+    """renameat2, fchmodat, mknodat, utimensat, getxattr, clock_adjtime,
+    rt_sigqueueinfo (its si_value reaches the handler), mq_*, waitid."""
+    d = work / "cover-dir"
+    out = faithful(work, "cover", COVERAGE.replace("@DIR@", str(d)), "-lrt")
+    assert b"handler got 42" in out and b"mq_receive 5 hello prio 1" in out
+    assert b"waitid status 7" in out
+
+
+def test_sigterm_writes_the_report_and_kills_the_tracee(work):
+    """SIGTERM to dr replay: a report saying how far it got, exit 130, no tracee left."""
+    import json
+    import signal
+    import time
+    trace, _ = record(work, "ddterm", "dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=100000")
+    report = work / "term.json"
+    p = subprocess.Popen([DR, "replay", "--report", str(report), str(trace)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        # wait until the tracee runs (the sandbox's dd appears as a grandchild)
+        while time.monotonic() < deadline and not _descendants(p.pid, "dd"):
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err.decode()
+    assert b"interrupted by SIGTERM" in err and err.count(b"\n") == 1
+    rep = json.loads(report.read_text())
+    assert rep["verdict"] == "interrupted" and 0 < rep["events_replayed"] < rep["events_total"]
+    assert not _descendants(p.pid, "dd")
+
+
+def _descendants(pid: int, comm: str) -> list[int]:
+    """Processes named ``comm`` whose ancestry includes ``pid`` (from /proc)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            cur = int(d)
+            for _ in range(16):
+                with open(f"/proc/{cur}/stat") as f:
+                    cur = int(f.read().rsplit(")", 1)[1].split()[1])
+                if cur == pid:
+                    found.append(int(d))
+                    break
+                if cur <= 1:
+                    break
+        except (OSError, ValueError):
+            continue
+    return found

@@ -26,7 +26,9 @@ Examples:
   dr replay incident.drb                    # a bundle, checked against this host's binaries
 
 Exit status: 0 faithful (attach mode: every response identical and every
-dependency request matched), 4 diverged or a response differs, 1 error.
+dependency request matched), 7 incomplete (what was compared matched, but not
+every output could be: snaplen, a cut-short trace, losses; the message says
+what), 4 diverged or a response differs, 1 error.
 """
 
 
@@ -114,6 +116,13 @@ def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: 
         sys.stderr.write(d.text() + "\n")
     if res.ok:
         sys.stderr.write(f"dr replay: faithful ({rep.events_replayed} syscalls, {rep.wall_s:.2f} s)\n")
+    elif res.status == "incomplete":
+        sys.stderr.write(f"dr replay: incomplete: every compared output matched "
+                         f"({rep.events_replayed} syscalls), but not everything was compared: "
+                         + "; ".join(rep.not_compared) + "\n")
+    elif res.status == "interrupted":
+        sys.stderr.write(f"dr replay: {res.message} after {rep.events_replayed} of {rep.events_total} "
+                         "syscalls; the tracee was killed" + (f", report in {report}" if report else "") + "\n")
     elif res.status == "error":
         sys.stderr.write(f"dr: {res.message}\n")
     else:

@@ -110,23 +110,31 @@ class Answers:
                 # thread-directed copy would not merge with it and run the handler twice.
                 continue
             try:
-                notify.tgkill(th.host_tgid, th.host_tid, sig)
+                info = self.script.siginfo.get((pos, sig))
+                if info is not None:
+                    notify.tgsigqueueinfo(th.host_tgid, th.host_tid, sig, info)
+                else:
+                    notify.tgkill(th.host_tgid, th.host_tid, sig)
                 self.report.signals_delivered += 1
             except OSError:
                 pass
 
     def hold_exit(self, n: Notif, th: Thread) -> bool:
-        """Hold a child process's exit while its parent has a recorded SIGCHLD ahead.
+        """Hold a child process's exit when its parent handles SIGCHLD (the recording
+        shows deliveries), until the parent's next recorded delivery point or its end.
 
         The kernel sends SIGCHLD when the child really dies; released at the
         parent's recorded delivery point, the signal is pending there (the parent
-        waits in a killable notification) and its handler runs where it ran.
+        waits in a killable notification) and its handler runs where it ran. Let
+        go at any other moment, it would interrupt a notification the supervisor
+        has not received yet: the call fails with EINTR (no SA_RESTART) where it
+        succeeded natively. A vfork child is never held (its parent waits for it).
         """
         parent = ppid(th.host_tgid)
         pt = next((t for t in self.threads.values() if t.host_tgid == parent), None)
-        if pt is None:
+        if pt is None or th.rec_tgid in self.vforked:
             return False
-        if not any(not self.consumed[p] for p in self.script.sigchld.get(pt.rec_tgid, ())):
+        if not self.script.sigchld.get(pt.rec_tgid):
             return False
         self.held_exits.setdefault(parent, []).append((n, th.host_tgid))
         return True
@@ -143,7 +151,7 @@ class Answers:
                     pfd = -1
                 self.sb.listener.send(n.id, continue_=True)  # type: ignore[union-attr]
                 if pfd >= 0:
-                    select.select([pfd], [], [], 2.0)
+                    select.select([pfd], [], [], min(2.0, self.opts.stall_timeout))
                     os.close(pfd)
             if held:
                 # The pidfd wakes us just before the kernel queues SIGCHLD
@@ -152,6 +160,37 @@ class Answers:
                 deadline = time.monotonic() + 0.2
                 while not sigchld_pending(k) and time.monotonic() < deadline:
                     time.sleep(0.0005)
+
+    def kill_process(self, rec_tgid: int, sig: int) -> None:
+        """End process ``rec_tgid`` (recorded tgid) with ``sig`` for real, as the
+        recording shows it ended: its calls still in flight are consumed (they
+        never returned there either) and its threads are gone."""
+        victims = [t for t in self.threads.values() if t.rec_tgid == rec_tgid and not t.dead]
+        if not victims:
+            return
+        try:
+            os.kill(victims[0].host_tgid, sig)
+        except OSError:
+            return
+        for t in victims:
+            while t.queue:
+                self._consume(t.queue.popleft(), t)
+            t.dead = True
+        self.report.notes.append(f"process {rec_tgid} was killed by signal {sig} where the recording shows it")
+
+    def exec_from_thread(self, th: Thread) -> None:
+        """A thread other than the leader exec'd (de_thread): the kernel killed the
+        other threads of its process and gave it the leader's tid. Their calls in
+        flight never return (consumed, as recorded); its notifications now come
+        from the leader's host tid."""
+        for t in list(self.threads.values()):
+            if t.host_tgid == th.host_tgid and t is not th and not t.dead:
+                while t.queue:
+                    self._consume(t.queue.popleft(), t)
+                t.dead = True
+        self.threads.pop(th.host_tid, None)
+        th.host_tid = th.host_tgid
+        self.threads[th.host_tgid] = th
 
     def reply(self, n: Notif, th: Thread, pos: int, ret: int) -> bool:
         self.deliver_signals(th, pos)

@@ -62,6 +62,8 @@ SYNC_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SI
 #: Calls sending a signal (schema Order.SIGNAL): nr -> index of the signal argument.
 SENDERS = {nr: next((i for i, a in enumerate(SC[nr].args) if a.kind == Kind.SIGNAL), 1)
            for nr in schema.with_order(Order.SIGNAL)}
+#: Senders whose siginfo follows the signal argument (the receiver's handler sees it).
+QUEUEINFO = frozenset({NR["rt_sigqueueinfo"], NR["rt_tgsigqueueinfo"]})
 #: Signals never delivered by replay (job control would stop the tracee for good).
 NO_DELIVER = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 MAX_INPUT = 64 << 20          # most bytes read from a tracee input buffer

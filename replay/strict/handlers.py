@@ -20,7 +20,7 @@ from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import Notif
 from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
-                                   SC, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
+                                   SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.procfs import nthreads
 from dr.replay.strict.substitute import compare_inputs, show_writes, too_long, write_outputs
 from dr.schema import FdEffect
@@ -210,7 +210,25 @@ def clone(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         s.sb.set_next_pid(ev.ret)  # type: ignore[union-attr]
         s.children.append(ev.ret)
         th.native_clone = (n.nr, n.args, n.ip, ev.ret)
+        s.forked[ev.ret] = th.host_tgid
+        if _vfork(SC[ev.nr].name, n.args, ev):
+            s.vforked.add(ev.ret)
     return s.cont(n, th, pos)
+
+
+CLONE_VFORK = 0x4000
+
+
+def _vfork(name: str, args: tuple[int, ...], ev: Any) -> bool:
+    """Whether the parent waits in the kernel until the child execs or exits."""
+    if name == "vfork":
+        return True
+    if name == "clone":
+        return bool(args[0] & CLONE_VFORK)
+    if name == "clone3":
+        raw = ev.payload(0)   # struct clone_args: u64 flags first
+        return bool(raw and len(raw) >= 8 and int.from_bytes(raw[:8], "little") & CLONE_VFORK)
+    return False
 
 
 @handles("execve", "execveat")
@@ -226,7 +244,11 @@ def execve(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     if ev.ret < 0:
         return s.reply(n, th, pos, ev.ret)
     s.need_vdso.add(th.host_tgid)
-    return s.cont(n, th, pos)
+    s.vforked.discard(th.rec_tgid)
+    ok = s.cont(n, th, pos)
+    if ok and th.host_tid != th.host_tgid:
+        s.exec_from_thread(th)
+    return ok
 
 
 @handles("exit", "exit_group")
@@ -284,3 +306,29 @@ BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.
 def handler_for(nr: int) -> Handler:
     """The handler of syscall ``nr``: its own when IRREGULAR, else :func:`regular`."""
     return BY_NR.get(nr, regular)
+
+
+@handles("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
+def send_signal(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """A signal sent to a traced task is answered from the recording (the target's
+    handler runs where the recording shows its delivery). When the target process
+    died of this signal in the recording (it ended without exit_group), the signal
+    is sent for real, so it ends here as it ended there."""
+    sc = SC[ev.nr]
+    compare_inputs(s, n, th, ev, sc)
+    if ev.ret == 0:
+        target = _signal_target(s, sc.name, ev.args)
+        sig = s32(ev.args[SENDERS[ev.nr]])
+        if target is not None and s.script.deaths.get(target) == sig:
+            s.kill_process(target, sig)
+    return s.reply(n, th, pos, ev.ret)
+
+
+def _signal_target(s: ReplaySession, name: str, args: tuple[int, ...]) -> int | None:
+    """The recorded tgid a kill-family call aimed at (None: a group, or unknown)."""
+    if name in ("kill", "rt_sigqueueinfo", "tgkill", "rt_tgsigqueueinfo"):
+        pid = s32(args[0])
+        return pid if pid > 0 else None
+    if name == "tkill":
+        return s.script.tgid_of.get(s32(args[0]))
+    return None

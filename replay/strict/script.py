@@ -10,7 +10,7 @@ from typing import Any
 
 from dr import schema
 from dr.errors import ReplayError
-from dr.replay.strict.core import PASSTHROUGH, SENDERS, SYNC_FAULTS
+from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
 
 __all__ = ["Script", "load_script"]
 
@@ -33,6 +33,14 @@ class Script:
     tgid_of: dict[int, int] = field(default_factory=dict)        # recorded tid -> tgid
     sigchld: dict[int, list[int]] = field(default_factory=dict)  # recorded tgid -> positions
     sync_faults: int = 0          # fault signals left to the program's own execution
+    #: recorded tgid -> the signal that killed the process (it ended without exit_group)
+    deaths: dict[int, int] = field(default_factory=dict)
+    #: recorded tids that ended without exit/exit_group of their own (killed, group exit, exec)
+    unended: set[int] = field(default_factory=set)
+    owner: list[int] = field(default_factory=list)  # events[i] belongs to thread owner[i]
+    outlived: set[int] = field(default_factory=set)  # tids alive when the capture ended
+    #: (position, signal) -> the siginfo a recorded rt_(tg)sigqueueinfo sent with it
+    siginfo: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -40,6 +48,8 @@ def load_script(path: str) -> Script:
     ReplayError for one strict replay cannot use (attach mode, empty)."""
     from dr.formats.trace import Event, ProcEvent, TraceReader
     sig_kind = schema.PROC_EVENTS["SIGNAL"]
+    exit_kind = schema.PROC_EVENTS["EXIT"]
+    exec_kind = schema.PROC_EVENTS["EXEC"]
     with TraceReader(path) as r:
         meta = r.meta if isinstance(r.meta, dict) else {}
         if meta.get("mode") not in (None, "spawn"):
@@ -52,28 +62,68 @@ def load_script(path: str) -> Script:
         redacted: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
         delivered: list[tuple[int, int]] = []
         sent: set[int] = set()   # signal numbers some recorded call sent
+        queued: dict[tuple[int, int], bytes] = {}   # (target tgid, sig) -> siginfo sent with it
+        siginfo: dict[tuple[int, int], bytes] = {}  # (position, sig) -> siginfo to deliver
+        exited: set[int] = set()         # tids with an exit/exit_group event of their own
+        group_exit: set[int] = set()     # tgids some thread of which called exit_group
+        last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
+        died: dict[int, int] = {}        # tgid -> exit code of its EXIT with group_dead
+        # A thread other than the leader that calls execve takes the leader's tid
+        # (de_thread); capture records the execve and what follows under the
+        # leader's tid, with an EXEC event naming the old one. Those events are
+        # the exec'ing thread's: replay follows the thread, not the number.
+        alias: dict[int, int] = {}       # recorded tid -> the thread whose events they are
+        owner: list[int] = []            # events[i] was made by thread owner[i]
+        seen: set[int] = set()           # every recorded tid
+        ended: set[int] = set()          # tids with an EXIT event
         for rec in r.stream():
             if isinstance(rec, Event):
                 all_events.append(rec)
+                tid = alias.get(rec.tid, rec.tid)
+                seen.add(tid)
+                if rec.nr in CLONES and 0 < rec.ret < (1 << 22):
+                    seen.add(int(rec.ret))  # a child may be killed before its first call
                 if rec.nr in SENDERS and rec.ret == 0:
-                    sent.add(int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF)
+                    sig = int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF
+                    sent.add(sig)
+                    info = rec.payload(SENDERS[rec.nr] + 1) if rec.nr in QUEUEINFO else None
+                    if info and len(info) == 128:  # the siginfo the handler will see
+                        queued[(int(rec.args[0]) & 0xFFFFFFFF, sig)] = info
+                elif rec.nr in EXITS:
+                    exited.add(tid)
+                    if rec.nr == NR_EXIT_GROUP:
+                        group_exit.add(rec.tgid or rec.tid)
                 if rec.nr in PASSTHROUGH:
                     continue
                 pos = len(events)
                 events.append(rec)
+                owner.append(tid)
                 pos_in_all.append(len(all_events) - 1)
-                per_tid.setdefault(rec.tid, deque()).append(pos)
-                last_pos[rec.tid] = pos
+                per_tid.setdefault(tid, deque()).append(pos)
+                last_pos[tid] = pos
             elif isinstance(rec, dict):
                 if rec.get("t") == "redactions":
                     from dr.formats.redact import spans_by_slot
                     for k, v in spans_by_slot([rec]).items():
                         redacted.setdefault(k, []).extend(v)
+            elif isinstance(rec, ProcEvent) and rec.what == exec_kind:
+                old = int(rec.arg0)
+                if old != rec.tid and 0 < old < (1 << 22):
+                    alias[rec.tid] = alias.get(old, old)
             elif isinstance(rec, ProcEvent) and rec.what == sig_kind:
-                p = last_pos.get(rec.tid)
+                p = last_pos.get(alias.get(rec.tid, rec.tid))
                 if p is not None and 0 < rec.arg0 < 65:
                     signals.setdefault(p, []).append(int(rec.arg0))
                     delivered.append((p, int(rec.arg0)))
+                    info = queued.pop((rec.tgid or rec.tid, int(rec.arg0)), None)
+                    if info is not None:
+                        siginfo[(p, int(rec.arg0))] = info
+                if 0 < rec.arg0 < 65:
+                    last_sig[rec.tgid or rec.tid] = int(rec.arg0)
+            elif isinstance(rec, ProcEvent) and rec.what == exit_kind:
+                ended.add(alias.get(rec.tid, rec.tid))
+                if rec.arg1:  # group_dead: the process ended with this task
+                    died[rec.tgid or rec.tid] = int(rec.arg0)
         summary = r.summary if isinstance(r.summary, dict) else None
         truncated = bool(r.truncated)
         try:
@@ -104,10 +154,19 @@ def load_script(path: str) -> Script:
             sync_faults += 1
             if not signals[p]:
                 del signals[p]
-    tgid_of = {ev.tid: ev.tgid or ev.tid for ev in events}
+    tgid_of = {t: ev.tgid or ev.tid for t, ev in zip(owner, events)}
+    # How each process ended: a process that ended (group_dead) with no exit_group
+    # of its own and an unknown exit code (-1: not by exit) was killed by a signal.
+    deaths = {tg: last_sig.get(tg, signal.SIGKILL) for tg, code in died.items()
+              if code == -1 and tg not in group_exit}
+    unended = {tid for tid in seen if tid not in exited}
+    # Tasks still alive when the capture ended (it follows the first process; an
+    # orphan that outlives it is not recorded to its end).
+    outlived = seen - ended - set(alias)
     sigchld: dict[int, list[int]] = {}
     for p, sigs in signals.items():
         if signal.SIGCHLD in sigs:
-            sigchld.setdefault(tgid_of.get(events[p].tid, events[p].tid), []).append(p)
+            sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
-                  set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults)
+                  set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
+                  outlived, siginfo)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import time
 from collections import deque
@@ -56,10 +57,9 @@ class ReplaySession(Answers):
         self.nrs = [ev.nr for ev in self.script.events]   # hot path: no attribute lookups
         self.gpos = 0
         self.held: dict[int, tuple[Notif, Thread]] = {}   # position -> held notification
-        #: Threads the recording shows pre-empted by their process's exit_group (or
-        #: execve): their recorded calls ended without an exit of their own.
-        self.ends_by_group = self.script.tids - {ev.tid for ev in self.script.events if ev.nr in EXITS}
-        self.parked: dict[int, Notif] = {}   # host tid -> the call it is stopped at
+        self.forked: dict[int, int] = {}  # recorded child tid -> host tgid of the process that cloned it
+        self.vforked: set[int] = set()   # recorded tids of vfork children that have not exec'd yet
+        self.parked: dict[int, Notif] = {}  # host tid -> call never answered (the thread dies in it)
         self.started = False              # the tracee's first execve went through
         self.need_vdso: set[int] = set()  # host tgids whose next notification patches the vDSO
         self.pidfds: dict[int, int] = {}
@@ -94,13 +94,16 @@ class ReplaySession(Answers):
         if stop and "exit" not in stop:
             # --duration, --max-size, Ctrl-C: the recording ends while the tracee ran on.
             self.script.truncated = True
-            self.report.notes.append(f"the capture stopped before the command ended ({stop}); "
-                                     "replay stops where the recording ends")
+            self.report.not_compared.append(f"the capture stopped before the command ended ({stop}); "
+                                            "replay stops where the recording ends")
         elif self.script.truncated:
-            self.report.notes.append("the trace was cut short; replay stops where it ends")
-        if self.script.losses:
-            self.report.notes.append(f"the capture lost events ({self.script.losses}); "
-                                     "a divergence may come from what was not recorded")
+            self.report.not_compared.append("the trace was cut short; replay stops where it ends")
+        # Payloads cut at snaplen are counted as loss cause TRUNCATED; the bytes they
+        # miss are counted where they are compared (report.uncompared_bytes).
+        lost = {k: v for k, v in self.script.losses.items() if k != "TRUNCATED"}
+        if lost:
+            self.report.not_compared.append(f"the capture lost events ({lost}); "
+                                            "what they did was not compared")
 
     # -------------------------------------------------------------- lifecycle
     def _spec(self) -> SandboxSpec:
@@ -272,8 +275,16 @@ class ReplaySession(Answers):
                 counts[nr] = counts.get(nr, 0) + 1
         for nr, c in counts.items():
             r.syscalls[schema.name_of(nr)] += c
+        out = sorted(self.script.outlived)
+        if out and not self.script.truncated and not any("outlived" in x for x in r.not_compared):
+            r.not_compared.append(f"{'threads' if len(out) > 1 else 'thread'} "
+                                  f"{', '.join(map(str, out[:5]))} outlived the recording (the capture "
+                                  "ended with the first process): what they did after was not recorded")
+        if r.uncompared_bytes and not any("snaplen" in x for x in r.not_compared):
+            r.not_compared.append(f"{r.uncompared_bytes} bytes the program wrote were cut at the "
+                                  "capture's snaplen and not compared")
         if res.status is Status.EXITED:
-            r.verdict = "diverged" if r.divergences else "faithful"
+            r.verdict = "diverged" if r.divergences else ("incomplete" if r.not_compared else "faithful")
         else:
             r.verdict = res.status.value
         if res.status is not Status.EXITED and self.sb is not None:
@@ -323,9 +334,6 @@ class ReplaySession(Answers):
         ev = self.script.events[ev_pos]
         held = ", ".join(f"{self.script.events[p].name} of thread {t.tid}" for p, (_n, t) in
                          sorted(self.held.items())) or "none"
-        if self.parked:
-            held += "; stopped where the recorded exit_group killed them: " + ", ".join(
-                f"{schema.name_of(n.nr)} of thread {self.threads[h].tid}" for h, n in self.parked.items())
         raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
             "stalled", f"no progress for {self.opts.stall_timeout:g} s: waiting for thread {ev.tid} "
             f"to call {ev.name} (held: {held})", ev.tid, ev.index)))
@@ -356,13 +364,17 @@ class ReplaySession(Answers):
         th = Thread(n.pid, tgid, rec, self.script.per_tid.get(rec, deque()),
                     rec_tgid=self.script.tgid_of.get(rec, rec))
         self.threads[n.pid] = th
+        # A new process inherits its parent's state as it was at the clone (the
+        # parent may be gone by now: an orphan's parent is init).
+        parent = self.forked.pop(rec, None)
+        parent = parent if parent is not None else ppid(tgid)
         if tgid not in self.console:
-            self.console[tgid] = dict(self.console.get(ppid(tgid), {}) if self.console else {1: 1, 2: 2})
-            self.owned[tgid] = set(self.owned.get(ppid(tgid), ()))
+            self.console[tgid] = dict(self.console.get(parent, {}) if self.console else {1: 1, 2: 2})
+            self.owned[tgid] = set(self.owned.get(parent, ()))
         if rec in self.children:
             self.children.remove(rec)
         if tgid not in self.cwd:
-            self.cwd[tgid] = self.cwd.get(ppid(tgid)) or str(self.script.meta.get("cwd") or "/")
+            self.cwd[tgid] = self.cwd.get(parent) or str(self.script.meta.get("cwd") or "/")
         return th
 
     def _pidfd(self, tgid: int) -> int | None:
@@ -412,14 +424,12 @@ class ReplaySession(Answers):
         if not th.queue:
             if n.nr == NR_EXIT and self._early_exit(n, th):
                 return
+            if th.tid in self.script.outlived and not self.script.truncated:
+                return self._outlived(n, th)
+            if th.tid in self.script.unended:
+                return self._park(n, th)
             if self.script.truncated:
                 raise Stop(StepResult(Status.EXITED, "reached the end of a cut-short trace"))
-            if th.tid in self.ends_by_group and th.tid != self.main_tid:
-                # In the recording another thread's exit_group killed this one here:
-                # its call stays unanswered until the replayed exit_group does the same.
-                self.parked[th.host_tid] = n
-                self.report.parked += 1
-                return
             raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
                 "extra", f"thread {th.tid} called {schema.name_of(n.nr)} after its recorded syscalls "
                 "ended", th.tid, None, actual=decode_call(n.nr, n.args), th=th)))
@@ -439,6 +449,10 @@ class ReplaySession(Answers):
                 "syscall", f"thread {th.tid} called {schema.name_of(n.nr)} where the recording has "
                 f"{ev.name}", th.tid, ev.index, expected=decode_event(ev),
                 actual=self._decode_actual(n, th), th=th)))
+        if len(th.queue) == 1 and th.tid in self.script.unended and n.nr not in EXITS and (
+                ev.flags & NO_EXIT or ev.ret in RESTARTS):
+            self._consume(th.queue.popleft(), th)
+            return self._park(n, th)
         if pos == self.gpos or n.nr in OWN_ORDER:
             self._answer(n, th, pos, ev)
         else:
@@ -461,6 +475,29 @@ class ReplaySession(Answers):
         if self.listener.send(n.id, continue_=True):
             self.last_progress = time.monotonic()
         return True
+
+    def _outlived(self, n: Notif, th: Thread) -> None:
+        """The task was still running when the capture ended (an orphan outliving the
+        recorded command): what it does now was never recorded, so it cannot be
+        compared. Its process ends here and the verdict says so."""
+        self.report.not_compared.append(
+            f"thread {th.tid} outlived the recording: its syscalls from {schema.name_of(n.nr)} on "
+            "(and their output) were not recorded")
+        try:
+            os.kill(th.host_tgid, signal.SIGKILL)
+        except OSError:
+            pass
+        for t in self.threads.values():
+            if t.host_tgid == th.host_tgid:
+                t.dead = True
+
+    def _park(self, n: Notif, th: Thread) -> None:
+        """The recording shows this thread killed inside this call, or after its last
+        one (a signal, its group's exit_group, an exec in another thread): the call is
+        never answered, and the thread waits there until that death reaches it here
+        (its killer's kill is sent for real, its group's exit runs natively)."""
+        self.parked[n.pid] = n
+        self.last_progress = time.monotonic()
 
     def _skip_restarts(self, th: Thread) -> None:
         """A recorded call interrupted with -ERESTART* whose signal replay does not
@@ -565,7 +602,7 @@ class ReplaySession(Answers):
         sigsuspend): it waits for a thread we hold, so waiting longer cannot help."""
         if self.gpos >= len(self.script.events):
             return False
-        tid = self.script.events[self.gpos].tid
+        tid = self.script.owner[self.gpos]
         th = next((t for t in self.threads.values() if t.tid == tid and not t.dead), None)
         if th is None:
             return False
