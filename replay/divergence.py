@@ -39,6 +39,8 @@ class Divergence:
     actual: str | None = None
     history: list[str] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
+    #: Set when the departure is likely a user-space data race (see dr.replay.strict.races).
+    race: str | None = None
 
     def text(self) -> str:
         """The multi-line human report."""
@@ -49,6 +51,8 @@ class Divergence:
             out.append(f"  expected: {self.expected}")
         if self.actual is not None:
             out.append(f"  actual:   {self.actual}")
+        if self.race:
+            out.append(f"  {self.race}")
         if self.history:
             out.append(f"  last {len(self.history)} events of thread {self.tid}:")
             out.extend(f"    {h}" for h in self.history)
@@ -60,7 +64,7 @@ class Divergence:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "tid": self.tid, "index": self.index,
                 "expected": self.expected, "actual": self.actual, "history": self.history,
-                "diff": self.diff}
+                "diff": self.diff, "race": self.race}
 
 
 def _printable(b: bytes) -> bool:

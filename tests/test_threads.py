@@ -91,6 +91,61 @@ def test_python_four_threads_sleep_time_random(work):
     assert recorded.count(b"round") == 12 and recorded.endswith(b"done\n")
     assert_faithful(trace, recorded, 3)
 
+    # A thread's printed bytes changed in the trace: the divergence names the other
+    # threads of the process that ran since that thread's previous call (a data race
+    # in user space would look like this).
+    from dr.formats.trace import Event, TraceReader, TraceWriter
+    bad = work / "py4-flipped.drt"
+    target: dict = {}
+    with TraceReader(trace) as r:
+        w = TraceWriter(bad, r.meta)
+        for rec in r.stream():
+            if isinstance(rec, dict):
+                w.write_record(rec)
+                continue
+            if isinstance(rec, Event) and rec.name == "write" and not target:
+                data = rec.payload(1) or b""
+                if b"round 1" in data:
+                    rec.payloads[1].data = data.replace(b"round 1", b"round 9")
+                    target["tid"] = rec.tid
+            if isinstance(rec, Event):
+                w.write_events([rec])
+        w.close(r.summary)
+    report = work / "py4-flipped.json"
+    r = replay(bad, "--report", str(report))
+    assert r.returncode == 4, r.stderr.decode()
+    d = json.loads(report.read_text())["divergences"][0]
+    assert d["kind"] == "payload" and d["tid"] == target["tid"]
+    assert d["race"].startswith(f"likely a user-space data race: thread {target['tid']} shares memory")
+    assert "CLONE_VM" in d["race"] and "likely a user-space data race" in r.stderr.decode()
+
+
+def test_race_hint_needs_another_task_sharing_memory():
+    from dr.formats.trace import Event
+    from dr.replay.strict.races import race_hint
+    nr_write, nr_mmap = 1, 9
+    one = [Event(tid=10, tgid=10, nr=nr_write, args=(1, 0, 3), ret=3, index=i) for i in range(3)]
+    assert race_hint(one, 0, 10, 2) is None                     # one thread alone: no race
+    two = [Event(tid=10, tgid=10, nr=nr_write, args=(1, 0, 3), ret=3, index=0),
+           Event(tid=11, tgid=10, nr=nr_write, args=(1, 0, 3), ret=3, index=1),
+           Event(tid=10, tgid=10, nr=nr_write, args=(1, 0, 3), ret=3, index=2),
+           Event(tid=11, tgid=10, nr=nr_write, args=(1, 0, 3), ret=3, index=3)]
+    hint = race_hint(two, 0, 10, 2)
+    assert hint is not None and "with thread 11 of process 10" in hint
+    assert race_hint(two[:3], 0, 10, 2) is None                 # thread 11 had ended
+    # Two processes: only a MAP_SHARED mapping in both makes them share memory.
+    procs = [Event(tid=10, tgid=10, nr=nr_write, args=(1, 0, 3), ret=3, index=0),
+             Event(tid=20, tgid=20, nr=nr_write, args=(1, 0, 3), ret=3, index=1),
+             Event(tid=10, tgid=10, nr=nr_write, args=(1, 0, 3), ret=3, index=2),
+             Event(tid=20, tgid=20, nr=nr_write, args=(1, 0, 3), ret=3, index=3)]
+    assert race_hint(procs, 0, 10, 2) is None
+    shared = [Event(tid=t, tgid=t, nr=nr_mmap, args=(0, 4096, 3, 0x21, -1 & 0xFFFFFFFF, 0),
+                    ret=0x7000, index=i) for i, t in enumerate((10, 20))]
+    for i, ev in enumerate(procs):
+        ev.index = i + 2
+    hint = race_hint(shared + procs, 2, 10, 4)
+    assert hint is not None and "process 20 (MAP_SHARED mappings: anonymous at 0x7000)" in hint
+
 
 # ----------------------------------------------------------------------------- C server
 

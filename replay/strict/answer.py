@@ -18,10 +18,13 @@ from dr.replay import notify
 from dr.replay.divergence import Divergence, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32)
+from dr.replay.strict.races import race_hint
 from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
 
+#: Divergences a data race between threads can cause (a different call, arguments or bytes).
+RACY = frozenset({"syscall", "argument", "payload"})
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 _OPEN_HOW = struct.Struct("<QQQ")
@@ -36,13 +39,15 @@ class Answers:
              expected: str | None = None, actual: str | None = None, th: Thread | None = None,
              diff: list[str] | None = None) -> Divergence:
         hist: list[str] = []
+        if th is None and tid is not None:
+            th = next((t for t in self.threads.values() if t.tid == tid), None)
         if th is not None:
             hist = self._history(th)
-        elif tid is not None:
-            t = next((t for t in self.threads.values() if t.tid == tid), None)
-            if t is not None:
-                hist = self._history(t)
-        return Divergence(kind, message, tid, index, expected, actual, hist, diff or [])
+        race = None
+        if kind in RACY and tid is not None and index is not None:
+            start = self.script.pos_in_all[th.last] if th is not None and th.last >= 0 else -1
+            race = race_hint(self.script.all_events, start, tid, index)
+        return Divergence(kind, message, tid, index, expected, actual, hist, diff or [], race)
 
     def _history(self, th: Thread) -> list[str]:
         """The last 10 recorded events of the thread up to where replay is, passthrough ones included."""
