@@ -316,3 +316,63 @@ def test_go_http_server_and_client_in_one_process(work):
     recorded = record(trace, str(exe))
     assert recorded.count(b"rand=") == 4
     assert_faithful(trace, recorded, 1)
+
+
+# ----------------------------------------------------------------------------- asynchronous signals
+
+ALARM_COUNT = r"""
+#include <stdio.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/time.h>
+static volatile sig_atomic_t stop, usr1;
+static void on_alarm(int s) { stop = 1; }
+static void on_usr1(int s) { usr1 = 1; }
+int main(void) {
+    signal(SIGALRM, on_alarm);
+    signal(SIGUSR1, on_usr1);
+    struct itimerval it = {{0, 0}, {0, 50000}};
+    setitimer(ITIMER_REAL, &it, 0);
+    unsigned long count = 0;
+    while (!stop) count++;
+    printf("count %lu\n", count);
+    fflush(stdout);
+    kill(getpid(), SIGUSR1);   /* synchronous: delivered as kill returns */
+    printf("usr1 %d\n", usr1);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the program")
+def test_asynchronous_signal_registers_recorded_and_early_delivery_reported(work):
+    """Capture records where each signal interrupted its thread (pt_regs at
+    signal_deliver): the timer's SIGALRM lands between syscalls (orig_ax -1) with
+    the loop's counter in a register; kill's SIGUSR1 as kill returns (orig_ax 62).
+    Replay cannot yet deliver at the recorded instruction: it says so at that
+    signal, and the divergence it causes names it, never a bare mismatch."""
+    src = work / "alarm_count.c"
+    src.write_text(ALARM_COUNT)
+    exe = work / "alarm_count"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True, timeout=60)
+    trace = work / "alarm_count.drt"
+    out = record(trace, str(exe))
+    count = int(out.split()[1])
+    assert count > 0 and out.endswith(b"usr1 1\n")
+    from dr.formats.trace import ProcEvent, TraceReader
+    with TraceReader(trace) as r:
+        sigs = {p.arg0: p.regs for p in r.stream() if isinstance(p, ProcEvent) and p.kind == "SIGNAL"}
+    alrm, usr1 = sigs[14], sigs[10]
+    assert alrm is not None and alrm["orig_ax"] == (1 << 64) - 1
+    # the counter, before or after the increment the loop finishes once the flag is set
+    assert {count, count - 1} & {alrm[k] for k in ("ax", "bx", "cx", "dx", "si", "di", "bp", "r8", "r9", "r10",
+                                       "r11", "r12", "r13", "r14", "r15")}
+    assert usr1 is not None and usr1["orig_ax"] == 62   # kill
+    report = work / "alarm_count.json"
+    r = replay(trace, "--report", str(report))
+    rep = json.loads(report.read_text())
+    assert rep["signals_delivered_early"] == 1
+    assert any(n.startswith(f"SIGALRM interrupted thread") and f"{alrm['ip']:#x}" in n for n in rep["notes"])
+    if r.returncode != 0:   # delivered at setitimer's return, the loop counted less
+        d = rep["divergences"][0]
+        assert d["signal"].startswith("SIGALRM interrupted thread") and d["expected"].startswith("write(1")

@@ -25,6 +25,8 @@ from dr.schema import Kind, Rule
 
 #: Divergences a data race between threads can cause (a different call, arguments or bytes).
 RACY = frozenset({"syscall", "argument", "payload"})
+#: Divergences a signal delivered earlier than recorded can cause (also a different exit).
+EARLY_SIGNAL_VISIBLE = RACY | {"exit", "ended", "extra"}
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 _OPEN_HOW = struct.Struct("<QQQ")
@@ -47,7 +49,9 @@ class Answers:
         if kind in RACY and tid is not None and index is not None:
             start = self.script.pos_in_all[th.last] if th is not None and th.last >= 0 else -1
             race = race_hint(self.script.all_events, start, tid, index)
-        return Divergence(kind, message, tid, index, expected, actual, hist, diff or [], race)
+        early = th.early_signal if th is not None and kind in EARLY_SIGNAL_VISIBLE else ""
+        return Divergence(kind, message, tid, index, expected, actual, hist, diff or [], race,
+                          early + "; this divergence likely comes from there" if early else None)
 
     def _history(self, th: Thread) -> list[str]:
         """The last 10 recorded events of the thread up to where replay is, passthrough ones included."""
@@ -114,6 +118,9 @@ class Answers:
                 # Already queued by the kernel (a released child's SIGCHLD): a
                 # thread-directed copy would not merge with it and run the handler twice.
                 continue
+            regs = self.script.async_at.get((pos, sig))
+            if regs is not None:
+                self.early_signal(th, pos, sig, regs)
             try:
                 info = self.script.siginfo.get((pos, sig))
                 if info is not None:
@@ -123,6 +130,21 @@ class Answers:
                 self.report.signals_delivered += 1
             except OSError:
                 pass
+
+    def early_signal(self, th: Thread, pos: int, sig: int, regs: dict) -> None:
+        """Say so at a signal the recording shows interrupting user code between
+        syscalls (its registers have orig_ax -1): replay queues it as the thread's
+        previous call returns, before instructions the recorded thread ran first,
+        since delivery at the recorded instruction is not implemented. A later
+        divergence of that thread names it."""
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        ev = self.script.events[pos]
+        text = (f"{name} interrupted thread {th.tid} between syscalls in the recording (at ip "
+                f"{regs.get('ip', 0):#x}, after event #{ev.index} {ev.name}); replay delivers it as "
+                "that call returns, earlier than recorded")
+        self.report.signals_early += 1
+        self.report.notes.append(text)
+        th.early_signal = text
 
     def hold_exit(self, n: Notif, th: Thread) -> bool:
         """Hold a child process's exit when its parent handles SIGCHLD (the recording

@@ -130,6 +130,8 @@ class Thread:
     native_clone: tuple | None = None
     #: The call whose recorded restart_syscall is the thread's next event (see session._skip_restarts).
     restart_of: int = -1
+    #: Set when an asynchronous signal was delivered to this thread earlier than recorded (answer.early_signal).
+    early_signal: str = ""
 
 
 def s32(v: int) -> int:
