@@ -39,7 +39,7 @@ class Divergence:
     actual: str | None = None
     history: list[str] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
-    #: Set when the departure is likely a user-space data race (see dr.replay.strict.races).
+    #: Set when the departure may be a user-space data race (see dr.replay.strict.races).
     race: str | None = None
     #: Set when an asynchronous signal reached this thread earlier than recorded before it departed.
     signal: str | None = None

@@ -217,6 +217,7 @@ class Answers:
                 t.dead = True
         self.threads.pop(th.host_tid, None)
         th.host_tid = th.host_tgid
+        th.exec_pending = True
         self.threads[th.host_tgid] = th
 
     def reply(self, n: Notif, th: Thread, pos: int, ret: int) -> bool:

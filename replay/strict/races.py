@@ -1,4 +1,4 @@
-"""Is a divergence likely a user-space data race?
+"""Can a divergence be a user-space data race?
 
 Strict replay orders what threads observe through the kernel (see
 docs/ordering.md); it cannot order their plain loads and stores. When a thread
@@ -6,7 +6,9 @@ departs from its recording while other tasks that share memory with it ran
 between its previous recorded call and this one, the departure may come from
 an access order the recording never saw (two threads appending to one stdio
 buffer, a counter incremented without a lock). The report then names those
-tasks and what they share instead of a bare mismatch.
+tasks and what they share instead of a bare mismatch. It says "possibly":
+other causes outside syscalls look the same (an address under a different
+ASLR layout, rdtsc, cpuid), and a single-threaded program can have those too.
 
 Shared memory is read off the recording: threads of one process share the
 whole address space (CLONE_VM); separate processes share what they mapped
@@ -54,7 +56,7 @@ def race_hint(all_events: list[Any], start: int, tid: int, index: int) -> str | 
     if mappers:
         parts.append(f"process{'es' if len(mappers) > 1 else ''} {', '.join(map(str, mappers))} "
                      f"(MAP_SHARED mappings: {', '.join(shared[tgid])})")
-    return (f"likely a user-space data race: thread {tid} shares memory with {' and '.join(parts)}, "
+    return (f"possibly a user-space data race: thread {tid} shares memory with {' and '.join(parts)}, "
             "running at this point of the recording; syscall replay does not order plain memory "
             "accesses between them")
 

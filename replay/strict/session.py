@@ -445,10 +445,18 @@ class ReplaySession(Answers):
                 return
             pos, ev = soft
         if n.nr != ev.nr:
+            self.gone_check(n)  # a task killed meanwhile made no call replay must match
+            if th.exec_pending:
+                # The old leader, still alive while another thread's execve runs
+                # de_thread (which gives that thread the leader's tid): it dies in
+                # this call, as recorded.
+                self._park(n, th)
+                return
             raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
                 "syscall", f"thread {th.tid} called {schema.name_of(n.nr)} where the recording has "
                 f"{ev.name}", th.tid, ev.index, expected=decode_event(ev),
                 actual=self._decode_actual(n, th), th=th)))
+        th.exec_pending = False
         if len(th.queue) == 1 and th.tid in self.script.unended and n.nr not in EXITS and (
                 ev.flags & NO_EXIT or ev.ret in RESTARTS):
             self._consume(th.queue.popleft(), th)
