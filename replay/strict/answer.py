@@ -215,10 +215,9 @@ class Answers:
                 while t.queue:
                     self._consume(t.queue.popleft(), t)
                 t.dead = True
-        self.threads.pop(th.host_tid, None)
-        th.host_tid = th.host_tgid
-        th.exec_pending = True
-        self.threads[th.host_tgid] = th
+        # The exec completes once the kernel killed the others: until the thread's
+        # old tid is gone, a notification from the leader's tid is the old leader's.
+        self.rekey[th.host_tgid] = (th, th.host_tid)
 
     def reply(self, n: Notif, th: Thread, pos: int, ret: int) -> bool:
         self.deliver_signals(th, pos)

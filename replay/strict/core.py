@@ -132,9 +132,6 @@ class Thread:
     restart_of: int = -1
     #: Set when an asynchronous signal was delivered to this thread earlier than recorded (answer.early_signal).
     early_signal: str = ""
-    #: This thread exec'd from a non-leader and now goes by the leader's host tid; until
-    #: its new image's first call matches, the killed leader's last calls come from that tid too.
-    exec_pending: bool = False
 
 
 def s32(v: int) -> int:

@@ -57,6 +57,7 @@ class ReplaySession(Answers):
         self.nrs = [ev.nr for ev in self.script.events]   # hot path: no attribute lookups
         self.gpos = 0
         self.held: dict[int, tuple[Notif, Thread]] = {}   # position -> held notification
+        self.rekey: dict[int, tuple[Thread, int]] = {}  # host tgid -> (thread exec'ing, its old host tid)
         self.forked: dict[int, int] = {}  # recorded child tid -> host tgid of the process that cloned it
         self.vforked: set[int] = set()   # recorded tids of vfork children that have not exec'd yet
         self.parked: dict[int, Notif] = {}  # host tid -> call never answered (the thread dies in it)
@@ -393,6 +394,15 @@ class ReplaySession(Answers):
         assert sb is not None
         L = sb.listener
         assert L is not None
+        if self.rekey and n.pid in self.rekey:
+            new, old_tid = self.rekey[n.pid]
+            if os.path.exists(f"/proc/{n.pid}/task/{old_tid}"):
+                self.parked[n.pid] = n   # the old leader, dying in de_thread
+                return
+            del self.rekey[n.pid]
+            self.threads.pop(old_tid, None)
+            new.host_tid = n.pid
+            self.threads[n.pid] = new
         th = self.threads.get(n.pid)
         if th is None or th.dead:
             try:
@@ -411,7 +421,9 @@ class ReplaySession(Answers):
             if self.script.events[0].nr == NR_EXECVE and th.queue and th.queue[0] == 0:
                 th.queue.popleft()
                 self._consume(0, th)
-        if self.need_vdso and th.host_tgid in self.need_vdso:
+        if self.need_vdso and th.host_tgid in self.need_vdso and n.pid == th.host_tgid:
+            # Only the leader patches: after an exec it is the only thread; a
+            # notification from another thread comes from the old image, dying.
             self.need_vdso.discard(th.host_tgid)
             if self.vdso_names:
                 from dr.replay.vdso import patch_vdso
@@ -446,17 +458,10 @@ class ReplaySession(Answers):
             pos, ev = soft
         if n.nr != ev.nr:
             self.gone_check(n)  # a task killed meanwhile made no call replay must match
-            if th.exec_pending:
-                # The old leader, still alive while another thread's execve runs
-                # de_thread (which gives that thread the leader's tid): it dies in
-                # this call, as recorded.
-                self._park(n, th)
-                return
             raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
                 "syscall", f"thread {th.tid} called {schema.name_of(n.nr)} where the recording has "
                 f"{ev.name}", th.tid, ev.index, expected=decode_event(ev),
                 actual=self._decode_actual(n, th), th=th)))
-        th.exec_pending = False
         if len(th.queue) == 1 and th.tid in self.script.unended and n.nr not in EXITS and (
                 ev.flags & NO_EXIT or ev.ret in RESTARTS):
             self._consume(th.queue.popleft(), th)
