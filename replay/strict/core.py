@@ -50,6 +50,8 @@ def soft_key(nr: int, args: tuple | list) -> int | tuple[int, int]:
 #: a lock another thread needs (CPython's GIL wait computes its deadline under the GIL
 #: mutex), so ordering them globally would deadlock where the recording did not.
 OWN_ORDER = schema.with_order(Order.THREAD, Order.TIME, Order.LIFECYCLE)
+#: Calls whose result only their own thread sees (ids, randomness, sleeps, time reads).
+THREAD_LOCAL = schema.with_order(Order.THREAD, Order.TIME)
 #: Passthrough calls a thread sleeps in natively (futex waits, sigsuspend).
 NATIVE_BLOCKING = schema.with_order(Order.WAIT)
 #: fd calls that run natively on a file the run created itself (see handlers.open).

@@ -23,7 +23,7 @@ from dr.replay.sandbox import Sandbox, SandboxSpec
 from dr.replay.strict.answer import Answers
 from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NATIVE_BLOCKING, NO_DELIVER, NO_EXIT, NR,
                                    NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
-                                   PASSTHROUGH, RESTARTS, SC, SOFT, VDSO_NAMES, soft_key, Gone, GoneNotif,
+                                   PASSTHROUGH, RESTARTS, SC, SOFT, THREAD_LOCAL, VDSO_NAMES, soft_key, Gone, GoneNotif,
                                    ReplayOptions, Status, StepResult, Stop, Thread)
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import nthreads, ns_ids, ppid, task_exists as _task_exists, which_in_root
@@ -311,8 +311,9 @@ class ReplaySession(Answers):
                               "execve completed; the sandbox could not start the command")
         evs = self.script.events
         # A call that never returned because its thread was killed (NO_EXIT) need not replay.
+        killed = self._killed_tails()
         left = [i for i in range(self.gpos, len(self.consumed)) if not self.consumed[i] and not (
-            evs[i].flags & NO_EXIT and evs[i].nr not in EXITS)]
+            evs[i].flags & NO_EXIT and evs[i].nr not in EXITS) and i not in killed]
         if left and not self.script.truncated:
             ev = self.script.events[left[0]]
             return StepResult(Status.DIVERGED, divergence=self._div(
@@ -323,6 +324,23 @@ class ReplaySession(Answers):
             return StepResult(Status.DIVERGED, divergence=self._div(
                 "exit", f"exit status {code}, recorded {rec}", self.main_tid, None))
         return StepResult(Status.EXITED, f"exit status {code}")
+
+    def _killed_tails(self) -> set[int]:
+        """Positions replay need not reach: the last calls of a thread the recording
+        shows killed (by its group's exit_group, an exec, a signal) that were
+        interrupted by that kill (-ERESTART*) or only seen by the thread itself (a
+        sleep, a time read). Killed earlier in replay, it never makes them, and
+        nothing else could observe that it did not."""
+        evs, out = self.script.events, set()
+        for tid in self.script.unended:
+            q = self.script.per_tid.get(tid) or ()
+            for i in reversed(q):
+                if self.consumed[i]:
+                    break
+                if not (evs[i].ret in RESTARTS or evs[i].nr in THREAD_LOCAL):
+                    break
+                out.add(i)
+        return out
 
     def _stalled(self) -> None:
         if self.held_exits:
