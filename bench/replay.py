@@ -1,13 +1,17 @@
 """Benchmark of strict replay (not a test; `make bench` runs it after bench/capture.py).
 
-Two workloads, each recorded with ``dr capture -- CMD`` and replayed with the
+Three workloads, each recorded with ``dr capture -- CMD`` and replayed with the
 library (:func:`dr.replay.replay_trace`) in the same run:
 
 - ``dd if=/dev/zero of=/dev/null bs=1 count=N``: two syscalls per byte, the
   worst case for a supervisor that answers every syscall from user space;
 - the HTTP case: ``curl`` fetching a 64 KiB file --requests times over one
   keep-alive connection from a python3 http.server on 127.0.0.1 that is
-  stopped before the replay.
+  stopped before the replay;
+- the threaded case: /usr/bin/python3 with --threads threads, each drawing
+  random bytes, reading two clocks and writing a line --rounds times, with
+  short sleeps (per-thread matching of thread-local calls, GIL waits, the
+  recorded global order of the writes; see docs/ordering.md).
 
 Prints, per workload: syscalls replayed, replay wall time, syscalls per
 second, the recorded duration (first to last event of the capture) and the
@@ -88,10 +92,28 @@ def http_workload(work: Path, requests: int) -> list[str]:
     return ["curl", "-s", "-o", "/dev/null", *([url] * requests)]
 
 
+THREADED = """
+import os, sys, threading, time
+def work(i, rounds):
+    for k in range(rounds):
+        r = os.urandom(8).hex()
+        t, m = time.time(), time.monotonic()
+        os.write(1, f"{i} {k} {r} {t:.6f} {m:.6f}\\n".encode())
+        if k % 10 == 0:
+            time.sleep(0.001)
+n, rounds = int(sys.argv[1]), int(sys.argv[2])
+ts = [threading.Thread(target=work, args=(i, rounds)) for i in range(n)]
+for t in ts: t.start()
+for t in ts: t.join()
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=100000, help="dd bytes (two syscalls each)")
     ap.add_argument("--requests", type=int, default=50, help="HTTP GETs of 64 KiB")
+    ap.add_argument("--threads", type=int, default=8, help="threads of the threaded workload")
+    ap.add_argument("--rounds", type=int, default=200, help="rounds per thread (threaded workload)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/replay.py: run as root (the capture needs CAP_BPF)")
@@ -109,6 +131,11 @@ def main() -> None:
             http_workload.server.shutdown()  # type: ignore[attr-defined]
             http_workload.server.server_close()  # type: ignore[attr-defined]
         rows.append((f"curl {a.requests} x 64 KiB (server stopped)", replay(http)))
+        script = work / "threaded.py"
+        script.write_text(THREADED)
+        thr = work / "threaded.drt"
+        capture(thr, ["/usr/bin/python3", str(script), str(a.threads), str(a.rounds)])
+        rows.append((f"python {a.threads} threads x {a.rounds} rounds", replay(thr)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

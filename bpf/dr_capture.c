@@ -990,6 +990,25 @@ TRACEPOINT_PROBE(signal, signal_deliver)
 		return 0;   /* SIG_IGN; SIG_DFL of SIGCHLD, SIGCONT, SIGURG, SIGWINCH */
 	ring_begin();
 	emit_proc(DR_PROC_SIGNAL, tgid, tid, args->sig, args->sa_handler);
+	/* Where the signal interrupted the thread: its user registers (the task's
+	 * pt_regs, located by the kernel's own helper, not by a header offset), so
+	 * replay can deliver an asynchronous signal at the same instruction. */
+	struct dr_signal_regs *r = 0;
+	for (int i = 0; i < DR_RB_TRIES && !r; i++)
+		r = rb.ringbuf_reserve(sizeof(struct dr_signal_regs));
+	if (r) {
+		r->kind = DR_REC_SIGNAL_REGS;
+		r->sig = args->sig;
+		r->cpu = bpf_get_smp_processor_id();
+		r->tgid = tgid;
+		r->tid = tid;
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		if (!regs || bpf_probe_read_kernel(r->regs, sizeof(r->regs), regs))
+			__builtin_memset(r->regs, 0, sizeof(r->regs));
+		rb.ringbuf_submit(r, DR_RB_FLAGS);
+	} else {
+		count_loss(DR_LOSS_RINGBUF_PROC);
+	}
 	ring_end();
 	return 0;
 }

@@ -7,6 +7,7 @@
 #define DR_REC_PAYLOAD 2
 #define DR_REC_SYSCALL_EVENT_DATA 4
 #define DR_REC_PROC_EVENT 3
+#define DR_REC_SIGNAL_REGS 5
 
 #define DR_EVF_NO_EXIT 1
 #define DR_EVF_TRUNCATED 2
@@ -176,6 +177,16 @@ struct dr_proc_event {
 	u64 ts;
 	s64 arg0;
 	s64 arg1;
+} __attribute__((packed));
+
+/* The user registers of a thread where a signal interrupted it (the task's struct pt_regs at signal:signal_deliver, read with bpf_task_pt_regs); follows that signal's proc_event. orig_ax >= 0: delivered as a syscall returned; -1: between syscalls (an interrupt or exception), so replay must deliver it at that instruction. */
+struct dr_signal_regs {
+	u16 kind;
+	u16 sig;
+	u32 cpu;
+	u32 tgid;
+	u32 tid;
+	u64 regs[21];
 } __attribute__((packed));
 
 /* One copy rule; the table (nr * DR_MAX_RULES + i) is loaded into a map

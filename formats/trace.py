@@ -31,6 +31,8 @@ subclass :class:`dr.errors.TraceTruncated`) for a bad file, whatever its bytes.
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import os
 import struct
@@ -111,6 +113,8 @@ _EVD = schema.record("syscall_event_data")
 _PAY = schema.record("payload")
 _PROC = schema.record("proc_event")
 _PROC_NAMES = {v: k for k, v in schema.PROC_EVENTS.items()}
+_SREG = schema.record("signal_regs")
+_SIGNAL = schema.PROC_EVENTS["SIGNAL"]
 
 
 def _pad8(n: int) -> int:
@@ -198,6 +202,10 @@ class ProcEvent:
 
     ``what`` is a PROC_EVENTS value; FORK: arg0 child tid, arg1 child tgid;
     EXIT: arg0 exit code; SIGNAL: arg0 signal number. ``ts`` in ns, CLOCK_MONOTONIC.
+    ``regs`` (SIGNAL only, when the probe recorded them): the thread's user
+    registers where the signal interrupted it, a dict named as
+    dr.schema.layout.SIGNAL_REGS (struct pt_regs); ``orig_ax`` -1 means between
+    syscalls (an asynchronous signal interrupting user code).
     """
 
     what: int
@@ -207,6 +215,7 @@ class ProcEvent:
     arg0: int = 0
     arg1: int = 0
     cpu: int = 0
+    regs: dict | None = None
 
     @property
     def kind(self) -> str:
@@ -220,6 +229,18 @@ class FrameInfo:
     index: int
     offset: int
     length: int
+
+
+def _attach_regs(out: list, tid: int, sig: int, regs: tuple) -> None:
+    """Give the registers to their signal's process event, written just before
+    (records of other CPUs may come between; a record without one is dropped)."""
+    from dr.schema.layout import SIGNAL_REGS
+    for i in range(len(out) - 1, max(len(out) - 65, -1), -1):
+        p = out[i]
+        if isinstance(p, ProcEvent) and p.what == _SIGNAL and p.tid == tid:
+            if p.regs is None and p.arg0 == sig:
+                out[i] = dataclasses.replace(p, regs=dict(zip(SIGNAL_REGS, regs)))
+            return
 
 
 # --------------------------------------------------------------------------- encoding
@@ -784,6 +805,7 @@ class TraceReader:
         proc_unpack, proc_size = _PROC.st.unpack_from, _PROC.size
         k_evt, k_pay, k_proc = _EVT.kind, _PAY.kind, _PROC.kind
         evd_unpack, evd_size, k_evd = _EVD.st.unpack_from, _EVD.size, _EVD.kind
+        k_sreg = _SREG.kind
         chunks = pend.chunks
         last_seq = pend.last_seq
         append = out.append
@@ -887,6 +909,14 @@ class TraceReader:
                     self.skipped_records += 1
                 elif not events_only and not prime and (tidset is None or tid in tidset):
                     append(ProcEvent(what, tid, tgid, ts, a0, a1, cpu))
+            elif kind == k_sreg:
+                if ln < _SREG.size:
+                    raise TraceError(f"signal registers record of {ln} bytes (< {_SREG.size})", offset=foff)
+                r = _SREG.st.unpack_from(blk, body)
+                if r[0] != k_sreg:
+                    self.skipped_records += 1
+                elif not events_only and not prime and (tidset is None or r[4] in tidset):
+                    _attach_regs(out, r[4], r[1], r[5:])
             else:
                 self.skipped_records += 1  # a record kind from a newer probe: skip it
         if pos < n:

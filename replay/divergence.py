@@ -39,6 +39,10 @@ class Divergence:
     actual: str | None = None
     history: list[str] = field(default_factory=list)
     diff: list[str] = field(default_factory=list)
+    #: Set when the departure may be a user-space data race (see dr.replay.strict.races).
+    race: str | None = None
+    #: Set when an asynchronous signal reached this thread earlier than recorded before it departed.
+    signal: str | None = None
 
     def text(self) -> str:
         """The multi-line human report."""
@@ -51,6 +55,10 @@ class Divergence:
             out.append(f"  expected: {self.expected}")
         if self.actual is not None:
             out.append(f"  actual:   {self.actual}")
+        if self.race:
+            out.append(f"  {self.race}")
+        if self.signal:
+            out.append(f"  {self.signal}")
         if self.history:
             out.append(f"  last {len(self.history)} syscalls of thread {self.tid}:")
             out.extend(f"    {h}" for h in self.history)
@@ -62,7 +70,8 @@ class Divergence:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "tid": self.tid, "index": self.index,
                 "expected": self.expected, "actual": self.actual, "history": self.history,
-                "diff": self.diff}
+                "diff": self.diff, "race": self.race,
+                "signal": self.signal}
 
 
 def _printable(b: bytes) -> bool:
@@ -139,6 +148,8 @@ class ReplayReport:
     substituted_bytes: int = 0
     compared_bytes: int = 0
     signals_delivered: int = 0
+    #: Asynchronous signals (recorded between syscalls) delivered at the previous call's return.
+    signals_early: int = 0
     reordered: int = 0
     soft_extra: int = 0
     redacted_bytes: int = 0
@@ -174,7 +185,8 @@ class ReplayReport:
             "notifications": self.notifications,
             "syscalls": dict(sorted(self.syscalls.items())),
             "substituted_bytes": self.substituted_bytes, "compared_bytes": self.compared_bytes,
-            "signals_delivered": self.signals_delivered, "reordered": self.reordered,
+            "signals_delivered": self.signals_delivered,
+            "signals_delivered_early": self.signals_early, "reordered": self.reordered,
             "kernel_restarts": self.restarts,
             "not_compared": list(self.not_compared), "uncompared_bytes": self.uncompared_bytes,
             "redacted_bytes_masked": self.redacted_bytes,

@@ -740,6 +740,7 @@ RECORDS = {
     'payload': (2, '<HHIQIIQ', ('kind', 'slot', 'tid', 'seq', 'offset', 'len', 'total'), 32, True),
     'syscall_event_data': (4, '<HHIIIQq6QqQQHHIQ', ('kind', 'flags', 'cpu', 'tgid', 'tid', 'seq', 'nr', 'args0', 'args1', 'args2', 'args3', 'args4', 'args5', 'ret', 'ts_enter', 'ts_exit', 'slot', 'pad', 'len', 'total'), 120, True),
     'proc_event': (3, '<HHIIIQqq', ('kind', 'what', 'cpu', 'tgid', 'tid', 'ts', 'arg0', 'arg1'), 40, False),
+    'signal_regs': (5, '<HHIII21Q', ('kind', 'sig', 'cpu', 'tgid', 'tid', 'regs0', 'regs1', 'regs2', 'regs3', 'regs4', 'regs5', 'regs6', 'regs7', 'regs8', 'regs9', 'regs10', 'regs11', 'regs12', 'regs13', 'regs14', 'regs15', 'regs16', 'regs17', 'regs18', 'regs19', 'regs20'), 184, False),
 }
 EVENT_FLAGS = {'NO_EXIT': 1, 'TRUNCATED': 2, 'COPY_FAILED': 4, 'PAYLOAD_LOST': 8, 'ENTRY_LOST': 16}
 PROC_EVENTS = {'FORK': 1, 'EXEC': 2, 'EXIT': 3, 'SIGNAL': 4}

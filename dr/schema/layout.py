@@ -108,7 +108,22 @@ RECORDS = (
         ("arg0", "s64", 1),       # FORK: child tid; EXIT: exit code; SIGNAL: signo
         ("arg1", "s64", 1),       # FORK: child tgid; SIGNAL: sa_handler class
     ), "Fork, exec, exit of a traced task, or a signal delivered to it."),
+    Record("signal_regs", 5, (
+        ("kind", "u16", 1),
+        ("sig", "u16", 1),        # the signal delivered
+        ("cpu", "u32", 1),
+        ("tgid", "u32", 1),
+        ("tid", "u32", 1),
+        ("regs", "u64", 21),      # SIGNAL_REGS names, in this order
+    ), "The user registers of a thread where a signal interrupted it (the task's struct pt_regs "
+       "at signal:signal_deliver, read with bpf_task_pt_regs); follows that signal's proc_event. "
+       "orig_ax >= 0: delivered as a syscall returned; -1: between syscalls (an interrupt "
+       "or exception), so replay must deliver it at that instruction."),
 )
+
+#: struct pt_regs of x86_64 (arch/x86/include/asm/ptrace.h), the order of signal_regs.regs.
+SIGNAL_REGS = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx",
+               "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss")
 
 #: Bytes of payload data per payload record (a power of two: lengths are masked).
 CHUNK = 16384

@@ -19,11 +19,16 @@ from dr.replay import notify
 from dr.replay.divergence import Divergence, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32)
+from dr.replay.strict.races import race_hint
 from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
 
 _PROC_EXE = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/exe")
+#: Divergences a data race between threads can cause (a different call, arguments or bytes).
+RACY = frozenset({"syscall", "argument", "payload"})
+#: Divergences a signal delivered earlier than recorded can cause (also a different exit).
+EARLY_SIGNAL_VISIBLE = RACY | {"exit", "ended", "extra"}
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 _OPEN_HOW = struct.Struct("<QQQ")
@@ -38,13 +43,17 @@ class Answers:
              expected: str | None = None, actual: str | None = None, th: Thread | None = None,
              diff: list[str] | None = None) -> Divergence:
         hist: list[str] = []
+        if th is None and tid is not None:
+            th = next((t for t in self.threads.values() if t.tid == tid), None)
         if th is not None:
             hist = self._history(th)
-        elif tid is not None:
-            t = next((t for t in self.threads.values() if t.tid == tid), None)
-            if t is not None:
-                hist = self._history(t)
-        return Divergence(kind, message, tid, index, expected, actual, hist, diff or [])
+        race = None
+        if kind in RACY and tid is not None and index is not None:
+            start = self.script.pos_in_all[th.last] if th is not None and th.last >= 0 else -1
+            race = race_hint(self.script.all_events, start, tid, index)
+        early = th.early_signal if th is not None and kind in EARLY_SIGNAL_VISIBLE else ""
+        return Divergence(kind, message, tid, index, expected, actual, hist, diff or [], race,
+                          early + "; this divergence likely comes from there" if early else None)
 
     def _history(self, th: Thread) -> list[str]:
         """The last 10 recorded events of the thread up to where replay is, passthrough ones included."""
@@ -111,6 +120,9 @@ class Answers:
                 # Already queued by the kernel (a released child's SIGCHLD): a
                 # thread-directed copy would not merge with it and run the handler twice.
                 continue
+            regs = self.script.async_at.get((pos, sig))
+            if regs is not None:
+                self.early_signal(th, pos, sig, regs)
             try:
                 info = self.script.siginfo.get((pos, sig))
                 if info is not None:
@@ -120,6 +132,21 @@ class Answers:
                 self.report.signals_delivered += 1
             except OSError:
                 pass
+
+    def early_signal(self, th: Thread, pos: int, sig: int, regs: dict) -> None:
+        """Say so at a signal the recording shows interrupting user code between
+        syscalls (its registers have orig_ax -1): replay queues it as the thread's
+        previous call returns, before instructions the recorded thread ran first,
+        since delivery at the recorded instruction is not implemented. A later
+        divergence of that thread names it."""
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        ev = self.script.events[pos]
+        text = (f"{name} interrupted thread {th.tid} between syscalls in the recording (at ip "
+                f"{regs.get('ip', 0):#x}, after event #{ev.index} {ev.name}); replay delivers it as "
+                "that call returns, earlier than recorded")
+        self.report.signals_early += 1
+        self.report.notes.append(text)
+        th.early_signal = text
 
     def hold_exit(self, n: Notif, th: Thread) -> bool:
         """Hold a child process's exit when its parent handles SIGCHLD (the recording

@@ -34,10 +34,24 @@ RESTARTS = frozenset({-512, -513, -514, -516})
 #: on a futex with a timeout, and reads the clock once per round): an extra one is
 #: answered with the thread's previous recorded value, a missing one is skipped.
 SOFT = schema.with_order(Order.TIME)
+#: TIME calls whose value depends on a clock-id argument: nr -> its index. Soft
+#: matching tells a CLOCK_MONOTONIC read (a GIL wait's deadline) from a
+#: CLOCK_REALTIME one (the program's time.time()).
+_CLOCK_ARG = {nr: next(i for i, a in enumerate(SC[nr].args) if a.ctype == "clock")
+              for nr in SOFT if any(a.ctype == "clock" for a in SC[nr].args)}
+
+
+def soft_key(nr: int, args: tuple | list) -> int | tuple[int, int]:
+    """What makes two time reads interchangeable: the syscall, and its clock id if it has one."""
+    i = _CLOCK_ARG.get(nr)
+    return nr if i is None else (nr, args[i] & 0xFFFFFFFF)
+
 #: Calls held only to their own thread's order: a thread may make them while holding
 #: a lock another thread needs (CPython's GIL wait computes its deadline under the GIL
 #: mutex), so ordering them globally would deadlock where the recording did not.
 OWN_ORDER = schema.with_order(Order.THREAD, Order.TIME, Order.LIFECYCLE)
+#: Calls whose result only their own thread sees (ids, randomness, sleeps, time reads).
+THREAD_LOCAL = schema.with_order(Order.THREAD, Order.TIME)
 #: Passthrough calls a thread sleeps in natively (futex waits, sigsuspend).
 NATIVE_BLOCKING = schema.with_order(Order.WAIT)
 #: fd calls that run natively on a file the run created itself (see handlers.open).
@@ -118,6 +132,8 @@ class Thread:
     native_clone: tuple | None = None
     #: The call whose recorded restart_syscall is the thread's next event (see session._skip_restarts).
     restart_of: int = -1
+    #: Set when an asynchronous signal was delivered to this thread earlier than recorded (answer.early_signal).
+    early_signal: str = ""
 
 
 def s32(v: int) -> int:

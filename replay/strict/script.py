@@ -41,6 +41,9 @@ class Script:
     outlived: set[int] = field(default_factory=set)  # tids alive when the capture ended
     #: (position, signal) -> the siginfo a recorded rt_(tg)sigqueueinfo sent with it
     siginfo: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    #: (position, signal) -> the user registers where an asynchronous signal interrupted
+    #: its thread between syscalls (signal_regs with orig_ax -1; see dr.schema.layout)
+    async_at: dict[tuple[int, int], dict] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -64,6 +67,7 @@ def load_script(path: str) -> Script:
         sent: set[int] = set()   # signal numbers some recorded call sent
         queued: dict[tuple[int, int], bytes] = {}   # (target tgid, sig) -> siginfo sent with it
         siginfo: dict[tuple[int, int], bytes] = {}  # (position, sig) -> siginfo to deliver
+        async_at: dict[tuple[int, int], dict] = {}
         exited: set[int] = set()         # tids with an exit/exit_group event of their own
         group_exit: set[int] = set()     # tgids some thread of which called exit_group
         last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
@@ -115,6 +119,8 @@ def load_script(path: str) -> Script:
                 if p is not None and 0 < rec.arg0 < 65:
                     signals.setdefault(p, []).append(int(rec.arg0))
                     delivered.append((p, int(rec.arg0)))
+                    if rec.regs and rec.regs.get("orig_ax", 0) >= (1 << 63):
+                        async_at[(p, int(rec.arg0))] = rec.regs
                     info = queued.pop((rec.tgid or rec.tid, int(rec.arg0)), None)
                     if info is not None:
                         siginfo[(p, int(rec.arg0))] = info
@@ -170,7 +176,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo)
+                  outlived, siginfo, async_at)
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:

@@ -23,7 +23,7 @@ from dr.replay.sandbox import Sandbox, SandboxSpec
 from dr.replay.strict.answer import Answers
 from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NATIVE_BLOCKING, NO_DELIVER, NO_EXIT, NR,
                                    NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
-                                   PASSTHROUGH, RESTARTS, SC, SOFT, VDSO_NAMES, Gone, GoneNotif,
+                                   PASSTHROUGH, RESTARTS, SC, SOFT, THREAD_LOCAL, VDSO_NAMES, soft_key, Gone, GoneNotif,
                                    ReplayOptions, Status, StepResult, Stop, Thread)
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import nthreads, ns_ids, ppid, task_exists as _task_exists, which_in_root
@@ -320,8 +320,9 @@ class ReplaySession(Answers):
                               "execve completed; the sandbox could not start the command")
         evs = self.script.events
         # A call that never returned because its thread was killed (NO_EXIT) need not replay.
+        killed = self._killed_tails()
         left = [i for i in range(self.gpos, len(self.consumed)) if not self.consumed[i] and not (
-            evs[i].flags & NO_EXIT and evs[i].nr not in EXITS)]
+            evs[i].flags & NO_EXIT and evs[i].nr not in EXITS) and i not in killed]
         if left and not self.script.truncated:
             ev = self.script.events[left[0]]
             return StepResult(Status.DIVERGED, divergence=self._div(
@@ -332,6 +333,23 @@ class ReplaySession(Answers):
             return StepResult(Status.DIVERGED, divergence=self._div(
                 "exit", f"exit status {code}, recorded {rec}", self.main_tid, None))
         return StepResult(Status.EXITED, f"exit status {code}")
+
+    def _killed_tails(self) -> set[int]:
+        """Positions replay need not reach: the last calls of a thread the recording
+        shows killed (by its group's exit_group, an exec, a signal) that were
+        interrupted by that kill (-ERESTART*) or only seen by the thread itself (a
+        sleep, a time read). Killed earlier in replay, it never makes them, and
+        nothing else could observe that it did not."""
+        evs, out = self.script.events, set()
+        for tid in self.script.unended:
+            q = self.script.per_tid.get(tid) or ()
+            for i in reversed(q):
+                if self.consumed[i]:
+                    break
+                if not (evs[i].ret in RESTARTS or evs[i].nr in THREAD_LOCAL):
+                    break
+                out.add(i)
+        return out
 
     def _stalled(self) -> None:
         if self.held_exits:
@@ -461,12 +479,13 @@ class ReplaySession(Answers):
         ev = self.script.events[pos]
         if ev.nr == NR_RESTART_SYSCALL and th.restart_of == n.nr:
             n = n._replace(nr=ev.nr)  # the interrupted call itself, answered as its restart
-        if n.nr != ev.nr and (n.nr in SOFT or ev.nr in SOFT):
+        if (n.nr in SOFT or ev.nr in SOFT) and soft_key(n.nr, n.args) != soft_key(ev.nr, ev.args):
             soft = self._soft_match(n, th)
             if soft is None:
                 return
             pos, ev = soft
         if n.nr != ev.nr:
+            self.gone_check(n)  # a task killed meanwhile made no call replay must match
             raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
                 "syscall", f"thread {th.tid} called {schema.name_of(n.nr)} where the recording has "
                 f"{ev.name}", th.tid, ev.index, expected=decode_event(ev),
@@ -561,27 +580,34 @@ class ReplaySession(Answers):
     def _soft_match(self, n: Notif, th: Thread) -> tuple[int, Any] | None:
         """Match around time reads the replay makes more or fewer of than the recording.
 
-        Returns the (position, event) to answer, or None when the notification was
-        answered here (an extra time read, given the thread's last recorded value).
+        The thread's next recorded calls start with a run of time reads. A call found
+        in that run (same syscall, same clock) is matched there and the reads before it
+        are skipped (the recording made them, the replay does not: a GIL wait that did
+        not happen). A time read not in the run is an extra one and gets the thread's
+        last replayed value of that clock: a skipped read is replayed as consumed, so a
+        read that comes later than recorded still sees its own recorded value.
+        Returns the (position, event) to answer, or None when answered here.
         """
-        q = th.queue
+        q, evs = th.queue, self.script.events
+        key = soft_key(n.nr, n.args)
+        k = 0
+        while k < len(q) and evs[q[k]].nr in SOFT and soft_key(evs[q[k]].nr, evs[q[k]].args) != key:
+            k += 1
+        if k == len(q) and n.nr == NR_EXIT and self._early_exit(n, th):
+            return None
+        if k < len(q) and evs[q[k]].nr == n.nr and (
+                n.nr not in SOFT or soft_key(evs[q[k]].nr, evs[q[k]].args) == key):
+            for _ in range(k):
+                self._consume(q.popleft(), th)
+                self.report.soft_skipped += 1
+            return q[0], evs[q[0]]
         if n.nr not in SOFT:
-            k = 0
-            while k < len(q) and self.script.events[q[k]].nr in SOFT:
-                k += 1
-            if k == len(q) and n.nr == NR_EXIT and self._early_exit(n, th):
-                return None
-            if k < len(q) and self.script.events[q[k]].nr == n.nr:
-                for _ in range(k):
-                    self._consume(q.popleft(), th)
-                    self.report.soft_skipped += 1
-                return q[0], self.script.events[q[0]]
-            return q[0], self.script.events[q[0]]
-        ev = th.last_soft.get(n.nr)
+            return q[0], evs[q[0]]
+        ev = th.last_soft.get(key)
         if ev is None:
-            ev = next((self.script.events[p] for p in q if self.script.events[p].nr == n.nr), None)
+            ev = next((evs[p] for p in q if soft_key(evs[p].nr, evs[p].args) == key), None)
         if ev is None:
-            return q[0], self.script.events[q[0]]
+            return q[0], evs[q[0]]
         sc = SC.get(n.nr)
         assert sc is not None
         write_outputs(self, n, th, ev, sc)
@@ -659,7 +685,8 @@ class ReplaySession(Answers):
         th.last = pos
         nr = self.nrs[pos]
         if nr in SOFT:
-            th.last_soft[nr] = self.script.events[pos]
+            ev = self.script.events[pos]
+            th.last_soft[soft_key(nr, ev.args)] = ev
         g = self.gpos
         if g == pos:
             end = len(consumed)
