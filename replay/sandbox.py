@@ -382,7 +382,7 @@ class Sandbox:
         socket.sethostname(spec.hostname)
         _loopback_up()
         assert self._scratch
-        make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed)
+        make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed, spec.cwd, (spec.uid, spec.gid))
         os.close(rootfd)
         for fd in exposed.values():
             os.close(fd)

@@ -56,7 +56,7 @@ def mount(src: str | None, target: str, fstype: str | None, flags: int, data: st
         raise cerr(f"mount {fstype or src} on {target}")
 
 
-def make_root(scratch: str, root: str, exposed: dict[str, int]) -> None:
+def make_root(scratch: str, root: str, exposed: dict[str, int], cwd: str = "/", ids: tuple[int, int] = (0, 0)) -> None:
     """Build the tracee's root under the scratch tmpfs and pivot into it.
 
     An overlay of the whole root fails in a user namespace when the root
@@ -97,6 +97,7 @@ def make_root(scratch: str, root: str, exposed: dict[str, int]) -> None:
         _private_tmpfs(new, d)
     for rel, fd in exposed.items():
         _expose_file(new, rel, fd)
+    _make_cwd(new, cwd, ids)
     old = os.path.join(new, ".dr-oldroot")
     os.mkdir(old)
     mount(new, new, None, MS_BIND | MS_REC)  # pivot_root wants a mount point
@@ -244,6 +245,38 @@ def _expose_file(new: str, rel: str, fd: int) -> None:
     os.makedirs(parent, exist_ok=True)
     open(dst, "w").close()
     _bind_ro(f"/proc/self/fd/{fd}", dst)
+
+
+def _make_cwd(new: str, cwd: str, ids: tuple[int, int]) -> None:
+    """Make the recorded working directory enterable, without exposing anything of the host.
+
+    It may lie in a private directory (a program run from /tmp/x) or below a
+    host directory the sandbox's ids may not search (mkdtemp's 0700): missing
+    components are made in the scratch, and a component the sandbox cannot
+    search (nothing of it is visible anyway) is covered with an empty tmpfs.
+    When neither works (the path does not exist on this host under a host
+    directory), the tracee starts in / as before. The leaf belongs to ``ids``.
+    """
+    parts = [p for p in os.path.normpath(cwd).split("/") if p]
+    if ".." in parts:
+        return
+    cur = new
+    try:
+        for i, part in enumerate(parts):
+            nxt = os.path.join(cur, part)
+            if os.path.islink(nxt):
+                return  # never follow a link out of the new root
+            if not os.path.isdir(nxt):
+                os.mkdir(nxt, 0o755)
+                if i == len(parts) - 1:
+                    os.chown(nxt, *ids)
+            elif not os.access(nxt, os.X_OK):
+                mount("tmpfs", nxt, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+                if i == len(parts) - 1:
+                    os.chown(nxt, *ids)
+            cur = nxt
+    except OSError:
+        return
 
 
 def _ovl_escape(path: str) -> str:
