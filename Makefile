@@ -19,6 +19,7 @@ demo:
 bench: setup
 	$(PY) bench/capture.py
 	$(PY) bench/replay.py
+	$(PY) bench/streams.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

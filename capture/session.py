@@ -118,6 +118,7 @@ class Summary:
     redaction: dict | None = None   # Redactor.report(): counts per rule, never values
     ring_fill_at_loss: dict | None = None   # {min, max} bytes pending in the ring at failed reservations
     ring_retries: int = 0   # records written only after a failed reservation attempt (not lost)
+    attached: dict | None = None   # attach mode: {processes, threads} traced from the start
 
     @property
     def lost(self) -> int:
@@ -136,6 +137,7 @@ class Summary:
                 "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
                 "ring_retries": self.ring_retries,
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
+                **({"attached": self.attached} if self.attached is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
 
@@ -201,6 +203,8 @@ class CaptureSession:
         self._error: str | None = None
         self._stopped = False
         self.vdso_patched: dict[str, int] = {}
+        self.attached_procs = 0      # attach mode: processes traced at start (the target and descendants)
+        self.attached_threads = 0
         self.redactor = None
         self._ring_losses = 0          # ring-buffer reservation failures seen so far
         self._pending_now = 0          # bytes unconsumed at the start of the last drain
@@ -252,6 +256,10 @@ class CaptureSession:
                 self._pidfd = self._open_pidfd(tgid)
             self._t0_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             self.probes.trace_tgid(tgid)
+            procs = self._attach_descendants(tgid) if (o.pid and cfg.follow) else []
+            if not o.command and not procs:
+                self.attached_procs = 1
+                self.attached_threads = 1 if o.tid else len(snapshot.tids_of(tgid))
             if o.command:
                 facts = self._release_child(go, ready)
                 go = ready = None
@@ -271,6 +279,8 @@ class CaptureSession:
             })
             if o.command:
                 meta["command"] = list(o.command)
+            if o.pid:
+                meta["procs"] = procs
             if self.redactor is not None:
                 meta = self.redactor.meta(meta)   # argv, command, env, cwd
             self.writer = TraceWriter(o.output, meta, level=o.zstd_level)
@@ -294,6 +304,32 @@ class CaptureSession:
             os.setpriority(os.PRIO_PROCESS, 0, -10)
         except OSError:
             pass
+
+    def _attach_descendants(self, tgid: int) -> list[dict]:
+        """Trace every existing descendant of ``tgid`` (pre-forked workers do the work).
+
+        The probes follow forks of traced processes from the moment ``tgid`` is
+        in the map; this walk, made after that, finds those forked before. Each
+        is added to the tgid map and described (pid, ppid, tids, command at
+        exec) for the metadata; one that exits meanwhile is skipped.
+        """
+        from dr.capture import snapshot
+        from dr.capture.cmdline import exec_argv
+        out = []
+        self.attached_threads = len(snapshot.tids_of(tgid))
+        for pid, ppid in snapshot.descendants(tgid):
+            self.probes.trace_tgid(pid)
+            tids = snapshot.tids_of(pid)
+            if not tids:
+                continue
+            try:
+                ex = exec_argv(pid)
+            except OSError:
+                ex = None
+            out.append({"pid": pid, "ppid": ppid, "tids": tids, "exec": ex})
+            self.attached_threads += len(tids)
+        self.attached_procs = 1 + len(out)
+        return out
 
     def _fork_child(self, path: str, argv: list[str]) -> tuple[int, int]:
         """Fork the spawn-mode child; it waits for "go" before its execve.
@@ -511,7 +547,9 @@ class CaptureSession:
             proc_events=counters.get("proc_events", 0),
             walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
             redaction=self.redactor.report() if self.redactor is not None else None,
-            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0))
+            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0),
+            attached={"processes": self.attached_procs, "threads": self.attached_threads}
+            if self.attached_procs else None)
         if self.probes is not None:
             self._note_ring_losses(self.probes.losses_by_cpu())
         if self._fill_at_loss:

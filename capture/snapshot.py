@@ -21,6 +21,7 @@ from functools import lru_cache
 from dr import __version__
 from dr.errors import TargetError
 from dr.formats import elf, sockaddr
+from dr.capture.cmdline import exec_argv
 
 _RLIMITS = {name[7:].lower(): getattr(resource, name) for name in dir(resource)
             if name.startswith("RLIMIT_")}
@@ -92,11 +93,47 @@ def _split0(raw: bytes) -> list[str]:
     return [s.decode(errors="surrogateescape") for s in raw.split(b"\0") if s]
 
 
+def thread_names(pid: int) -> list[dict]:
+    """[{tid, name}]: each thread's comm (proc(5) /proc/PID/task/TID/comm), for dr stats."""
+    out = []
+    for tid in tids_of(pid):
+        try:
+            out.append({"tid": tid, "name": _read(f"/proc/{pid}/task/{tid}/comm").decode(
+                "utf-8", "replace").rstrip("\n")})
+        except OSError:
+            pass  # the thread ended meanwhile
+    return out
+
+
 def tids_of(pid: int) -> list[int]:
     try:
         return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return []
+
+
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, ppid) of every live descendant process of ``pid``, parents first.
+
+    From ``/proc/PID/task/TID/children`` (proc(5)): children of every thread,
+    since a thread other than the leader may have forked them.
+    """
+    out: list[tuple[int, int]] = []
+    todo, seen = [pid], {pid}
+    while todo:
+        p = todo.pop(0)
+        for tid in tids_of(p):
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            for k in kids:
+                if k not in seen:
+                    seen.add(k)
+                    out.append((k, p))
+                    todo.append(k)
+    return out
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -198,7 +235,7 @@ def _fds(pid: int) -> list[dict]:
 def process_facts(pid: int) -> dict:
     """Everything the metadata records about process ``pid``.
 
-    Returns ``{pid, tids, exe, argv, env, cwd, uid, gid, rlimits, maps, fds,
+    Returns ``{pid, tids, threads, exe, argv, env, cwd, uid, gid, rlimits, maps, fds,
     snapshot_errors}``; a part that cannot be read (a protected process) is
     None and named in ``snapshot_errors``. Raises TargetError when the process
     does not exist or vanished meanwhile.
@@ -235,8 +272,11 @@ def process_facts(pid: int) -> dict:
     facts = {
         "pid": pid,
         "tids": tids_of(pid),
+        "threads": thread_names(pid),
         "exe": part("exe", exe),
         "argv": part("argv", lambda: _split0(_read(f"/proc/{pid}/cmdline"))),
+        # The command line at exec, for replay: /proc shows a title once a service rewrote it.
+        "exec": part("exec", lambda: exec_argv(pid)),
         "env": part("env", lambda: _split0(_read(f"/proc/{pid}/environ"))),
         "cwd": part("cwd", lambda: os.readlink(f"/proc/{pid}/cwd")),
         "uid": int(status.get("Uid", "-1").split()[0]),
@@ -249,4 +289,5 @@ def process_facts(pid: int) -> dict:
     return facts
 
 
-__all__ = ["process_facts", "host_facts", "clock_offsets", "file_facts", "read_build_id", "tids_of"]
+__all__ = ["process_facts", "host_facts", "clock_offsets", "file_facts", "read_build_id", "tids_of",
+           "descendants"]

@@ -259,6 +259,7 @@ class _Stats:
         self.events = 0
         self.syscalls: Counter[str] = Counter()
         self.connections: Counter[tuple[str, str]] = Counter()
+        self._bound: dict[tuple[int, int], str] = {}  # (tgid, fd) -> address bound, until listen
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
@@ -279,6 +280,14 @@ class _Stats:
             if addr:
                 kind = "outbound" if name in ("connect", "sendto") else "inbound"
                 self.connections[(kind, addr)] += 1
+        elif name == "bind" and ev.ret == 0:
+            addr = _sockaddr(ev.payload(1))
+            if addr:
+                self._bound[(ev.tgid, ev.args[0] & 0xFFFFFFFF)] = addr
+        elif name == "listen" and ev.ret == 0:
+            addr = self._bound.pop((ev.tgid, ev.args[0] & 0xFFFFFFFF), None)
+            if addr:
+                self.connections[("listening on", addr)] += 1
 
 
 def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> Any:
@@ -377,6 +386,14 @@ def _member_name(src: str, taken: set[str]) -> str:
     return name
 
 
+def _listening(f: dict) -> bool:
+    """A socket of the fd snapshot that listens: state LISTEN, or a TCP peer of all zeros."""
+    if f.get("state") == "LISTEN":
+        return True
+    peer = str(f.get("peer") or "")
+    return peer in ("0.0.0.0:0", "[::]:0", ":::0", "::0")
+
+
 def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]],
             report: dict[str, Any]) -> str:
     L = ["# dr incident bundle", ""]
@@ -407,15 +424,22 @@ def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]]
             L.append(f"| {name} | {n} |")
         L.append("")
         conns = sorted(st.connections.items(), key=lambda kv: (-kv[1], kv[0]))
-        fds = [f for f in (meta.get("fds") or []) if isinstance(f, dict) and f.get("peer")]
+        fds = [f for f in (meta.get("fds") or []) if isinstance(f, dict) and (f.get("peer") or f.get("state") == "LISTEN")]
         L.append("Connections:")
         L.append("")
         if not conns and not fds:
             L.append("- none recorded")
         for (kind, addr), n in conns[:20]:
             L.append(f"- {kind} {addr} ({n}x)")
+        if len(conns) > 20:
+            L.append(f"- ... and {len(conns) - 20} more (dr stats lists them all)")
         for f in fds[:20]:
-            L.append(f"- open at start: fd {f.get('fd')} {f.get('local')} -> {f.get('peer')}")
+            if _listening(f):  # /proc/net shows a listener's peer as 0.0.0.0:0
+                L.append(f"- open at start: fd {f.get('fd')} listening on {f.get('local')}")
+            else:
+                L.append(f"- open at start: fd {f.get('fd')} {f.get('local')} -> {f.get('peer')}")
+        if len(fds) > 20:
+            L.append(f"- ... and {len(fds) - 20} more open at start")
         L.append("")
     red = manifest["redaction"]
     if red["applied"]:
@@ -682,6 +706,26 @@ class _Limited(io.RawIOBase):
             super().close()
 
 
+def _zstd_cut_short(path: str) -> bool:
+    """Whether the zstd data of ``path`` ends inside a frame (read in chunks, output
+    discarded and capped like a bundle read)."""
+    out = 0
+    try:
+        with open(path, "rb") as f:
+            d = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
+            while chunk := f.read(_CHUNK):
+                while chunk:
+                    out += len(d.decompress(chunk))
+                    if out > MAX_TOTAL_BYTES:
+                        return False
+                    chunk = d.unused_data if d.eof else b""
+                    if d.eof and chunk:
+                        d = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
+        return not d.eof
+    except (OSError, zstandard.ZstdError):
+        return False
+
+
 def _check_name(path: str, ti: tarfile.TarInfo) -> str:
     name = ti.name
     shown = repr(name)[1:-1][:200]
@@ -728,6 +772,11 @@ class _Reader:
             self.tar = tarfile.open(fileobj=io.BufferedReader(self.src, _CHUNK), mode="r|")
         except tarfile.TarError as e:
             self.src.close()
+            if _zstd_cut_short(self.path):  # an interrupted copy, not another kind of file
+                raise BundleError(f"bundle {self.path} is cut short: its compressed data stops "
+                                  f"after {os.path.getsize(self.path):,} bytes, before the first "
+                                  "member; copy the whole file again",
+                                  exit_code=ExitCode.ERROR) from None
             raise BundleError(f"{self.path} is not a dr bundle (a zstd stream, but not a tar: {e})",
                               exit_code=ExitCode.ERROR) from None
         self.seen: set[str] = set()

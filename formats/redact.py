@@ -607,6 +607,10 @@ class Redactor:
             if isinstance(m.get(key), list):
                 meta_spans.setdefault(key, [])
                 m[key] = [one(a, key, i) for i, a in enumerate(m[key])]
+        ex = m.get("exec")  # the command line at exec (capture/cmdline.py): masked like argv
+        if isinstance(ex, dict) and isinstance(ex.get("argv"), list):
+            meta_spans.setdefault("exec_argv", [])
+            m["exec"] = {**ex, "argv": [one(a, "exec_argv", i) for i, a in enumerate(ex["argv"])]}
         env = m.get("env")
         if isinstance(env, list):
             m["env"] = [one(e, "env", i) for i, e in enumerate(env)]

@@ -24,7 +24,10 @@ __all__ = ["ReplayResult", "replay_trace", "verify"]
 
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
-    """Outcome of one replay: ``status`` "faithful" | "diverged" | "error"."""
+    """Outcome of one replay: ``status`` "faithful" | "incomplete" | "diverged" | "error".
+
+    "incomplete": everything compared matched, but not every output could be
+    compared (``report.not_compared`` says what); never exit status 0."""
 
     status: str
     message: str
@@ -36,7 +39,8 @@ class ReplayResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        return {"faithful": ExitCode.OK, "diverged": ExitCode.DIVERGED}.get(self.status, ExitCode.ERROR)
+        return {"faithful": ExitCode.OK, "diverged": ExitCode.DIVERGED,
+                "incomplete": ExitCode.INCOMPLETE}.get(self.status, ExitCode.ERROR)
 
 
 def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...] | None = None,
@@ -67,6 +71,8 @@ def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...]
     finally:
         s.close()
     status = {Status.EXITED: "faithful", Status.DIVERGED: "diverged"}.get(r.status, "error")
+    if status == "faithful" and s.report.not_compared:
+        status = "incomplete"
     s.report.verdict = status
     if status == "error":
         s.report.error = r.message

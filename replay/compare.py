@@ -570,6 +570,9 @@ class Report:
     output_tail: list[str] = field(default_factory=list)
     #: Attempts to reach the host the sandbox refused (dr.replay.containment.Refusal.to_dict()).
     refused: list[dict] = field(default_factory=list)
+    error: str | None = None   # why the replay could not run (verdict ERROR)
+    cut_short: bool = False    # the trace ends without its summary record
+    recorded_connections: int | None = None   # inbound connections the recording shows
 
     @property
     def identical(self) -> int:
@@ -584,6 +587,8 @@ class Report:
         return bool(self.connections) and not self.differs and not self.misses
 
     def summary(self) -> str:
+        if self.error:
+            return f"the replay could not run: {self.error}"
         n = len(self.connections)
         s = f"{self.identical} of {n} connection(s) identical"
         d = self.differs
@@ -596,9 +601,16 @@ class Report:
             s += f"; {len(self.misses)} request(s) to dependencies had no recorded match"
         if self.ignore:
             s += f"; ignored: {self.ignore}"
+        if self.cut_short:
+            s += (f"; the trace was cut short: it holds {n} connection(s)"
+                  + (f" of the {self.recorded_connections} the recording had"
+                     if self.recorded_connections and self.recorded_connections > n
+                     else "; how many more the recording had is not in it"))
         return s
 
     def verdict(self) -> str:
+        if self.error:
+            return "ERROR"
         return "IDENTICAL" if self.all_identical else "DIFFERS"
 
     def explain(self) -> list[str]:
@@ -673,6 +685,8 @@ class Report:
             "connections": [c.to_dict() for c in self.connections],
             "output_log": self.output_log, "mode": self.mode, "substituted": self.substituted,
             "listening": self.listening, "output_tail": self.output_tail, "refused": self.refused,
+            "error": self.error, "cut_short": self.cut_short,
+            "recorded_connections": self.recorded_connections,
         }
 
 
@@ -682,6 +696,57 @@ def write_json(rep: Report, path: str) -> None:
     with open_output(path, what="the report") as f:
         json.dump(rep.to_dict(), f, indent=2)
         f.write("\n")
+
+
+def _body_spans(data: bytes) -> list[tuple[int, int]] | None:
+    """[start, end) of each HTTP/1.x message body with a Content-Length; None when the
+    stream is not such messages (RFC 9112 §6.3)."""
+    out, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0 or not data.startswith(b"HTTP/1.", pos):
+            return out or None
+        m = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", data[pos:end])
+        if m is None:
+            return out or None
+        start = end + 4
+        out.append((start, start + int(m.group(1))))
+        pos = start + int(m.group(1))
+    return out
+
+
+def _gaps_in(rep: bytes, rec: bytes, gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``gaps`` (spans of the recorded stream) moved to the replayed stream: body-relative
+    when both are HTTP messages with lengths (headers may differ in length), else as they are."""
+    a, b = _body_spans(rec), _body_spans(rep)
+    if not a or not b:
+        return gaps
+    out = []
+    for g0, g1 in gaps:
+        for i, (s0, s1) in enumerate(a):
+            if s0 <= g0 < s1 and i < len(b):
+                out.append((b[i][0] + g0 - s0, b[i][0] + min(g1, s1) - s0))
+                break
+        else:
+            out.append((g0, g1))
+    return out
+
+
+def _with_gaps(c: Connection) -> tuple[bytes, list[tuple[int, int]]]:
+    """The recorded response stream with a placeholder for every byte a syscall
+    moved that the trace does not hold, and those [start, end) spans."""
+    out, gaps, pos = [], [], 0
+    for ch in c.chunks:
+        if ch.dir != c.response_dir:
+            continue
+        out.append(ch.data)
+        pos += len(ch.data)
+        missing = max(0, ch.total - len(ch.data))
+        if missing:
+            out.append(b"*" * missing)
+            gaps.append((pos, pos + missing))
+            pos += missing
+    return b"".join(out), gaps
 
 
 def _latency(conn: Connection) -> float | None:
@@ -722,10 +787,15 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
     n_pre = n_other = 0
     for r in replayed:
         c: Connection = r.conn
-        rec = c.response_bytes
+        rec, gaps = _with_gaps(c)
         rep = r.data
         if ign.byte_ranges:
             rec, rep = _mask(rec, ign.byte_ranges), _mask(rep, ign.byte_ranges)
+        if gaps:
+            # Bytes the trace does not hold (sendfile's, or past the snaplen): their
+            # places and count are known, their values not; both sides masked there
+            # (in an HTTP stream, at the same place of the same message's body).
+            rec, rep = _mask(rec, gaps), _mask(rep, _gaps_in(rep, rec, gaps))
         redacted = masked_ranges(ch for ch in c.chunks if ch.dir == c.response_dir)
         if redacted:
             # Redacted bytes were never recorded: unknown on both sides, not a divergence.
@@ -745,6 +815,9 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
         if redacted:
             res.note = (f"{sum(n for _a, n in redacted)} redacted response byte(s) compared as unknown"
                         + (f"; {res.note}" if res.note else ""))
+        order_note = getattr(r, "order_note", None)
+        if order_note:
+            res.note = order_note + (f"; {res.note}" if res.note else "")
         if r.error and not rep:
             res.status = "not replayed" if not r.opened_ns else "differs"
             res.first_difference = r.error
@@ -776,8 +849,10 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
                 res.status = "differs"
                 res.first_difference = _first_byte_diff(rec, rep)
                 res.diff = side_by_side(_text_lines(rec), _text_lines(rep))
-        if res.status == "identical" and not c.complete:
-            res.note = "recorded payloads were truncated; compared as far as captured"
+        if res.status == "identical" and gaps:
+            n_gap = sum(z - a for a, z in gaps)
+            res.note = (f"{n_gap} response byte(s) the trace does not hold (sendfile, snaplen) were "
+                        "compared by length only" + (f"; {res.note}" if res.note else ""))
         results.append(res)
     for c in skipped or []:
         results.append(ConnResult(c.id, c.label(), "", c.proto, "not replayed",
@@ -788,7 +863,8 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
     return Report(results, [{"peer": m.peer, "request": m.request.decode("utf-8", "replace"),
                              "reason": m.reason} for m in (misses or [])],
                   notes, ign.describe(), redis_pre_capture=n_pre, redis_other=n_other,
-                  redis_pre_keys=sorted(pre_keys))
+                  redis_pre_keys=sorted(pre_keys), cut_short=getattr(conv, "cut_short", False),
+                  recorded_connections=len(conv.inbound()))
 
 
 def _redis_taint(conns: list[Connection]) -> dict[tuple[int, int], tuple[bool, list[str]]]:
@@ -796,11 +872,17 @@ def _redis_taint(conns: list[Connection]) -> dict[tuple[int, int], tuple[bool, l
 
     Commands of every connection are ordered by the recorded time of the read
     that completed them. A key's value is known from the capture once a pure
-    overwrite (SET, DEL, ...) of it was seen; until then every command on it
-    (GET, INCR, LPUSH, ...) reads or builds on state from before the capture.
+    overwrite (SET, DEL, ...) of it was seen. A command on a key not yet known
+    reads state from before the capture only where its recorded reply shows the
+    key existed then (:func:`_existed`: GET answered a value, INCR answered
+    more than 1, LPUSH a longer list than it pushed); a reply that shows the
+    key was new (nil, :1) makes the key known from then on, and a reply that
+    shows neither blames nothing: explanations only from evidence.
     """
     timeline: list[tuple[int, int, int, list[bytes]]] = []
+    replies: dict[int, list[bytes]] = {}
     for c in conns:
+        replies[c.id] = parse_resp_replies(c.response_bytes) or []
         buf = b""
         idx = 0
         for ch in c.chunks:
@@ -832,11 +914,52 @@ def _redis_taint(conns: list[Connection]) -> dict[tuple[int, int], tuple[bool, l
             tainted.difference_update(keys)
             out[(cid, idx)] = (False, [])
             continue
-        old = [k for k in keys if k in tainted or (k not in defined and not flushed)]
+        rl = replies.get(cid, [])
+        existed = _existed(cmd, rl[idx]) if idx < len(rl) else None
+        fresh = [k for k in keys if k not in tainted and k not in defined and not flushed]
+        if existed is False or (existed is None and len(fresh) > 0):
+            defined.update(fresh)  # new during the capture, or no evidence it was not: not blamed
+            fresh = []
+        old = [k for k in keys if k in tainted] + fresh
         tainted.update(old)
-        reads_old = bool(old) or (name in _DB_WIDE and not flushed)
+        reads_old = bool(old)
         out[(cid, idx)] = (reads_old, [k.decode("utf-8", "replace") for k in old])
     return out
+
+
+_NIL = (b"$-1\r\n", b"*-1\r\n", b"_\r\n")
+_READS_VALUE = {"GET", "HGET", "HGETALL", "LRANGE", "LINDEX", "LPOP", "RPOP", "SMEMBERS", "SPOP",
+                "ZRANGE", "GETRANGE", "HKEYS", "HVALS", "GETDEL", "GETEX", "SRANDMEMBER"}
+_COUNTS = {"STRLEN", "LLEN", "SCARD", "HLEN", "ZCARD", "EXISTS"}
+
+
+def _existed(cmd: list[bytes], reply: bytes) -> bool | None:
+    """Did the key of ``cmd`` hold a value before it, going by the recorded ``reply``?
+
+    True or False where the reply tells (GET: a value or nil; INCR/INCRBY: the
+    increment itself means a new key; LPUSH/RPUSH: a list as long as what was
+    pushed is new; counts: 0); None where it does not.
+    """
+    name = cmd[0].upper().decode("latin-1") if cmd else ""
+    r = reply.strip()
+    if reply.startswith(b"-"):
+        return None
+    if name in _READS_VALUE:
+        return not (reply in _NIL or r in (b"*0", b"$0") and name not in ("GET", "GETRANGE"))
+    if name in _COUNTS:
+        return r != b":0"
+    if name == "TYPE":
+        return r != b"+none"
+    if name in ("TTL", "PTTL"):
+        return r != b":-2"
+    if name in ("INCR", "DECR", "INCRBY", "DECRBY") and r.startswith(b":"):
+        step = {"INCR": b"1", "DECR": b"-1"}.get(name) or (
+            cmd[2] if name == "INCRBY" and len(cmd) > 2 else b"-" + cmd[2] if len(cmd) > 2 else b"")
+        return r[1:] != step
+    if name in ("LPUSH", "RPUSH", "APPEND") and r.startswith(b":") and len(cmd) > 2:
+        added = len(cmd) - 2 if name != "APPEND" else len(cmd[2])
+        return r[1:] != str(added).encode()
+    return None
 
 
 def _split_complete(buf: bytes) -> tuple[bytes, bytes]:
@@ -871,6 +994,8 @@ def _compare_redis(c: Connection, rec: bytes, rep: bytes, taint: dict) -> list[d
             continue
         cmd = cmds[i] if i < len(cmds) else [b"?"]
         reads_old, keys = taint.get((c.id, i), (False, []))
+        if b is not None and b.startswith(b"-") and not (a or b"").startswith(b"-"):
+            reads_old, keys = False, []  # the replayed program refused it: no old state explains that
         diffs.append({"n": i + 1, "command": _cmd_text(cmd), "recorded": _reply_text(a),
                       "replayed": _reply_text(b), "pre_capture": reads_old, "keys": keys})
     return diffs

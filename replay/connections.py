@@ -47,6 +47,9 @@ __all__ = [
 IN = "in"    # bytes the service read (recv, read, readv, recvmsg, recvfrom)
 OUT = "out"  # bytes the service wrote (send, write, writev, sendmsg, sendto, sendfile)
 
+#: Readiness waits: an event loop's thread blocks here, then reads the clock once it
+#: wakes (nginx, redis cache the time per loop iteration).
+WAITS = frozenset({"epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect6"})
 _READS = {"read": 1, "recvfrom": 1, "readv": 1, "recvmsg": 1, "recvmmsg": 1}
 _WRITES = {"write": 1, "sendto": 1, "writev": 1, "sendmsg": 1, "sendmmsg": 1}
 # Sockets only: an unknown fd used with these is a socket for sure.
@@ -162,6 +165,7 @@ class Chunk:
     eof: bool = False
     peer: Addr | None = None
     masked: tuple[tuple[int, int], ...] = ()
+    woke_ns: int | None = None  # IN: exit time of the last wait the reading thread returned from
 
     @property
     def complete(self) -> bool:
@@ -332,6 +336,11 @@ class Conversations:
     notes: list[str]
     meta: dict
     random: list[bytes] = field(default_factory=list)  # getrandom payloads, recorded order
+    cut_short: bool = False  # the trace ends without its summary record (crash, SIGKILL, cut file)
+    #: getrandom payloads by the inbound connection their thread was serving (its last
+    #: read or write before the call), in that thread's order; a thread serves one
+    #: connection at a time, so this is the per-thread order, keyed so replay can find it.
+    random_by_conn: dict[int, list[bytes]] = field(default_factory=dict)
 
     def inbound(self) -> list[Connection]:
         return [c for c in self.connections if c.kind == "inbound"]
@@ -370,6 +379,9 @@ class _Builder:
         self.snap: dict[int, dict] = {}
         self._seen_closed: dict[int, set[int]] = {}
         self.random: list[bytes] = []
+        self.random_by_conn: dict[int, list[bytes]] = {}
+        self._serving: dict[int, Connection] = {}  # tid -> inbound connection of its last read/write
+        self._last_wait: dict[int, int] = {}  # tid -> exit time of its last readiness wait
         self.redactions: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
         self.masked_bytes = 0
         for ent in self.meta.get("fds") or []:
@@ -482,15 +494,25 @@ class _Builder:
                 self.unknown_chunks += 1
             else:
                 self.truncated_chunks += 1
+        if conn.kind == "inbound":
+            self._serving[ev.tid] = conn
         masked = tuple(self.redactions.get((ev.tid, getattr(ev, "seq", 0), 1), ()))
         if masked:
             self.masked_bytes += sum(n for _s, n in masked)
+        woke = self._last_wait.get(ev.tid) if direction == IN else None
         conn.chunks.append(Chunk(direction, data, total, ev.ts_enter, ev.ts_exit, ev.name,
-                                 ev.tid, getattr(ev, "index", -1), eof, peer, masked))
+                                 ev.tid, getattr(ev, "index", -1), eof, peer, masked, woke))
 
     # -- events
 
     def event(self, ev: Any) -> None:
+        try:
+            self._event(ev)
+        finally:
+            if ev.name in WAITS:
+                self._last_wait[ev.tid] = ev.ts_exit
+
+    def _event(self, ev: Any) -> None:
         name = ev.name
         ret = ev.ret
         tgid = ev.tgid or self.pid or ev.tid
@@ -500,6 +522,9 @@ class _Builder:
                 data = ev.payload(0)
                 if data is not None and len(data) == ret:
                     self.random.append(data)
+                    c = self._serving.get(ev.tid)
+                    if c is not None:
+                        self.random_by_conn.setdefault(c.id, []).append(data)
             return
         if name in _READS or name in _WRITES:
             if ret < 0:
@@ -635,7 +660,8 @@ class _Builder:
             lost = sum(int(v) for v in losses.values())
             if lost:
                 self.notes.append(f"the capture lost {lost} record(s); conversations may miss bytes")
-        return Conversations(self.listeners, self.conns, self.notes, self.meta, self.random)
+        return Conversations(self.listeners, self.conns, self.notes, self.meta, self.random,
+                             random_by_conn=self.random_by_conn)
 
 
 def _is_socket(ent: dict) -> bool:
@@ -686,7 +712,9 @@ def reconstruct(trace: Any) -> Conversations:
             losses = reader.losses if not callable(getattr(reader, "losses", None)) else reader.losses()
         except (TraceError, AttributeError, TypeError):
             losses = None
-        return b.finish(losses if isinstance(losses, dict) else None)
+        conv = b.finish(losses if isinstance(losses, dict) else None)
+        conv.cut_short = bool(getattr(reader, "truncated", False))
+        return conv
     finally:
         if own:
             reader.close()

@@ -21,8 +21,8 @@ stage sets PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor
 The filter is a hand-made classic BPF program installed with seccomp(2)
 (:func:`build_filter`), not libseccomp: Debian 12's libseccomp 2.5.4 cannot set
 SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, and the program is twenty lines we can
-read: foreign architectures and x32 numbers are killed, the schema's
-PASSTHROUGH syscalls are allowed, every other syscall is notified.
+read: the schema's PASSTHROUGH syscalls are allowed, every other syscall
+(32-bit and x32 calls and unknown numbers too) is notified.
 
 The tracee gets the pid recorded in the trace: init writes
 ``/proc/sys/kernel/ns_last_pid`` before the tracee is forked, and
@@ -92,20 +92,23 @@ SYNC_FD = 1000
 def build_filter(passthrough: Iterable[int]) -> bytes:
     """The classic BPF program (struct sock_filter[]) of the replay filter.
 
-    x86_64 only: any other ``seccomp_data.arch`` and x32 numbers are
-    SECCOMP_RET_KILL_PROCESS; ``passthrough`` numbers are SECCOMP_RET_ALLOW;
-    everything else is SECCOMP_RET_USER_NOTIF.
+    ``passthrough`` x86_64 numbers are SECCOMP_RET_ALLOW; everything else
+    (other ``seccomp_data.arch`` values and x32 numbers included) is
+    SECCOMP_RET_USER_NOTIF.
     """
     nrs = sorted(set(int(n) for n in passthrough))
     if len(nrs) > 250:
         raise ReplayError("too many passthrough syscalls for one BPF jump table")
+    # A 32-bit call (int 0x80: another seccomp_data.arch), an x32 number or one the
+    # kernel does not know (syscall(-1)) is notified, never killed: the program ran
+    # natively, so the supervisor answers what the recording shows (ENOSYS mostly).
     prog = [
         (BPF_LD_W_ABS, 0, 0, 4),                          # A = seccomp_data.arch
         (BPF_JEQ_K, 1, 0, notify.AUDIT_ARCH_X86_64),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
         (BPF_LD_W_ABS, 0, 0, 0),                          # A = seccomp_data.nr
         (BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
     ]
     n = len(nrs)
     for j, nr in enumerate(nrs):

@@ -67,6 +67,9 @@ WAIT_S = 5.0
 #: the program and dr's helpers are idle (see :class:`_Activity`) — before dr
 #: stops waiting for it. Idle time only: a program slowed by CPU load is not quiet.
 QUIET_S = 2.0
+#: The least a connection may stay quiet before dr stops waiting for a response
+#: the recorded program gave quickly (see StreamsSession._quiet_ns).
+QUIET_MIN_S = 0.5
 #: Longest wait for owed responses while the program keeps working (a program
 #: that spins without answering ends each wait here).
 PATIENCE_S = 60.0
@@ -92,6 +95,8 @@ class ReplayedConn:
     eof: bool = False
     error: str | None = None
     peer_bound: bool = False
+    client_port: int = 0          # dr's end of the connection (the program sees it as the peer port)
+    order_note: str | None = None  # where the recorded order across connections could not be held
 
     @property
     def data(self) -> bytes:
@@ -130,24 +135,94 @@ class StreamsResult:
 
 
 def recorded_command(meta: dict, cmd: str | list[str] | None = None) -> list[str]:
-    """The argv to start: the recorded one, or ``cmd``.
+    """The argv to start: the command line the process was started with, or ``cmd``.
 
-    ``cmd``: a shell-quoted string or a list. One word naming an existing file
-    replaces the recorded executable and keeps the recorded arguments; several
-    words are the whole command line. Raises UsageError when nothing is known.
+    The recorded command is the metadata's ``exec`` argv (capture/cmdline.py:
+    read from the process's initial stack, as it was at exec), else ``argv``
+    (what /proc showed). ``cmd``: a shell-quoted string or a list. One word
+    naming an existing file replaces the recorded executable and keeps the
+    recorded arguments; several words are the whole command line.
+
+    Raises ReplayError naming what is missing and suggesting ``--cmd`` when the
+    command cannot be rebuilt (the program rewrote its command line and the
+    original arguments are gone, or its executable does not exist here).
     """
-    argv = [str(a) for a in (meta.get("argv") or [])]
+    shown = [str(a) for a in (meta.get("argv") or [])]
+    ex = meta.get("exec") if isinstance(meta.get("exec"), dict) else {}
+    at_exec = ex.get("argv") if isinstance(ex.get("argv"), list) and ex.get("argv") else None
+    argv = [str(a) for a in at_exec] if at_exec else shown
     if cmd:
         words = shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
-        if len(words) == 1 and os.path.isfile(words[0]) and argv:
+        if len(words) == 1 and os.path.isfile(words[0]) and argv and not (ex.get("rewritten") and not at_exec):
             return [words[0], *argv[1:]]
         return words
     if not argv:
-        raise UsageError("the trace records no command line (argv); give one with --cmd")
+        raise ReplayError("the trace records no command line (argv); give the command with --cmd")
+    if ex.get("rewritten") and not at_exec:
+        lost = ", ".join(str(i) for i in ex.get("lost") or []) or "all"
+        raise ReplayError(f"the recorded process rewrote its command line (/proc showed "
+                          f"{shlex.join(shown)!r}) and argument(s) {lost} of the command it was started "
+                          "with are gone from its memory; give the command with --cmd")
     exe = (meta.get("exe") or {}).get("path") if isinstance(meta.get("exe"), dict) else meta.get("exe")
-    if exe and os.path.isfile(str(exe)) and not os.path.isabs(argv[0]) and not _which(argv[0]):
-        argv[0] = str(exe)
+    execfn = ex.get("execfn")
+    found = os.path.isfile(argv[0]) if "/" in argv[0] else bool(_which(argv[0]))
+    if not found:
+        # The name it was run by (a multi-call binary's symlink) before the resolved executable.
+        for alt in (execfn, exe):
+            if alt and os.path.isabs(str(alt)) and os.path.isfile(str(alt)):
+                argv[0] = str(alt)
+                found = True
+                break
+    if not found:
+        what = "its executable " + (f"{exe} " if exe else "") + f"(run as {argv[0]!r})"
+        raise ReplayError(f"cannot rebuild the recorded command: {what} does not exist on this "
+                          "host; give the command with --cmd")
     return argv
+
+
+def other_build(meta: dict, argv: list[str]) -> bool:
+    """Whether ``argv`` runs other code than the recording: another executable
+    (sha256 of the file, or its build-id, against ``meta["exe"]``) or other
+    arguments, unless each differing argument names a file with the same bytes
+    as the recorded one. ``--cmd`` naming the recorded binary is not another build.
+    """
+    import hashlib
+
+    def digest(path: str) -> str | None:
+        try:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            return h.hexdigest()
+        except OSError:
+            return None
+
+    if not argv:
+        return True
+    exe = meta.get("exe") if isinstance(meta.get("exe"), dict) else {}
+    path = argv[0] if "/" in argv[0] else (_which(argv[0]) or argv[0])
+    want = exe.get("sha256")
+    if want:
+        if digest(path) != want:
+            return True
+    else:
+        from dr.formats.elf import build_id
+        try:
+            if not exe.get("build_id") or build_id(path) != exe.get("build_id"):
+                return True
+        except OSError:
+            return True
+    recorded = [str(a) for a in (meta.get("argv") or [])]
+    if len(recorded) != len(argv):
+        return True
+    cwd = str(meta.get("cwd") or "")
+    for old, new in zip(recorded[1:], argv[1:]):
+        if old != new:
+            a, b = digest(os.path.join(cwd, old)), digest(new)
+            if a is None or a != b:
+                return True
+    return False
 
 
 def _which(name: str) -> str | None:
@@ -576,7 +651,7 @@ class StreamsSession:
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
         self.argv = recorded_command(self.meta, cmd)
-        self.new_build = bool(cmd)
+        self.new_build = bool(cmd) and other_build(self.meta, self.argv)
         self.ignore = compare.load_ignore(ignore) if not isinstance(ignore, compare.Ignore) else ignore
         self.show_output = show_output
         self.startup_timeout = startup_timeout
@@ -592,6 +667,7 @@ class StreamsSession:
         self.sandbox: Any = None
         self.supervisor: Any = None
         self.clock: Any = None
+        self.wake_clock: Any = None
         self.pid = -1
         self.mode_used = ""
         self.mode_note: str | None = None
@@ -610,6 +686,43 @@ class StreamsSession:
         self.log_path: str | None = None
         self._keep_log = False
         self.wall_ns = 0
+        self._last_item: dict[int, int] = {}  # connection id -> index of its last plan item
+        self.died: str | None = None  # how the program ended mid-replay, with its last output
+        self._last_sent: Connection | None = None  # connection of the last request chunk sent
+        self._diag: Any = None  # SockDiag in the program's network namespace, made on first use
+
+    def connections_done(self) -> int:
+        """Connections whose every recorded request has been sent (for progress)."""
+        return sum(1 for last in self._last_item.values() if last < self._i)
+
+    def output_tail(self, n: int = 20) -> list[str]:
+        """The replayed program's last ``n`` output lines (stdout and stderr), [] when unknown."""
+        if not self.log_path:
+            return []
+        try:
+            if self._log is not None:
+                self._log.flush()
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.log_path) - 4096))
+                return f.read().decode("utf-8", "replace").splitlines()[-n:]
+        except (OSError, ValueError):
+            return []
+
+    def _check_alive(self) -> bool:
+        """False once the program exited during the replay (then ``died`` says how)."""
+        if self.died is not None:
+            return False
+        if self.stopping or self._t0 == 0:
+            return True
+        status = self._exited()
+        if status is None:
+            return True
+        tail = [ln for ln in self.output_tail(5) if ln.strip()]
+        how = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        self.died = (f"the program {how} during the replay, after {self.connections_done()} of "
+                     f"{len(self.inbound)} connection(s)"
+                     + (f"; its last output: {' | '.join(tail[-3:])}" if tail else ""))
+        return False
 
     # -- the step machine
 
@@ -620,7 +733,7 @@ class StreamsSession:
                 self._state = "running"
                 return self._start()
             if self._state == "running":
-                if self._i < len(self._plan):
+                if self._i < len(self._plan) and self._check_alive():
                     return self._do(self._plan[self._i])
                 self._state = "finishing"
                 return self._finish()
@@ -687,7 +800,7 @@ class StreamsSession:
         from dr import schema
         from dr.replay.netns import NetNS
         from dr.replay.sandbox import Sandbox, SandboxSpec
-        from dr.replay.streams_supervisor import ConnClock, RecordedRandom, StreamsSupervisor, VirtualClock
+        from dr.replay.streams_supervisor import ConnClock, RecordedRandom, StreamsSupervisor, VirtualClock, WakeClock
         exe = self.argv[0] if "/" in self.argv[0] else (_which(self.argv[0]) or self.argv[0])
         cwd = str(self.meta.get("cwd") or "/")
         pid = self.meta.get("pid")
@@ -724,10 +837,12 @@ class StreamsSession:
         first = self._plan[0][0] if self._plan else 0
         self.clock = VirtualClock(first, self.meta.get("clock_offsets") or self.meta.get("clock"),
                                   limit=self._clock_limit)
-        self.supervisor = StreamsSupervisor(self.sandbox, self.clock, RecordedRandom(self.conversations.random),
+        self.wake_clock = WakeClock()
+        self.supervisor = StreamsSupervisor(self.sandbox, self.clock, RecordedRandom(self.conversations.random_by_conn),
                                             ConnClock(self._by_local, frozenset(
                                                 a.port for c in self.inbound for a in (c.listener or c.local,) if a),
-                                                realtime_off=self.clock.realtime_off))
+                                                realtime_off=self.clock.realtime_off),
+                                            wake_clock=self.wake_clock)
         self.supervisor.start()
         self.mode_used = "sandbox"
 
@@ -788,19 +903,27 @@ class StreamsSession:
                     plan.append((ch.ts_exit, ch.index, "shutdown" if ch.eof else "send", c, ch))
         plan.sort(key=lambda p: (p[0], p[1], p[3].id))
         self._plan = plan
-        # Per connection, recorded responses by time: (ts_exit, cumulative units).
+        self._last_item = {p[3].id: i for i, p in enumerate(plan)}
+        # Per connection, recorded responses by time: (ts_exit, cumulative units), and
+        # how long the recorded program took for each (ns since the read before it).
         self._out_marks: dict[int, list[tuple[int, int]]] = {}
         self._out_enters: dict[int, list[int]] = {}
+        self._out_gaps: dict[int, list[int]] = {}
         self._units: dict[int, _Units] = {}
         for c in self.inbound:
             proto = _proto_of(c)
-            u, marks, enters = _Units(proto), [], []
+            u, marks, enters, gaps = _Units(proto), [], [], []
+            last_in = c.opened_ns or (c.chunks[0].ts_enter if c.chunks else 0)
             for ch in c.chunks:
                 if ch.dir == OUT:
                     marks.append((ch.ts_exit, u.feed(ch.data) if ch.complete else u.n + ch.total))
                     enters.append(ch.ts_enter)
+                    gaps.append(max(0, ch.ts_exit - last_in))
+                else:
+                    last_in = ch.ts_exit
             self._out_marks[c.id] = marks
             self._out_enters[c.id] = enters
+            self._out_gaps[c.id] = gaps
             self._units[c.id] = _Units(proto if u.proto == proto else "bytes")
 
     # -- driving
@@ -830,7 +953,8 @@ class StreamsSession:
             if not rc.peer_bound:
                 sk.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
             # Known before connect, so the supervisor can tell the program's fd for c.
-            self._by_local[sk.getsockname()[1]] = c
+            rc.client_port = sk.getsockname()[1]
+            self._by_local[rc.client_port] = c
             sk.settimeout(WAIT_S)
             sk.connect((host, tgt.port))
             sk.settimeout(None)
@@ -911,11 +1035,26 @@ class StreamsSession:
         but still comes, and dr waits for it (up to PATIENCE_S).
         """
         rc = self.replayed[cid]
-        if rc.eof or self._units[cid].n >= self._need(cid, t):
+        n = self._units[cid].n
+        if rc.eof or n >= self._need(cid, t):
             return False
         now = time.monotonic_ns()
         since_io = now - self._last_io.get(cid, rc.opened_ns)
-        return min(since_io, self.idle_ns()) < QUIET_S * 1e9
+        return min(since_io, self.idle_ns()) < self._quiet_ns(cid, n)
+
+    def _quiet_ns(self, cid: int, n: int) -> float:
+        """How long ``cid`` may stay quiet while it owes the response after unit ``n``.
+
+        The recording shows how long the program took to write it: idle for
+        twice that plus QUIET_MIN_S, it will not come (capped at QUIET_S). So a
+        build that stopped answering costs a fraction of a second per
+        connection, not QUIET_S each, and the replay stays near the recorded
+        duration.
+        """
+        for (_ts, cum), gap in zip(self._out_marks[cid], self._out_gaps[cid]):
+            if cum > n:
+                return min(QUIET_S * 1e9, QUIET_MIN_S * 1e9 + 2 * gap)
+        return QUIET_S * 1e9
 
     def _wait_before(self, t: int) -> None:
         """Wait until each open connection got the responses recorded before ``t``."""
@@ -923,15 +1062,63 @@ class StreamsSession:
         with self._cv:
             while any(self._behind(cid, t) for cid in self._socks):
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or not self._check_alive():
                     return
                 self._cv.wait(min(left, 0.02))
+
+    def _unread(self, c: Connection) -> int | None:
+        """Bytes dr sent on ``c`` that the program has not read yet (the receive
+        queue of its end, :mod:`dr.replay.sockdiag`); None when not found."""
+        rc = self.replayed[c.id]
+        sk = self._socks.get(c.id)
+        if sk is None or rc.eof:
+            return None
+        try:
+            if self._diag is None:
+                from dr.replay.sockdiag import SockDiag
+                self._diag = SockDiag(self.ns.socket)
+            mine, theirs = sk.getsockname()[:2], sk.getpeername()[:2]
+            n = self._diag.rqueue(theirs, mine)
+            if n is None and sk.family == socket.AF_INET:  # a dual-stack listener's v4-mapped end
+                n = self._diag.rqueue(("::ffff:" + theirs[0], theirs[1]), ("::ffff:" + mine[0], mine[1]))
+            return n
+        except OSError:
+            return None
+
+    def _wait_read(self, prev: Connection) -> None:
+        """Hold the recorded order across connections: before a request goes out on
+        another connection, the program must have read the last one sent on ``prev``.
+
+        Sending both at once would let the program pick which to read first (an
+        epoll ready list does not keep arrival order), and commands on shared
+        state (INCR, LPUSH) would run in another order than recorded. Gives up
+        when the program stays idle without reading (it answers differently), and
+        says so on ``prev``.
+        """
+        rc = self.replayed[prev.id]
+        deadline = time.monotonic() + PATIENCE_S
+        since = time.monotonic_ns()
+        pause = 0.00005
+        while not rc.eof and rc.error is None:
+            n = self._unread(prev)
+            if not n:
+                return  # read (or the socket is gone: nothing left to order)
+            quiet = min(time.monotonic_ns() - since, self.idle_ns())
+            if quiet >= QUIET_MIN_S * 1e9 or time.monotonic() > deadline or not self._check_alive():
+                rc.order_note = (rc.order_note or f"the program left {n} request byte(s) unread when "
+                                 "the next connection's request was due: the recorded order across "
+                                 "connections was not held from here")
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
 
     def _do(self, item: tuple[int, int, str, Connection, Chunk | None]) -> Step:
         self._i += 1
         t, _idx, kind, c, ch = item
         rc = self.replayed[c.id]
         self._wait_before(t)
+        if kind == "send" and self._last_sent is not None and self._last_sent is not c:
+            self._wait_read(self._last_sent)
         if self.clock is not None:
             nxt = self._plan[self._i][0] if self._i < len(self._plan) else None
             self.clock.at(t, nxt)
@@ -940,6 +1127,9 @@ class StreamsSession:
                 sk = self._connect(c)
             except OSError as e:
                 rc.error = f"connect to the program failed: {e.strerror or e}"
+                tgt = c.listener or c.local
+                if self._check_alive() and tgt is not None and not _listen_matches(tgt, _listening(self.pid)):
+                    rc.error += f" (the program no longer listens on {tgt})"
                 return Step("opened", f"#{c.id}: {rc.error}")
             rc.opened_ns = time.monotonic_ns()
             with self._cv:
@@ -957,7 +1147,10 @@ class StreamsSession:
             assert ch is not None
             if not rc.sent_ns:
                 rc.sent_ns = time.monotonic_ns()
+            if self.wake_clock is not None:
+                self.wake_clock.sent(ch.woke_ns)
             sk.sendall(ch.data)
+            self._last_sent = c
             rc.sent_bytes += len(ch.data)
             self._last_io[c.id] = time.monotonic_ns()
             return Step("sent", f"#{c.id} sent {len(ch.data)} bytes")
@@ -967,6 +1160,10 @@ class StreamsSession:
 
     def _finish(self) -> Step:
         """Let every connection deliver its responses, then close what is left."""
+        if not self._check_alive():
+            for rc in self.replayed.values():
+                if not rc.opened_ns and rc.error is None:
+                    rc.error = "not replayed: the program had exited"
         deadline = time.monotonic() + PATIENCE_S
         with self._cv:
             while time.monotonic() < deadline:
@@ -977,7 +1174,7 @@ class StreamsSession:
                            and not any(ch.eof for ch in self.replayed[cid].conn.chunks)
                            and min(time.monotonic_ns() - self._last_io.get(cid, 0), self.idle_ns())
                            < QUIET_S * 1e9 / 4]
-                if not waiting and not closing:
+                if (not waiting and not closing) or not self._check_alive():
                     break
                 self._cv.wait(0.02)
         for sk in self._socks.values():
@@ -997,16 +1194,14 @@ class StreamsSession:
         rep.new_build = self.new_build
         rep.wall_s = self.wall_ns / 1e9
         rep.output_log = None
-        if not rep.all_identical and self.log_path:
+        if not rep.all_identical or self.died:
             # The program's last words may explain a difference (a traceback behind a 500).
-            try:
-                if self._log is not None:
-                    self._log.flush()
-                with open(self.log_path, "rb") as f:
-                    f.seek(max(0, os.path.getsize(self.log_path) - 4096))
-                    rep.output_tail = f.read().decode("utf-8", "replace").splitlines()[-20:]
-            except OSError:
-                pass
+            rep.output_tail = self.output_tail()
+        if self.died:
+            rep.notes.insert(0, self.died)
+            for r in rep.connections:
+                if r.status != "identical" and not r.first_difference:
+                    r.first_difference = "not answered: the program had exited"
         rep.mode = self.mode_used
         rep.listening = [{"recorded": r, "replayed": p} for r, p in self.listen_map]
         if self.mode_note:
@@ -1060,6 +1255,9 @@ class StreamsSession:
 
     def close(self) -> None:
         """Stop the program, dr's stand-ins and the namespace (idempotent)."""
+        if self._diag is not None:
+            self._diag.close()
+            self._diag = None
         for sk in list(self._socks.values()):
             try:
                 sk.close()
@@ -1082,27 +1280,57 @@ class StreamsSession:
 
 def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
                 report: str | None = None, show_output: bool = False,
-                echo: Any = None, rootfs: str = "/", mode: str = "auto") -> StreamsResult:
+                echo: Any = None, rootfs: str = "/", mode: str = "auto",
+                progress: Any = None) -> StreamsResult:
     """The CLI's streams replay: run the session, write ``report`` (JSON), return the verdict.
 
-    ``echo``: a callable taking one line for progress (None: quiet). Exit code
-    OK when every response matches, DIVERGED otherwise.
+    ``echo``: a callable taking one line for progress (None: quiet);
+    ``progress``: a callable taking (connections done, total). Exit code OK
+    when every response matches, DIVERGED otherwise. On a DrError the report
+    (verdict ERROR, the error's line) is written before the error propagates.
     """
     from dr.replay import compare
-    sess = StreamsSession(trace, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode)
+    sess = None
+    failed_conv = None
     try:
+        conv = trace if isinstance(trace, Conversations) else reconstruct(trace)
+        failed_conv = conv
+        sess = StreamsSession(conv, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode)
         while True:
             st = sess.step()
+            if progress is not None and st.kind in ("opened", "sent", "shutdown"):
+                progress(sess.connections_done(), len(sess.inbound))
             if echo is not None and st.kind in ("started", "finished"):
                 echo(st.text)
             if st.kind == "done":
                 rep = st.report
                 break
+    except DrError as e:
+        if report:
+            # A replay that could not run still leaves its report: what failed, and what was known.
+            compare.write_json(_failure_report(sess, failed_conv, e), report)
+        raise
     finally:
-        sess.close()
+        if sess is not None:
+            sess.close()
     if report:
         compare.write_json(rep, report)
     return StreamsResult(rep, int(ExitCode.OK if rep.all_identical else ExitCode.DIVERGED))
+
+
+def _failure_report(sess: "StreamsSession | None", conv: Conversations | None, err: DrError) -> Any:
+    """The report of a replay that could not run: verdict ERROR, the one-line reason."""
+    from dr.replay import compare
+    rep = compare.Report([], error=err.message)
+    if conv is not None:
+        rep.notes = list(conv.notes)
+        rep.recorded_connections = len(conv.inbound())
+        rep.cut_short = conv.cut_short
+    if sess is not None:
+        rep.command = shlex.join(sess.argv)
+        rep.new_build = sess.new_build
+        rep.output_tail = sess.output_tail()
+    return rep
 
 
 def is_attach_trace(meta: dict) -> bool:
@@ -1134,11 +1362,29 @@ def cli_streams(trace: str, cmd: str | list[str] | None = None, ignore: str | No
     """
     import sys
 
+    tty = sys.stderr.isatty()
+    shown = [0.0, False]  # last progress line (monotonic s), a line is open
+
     def echo(line: str) -> None:
+        if shown[1]:
+            sys.stderr.write("\n")
+            shown[1] = False
         sys.stderr.write(f"dr: {line}\n")
 
-    res = run_streams(trace, cmd=cmd, ignore=ignore, report=report, show_output=show_output, echo=echo,
-                      rootfs=rootfs)
+    def progress(done: int, total: int) -> None:
+        # On a terminal only, at most 10 times a second: connections done of total.
+        now = time.monotonic()
+        if now - shown[0] >= 0.1 or done == total:
+            shown[0], shown[1] = now, True
+            sys.stderr.write(f"\rdr: replaying: {done} of {total} connection(s) done")
+            sys.stderr.flush()
+
+    try:
+        res = run_streams(trace, cmd=cmd, ignore=ignore, report=report, show_output=show_output, echo=echo,
+                          rootfs=rootfs, progress=progress if tty else None)
+    finally:
+        if shown[1]:
+            sys.stderr.write("\n")
     sys.stdout.write(res.report.text(verbose=verbose) + "\n")
     if report:
         sys.stdout.write(f"report: {report}\n")

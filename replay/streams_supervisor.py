@@ -17,8 +17,9 @@ network namespace. It answers from the recording only where the calls match:
   never goes back. REALTIME/BOOTTIME add the offsets of the metadata's
   ``clock``. The vDSO entry points are rewritten to real syscalls after execve
   (:func:`dr.capture.vdso.patch_vdso`), or time would never reach seccomp.
-- **randomness** — getrandom of ``n`` bytes gets the next recorded getrandom
-  payload of the same size (recorded order), else the kernel's.
+- **randomness** — a thread serving a re-driven connection gets the getrandom
+  payloads the recorded thread read while serving it, in its order
+  (:class:`RecordedRandom`); other calls (start-up) get the kernel's.
 - **pids** — the sandbox gives the program the recorded pid (ns_last_pid).
 
 Layouts: struct timespec and struct timeval (two signed 64-bit fields on
@@ -38,18 +39,53 @@ from typing import Any
 from dr import schema
 from dr.errors import DrError
 from dr.replay import containment, notify
+from dr.replay.connections import WAITS
 
-__all__ = ["VirtualClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
+__all__ = ["VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
 
 _TS = struct.Struct("<qq")
 _NR = {n: schema.by_name(n).nr for n in ("clock_gettime", "gettimeofday", "time", "getrandom",
                                           "execve", "execveat", "close")}
+_TIME_NRS = frozenset(_NR[n] for n in ("clock_gettime", "gettimeofday", "time"))
+_WAIT_NRS = frozenset(s.nr for s in schema.all_syscalls() if s.name in WAITS)
 _READ_NRS = frozenset(schema.by_name(n).nr for n in ("read", "recvfrom", "readv", "recvmsg"))
 _WRITE_NRS = frozenset(schema.by_name(n).nr for n in ("write", "sendto", "writev", "sendmsg", "sendfile"))
 # clock ids (include/uapi/linux/time.h) -> which recorded clock they read
 _CLOCKS = {0: "realtime", 5: "realtime", 11: "realtime",   # REALTIME, REALTIME_COARSE, TAI
            1: "monotonic", 4: "monotonic", 6: "monotonic",  # MONOTONIC, _RAW, _COARSE
            7: "boottime"}                                   # BOOTTIME
+
+
+class WakeClock:
+    """The time an event loop read when it woke for the request dr just sent.
+
+    nginx and redis read the clock once per loop iteration, right after their
+    readiness wait (epoll_wait, poll, ...) returns, and use that value for the
+    whole iteration ($msec, TIME). The recording holds the exit time of the
+    wait the serving thread returned from before it read each request
+    (:attr:`dr.replay.connections.Chunk.woke_ns`); the vDSO read came a few
+    µs after. When dr sends a request it sets that time (:meth:`sent`); a
+    thread's first clock read after it returned from a wait gets it.
+    """
+
+    def __init__(self) -> None:
+        self.hint: int | None = None
+        self._waited: dict[int, bool] = {}
+        self._lock = threading.Lock()
+
+    def sent(self, woke_ns: int | None) -> None:
+        self.hint = woke_ns
+
+    def on_syscall(self, tid: int, nr: int) -> None:
+        """Every notified call that is not a time read: a wait arms the thread."""
+        self._waited[tid] = nr in _WAIT_NRS
+
+    def read(self, tid: int) -> int | None:
+        with self._lock:
+            if not self._waited.get(tid) or self.hint is None:
+                return None
+            self._waited[tid] = False
+            return self.hint + 1000
 
 
 class VirtualClock:
@@ -100,19 +136,35 @@ class VirtualClock:
 
 
 class RecordedRandom:
-    """Recorded getrandom payloads, handed out in recorded order by size."""
+    """Recorded getrandom payloads, handed out per connection in recorded order.
 
-    def __init__(self, payloads: list[bytes]) -> None:
-        self._left = list(payloads)
+    ``by_conn``: connection id -> the payloads the thread serving it read, in
+    order (:attr:`dr.replay.connections.Conversations.random_by_conn`). A
+    thread serving a re-driven connection gets that connection's next payload:
+    the recorded thread's order, not the first payload of the same size, so a
+    fresh process's start-up getrandom (never recorded: the capture began
+    mid-flight) takes nothing that belonged to a request. A call from a thread
+    serving no connection, or past the recorded ones, gets the kernel's bytes.
+    ``mismatched``: calls whose size differed from the next recorded payload's.
+    """
+
+    def __init__(self, by_conn: dict[int, list[bytes]]) -> None:
+        self._left = {cid: list(ps) for cid, ps in by_conn.items()}
         self._lock = threading.Lock()
+        self.mismatched = 0
 
-    def take(self, n: int) -> bytes | None:
+    def take(self, n: int, conn_id: int | None) -> bytes | None:
+        if conn_id is None:
+            return None
         with self._lock:
-            for i, p in enumerate(self._left):
-                if len(p) == n:
-                    del self._left[i]
-                    return p
-        return None
+            left = self._left.get(conn_id)
+            if not left:
+                return None
+            p = left.pop(0)
+            if len(p) != n:
+                self.mismatched += 1  # the program asks differently: the kernel's bytes
+                return None
+            return p
 
 
 class ConnClock:
@@ -186,6 +238,12 @@ class ConnClock:
         with self._lock:
             self._fd.pop(fd, None)
 
+    def serving(self, tid: int) -> int | None:
+        """Id of the re-driven connection ``tid`` last read or wrote, or None."""
+        with self._lock:
+            c = self._tid.get(tid)
+            return c.id if c else None
+
     def read(self, tid: int) -> int | None:
         """CLOCK_MONOTONIC ns for ``tid``, or None when it serves no re-driven connection."""
         with self._lock:
@@ -244,8 +302,9 @@ class StreamsSupervisor:
     """
 
     def __init__(self, sandbox: Any, clock: VirtualClock, randomness: RecordedRandom,
-                 conn_clock: ConnClock | None = None) -> None:
+                 conn_clock: ConnClock | None = None, wake_clock: WakeClock | None = None) -> None:
         self.sb = sandbox
+        self.wake_clock = wake_clock
         self.clock = clock
         self.conn_clock = conn_clock
         self.random = randomness
@@ -305,6 +364,9 @@ class StreamsSupervisor:
 
     def _handle(self, lst: notify.Listener, n: notify.Notif) -> None:
         nr = n.nr
+        if n.arch != notify.AUDIT_ARCH_X86_64:  # a 32-bit call: its numbers are not these
+            lst.send(n.id, continue_=True)
+            return
         if self._need_patch:
             self._patch(n.pid)
         ref = containment.check(n)
@@ -317,6 +379,8 @@ class StreamsSupervisor:
             cc.on_io(n.pid, _fd(n.args[0]), nr in _WRITE_NRS)
         elif cc is not None and nr == _NR["close"]:
             cc.on_close(_fd(n.args[0]))
+        if self.wake_clock is not None and nr not in _TIME_NRS:
+            self.wake_clock.on_syscall(n.pid, nr)
         if nr == _NR["execve"] or nr == _NR["execveat"]:
             self._need_patch = True
         elif nr == _NR["clock_gettime"]:
@@ -343,7 +407,8 @@ class StreamsSupervisor:
             return
         elif nr == _NR["getrandom"]:
             size = n.args[1] & 0xFFFFFFFF
-            data = self.random.take(size) if 0 < size <= 1 << 20 else None
+            conn = self.conn_clock.serving(n.pid) if self.conn_clock is not None else None
+            data = self.random.take(size, conn) if 0 < size <= 1 << 20 else None
             if data is not None:
                 if self._write(lst, n, n.args[0], data):
                     self.counts["getrandom"] += 1
@@ -353,7 +418,9 @@ class StreamsSupervisor:
         lst.send(n.id, continue_=True)
 
     def _now(self, tid: int, which: str) -> int:
-        v = self.conn_clock.read(tid) if self.conn_clock is not None else None
+        v = self.wake_clock.read(tid) if self.wake_clock is not None else None
+        if v is None and self.conn_clock is not None:
+            v = self.conn_clock.read(tid)
         if v is None:
             v = self.clock.monotonic()
         v = max(v, self._last.get(tid, 0))  # never backwards for one thread

@@ -19,7 +19,7 @@ say() { echo "setup: $*"; }
 
 PKGS=(python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-pip python3-seccomp
       libseccomp2 linux-headers-amd64 curl sqlite3 strace linux-perf
-      redis-server redis-tools tshark iproute2 util-linux procps zstd gcc libc6-dev bpftool)
+      redis-server redis-tools nginx apache2-utils gunicorn tshark iproute2 util-linux procps zstd gcc libc6-dev bpftool tmux)
 if [ "$(uname -m)" = aarch64 ]; then PKGS=("${PKGS[@]/linux-headers-amd64/linux-headers-arm64}"); fi
 
 missing=()
@@ -37,8 +37,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The distribution starts redis-server on install; tests start their own.
-    systemctl disable --now redis-server >/dev/null 2>&1 || true
+    # The distribution starts redis-server and nginx on install; tests start their own.
+    systemctl disable --now redis-server nginx >/dev/null 2>&1 || true
+    if [ -f /run/nginx.pid ]; then nginx -s stop >/dev/null 2>&1 || true; fi
 fi
 
 # Kernel headers for BCC: /lib/modules/$(uname -r)/{build,source}.

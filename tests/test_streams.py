@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -477,8 +478,9 @@ def test_redis_replay_separates_state_from_before_the_capture(tmp_path):
             assert cap.stop(settle_s=1.2) == 0
     finally:
         stop(redis)
-    # The command line redis shows in /proc is its rewritten title, so the fresh server's is given.
-    res = run_streams(str(tmp_path / "r.drt"), cmd=argv, report=str(tmp_path / "r.json"))
+    # /proc shows redis's rewritten title; the capture read the command it was started with.
+    res = run_streams(str(tmp_path / "r.drt"), report=str(tmp_path / "r.json"))
+    assert res.report.command == shlex.join([shutil.which("redis-server"), *argv[1:]])
     rep = res.report
     assert res.exit_code == ExitCode.DIVERGED
     pre = [d for c in rep.connections for d in c.pre_capture]

@@ -94,7 +94,9 @@ class Capture:
                 [sys.executable, "-m", "dr", "capture", "--pid", str(self.pid), "-o", str(self.trace), *self.extra],
                 stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + self.attach_timeout
-        while not trace_has_events(self.trace):
+        # Attached once the trace holds an event, or capture said it records (an
+        # idle pre-fork master and its workers blocked in accept make no event).
+        while not (trace_has_events(self.trace) or b"dr capture: recording" in self.log.read_bytes()):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dr capture exited with status {self.proc.returncode}: "
                                    f"{self.log.read_text(errors='replace').strip()[-400:]}")

@@ -119,11 +119,14 @@ def render_header() -> str:
 def render_tables() -> str:
     o = [f'"""{BANNER}', "", "Python side of the schema; import through :mod:`dr.schema`.", '"""', ""]
     o.append("# fmt: off")
-    o.append("# name -> (nr_x86_64, nr_aarch64, class, ret, args); arg = (name, kind, rule, size, ctype, elem)")
+    o.append("# name -> (nr_x86_64, nr_aarch64, class, ret, args, behaviour)")
+    o.append("# arg = (name, kind, rule, size, ctype, elem)")
+    o.append("# behaviour = (order, fd effect, fd kind, (cloexec arg, mask), flags, moves)")
     o.append("SYSCALLS = {")
     for s in SYSCALLS:
         args = tuple((a.name, int(a.kind), int(a.rule), a.size, a.ctype, a.elem) for a in s.args)
-        o.append(f"    {s.name!r}: ({s.nr}, {s.nr_aarch64}, {int(s.cls)}, {s.ret!r}, {args!r}),")
+        o.append(f"    {s.name!r}: ({s.nr}, {s.nr_aarch64}, {int(s.cls)}, {s.ret!r}, {args!r}, "
+                 f"{s.beh.as_row()!r}),")
     o.append("}")
     o.append("")
     o.append("# Copy rules loaded into the probes' rule map: (nr, index, arg, kind, rule, param, elem, size)")
