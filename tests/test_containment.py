@@ -380,14 +380,22 @@ def test_the_sandbox_view_of_host_state_directories(host):
     conf = host.dir / "app.conf"
     conf.write_text("conf\n")
     logs_before = sorted(os.listdir("/var/log"))
-    script = (f"id -u; ls -A /var/log | head -100 | wc -l; find /var/log -type f | wc -l; "
+    # Another replay's scratch and a host socket in /tmp: neither is visible inside.
+    canary = Path(tempfile.gettempdir()) / f"dr-replay-{os.getpid()}-canary"
+    canary.mkdir(exist_ok=True)
+    (canary / "upper").mkdir(exist_ok=True)
+    script = (f"find /tmp /run /var/tmp /dev/shm -mindepth 1 | wc -l; id -u; ls -A /var/log | head -100 | wc -l; find /var/log -type f | wc -l; "
               f"echo x > /var/log/dr-test.log && echo log-ok; "
               f"ls -A {locked} | wc -l; touch {locked}/mine && chown 33:33 {locked}/mine && echo locked-ok; "
               f"echo 1 > {host.dir}/app.pid && echo pid-ok; cat {conf}; "
               f"cat /etc/shadow >/dev/null 2>&1 || echo shadow-denied")
-    status, out = _run_in_sandbox(("/bin/sh", "-c", script, "sh", "--conf", str(conf)))
-    lines = out.split()
+    try:
+        status, out = _run_in_sandbox(("/bin/sh", "-c", script, "sh", "--conf", str(conf)))
+    finally:
+        shutil.rmtree(canary, ignore_errors=True)
+    private, *lines = out.split()
     assert status == 0, out
+    assert private == "0", out                               # /tmp, /run, /var/tmp, /dev/shm empty
     assert lines[0] == "0"                                  # root of the namespace
     assert int(lines[1]) == len([n for n in logs_before if os.path.isdir(f"/var/log/{n}")])
     assert lines[2] == "0"                                   # no host log file visible
