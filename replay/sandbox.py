@@ -48,7 +48,8 @@ from typing import Iterable
 from dr.errors import ReplayError
 from dr.replay import notify
 from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
-                                  cerr as _cerr, make_root, mount as _mount, open_exposed, sweep_stale)
+                                  cerr as _cerr, make_root, mount as _mount, open_exposed, own_dirs,
+                                  sweep_stale)
 from dr.replay.sandbox_spec import HOST_ID_BASE, ID_COUNT, PRIVATE_DIRS, SandboxSpec, check_spec, id_maps
 
 __all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "sweep_stale", "SECCOMP_FLAGS",
@@ -385,7 +386,8 @@ class Sandbox:
         socket.sethostname(spec.hostname)
         _loopback_up()
         assert self._scratch
-        make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed)
+        make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed, spec.cwd, (spec.uid, spec.gid),
+                  own_dirs(spec.argv, spec.cwd))
         os.close(rootfd)
         for fd in exposed.values():
             os.close(fd)

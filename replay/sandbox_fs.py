@@ -20,7 +20,7 @@ import tempfile
 from dr.replay import notify
 from dr.replay.sandbox_spec import PRIVATE_DIRS, SandboxSpec
 
-__all__ = ["make_root", "open_exposed", "mount_setattr_recursive", "sweep_stale", "mount", "cerr",
+__all__ = ["make_root", "open_exposed", "own_dirs", "mount_setattr_recursive", "sweep_stale", "mount", "cerr",
            "SCRATCH_PREFIX", "LOG_PREFIX"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -56,7 +56,8 @@ def mount(src: str | None, target: str, fstype: str | None, flags: int, data: st
         raise cerr(f"mount {fstype or src} on {target}")
 
 
-def make_root(scratch: str, root: str, exposed: dict[str, int]) -> None:
+def make_root(scratch: str, root: str, exposed: dict[str, int], cwd: str = "/", ids: tuple[int, int] = (0, 0),
+              own: tuple[str, ...] = ()) -> None:
     """Build the tracee's root under the scratch tmpfs and pivot into it.
 
     An overlay of the whole root fails in a user namespace when the root
@@ -75,7 +76,7 @@ def make_root(scratch: str, root: str, exposed: dict[str, int]) -> None:
     upper, work, new = (os.path.join(scratch, d) for d in ("upper", "work", "root"))
     for d in (upper, work, new):
         os.mkdir(d)
-    _overlay_tree(root, new, upper, work, top=True)
+    _overlay_tree(root, new, upper, work, top=True, own=own)
     dev = os.path.join(new, "dev")
     if not os.path.isdir(dev):
         os.mkdir(dev)
@@ -95,8 +96,13 @@ def make_root(scratch: str, root: str, exposed: dict[str, int]) -> None:
             os.mkdir(os.path.join(new, d))
     for d in PRIVATE_DIRS:
         _private_tmpfs(new, d)
+    for d in SKELETON_DIRS:
+        _skeleton_tmpfs(new, d)
+    for d in STATE_DIRS:
+        _own_unsearchable(new, d, STATE_DEPTH)
     for rel, fd in exposed.items():
         _expose_file(new, rel, fd)
+    _make_cwd(new, cwd, ids)
     old = os.path.join(new, ".dr-oldroot")
     os.mkdir(old)
     mount(new, new, None, MS_BIND | MS_REC)  # pivot_root wants a mount point
@@ -114,7 +120,27 @@ OVERLAY_DEPTH = 4
 _SKIP_TOP = ("proc", "sys", "dev", "tmp", "run")
 
 
-def _overlay_tree(src: str, dst: str, upper: str, work: str, top: bool = False, depth: int = 0) -> None:
+def _own_in_upper(src: str, u: str, here: str, own: tuple[str, ...]) -> None:
+    """Make the directories of ``own`` below ``here`` (paths relative to the root) in the
+    upper layer ``u`` before its overlay is mounted: the merged directory then belongs
+    to the sandbox's root (overlay takes a merged directory's owner and mode from the
+    upper one), so a service may create files there, which land in the scratch. Only
+    along directories the sandbox may search: this grants writing, never seeing more."""
+    for o in own:
+        if not (o + "/").startswith(here + "/"):
+            continue
+        parts = [p for p in o[len(here):].split("/") if p]
+        lo, up = src, u
+        for part in parts:
+            lo, up = os.path.join(lo, part), os.path.join(up, part)
+            if os.path.islink(lo) or not os.path.isdir(lo) or not os.access(lo, os.X_OK):
+                break
+            if not os.path.isdir(up):
+                os.mkdir(up, stat.S_IMODE(os.stat(lo).st_mode))
+
+
+def _overlay_tree(src: str, dst: str, upper: str, work: str, top: bool = False, depth: int = 0,
+                  here: str = "", own: tuple[str, ...] = ()) -> None:
     """Fill the existing directory ``dst`` with ``src``'s entries, each overlaid.
 
     Symlinks are copied; regular files bound read-only; sockets, fifos and
@@ -135,6 +161,7 @@ def _overlay_tree(src: str, dst: str, upper: str, work: str, top: bool = False, 
             u, w = os.path.join(upper, n), os.path.join(work, n)
             os.mkdir(u)
             os.mkdir(w)
+            _own_in_upper(s, u, f"{here}/{name}", own)
             try:
                 mount("overlay", d, "overlay", 0,
                        f"lowerdir={_ovl_escape(s)},upperdir={u},workdir={w},userxattr")
@@ -143,7 +170,7 @@ def _overlay_tree(src: str, dst: str, upper: str, work: str, top: bool = False, 
                 pass
             if depth < OVERLAY_DEPTH:
                 try:
-                    _overlay_tree(s, d, upper, work, depth=depth + 1)
+                    _overlay_tree(s, d, upper, work, depth=depth + 1, here=f"{here}/{name}", own=own)
                 except PermissionError:
                     pass  # unreadable to the sandbox's ids: left empty
                 continue
@@ -244,6 +271,119 @@ def _expose_file(new: str, rel: str, fd: int) -> None:
     os.makedirs(parent, exist_ok=True)
     open(dst, "w").close()
     _bind_ro(f"/proc/self/fd/{fd}", dst)
+
+
+#: Host directories whose tree of subdirectories (no files) the sandbox gets as its
+#: own writable tmpfs: a service writes its logs and cache where it always does, and
+#: nothing of the host's is read or written.
+SKELETON_DIRS = ("var/log", "var/cache")
+SKELETON_DEPTH = 3
+#: Under these, a host directory the sandbox's ids cannot search (nothing of it is
+#: visible anyway; /var/lib/nginx/body is root's, 0700) becomes an empty tmpfs the
+#: sandbox's root owns with the same mode, so a service as root inside may use and
+#: chown it as it does on its own host.
+STATE_DIRS = ("var/lib",)
+STATE_DEPTH = 3
+
+
+def own_dirs(argv: tuple[str, ...], cwd: str) -> tuple[str, ...]:
+    """Directories a service writes its own files in, by convention: its working directory
+    and the directories of the absolute paths on its command line (``-c /srv/app/nginx.conf``
+    puts the pid file beside it). Absolute, normalised, without the root itself; at most 16."""
+    out: list[str] = []
+    for a in (cwd, *argv):
+        if not isinstance(a, str) or not a.startswith("/") or "\0" in a or len(a) > 4096:
+            continue
+        p = os.path.normpath(a)
+        d = p if os.path.isdir(p) and a == cwd else os.path.dirname(p)
+        if d != "/" and d not in out and ".." not in d.split("/"):
+            out.append(d)
+    return tuple(out[:16])
+
+
+def _skeleton_tmpfs(new: str, rel: str) -> None:
+    """An empty tmpfs on ``new/rel`` holding the host's directory tree below it (dirs only)."""
+    top = os.path.join(new, rel)
+    if os.path.islink(top) or not os.path.isdir(top):
+        return
+    dirs: list[tuple[str, int]] = []
+    try:
+        for path, subdirs, _files in os.walk(top):
+            depth = path[len(top):].count("/")
+            if depth >= SKELETON_DEPTH:
+                subdirs[:] = []
+            for d in subdirs:
+                full = os.path.join(path, d)
+                if not os.path.islink(full):
+                    dirs.append((os.path.relpath(full, top), stat.S_IMODE(os.lstat(full).st_mode)))
+    except OSError:
+        pass
+    mode = stat.S_IMODE(os.stat(top).st_mode)
+    mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode:o}")
+    for d, m in dirs:
+        try:
+            os.mkdir(os.path.join(top, d), m)
+            os.chmod(os.path.join(top, d), m)
+        except OSError:
+            pass
+
+
+def _own_unsearchable(new: str, rel: str, depth: int) -> None:
+    """Cover each directory below ``new/rel`` the sandbox cannot search with its own empty tmpfs."""
+    top = os.path.join(new, rel)
+    if os.path.islink(top) or not os.path.isdir(top):
+        return
+    todo = [(top, 0)]
+    while todo:
+        path, level = todo.pop()
+        try:
+            names = os.listdir(path)
+        except OSError:
+            continue
+        for name in names:
+            full = os.path.join(path, name)
+            if os.path.islink(full) or not os.path.isdir(full):
+                continue
+            if not os.access(full, os.X_OK):
+                try:
+                    mode = stat.S_IMODE(os.stat(full).st_mode)
+                    mount("tmpfs", full, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode:o}")
+                except OSError:
+                    pass
+            elif level + 1 < depth:
+                todo.append((full, level + 1))
+
+
+def _make_cwd(new: str, cwd: str, ids: tuple[int, int]) -> None:
+    """Make the recorded working directory enterable, without exposing anything of the host.
+
+    It may lie in a private directory (a program run from /tmp/x) or below a
+    host directory the sandbox's ids may not search (mkdtemp's 0700): missing
+    components are made in the scratch, and a component the sandbox cannot
+    search (nothing of it is visible anyway) is covered with an empty tmpfs.
+    When neither works (the path does not exist on this host under a host
+    directory), the tracee starts in / as before. The leaf belongs to ``ids``.
+    """
+    parts = [p for p in os.path.normpath(cwd).split("/") if p]
+    if ".." in parts:
+        return
+    cur = new
+    try:
+        for i, part in enumerate(parts):
+            nxt = os.path.join(cur, part)
+            if os.path.islink(nxt):
+                return  # never follow a link out of the new root
+            if not os.path.isdir(nxt):
+                os.mkdir(nxt, 0o755)
+                if i == len(parts) - 1:
+                    os.chown(nxt, *ids)
+            elif not os.access(nxt, os.X_OK):
+                mount("tmpfs", nxt, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+                if i == len(parts) - 1:
+                    os.chown(nxt, *ids)
+            cur = nxt
+    except OSError:
+        return
 
 
 def _ovl_escape(path: str) -> str:

@@ -330,3 +330,76 @@ def test_strict_replay_attacks_reach_nothing(host, tmp_path):
     # Every answer came from the trace: the program printed what it printed at capture.
     assert rep.stdout == recorded, (rep.stdout, rep.stderr)
     assert rep.returncode == 0, rep.stderr
+
+
+# ----------------------------------------------------------------------------- the view
+
+def _run_in_sandbox(argv: tuple[str, ...]) -> tuple[int, str]:
+    """Run ``argv`` in a Sandbox whose supervisor lets every call run; (status, stdout)."""
+    import select
+
+    from dr.replay.sandbox import Sandbox, SandboxSpec
+
+    r, w = os.pipe()
+    saved = os.dup(1)
+    os.dup2(w, 1)
+    try:
+        sb = Sandbox(SandboxSpec(argv=argv, stdio="inherit"))
+        sb.start()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(w)
+    try:
+        while True:
+            ready, _, _ = select.select([sb.listener.fd, sb.pidfd], [], [], 30)
+            assert ready, "the tracee hung"
+            if sb.pidfd in ready:
+                break
+            n = sb.listener.recv()
+            if n is not None:
+                sb.listener.send(n.id, continue_=True)
+        status = sb.exit_status(5)
+    finally:
+        sb.kill()
+        sb.close()
+    out = b""
+    while chunk := os.read(r, 65536):
+        out += chunk
+    os.close(r)
+    return status, out.decode()
+
+
+def test_the_sandbox_view_of_host_state_directories(host):
+    """uid 0 inside: /var/log is its own (host tree, no host files); a 0700 host directory under
+    /var/lib is an empty one it owns; the command line's directory is writable into the scratch;
+    /etc/shadow unreadable; nothing of it reaches the host."""
+    locked = host.dir / "locked"
+    locked.mkdir(mode=0o700)
+    (locked / "inside").write_text("HOST-ONLY\n")
+    conf = host.dir / "app.conf"
+    conf.write_text("conf\n")
+    logs_before = sorted(os.listdir("/var/log"))
+    # Another replay's scratch and a host socket in /tmp: neither is visible inside.
+    canary = Path(tempfile.gettempdir()) / f"dr-replay-{os.getpid()}-canary"
+    canary.mkdir(exist_ok=True)
+    (canary / "upper").mkdir(exist_ok=True)
+    script = (f"find /tmp /run /var/tmp /dev/shm -mindepth 1 | wc -l; id -u; ls -A /var/log | head -100 | wc -l; find /var/log -type f | wc -l; "
+              f"echo x > /var/log/dr-test.log && echo log-ok; "
+              f"ls -A {locked} | wc -l; touch {locked}/mine && chown 33:33 {locked}/mine && echo locked-ok; "
+              f"echo 1 > {host.dir}/app.pid && echo pid-ok; cat {conf}; "
+              f"cat /etc/shadow >/dev/null 2>&1 || echo shadow-denied")
+    try:
+        status, out = _run_in_sandbox(("/bin/sh", "-c", script, "sh", "--conf", str(conf)))
+    finally:
+        shutil.rmtree(canary, ignore_errors=True)
+    private, *lines = out.split()
+    assert status == 0, out
+    assert private == "0", out                               # /tmp, /run, /var/tmp, /dev/shm empty
+    assert lines[0] == "0"                                  # root of the namespace
+    assert int(lines[1]) == len([n for n in logs_before if os.path.isdir(f"/var/log/{n}")])
+    assert lines[2] == "0"                                   # no host log file visible
+    assert lines[3:] == ["log-ok", "0", "locked-ok", "pid-ok", "conf", "shadow-denied"], out
+    # The host: unchanged.
+    assert sorted(os.listdir("/var/log")) == logs_before and not os.path.exists("/var/log/dr-test.log")
+    assert os.listdir(locked) == ["inside"] and not (host.dir / "app.pid").exists()
