@@ -152,6 +152,7 @@ class Summary:
 
     mode: str = "attach"
     files: dict | None = None   # dr.capture.files.write_files: {files, stored, stored_bytes, seconds}
+    moved: dict | None = None   # dr.capture.moved: {calls, with_bytes, bytes} of sendfile & co
 
     @property
     def lost(self) -> int:
@@ -185,6 +186,7 @@ class Summary:
                 "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
                 "ring_retries": self.ring_retries, "incomplete": self.incomplete,
                 **({"files": self.files} if self.files is not None else {}),
+                **({"moved": self.moved} if self.moved is not None else {}),
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
@@ -253,6 +255,7 @@ class CaptureSession:
         self._pending_now = 0          # bytes unconsumed at the start of the last drain
         self._fill_at_loss: list[int] = []   # that figure for each step in which reservations failed
         self._files: dict | None = None
+        self._moved: dict | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -504,6 +507,7 @@ class CaptureSession:
                         break
                     time.sleep(0.005)
                 self._write_losses()
+                self._add_moved_bytes()
                 if self.opts.identify_files:
                     self._files = self._identify_files()
         except OutputError as e:
@@ -523,7 +527,7 @@ class CaptureSession:
             walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
             redaction=self.redactor.report() if self.redactor is not None else None,
             ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode,
-            files=self._files)
+            files=self._files, moved=self._moved)
         if self.probes is not None:
             self._note_ring_losses(self.probes.losses_by_cpu())
         if self._fill_at_loss:
@@ -535,6 +539,22 @@ class CaptureSession:
         # A spawned command that outlives the capture (duration, max size)
         # keeps running untraced; the caller may wait for it.
         return summary
+
+    def _add_moved_bytes(self) -> None:
+        """sendfile/splice/tee/copy_file_range from files: their bytes into the trace (dr.capture.moved).
+
+        Not with redaction: those bytes would bypass the redactor."""
+        from dr.capture.moved import MOVERS, add_moved_bytes
+
+        counts = self.probes.syscall_counts() if self.probes else {}
+        if self.redactor is not None or not any(counts.get(schema.by_name(n).nr) for n in MOVERS):
+            return
+        try:
+            self.writer, self._moved = add_moved_bytes(self.writer, self.opts.output, self.opts.snaplen)
+        except OutputError:
+            raise
+        except Exception as e:   # never cost the trace itself
+            self._moved = {"error": f"moved bytes not added: {e}"}
 
     def _identify_files(self) -> dict:
         """``files``/``blob`` records for what the tree mapped or executed (dr.capture.files)."""

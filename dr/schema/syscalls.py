@@ -483,7 +483,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("userfaultfd", 323, 282, U, hex_("flags")),
     S("membarrier", 324, 283, P, int_("cmd"), flags("flags", "none"), int_("cpu_id")),
     S("mlock2", 325, 284, P, uint("start"), uint("len"), hex_("flags")),
-    S("copy_file_range", 326, 285, U, fd("fd_in"), ptr("off_in"), fd("fd_out"), ptr("off_out"), uint("len"), hex_("flags")),
+    S("copy_file_range", 326, 285, U, fd("fd_in"), struct_io("off_in", 8, "loff_t"), fd("fd_out"), struct_io("off_out", 8, "loff_t"), uint("len"), hex_("flags")),
     S("preadv2", 327, 286, R, fd("fd"), iov_out("vec", 2), uint("vlen"), int_("pos_l"), int_("pos_h"), flags("flags", "rwf")),
     S("pwritev2", 328, 287, R, fd("fd"), iov_in("vec", 2), uint("vlen"), int_("pos_l"), int_("pos_h"), flags("flags", "rwf")),
     S("pkey_mprotect", 329, 288, P, uint("start"), uint("len"), uint("prot"), int_("pkey")),
