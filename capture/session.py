@@ -314,7 +314,7 @@ class CaptureSession:
             meta.update(facts or {})
             meta.update({
                 "mode": self.mode,
-                "clock_offsets": meta.pop("clock"),
+                "clock_offsets": meta.pop("clock"),   # key names: dr/formats/meta.py
                 "snaplen": o.snaplen,
                 "filters": {"tid": o.tid, "follow": cfg.follow},
                 "redaction": None,
