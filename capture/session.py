@@ -158,6 +158,8 @@ class Summary:
     def lost(self) -> int:
         return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
 
+    spawn_released: int = 0     # spawn: tasks let go at a job-control stop (their execs not prepared)
+
     @property
     def incomplete(self) -> list[str]:
         """Why the trace does not hold everything the program saw (empty: it does)."""
@@ -187,6 +189,7 @@ class Summary:
                 "ring_retries": self.ring_retries, "incomplete": self.incomplete,
                 **({"files": self.files} if self.files is not None else {}),
                 **({"moved": self.moved} if self.moved is not None else {}),
+                **({"spawn_released": self.spawn_released} if self.spawn_released else {}),
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
@@ -527,7 +530,8 @@ class CaptureSession:
             walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
             redaction=self.redactor.report() if self.redactor is not None else None,
             ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode,
-            files=self._files, moved=self._moved)
+            files=self._files, moved=self._moved,
+            spawn_released=len(self.spawn.released) if self.spawn is not None else 0)
         if self.probes is not None:
             self._note_ring_losses(self.probes.losses_by_cpu())
         if self._fill_at_loss:
