@@ -143,6 +143,9 @@ def test_failed_and_fd_execs_recorded_as_the_kernel_answered(tmp_path):
     assert at[0].payload(1).startswith(b"/dev/fd/")
     assert at[0].payload(2) == b"true-by-fd\0second\0"
     assert at[0].payload(3) == b"K=V\0L=W\0"
+    # what the fd executed is identified (the file behind fd 3, not dr's own fd 3)
+    r, _ = events_of(out)
+    assert "exec" in {f["path"]: f for f in r.file_records}["/bin/true"]["how"]
 
 
 ADDR_C = r"""
