@@ -81,7 +81,7 @@ struct dr_task {
 	u16 in_call;
 	u16 flags;      /* event flags gathered at entry */
 	u32 req;        /* reqbufs value of the request (Rule REQ), looked up at entry */
-	u32 pad;
+	u32 exec_tid;   /* a successful exec: caller's tid ^ tid now (de_thread may give it the tgid) */
 };
 
 struct dr_job {
@@ -846,6 +846,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 		return 0;
 	ring_begin();
 	fill_event(w, t, tid);
+	w->ev.tid ^= t->exec_tid;   /* branch-free: the exec caller's tid, else unchanged */
+	t->exec_tid = 0;
 	w->ev.ret = ret;
 	w->ev.ts_exit = bpf_ktime_get_ns();
 	w->req = t->req;
@@ -932,7 +934,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		u64 sp = 0;
 		/* x86_64 struct pt_regs: sp is its 20th u64 (arch/x86/include/asm/ptrace.h) */
 		bpf_probe_read_kernel(&sp, sizeof(sp), (u8 *)bpf_task_pt_regs(task) + 19 * 8);
-		fill_event(w, t, tid);
+		/* An exec by a thread other than the leader takes the leader's tid
+		 * (de_thread): the call and its strings stay the caller's. */
+		t->exec_tid = args->old_pid ^ tid;   /* sys_exit xors it into its tid */
+		fill_event(w, t, args->old_pid);
 		build_exec_jobs(w, t->nr, sp);
 		if (w->njobs)
 			run_jobs(w, 1, DR_EXEC_STEPS);

@@ -77,6 +77,7 @@
 #define DR_SUB_CONTROL 2
 #define DR_SUB_HEADER 3
 #define DR_SUB_ENTRY 4
+#define DR_SUB_MOVED 5
 
 #define DR_CLASS_REGULAR 0
 #define DR_CLASS_IRREGULAR 1

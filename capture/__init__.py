@@ -6,6 +6,9 @@ Modules, one responsibility each:
 - :mod:`dr.capture.ringbuf`  drain the BPF ring buffer by mmap, in verbatim spans
 - :mod:`dr.capture.snapshot` the process and host facts written into the metadata
 - :mod:`dr.capture.spawn`    spawn mode: start the command, prepare every image its tree execs
+- :mod:`dr.capture.files`    files the tree mapped or executed: identified, stored
+- :mod:`dr.capture.moved`    bytes sendfile & co moved from files, added at the end
+- :mod:`dr.capture.advice`   loss advice naming the cause
 - :mod:`dr.capture.session`  :class:`CaptureSession`: start, step, stop
 
 Importing this package imports nothing heavy; :mod:`dr.capture.session`

@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -111,7 +112,11 @@ def collect(trace_path: str) -> dict[str, FileUse]:
                 p = ev.payload(0 if nr == _NR["execve"] else 1)
                 if p:
                     path = p.split(b"\0", 1)[0].decode(errors="surrogateescape")
-                    if not path.startswith("/"):
+                    m = re.match(r"/(?:dev|proc/self)/fd/(\d+)(/.*)?$", path)
+                    if m:   # fexecve/execveat of an fd: the file behind it in the caller
+                        f = fdmap.lookup(ev.tgid, int(m.group(1)))
+                        path = (f.path or "") + (m.group(2) or "") if f is not None else ""
+                    elif not path.startswith("/"):
                         path = os.path.normpath(os.path.join(fdmap.cwd(ev.tgid) or "/", path))
                     use(path, "exec")
             fdmap.apply(ev)
@@ -168,6 +173,9 @@ def _package_of(path: str, index: dict[str, tuple[str, str]]) -> tuple[str, str]
 def identify(use: FileUse, index: dict[str, tuple[str, str]]) -> tuple[dict, bytes | None]:
     """The ``files`` entry of one file and its bytes when they must be stored (else None)."""
     rec: dict = {"path": use.path, "how": sorted(use.how), "written": use.written}
+    if use.path.startswith("/memfd:"):
+        rec["unavailable"] = "a memfd: its bytes are the writes the trace holds"
+        return rec, None
     try:
         with open(use.path, "rb") as f:
             st = os.fstat(f.fileno())

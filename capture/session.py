@@ -44,41 +44,18 @@ import time
 from dataclasses import dataclass
 
 from dr import schema
+from dr.capture.advice import loss_advice
 from dr.errors import DrError, OutputError, TargetError, UsageError
 
 #: Loss causes that mean data is missing (TRUNCATED keeps the first snaplen bytes by design).
 LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC",
                "COPY_STEPS")
 
+#: Largest trace (bytes) read back at the end of a capture for moved bytes and files.
+POST_PASS_MAX_TRACE = 256 << 20
+
 #: Syscalls whose I/O happens outside any syscall the probes see.
 RING_IO = ("io_uring_setup",)
-
-
-def loss_advice(losses: dict[str, int], fill: dict | None) -> list[str]:
-    """One line per loss cause seen, naming the cause and what helps (never a guess).
-
-    ``fill``: Summary.ring_fill_at_loss, the ring's unconsumed bytes when reservations failed.
-    """
-    out = []
-    ring = sum(losses.get(k, 0) for k in ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "RINGBUF_PROC"))
-    if ring:
-        if fill and fill.get("max", 0) < fill.get("ring_bytes", 0) // 2:
-            out.append(f"{ring} ring-buffer reservations failed while the ring was at most "
-                       f"{100 * fill['max'] // max(fill['ring_bytes'], 1)}% full: not a size problem "
-                       "(the kernel refused them; see ring_fill_at_loss in the summary)")
-        else:
-            out.append(f"{ring} records did not fit in the ring buffer: the reader fell behind; "
-                       "try a bigger --ringbuf-size")
-    if losses.get("COPY_FAULT"):
-        out.append(f"{losses['COPY_FAULT']} payloads could not be read from the tracee's memory "
-                   "(a page not present, an invalid pointer): not a ring-buffer size problem")
-    if losses.get("COPY_STEPS"):
-        out.append(f"{losses['COPY_STEPS']} syscalls had more buffer bytes than the probe copies per "
-                   "call: try a smaller --snaplen")
-    if losses.get("ENTRY_MAP_FULL"):
-        out.append(f"{losses['ENTRY_MAP_FULL']} syscalls were missed: too many threads inside "
-                   "syscalls at once")
-    return out
 
 
 class Status(enum.Enum):
@@ -153,10 +130,13 @@ class Summary:
 
     mode: str = "attach"
     files: dict | None = None   # dr.capture.files.write_files: {files, stored, stored_bytes, seconds}
+    moved: dict | None = None   # dr.capture.moved: {calls, with_bytes, bytes} of sendfile & co
 
     @property
     def lost(self) -> int:
         return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
+
+    spawn_released: int = 0     # spawn: tasks let go at a job-control stop (their execs not prepared)
 
     @property
     def incomplete(self) -> list[str]:
@@ -186,6 +166,8 @@ class Summary:
                 "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
                 "ring_retries": self.ring_retries, "incomplete": self.incomplete,
                 **({"files": self.files} if self.files is not None else {}),
+                **({"moved": self.moved} if self.moved is not None else {}),
+                **({"spawn_released": self.spawn_released} if self.spawn_released else {}),
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
                 **({"attached": self.attached} if self.attached is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
@@ -257,6 +239,7 @@ class CaptureSession:
         self._pending_now = 0          # bytes unconsumed at the start of the last drain
         self._fill_at_loss: list[int] = []   # that figure for each step in which reservations failed
         self._files: dict | None = None
+        self._moved: dict | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -319,7 +302,7 @@ class CaptureSession:
             meta.update(facts or {})
             meta.update({
                 "mode": self.mode,
-                "clock_offsets": meta.pop("clock"),
+                "clock_offsets": meta.pop("clock"),   # key names: dr/formats/meta.py
                 "snaplen": o.snaplen,
                 "filters": {"tid": o.tid, "follow": cfg.follow},
                 "redaction": None,
@@ -540,6 +523,7 @@ class CaptureSession:
                         break
                     time.sleep(0.005)
                 self._write_losses()
+                self._add_moved_bytes()
                 if self.opts.identify_files:
                     self._files = self._identify_files()
         except OutputError as e:
@@ -559,7 +543,8 @@ class CaptureSession:
             walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
             redaction=self.redactor.report() if self.redactor is not None else None,
             ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode,
-            files=self._files,
+            files=self._files, moved=self._moved,
+            spawn_released=len(self.spawn.released) if self.spawn is not None else 0,
             attached={"processes": self.attached_procs, "threads": self.attached_threads}
             if self.attached_procs else None)
         if self.probes is not None:
@@ -574,10 +559,47 @@ class CaptureSession:
         # keeps running untraced; the caller may wait for it.
         return summary
 
+    def _post_pass_fits(self) -> str | None:
+        """Why the end-of-capture passes over the trace (moved bytes, files) are skipped, or None.
+
+        They read the whole trace back (an fd model per event, in Python): bounded so a
+        long attach capture ends promptly; the summary says when they were skipped."""
+        try:
+            size = os.path.getsize(self.opts.output)
+        except OSError:
+            return "the trace cannot be read back"
+        if size > POST_PASS_MAX_TRACE:
+            return f"the trace is larger than {POST_PASS_MAX_TRACE >> 20} MiB"
+        return None
+
+    def _add_moved_bytes(self) -> None:
+        """sendfile/splice/tee/copy_file_range from files: their bytes into the trace (dr.capture.moved).
+
+        Not with redaction: those bytes would bypass the redactor."""
+        from dr.capture.moved import MOVERS, add_moved_bytes
+
+        counts = self.probes.syscall_counts() if self.probes else {}
+        if self.redactor is not None or not any(counts.get(schema.by_name(n).nr) for n in MOVERS):
+            return
+        why = self._post_pass_fits()
+        if why:
+            self._moved = {"skipped": why}
+            return
+        try:
+            self.writer, self._moved = add_moved_bytes(self.writer, self.opts.output, self.opts.snaplen)
+        except OutputError:
+            raise
+        except Exception as e:   # never cost the trace itself
+            self._moved = {"error": f"moved bytes not added: {e}"}
+
     def _identify_files(self) -> dict:
         """``files``/``blob`` records for what the tree mapped or executed (dr.capture.files)."""
         from dr.capture.files import write_files
 
+        self.writer.flush()
+        why = self._post_pass_fits()
+        if why:
+            return {"skipped": why}
         t0 = time.monotonic()
         try:
             out = write_files(self.writer, self.opts.output)

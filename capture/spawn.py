@@ -14,8 +14,11 @@ stop -- the new image is loaded, none of its instructions ran -- the tracer
 makes its vDSO time functions enter the kernel (:func:`dr.vdso.patch_vdso`,
 through /proc/PID/mem), then continues it at once; signals are passed on
 unchanged and group-stops are left to the job control that caused them
-(PTRACE_LISTEN). What the traced program can observe: ``TracerPid`` in
-/proc/PID/status is dr, and a debugger cannot attach to it during capture.
+What the traced program can observe: ``TracerPid`` in /proc/PID/status is
+dr. A task that stops for job control (SIGSTOP, SIGTSTP, ...) is let go
+(detached, still stopped), so its parent or a debugger can then ptrace it as
+it would untraced; images it execs later are not prepared (the summary counts
+such tasks). Until then, a debugger cannot attach to a task of the tree.
 
 All ptrace requests come from the tracer thread (the kernel ties a tracee to
 the thread that attached it); that thread also reaps the tree, so the exit
@@ -37,7 +40,6 @@ PTRACE_CONT = 7
 PTRACE_DETACH = 17
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_SEIZE = 0x4206
-PTRACE_LISTEN = 0x4208
 PTRACE_O_TRACEFORK = 0x02
 PTRACE_O_TRACEVFORK = 0x04
 PTRACE_O_TRACECLONE = 0x08
@@ -79,6 +81,7 @@ class SpawnTree:
         self.exited = threading.Event()
         self.images = 0            # exec stops handled (images prepared)
         self.patch_errors: list[str] = []
+        self.released: list[int] = []   # tasks let go at a job-control stop (see _stopped)
         self.patched: dict[str, int] = {}
         self._first = threading.Event()
         self._facts: dict | None = None
@@ -228,10 +231,13 @@ class SpawnTree:
         if event == PTRACE_EVENT_EXEC:
             self._exec_stop(pid)
         elif event == PTRACE_EVENT_STOP:
-            if sig in GROUP_STOPS and not self._detach:
-                # A job-control stop: stay stopped without holding the tracee
-                # in a ptrace stop (SIGCONT resumes it as it would untraced).
-                _ptrace(PTRACE_LISTEN, pid, 0, 0)
+            if sig in GROUP_STOPS:
+                # A job-control stop (SIGSTOP, SIGTSTP...): let this task go, so that
+                # it stays stopped as it would untraced and its parent or a debugger
+                # can ptrace it (a program that stops a child to attach to it would
+                # else get EPERM). Its later execs are no longer prepared: counted.
+                self.released.append(pid)
+                _ptrace(PTRACE_DETACH, pid, 0, 0)
                 return
         elif event == 0:
             inject = sig      # a signal on its way to the tracee: deliver it unchanged

@@ -777,8 +777,10 @@ def transfers(ev: Any) -> list[Transfer]:
         pair = _FD_TO_FD_NR.get(ev.nr)
         if pair is None:
             return []
-        return [Transfer(_s32(ev.args[pair[0]]), "in", ev.ret, None),
-                Transfer(_s32(ev.args[pair[1]]), "out", ev.ret, None)]
+        # the bytes, when capture read them from the source file (Sub.MOVED)
+        moved = ev.payload(pair[0], schema.Sub.MOVED)
+        return [Transfer(_s32(ev.args[pair[0]]), "in", ev.ret, moved),
+                Transfer(_s32(ev.args[pair[1]]), "out", ev.ret, moved)]
     fd_arg, direction, data_arg, kind = spec
     peek = _PEEK_ARG.get(ev.nr)
     if peek is not None and ev.args[peek] & MSG_PEEK:

@@ -986,9 +986,14 @@ class Formatter:
         return str(ret) + tail
 
     def _ret_detail(self, ev: Event, sc) -> str:
-        """strace's ``= 1 ([{fd=3, revents=POLLIN}])`` for poll-like calls."""
+        """strace's ``= 1 ([{fd=3, revents=POLLIN}])`` for poll-like calls; the bytes
+        sendfile/splice/tee/copy_file_range moved, when capture read them from the
+        source file: ``= 5 (moved "hello")``."""
         if sc is None:
             return ""
+        for slot, p in ev.payloads.items():
+            if slot >> 4 == Sub.MOVED:
+                return f" (moved {quote(p.data, self.opts.strsize, self.opts.xflag, p.truncated)})"
         for i, a in enumerate(sc.args):
             if a.kind == Kind.INOUT and a.ctype == "pollfd":
                 b = ev.payload(i)

@@ -56,7 +56,10 @@ __all__ = [
 #: frame framing, a record's meaning, or a probe record layout (dr/schema/layout.py).
 #: Adding a new record type ("t") that old readers may skip does not need a bump.
 #: Checklist question for every change to this file or layout.py: did you bump FORMAT_VERSION?
-FORMAT_VERSION = 2
+#: 3: execve argv/envp from the new image's stack, request-sized and Sub.MOVED payloads,
+#:    files/blob records, loss cause COPY_STEPS, metadata key names of formats/meta.py.
+#:    Versions 1-2 still read (formats.meta.normalize renames their keys).
+FORMAT_VERSION = 3
 #: First 8 bytes of every trace.
 MAGIC = b"DRTRACE\x00"
 #: magic, u32 version, u32 flags (all little-endian).
@@ -680,7 +683,10 @@ class TraceReader:
         first = self._records(0)
         if not first or first[0].get("t") != "meta":
             raise TraceError("first record is not the trace metadata", offset=self.frames[0].offset)
-        self.meta: dict[str, Any] = {k: v for k, v in first[0].items() if k != "t"}
+        from dr.formats.meta import normalize
+
+        # today's key names (formats/meta.py), whatever version wrote the trace
+        self.meta: dict[str, Any] = normalize({k: v for k, v in first[0].items() if k != "t"})
         self.summary: dict[str, Any] | None = None
         last = first if len(self.frames) == 1 else self._records(len(self.frames) - 1)
         if last[-1].get("t") == "summary":

@@ -143,6 +143,9 @@ def test_failed_and_fd_execs_recorded_as_the_kernel_answered(tmp_path):
     assert at[0].payload(1).startswith(b"/dev/fd/")
     assert at[0].payload(2) == b"true-by-fd\0second\0"
     assert at[0].payload(3) == b"K=V\0L=W\0"
+    # what the fd executed is identified (the file behind fd 3, not dr's own fd 3)
+    r, _ = events_of(out)
+    assert "exec" in {f["path"]: f for f in r.file_records}["/bin/true"]["how"]
 
 
 ADDR_C = r"""
@@ -201,3 +204,53 @@ def test_aslr_off_for_the_whole_tree(tmp_path):
         assert p.returncode == 0, p.stderr.decode()
         outs.append(p.stdout.decode())
     assert outs[0] == outs[1]   # the same layout each run: what replay (ASLR off too) sees
+
+
+JOBSTOP_C = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static int released(pid_t c) {   /* stopped, and no tracer any more */
+    char path[64], line[256];
+    int stopped = 0, tracer = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", c);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "State:", 6)) stopped = strchr(line, 'T') != NULL;
+        if (!strncmp(line, "TracerPid:", 10)) sscanf(line + 10, "%d", &tracer);
+    }
+    fclose(f);
+    return stopped && tracer == 0;
+}
+int main(void) {
+    pid_t c = fork();
+    if (c == 0) {
+        raise(SIGSTOP);
+        _exit(7);
+    }
+    for (int i = 0; i < 1000 && !released(c); i++) usleep(10000);
+    long r = ptrace(PTRACE_SEIZE, c, 0, 0);
+    printf("seize %ld\n", r);
+    fflush(stdout);
+    ptrace(PTRACE_DETACH, c, 0, 0);
+    kill(c, SIGCONT);
+    int st;
+    waitpid(c, &st, 0);
+    printf("child %d\n", WEXITSTATUS(st));
+    return 0;
+}
+"""
+
+
+def test_job_control_stop_lets_the_task_go_so_its_parent_can_ptrace_it(tmp_path):
+    exe = cc(tmp_path, "jobstop", JOBSTOP_C)
+    out = tmp_path / "j.drt"
+    p = dr("capture", "-q", "-o", out, "--", exe, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().split("\n")[:2] == ["seize 0", "child 7"]
+    r, _ = events_of(out)
+    assert r.summary["spawn_released"] == 1

@@ -70,3 +70,20 @@ def test_io_uring_setup_makes_the_capture_say_incomplete(tmp_path):
     r = TraceReader(out)
     list(r.stream())
     assert any("io_uring" in why for why in r.summary["incomplete"])
+
+
+def test_metadata_keys_declared_once_and_old_spelling_renamed(write_trace):
+    from dr.capture.snapshot import host_facts, process_facts
+    from dr.formats.meta import META_KEYS, normalize, problems
+    from dr.formats.trace import TraceReader
+
+    facts = dict(host_facts())
+    facts.update(process_facts(os.getpid()))
+    facts["clock_offsets"] = facts.pop("clock")
+    facts.update({"mode": "attach", "format_version": 3})
+    assert problems(facts) == []
+    assert set(facts) - {"fds_error"} <= set(META_KEYS) | {"fds_truncated"}
+    old = write_trace([], meta={"tool": "dr", "tids": [], "clock": {"realtime_ns": 5}})
+    assert TraceReader(old).meta["clock_offsets"] == {"realtime_ns": 5}
+    assert normalize({"clocks": {}})["clock_offsets"] == {}
+    assert problems({"tool": "dr", "version": "1", "format_version": "x"})

@@ -86,6 +86,8 @@ class Sub(enum.IntEnum):
     CONTROL = 2  # msghdr.msg_control (ancillary data)
     HEADER = 3   # the msghdr / mmsghdr structure as the kernel left it
     ENTRY = 4    # INOUT kinds: the value the tracee passed in at entry
+    MOVED = 5    # bytes a call moved between two fds (sendfile, splice, tee, copy_file_range),
+                 # on the source fd's slot: read from the source file (dr.capture.moved)
 
 
 class Order(enum.IntEnum):
