@@ -113,11 +113,13 @@ def show(
         # A bar only while the listing is not drawn on the same terminal.
         bar = reading("dr show: reading", trace) if summary or not out.isatty() else _nothing()
         try:
-            with bar:
-                if summary:
-                    out.write("\n".join(summary_lines(reader, opts)) + "\n")
-                    out.flush()
-                else:
+            if summary:
+                with bar:  # the table is printed once the bar is gone
+                    table = summary_lines(reader, opts)
+                out.write("\n".join(table) + "\n")
+                out.flush()
+            else:
+                with bar:
                     _write_lines(out, show_lines(reader, opts))
         except BrokenPipeError:
             from dr.cli import reader_gone
