@@ -78,6 +78,8 @@ class ShowOptions:
                 without / with an error (strace -z / -Z)
     syscall_times  append the time spent inside each call, `` <0.000012>`` (strace -T)
     color       ANSI colours (errors red, signals yellow, process events bold)
+    index       start each syscall line with its position in the trace, ``#412 ``
+                (from 0; the number replay's divergences and jsonl's ``index`` use)
     prefix      ``[pid N]`` prefixes: None as strace -f (once the trace has a second
                 thread), False never (one call decoded on its own, as replay reports do)
     """
@@ -97,6 +99,7 @@ class ShowOptions:
     syscall_times: bool = False
     color: bool = False
     prefix: bool | None = None
+    index: bool = False
 
 
 def _ansi(style: str) -> tuple[str, str]:
@@ -258,6 +261,8 @@ class Formatter:
     def line(self, ev: Event) -> str:
         """One syscall as ``name(args) = ret``."""
         head = self._head(ev.tid, ev.ts_enter)
+        if self.opts.index:
+            head = f"#{ev.index} " + head
         sc = schema.by_nr(ev.nr)
         self._applied = False
         if ev.flags & _ENTRY_LOST:
