@@ -33,6 +33,7 @@ from typing import Any
 from dr.errors import OutputError
 from dr.formats.fdmap import (AF_INET6, AF_UNIX, SOCK_DGRAM, FdMap, OpenFile, SockAddr,
                               transfers)
+from dr.formats.stats import pair_loopback_ends
 from dr.formats.trace import Event, ProcEvent, TraceReader
 
 __all__ = ["export_pcap", "PcapResult", "StreamInfo", "realtime_offset_ns", "SEGMENT"]
@@ -234,7 +235,8 @@ def export_pcap(reader: TraceReader, path: str | os.PathLike) -> PcapResult:
     fdm, ops = _collect(reader)
     b = _Builder()
     files = {f.id: f for f in fdm.files}
-    _pair_ends(files, ops)
+    pair_loopback_ends(files.values(), lambda f: min(
+        (o.ts for o in ops.get(f.id, ()) if o.kind == "open"), default=0))
     seen: set[tuple] = set()
     unix_socks = unix_bytes = 0
     for fid in sorted(ops):
@@ -275,41 +277,6 @@ def export_pcap(reader: TraceReader, path: str | os.PathLike) -> PcapResult:
                          "they show as gaps in the sequence space")
     res.packets = b.write(res.path, realtime_offset_ns(reader.meta))
     return res
-
-
-def _same_end(a: SockAddr, b: SockAddr) -> bool:
-    """``a`` and ``b`` name one TCP endpoint (a wildcard host matches any, as a bind to 0.0.0.0 does)."""
-    return a.port == b.port and (a.host == b.host or a.unspecified or b.unspecified)
-
-
-def _pair_ends(files: dict[int, OpenFile], ops: dict[int, list[_Op]]) -> None:
-    """Give a client socket whose local port the trace never names (no getsockname)
-    the address its server saw: when both ends of a connection are in the trace,
-    the accepted socket's peer is the client's local address. Each accepted socket
-    pairs with one client: the connect closest before its accept, whose peer is
-    the accepted socket's local address. Then the connection is one TCP stream.
-    """
-    def opened(f: OpenFile) -> int:
-        return min((o.ts for o in ops.get(f.id, ()) if o.kind == "open"), default=0)
-
-    servers = [f for f in files.values() if f.is_socket and f.accepted and f.local is not None
-               and f.peer is not None and f.peer.is_inet and f.peer.port]
-    if not servers:
-        return
-    clients = [f for f in files.values() if f.is_socket and not f.accepted and f.peer is not None
-               and f.peer.is_inet and (f.local is None or not f.local.port)]
-    taken: set[int] = set()
-    for c in sorted(clients, key=opened):
-        t = opened(c)
-        best = None
-        for a in servers:
-            if a.id in taken or not _same_end(a.local, c.peer) or opened(a) < t:
-                continue
-            if best is None or opened(a) < opened(best):
-                best = a
-        if best is not None:
-            taken.add(best.id)
-            c.local = best.peer
 
 
 def _fds(f: OpenFile) -> str:

@@ -20,14 +20,14 @@ import math
 import os
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 from dr import schema
 from dr.formats.fdmap import FdMap, OpenFile, transfers
 from dr.formats.trace import Event, ProcEvent, TraceReader
 
 __all__ = ["Stats", "SyscallStats", "FileStats", "FileGroup", "ThreadStats", "compute", "render",
-           "file_groups", "DEFAULT_TOP",
+           "file_groups", "DEFAULT_TOP", "pair_loopback_ends", "Comms",
            "errno_name", "percentile"]
 
 _NO_EXIT = schema.EVENT_FLAGS["NO_EXIT"]
@@ -338,6 +338,7 @@ def compute(reader: TraceReader) -> Stats:
         s._lat = array("q")
     st.syscalls = sorted(sysc.values(), key=lambda s: (-s.count, s.name))
     byid: dict[int, OpenFile] = {f.id: f for f in fdm.files}
+    pair_loopback_ends(byid.values(), None)  # the unambiguous pairs: no connect times here
     for fs in files.values():
         f = byid[fs.id]
         fs.kind = f.kind
@@ -360,6 +361,49 @@ def compute(reader: TraceReader) -> Stats:
     st.truncated = reader.truncated
     st.complete = not reader.truncated
     return st
+
+
+def _same_end(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` name one TCP endpoint (a wildcard host matches any, as a bind to 0.0.0.0 does)."""
+    return a.port == b.port and (a.host == b.host or a.unspecified or b.unspecified)
+
+
+def pair_loopback_ends(files: Iterable[OpenFile], opened: Callable[[OpenFile], int] | None) -> None:
+    """Give a client socket whose local port the trace never names (no getsockname)
+    the address its server saw: when both ends of a connection are in the trace,
+    the accepted socket's peer is the client's local address. Each accepted socket
+    pairs with one client: the earliest-opened client (``opened``: ns of its
+    connect and accept) whose peer is the accepted socket's local address and
+    which opened before it. Without ``opened`` only unambiguous pairs are made
+    (one client and one accepted socket for that address). Sets ``local`` on the
+    client sockets it pairs.
+    """
+    files = list(files)
+    servers = [f for f in files if f.is_socket and f.accepted and f.local is not None
+               and f.peer is not None and f.peer.is_inet and f.peer.port]
+    if not servers:
+        return
+    clients = [f for f in files if f.is_socket and not f.accepted and f.peer is not None
+               and f.peer.is_inet and (f.local is None or not f.local.port)]
+    if opened is None:
+        for c in clients:
+            match = [a for a in servers if _same_end(a.local, c.peer)]
+            rivals = [o for o in clients if o.peer is not None and _same_end(o.peer, c.peer)]
+            if len(match) == 1 and len(rivals) == 1:
+                c.local = match[0].peer
+        return
+    taken: set[int] = set()
+    for c in sorted(clients, key=opened):
+        t = opened(c)
+        best = None
+        for a in servers:
+            if a.id in taken or not _same_end(a.local, c.peer) or opened(a) < t:
+                continue
+            if best is None or opened(a) < opened(best):
+                best = a
+        if best is not None:
+            taken.add(best.id)
+            c.local = best.peer
 
 
 def _ret_is_error(ev: Event) -> bool:

@@ -48,7 +48,7 @@ class Divergence:
         """The multi-line human report."""
         out = [f"divergence: {self.message}"]
         where = ([f"thread {self.tid}"] if self.tid is not None else []) + \
-            ([f"syscall #{self.index} of the trace"] if self.index is not None else [])
+            ([f"syscall #{self.index} of the trace (dr show --index)"] if self.index is not None else [])
         if where:  # #N counts the trace's syscalls from 0, as dr capture and dr show -c count them
             out.append("  " + ", ".join(where))
         if self.expected is not None:

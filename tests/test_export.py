@@ -194,6 +194,10 @@ def test_pcap_pairs_a_client_without_getsockname_with_its_server(write_trace, tm
         res = export_pcap(r, out)
     assert [(x.client, x.server) for x in res.streams] == [("127.0.0.1:51234", "127.0.0.1:8000")]
     assert not any("no getsockname" in n for n in res.notes)  # nothing synthesised
+    from dr.formats.stats import compute
+    with TraceReader(path) as r:  # dr stats names the client's port the same way
+        conns = {(c.local, c.peer) for c in compute(r).connections}
+    assert ("127.0.0.1:51234", "127.0.0.1:8000") in conns
     if shutil.which(TSHARK):
         nodes, c2s, s2c = tshark_follow(out)
         assert nodes == ["127.0.0.1:51234", "127.0.0.1:8000"] and (c2s, s2c) == (REQ, b"pong\r\n")

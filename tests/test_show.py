@@ -546,3 +546,15 @@ def test_trace_classes_are_declared_syscalls_and_parse():
     assert schema.by_name("connect").nr not in parse_trace_expr(["trace=!%network"])
     with pytest.raises(UsageError, match="invalid syscall class '%nope'"):
         parse_trace_expr(["trace=%nope"])
+
+
+def test_index_numbers_syscalls_as_replay_and_jsonl_do(trace, run_dr):
+    code, out, _ = run_dr("show", trace, "--index", "-e", "trace=write", "-a", "0")
+    assert code == 0
+    lines = [ln for ln in out.splitlines() if ln.startswith("#")]
+    code, jl, _ = run_dr("export", "jsonl", trace, "--no-payloads")
+    import json
+    want = [o["index"] for o in map(json.loads, jl.splitlines())
+            if o.get("type") == "syscall" and o["name"] == "write"]
+    assert [int(ln.split()[0][1:]) for ln in lines] == want and len(want) == 2
+    assert lines[0].split(" ", 1)[1].startswith("write(1, ")

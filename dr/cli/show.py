@@ -26,6 +26,7 @@ Examples:
   dr show run.drt -Z -p 4242                         # failed calls of one process
   dr show run.drt -c                                 # strace -c's table (counts as dr stats)
   dr show run.drt -o run.txt                         # to a file (no colour)
+  dr show run.drt --index | grep '^#412 '            # the call a divergence names: syscall #412
 """
 
 
@@ -54,6 +55,9 @@ def show(
                                     help="Only calls that returned without an error (strace -z)."),
     failed: bool = typer.Option(False, "-Z", "--failed-only",
                                 help="Only calls that returned an error (strace -Z)."),
+    index: bool = typer.Option(False, "--index",
+                               help="Start each syscall with its number in the trace, #N "
+                                    "(from 0: dr replay's 'syscall #N of the trace')."),
     strsize: int = typer.Option(32, "-s", "--string-limit", min=0, metavar="N",
                                 help="Bytes of each data buffer to show before '...' "
                                      "(paths are shown whole, as strace does)."),
@@ -109,15 +113,17 @@ def show(
                            syscalls=syscalls, decode_fds=min(decode_fds, 2), acolumn=acolumn,
                            since_ns=lo, until_ns=hi, pids=frozenset(pid) if pid else None,
                            status="successful" if successful else "failed" if failed else None,
-                           syscall_times=syscall_times, color=color)
+                           syscall_times=syscall_times, color=color, index=index)
         # A bar only while the listing is not drawn on the same terminal.
         bar = reading("dr show: reading", trace) if summary or not out.isatty() else _nothing()
         try:
-            with bar:
-                if summary:
-                    out.write("\n".join(summary_lines(reader, opts)) + "\n")
-                    out.flush()
-                else:
+            if summary:
+                with bar:  # the table is printed once the bar is gone
+                    table = summary_lines(reader, opts)
+                out.write("\n".join(table) + "\n")
+                out.flush()
+            else:
+                with bar:
                     _write_lines(out, show_lines(reader, opts))
         except BrokenPipeError:
             from dr.cli import reader_gone
