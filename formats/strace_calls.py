@@ -9,8 +9,9 @@ from __future__ import annotations
 import struct
 
 from dr import schema
-from dr.formats.strace_decode import _clone_flags, _enum, _ptr, _s32, format_flags, quote
+from dr.formats.strace_decode import REQUEST_DECODERS, _clone_flags, _dec_int, _enum, _ptr, _s32, format_flags, quote
 from dr.formats.trace import Event
+from dr.schema import Sub
 
 __all__ = ["SPECIAL"]
 
@@ -116,6 +117,18 @@ def _sp_statx(f: Formatter, ev: Event, sc) -> list[str]:
     return out
 
 
+def _request_arg(ev: Event, req: str, slot: int) -> str | None:
+    """The buffer of a request-sized argument, ``before => after`` for value-result ones."""
+    dec = REQUEST_DECODERS.get(req, _dec_int)
+    p = ev.payloads.get(slot)
+    entry = ev.payloads.get(slot | Sub.ENTRY << 4)
+    before = dec(entry.data) if entry is not None else None
+    after = dec(p.data) if p is not None else None
+    if before and after and before != after:
+        return f"{before} => {after}"
+    return before or after
+
+
 #: fcntl(2) commands that take no third argument (strace prints two).
 _FCNTL_NOARG = frozenset({"F_GETFD", "F_GETFL", "F_GETOWN", "F_GETSIG", "F_GETLEASE",
                           "F_GETPIPE_SZ", "F_GET_SEALS"})
@@ -134,7 +147,7 @@ def _sp_fcntl(f: Formatter, ev: Event, sc) -> list[str]:
     elif cmd in ("F_DUPFD", "F_DUPFD_CLOEXEC", "F_SETOWN", "F_SETSIG", "F_SETPIPE_SZ"):
         out.append(str(_s32(v)))
     else:
-        out.append(_ptr(v))
+        out.append(_request_arg(ev, cmd, 2) or _ptr(v))
     return out
 
 
@@ -151,7 +164,18 @@ def _sp_ioctl(f: Formatter, ev: Event, sc) -> list[str] | None:
     req = _enum(ev.args[1] & 0xFFFFFFFF, "ioctl")
     if req in ("FIOCLEX", "FIONCLEX"):  # no argument
         return [f._arg(ev, sc, 0, sc.args[0]), req]
-    return None
+    shown = _request_arg(ev, req, 2)
+    if shown is None:
+        return None
+    return [f._arg(ev, sc, 0, sc.args[0]), req, shown]
+
+
+def _sp_prctl(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    shown = _request_arg(ev, out[0], 1) if 1 in ev.payloads else None
+    if shown is not None:
+        out[1] = shown
+    return out
 
 
 def _sp_getcwd(f: Formatter, ev: Event, sc) -> list[str]:
@@ -222,5 +246,5 @@ SPECIAL = {
     "getdents64": _sp_getdents, "statx": _sp_statx, "fcntl": _sp_fcntl, "ioctl": _sp_ioctl,
     "getcwd": _sp_getcwd, "clone": _sp_clone, "clone3": _sp_clone3, "setitimer": _sp_itimer,
     "getitimer": _sp_itimer, "madvise": _sp_madvise, "setsockopt": _sp_sockopt,
-    "getsockopt": _sp_sockopt, "close_range": _sp_close_range,
+    "getsockopt": _sp_sockopt, "close_range": _sp_close_range, "prctl": _sp_prctl,
 }

@@ -47,7 +47,7 @@ _LONG_INT_ARGS = frozenset({"offset", "pos", "pos_l", "pos_h", "len", "length", 
                             "msgtyp", "size", "off"})
 _O_CREAT, _O_TMPFILE = _OPEN_NAMES["O_CREAT"], _OPEN_NAMES["O_TMPFILE"]
 #: Syscalls whose fd-pair out-argument holds new fds (decorated after the call with -y).
-_FD_PAIR_CALLS = frozenset({"pipe", "pipe2", "socketpair"})
+_FD_PAIR_CALLS = frozenset(s.name for s in schema.all_syscalls() if s.fd_effect == schema.FdEffect.PAIR)
 _NR_EXIT_GROUP = schema.by_name("exit_group").nr
 #: Signals whose default action ends the process (signal(7)): a task that dies
 #: inside a call after one of these was delivered with SIG_DFL was killed by it.
@@ -335,9 +335,14 @@ class Formatter:
         return str(ret) + tail
 
     def _ret_detail(self, ev: Event, sc) -> str:
-        """strace's ``= 1 ([{fd=3, revents=POLLIN}])`` for poll-like calls."""
+        """strace's ``= 1 ([{fd=3, revents=POLLIN}])`` for poll-like calls; the bytes
+        sendfile/splice/tee/copy_file_range moved, when capture read them from the
+        source file: ``= 5 (moved "hello")``."""
         if sc is None:
             return ""
+        for slot, p in ev.payloads.items():
+            if slot >> 4 == Sub.MOVED:
+                return f" (moved {quote(p.data, self.opts.strsize, self.opts.xflag, p.truncated)})"
         for i, a in enumerate(sc.args):
             if a.kind == Kind.INOUT and a.ctype == "pollfd":
                 b = ev.payload(i)
