@@ -399,3 +399,71 @@ def test_nginx_distribution_config_by_master_pid(tmp_path):
         assert res.report.identical == len(res.report.connections) >= 280
     finally:
         remove_site(d)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+@root_only
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("nsenter") is None
+                    or shutil.which("redis-benchmark") is None, reason="needs util-linux and redis-tools")
+def test_service_in_its_own_mount_pid_net_namespaces_and_root(tmp_path):
+    """redis-server in a minimal root (its binary and libraries copied in), its own mount, pid
+    and net namespaces: captured from the host by host pid, replayed on that root, identical."""
+    from dr.demo.harness import Capture, free_port, stop
+    from dr.demo.nginx_site import BASE
+    from dr.formats.trace import TraceReader
+    from dr.replay.streams import run_streams
+    import tempfile
+    os.makedirs(BASE, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="root-", dir=BASE)
+    try:
+        real = os.path.realpath(shutil.which("redis-server"))
+        for d in ("opt/svc", "lib64", "usr/lib", "proc", "tmp"):
+            os.makedirs(f"{root}/{d}")
+        shutil.copy(real, f"{root}/opt/svc/")
+        # Only this root has /opt/svc/redis-server: the replay cannot use the host's by mistake.
+        os.symlink(os.path.basename(real), f"{root}/opt/svc/redis-server")
+        ldd = subprocess.run(["ldd", real], capture_output=True, text=True, check=True).stdout
+        for lib in [w for w in ldd.split() if w.startswith("/")]:
+            dst = f"{root}/{os.path.dirname(lib).lstrip('/')}"
+            os.makedirs(dst, exist_ok=True)
+            shutil.copy(lib, dst)
+        port = free_port()
+        box = subprocess.Popen(["unshare", "-m", "-p", "-n", "-f", "--propagation", "private", "sh", "-c",
+                                f"mount -t proc proc {root}/proc && ip link set lo up && exec chroot {root} "
+                                f"/opt/svc/redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            pid = None
+            while pid is None:
+                kids = open(f"/proc/{box.pid}/task/{box.pid}/children").read().split()
+                if kids and os.path.realpath(f"/proc/{kids[0]}/exe").endswith("redis-check-rdb"):
+                    pid = int(kids[0])
+                assert time.monotonic() < deadline, "the contained redis-server did not start"
+                time.sleep(0.05)
+            ns = ["nsenter", "-t", str(pid), "-n"]
+            while subprocess.run([*ns, "redis-cli", "-p", str(port), "PING"], capture_output=True,
+                                 text=True).stdout.strip() != "PONG":
+                assert time.monotonic() < deadline + 10, "the contained redis-server does not answer"
+                time.sleep(0.05)
+            with Capture(pid, tmp_path / "c.drt", tmp_path / "cap.log") as cap:
+                bench = subprocess.run([*ns, "redis-benchmark", "-p", str(port), "-n", "200", "-c", "10",
+                                        "-t", "set,get,incr,lpush", "-q"], capture_output=True, text=True, timeout=120)
+                assert bench.returncode == 0, bench.stderr
+                assert cap.stop(settle_s=0.5) == 0
+        finally:
+            stop(box)
+        with TraceReader(tmp_path / "c.drt") as r:
+            meta = r.meta
+        assert meta["root"]["path"] == root and not meta["root"]["same"]
+        assert meta["nspid"] == [pid, 1]  # host pid, then the pid it saw in its own namespace
+        assert meta["exec"]["argv"][0] == "/opt/svc/redis-server"  # as the process saw it
+        res = run_streams(str(tmp_path / "c.drt"))
+        rep = res.report
+        assert res.exit_code == ExitCode.OK, rep.text()
+        assert rep.identical == len(rep.connections) >= 40
+        assert f"ran on the root filesystem {root} (the recorded process's own: it ran in a container)" in rep.notes
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
