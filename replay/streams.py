@@ -1263,6 +1263,16 @@ class StreamsSession:
                 if r.status != "identical" and not r.first_difference:
                     r.first_difference = "not answered: the program had exited"
         rep.mode = self.mode_used
+        by_proc: dict[int, int] = {}
+        for c in self.inbound:
+            by_proc[c.tgid] = by_proc.get(c.tgid, 0) + 1
+        if len(by_proc) > 1:
+            # Pre-forked workers: the kernel chose the accepting process, in production as here.
+            each = ", ".join(f"{n} by pid {p}" for p, n in sorted(by_proc.items()))
+            rep.notes.append(f"the recording's connections were accepted by {len(by_proc)} processes ({each}) "
+                             "sharing the listening socket; each was delivered to the replayed service as a "
+                             "whole, since which worker accepts is the kernel's choice; a response that "
+                             "depended on the worker would show here as a difference")
         if self.rootfs != "/":
             rep.notes.append(f"ran on the root filesystem {self.rootfs}"
                              + (" (the recorded process's own: it ran in a container)"

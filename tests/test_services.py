@@ -193,6 +193,8 @@ def test_gunicorn_master_pid_captures_its_workers_and_replays_identical(tmp_path
     rep = res.report
     assert res.exit_code == ExitCode.OK, rep.text()
     assert rep.identical == len(rep.connections) >= 200
+    assert any(n.startswith(f"the recording's connections were accepted by {len(accepting)} processes")
+               for n in rep.notes)
 
 
 @root_only
