@@ -818,7 +818,8 @@ class StreamsSession:
         from dr import schema
         from dr.replay.netns import NetNS
         from dr.replay.sandbox import Sandbox, SandboxSpec
-        from dr.replay.streams_supervisor import ConnClock, RecordedRandom, StreamsSupervisor, VirtualClock, WakeClock
+        from dr.replay.streams_supervisor import (UNOBSERVED, ConnClock, RecordedRandom, StreamsSupervisor,
+                                                  VirtualClock, WakeClock)
         exe = self.argv[0] if "/" in self.argv[0] else (_which(self.argv[0]) or self.argv[0])
         cwd = _inside_root(self.meta, str(self.meta.get("cwd") or "/"))
         pid = self.meta.get("pid")
@@ -832,7 +833,8 @@ class StreamsSession:
             hostname=str(self.meta.get("hostname") or self.meta.get("host") or "dr-replay"),
             first_pid=self.first_pid,
             stdio="inherit" if self.show_output else "null",
-            passthrough=frozenset(s.nr for s in schema.all_syscalls() if s.cls == schema.Class.PASSTHROUGH))
+            passthrough=frozenset(s.nr for s in schema.all_syscalls()
+                                  if s.cls == schema.Class.PASSTHROUGH or s.name in UNOBSERVED))
         self.sandbox = Sandbox(spec)
         saved = None
         if not self.show_output:
