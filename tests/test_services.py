@@ -476,3 +476,20 @@ def test_service_in_its_own_mount_pid_net_namespaces_and_root(tmp_path):
         assert f"ran on the root filesystem {root} (the recorded process's own: it ran in a container)" in rep.notes
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@root_only
+def test_a_request_left_unread_says_the_order_was_not_held(write_trace):
+    """A build that never reads the first connection's request: the next connection's request
+    goes out once the program is idle, and the first connection says the order was not held."""
+    from dr.replay.streams import run_streams
+    port, dep = 9104, 9204
+    stuck = ECHO_SVC.replace("def handle(c):\n", "first = []\ndef handle(c):\n    first.append(1)\n"
+                             "    if len(first) == 1:\n        threading.Event().wait()\n")
+    trace = write_trace(_echo_events(Clock(), port, dep), _meta([PY, "-c", stuck, str(port), str(dep)], port))
+    res = run_streams(str(trace))
+    rep = res.report
+    assert res.exit_code == ExitCode.DIVERGED
+    assert [c.status for c in rep.connections] == ["differs", "identical", "identical"]
+    assert "left 4 request byte(s) unread when the next connection's request was due" in rep.connections[0].note
+    assert all(c.note is None for c in rep.connections[1:])
