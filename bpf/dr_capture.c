@@ -64,6 +64,7 @@
 #define DR_CONTROL_MAX 4096
 #define DR_CLONE_THREAD 0x00010000
 #define DR_EINTR 4
+#define DR_ERESTART_RESTARTBLOCK 516   /* include/linux/errno.h */
 
 /* user-space visible counters (stats map) */
 enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3,
@@ -79,6 +80,8 @@ struct dr_task {
 	u32 tgid;
 	u16 in_call;
 	u16 flags;      /* event flags gathered at entry */
+	u32 req;        /* reqbufs value of the request (Rule REQ), looked up at entry */
+	u32 pad;
 };
 
 struct dr_job {
@@ -98,7 +101,7 @@ struct dr_work {
 	u64 seg_addr, seg_left;
 	u64 left;         /* bytes still to copy for the current job */
 	u64 off;          /* offset of data[0] in the current job's buffer */
-	u32 started, pad;
+	u32 started, req;   /* req: the request's buffer (reqbufs value) of this call */
 	struct dr_job jobs[DR_MAX_JOBS];
 	/* struct dr_payload header, then 2 * DR_CHUNK bytes of data: a chunk may
 	 * start anywhere below DR_CHUNK, and the verifier bounds pos + len. */
@@ -129,8 +132,12 @@ BPF_TASK_STORAGE(tasks, struct dr_task);
 BPF_HASH(tgids, u32, u8, 8192);
 BPF_ARRAY(tgbits, u64, DR_PID_MAX / 64);     /* bit per tgid: maybe traced */
 BPF_ARRAY(rules, struct dr_rule, DR_NR_MAX * DR_MAX_RULES);
-BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit rules */
-BPF_HASH(ioctls, u32, u32, 64);              /* request -> size | 1 << 31 when "out" */
+BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit rules, bit 2: exec */
+/* (nr << 32 | request) -> bytes | DR_REQ_OUT | DR_REQ_ENTRY: buffers sized by
+ * a request argument (ioctl, fcntl, prctl; Rule REQ) */
+BPF_HASH(reqbufs, u64, u32, 512);
+#define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
+#define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
@@ -371,40 +378,42 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 		u64 pos_ret = ret > 0 ? (u64)ret : 0;
 
 		/* Strings are copied at exit, when the kernel has faulted their pages
-		 * in (a BPF probe cannot); execve's only at entry: the old memory is
-		 * gone at its exit. */
-		int str_at_entry = nr == DR_NR_execve || nr == DR_NR_execveat;
+		 * in (a BPF probe cannot). execve/execveat never come here: see
+		 * build_exec_jobs. */
 		if (!at_exit) {
-			if ((kind == DR_K_PATH || kind == DR_K_STR) && str_at_entry)
-				add_job(w, slot, J_STR, addr, 0, 0);
-			else if (kind == DR_K_ARGV)
-				add_job(w, slot, J_ARGV, addr, 0, 0);
+			if (r->valid & 2)   /* an in-parameter the kernel may overwrite */
+				add_job(w, slot, J_PLAIN, addr, r->size, 0);
 			else if (kind == DR_K_INOUT && rule == DR_R_CONST)
 				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, r->size, 0);
 			else if (kind == DR_K_INOUT && rule == DR_R_CNT)
 				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, pv * r->elem, 0);
-			continue;
-		}
-		if (kind == DR_K_PATH || kind == DR_K_STR) {
-			if (!str_at_entry)
-				add_job(w, slot, J_STR, addr, 0, 0);
-			continue;
-		}
-		if (kind == DR_K_ARGV)
-			continue;
-		if (rule == DR_R_NONE) {
-			/* ioctl: the buffer size comes with the request (DR_IOCTL_*). */
-			if (nr == DR_NR_ioctl) {
-				u32 req = a[1];
-				u32 *d = ioctls.lookup(&req);
-				if (d) {
-					int out = (*d >> 31) & 1;
-					if (!out || ret >= 0)
-						add_job(w, slot, J_PLAIN, addr, *d & 0xffff, 0);
-				}
+			else if (kind == DR_K_INOUT && rule == DR_R_BITS)
+				add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, ((pv & 0xffffffff) + 63) / 64 * 8, 0);
+			else if (rule == DR_R_REQ) {
+				u64 key = ((u64)nr << 32) | (u32)pv;
+				u32 *d = reqbufs.lookup(&key);
+				w->req = d ? *d : 0;
+				if (d && (*d & DR_REQ_ENTRY))
+					add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, *d & 0xffff, 0);
 			}
 			continue;
 		}
+		if (kind == DR_K_PATH || kind == DR_K_STR) {
+			add_job(w, slot, J_STR, addr, 0, 0);
+			continue;
+		}
+		if (kind == DR_K_ARGV || (r->valid & 2))   /* r->valid & 2: read at entry */
+			continue;
+		if (rule == DR_R_REQ) {
+			/* ioctl, fcntl, prctl: the size came with the request, looked
+			 * up at entry (one map lookup fewer for the verifier here) */
+			u32 d = w->req;
+			if (d && (!(d & DR_REQ_OUT) || ret >= 0))
+				add_job(w, slot, J_PLAIN, addr, d & 0xffff, 0);
+			continue;
+		}
+		if (rule == DR_R_NONE)
+			continue;
 		if (rule == DR_R_CONST) {
 			len = r->size;
 		} else if (rule == DR_R_ARG || rule == DR_R_CNT) {
@@ -420,10 +429,13 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			len = v;
 		} else if (rule == DR_R_MIN_RET_ARG) {
 			len = pos_ret < pv ? pos_ret : pv;
+		} else if (rule == DR_R_BITS) {
+			len = ((pv & 0xffffffff) + 63) / 64 * 8;
 		}
 		/* Out-buffers are valid when the call succeeded; timespec-like
-		 * out-structures also when a signal interrupted it (nanosleep's rmtp). */
-		int ok_out = ret >= 0 || (rule == DR_R_CONST && ret == -DR_EINTR);
+		 * out-structures also when a signal interrupted it (nanosleep's rmtp,
+		 * written before the kernel returns -ERESTART_RESTARTBLOCK). */
+		int ok_out = ret >= 0 || (rule == DR_R_CONST && (ret == -DR_EINTR || ret == -DR_ERESTART_RESTARTBLOCK));
 		if (kind == DR_K_BUF_OUT || kind == DR_K_SOCKADDR_OUT) {
 			if (!ok_out)
 				continue;
@@ -458,6 +470,84 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 	}
 }
 
+/* A successful execve/execveat: path, argv and envp are read from the new
+ * image's initial stack, which the kernel has just written (so no page can
+ * fault), at sched_process_exec (a program of its own: its own verifier
+ * budget), before the syscall returns. At the user sp lie argc, argv[], NULL,
+ * envp[], NULL, then the auxv (System V x86-64 ABI 3.4.1). The kernel copies
+ * the strings into one contiguous area (fs/exec.c: argv strings, envp
+ * strings, then the filename AT_EXECFN points at), so argv is the bytes
+ * [argv[0], envp[0]) and envp [envp[0], AT_EXECFN): two plain copies, no
+ * per-string reads, no count limit. The path is the AT_EXECFN string, the
+ * filename the caller passed (execveat of an fd: "/dev/fd/N[/name]"). For a
+ * #! script the kernel has rewritten argv (interpreter, its argument, script
+ * path, argv[1..]): that is what the new image received, and what is recorded.
+ * A failed exec: see build_jobs. */
+#define DR_AT_EXECFN 31
+#define DR_ENV_SCAN 512      /* 8 envp entries per step: at most 4096 entries */
+#define DR_AUXV_SCAN 64
+#define DR_EXEC_STEPS 40     /* copier steps: 3 jobs of up to snaplen (16 chunks) */
+static __always_inline void build_exec_jobs(struct dr_work *w, s64 nr, u64 sp)
+{
+	u16 ps = nr == DR_NR_execveat ? 1 : 0;   /* slot of the path; argv, envp follow */
+	w->njobs = 0;
+	w->job = 0;
+	w->started = 0;
+	w->seg_addr = 0;   /* the scan's results go through the map value, so */
+	w->seg_left = 0;   /* the verifier joins the loop's exits into one state */
+	u64 argc = 0, argv0 = 0;
+	if (bpf_probe_read_user(&argc, sizeof(argc), (void *)sp) || argc > (1 << 20)) {
+		copy_fault(w);
+		return;
+	}
+	if (argc)
+		bpf_probe_read_user(&argv0, sizeof(argv0), (void *)(sp + 8));
+	u64 envp = sp + 8 * (argc + 2);
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < DR_ENV_SCAN; i++) {
+		u64 p[8] = {};
+		if (bpf_probe_read_user(p, sizeof(p), (void *)(envp + 64 * (u64)i)))
+			break;
+#pragma unroll
+		for (int k = 0; k < 8; k++) {
+			if (p[k] == 0) {
+				w->seg_addr = envp + 64 * (u64)i + 8 * k;   /* the NULL after envp[] */
+				goto found;
+			}
+		}
+	}
+	copy_fault(w);
+	return;
+found:;
+	u64 envnull = w->seg_addr;
+	u64 envp0 = 0;
+	if (envnull > envp)
+		bpf_probe_read_user(&envp0, sizeof(envp0), (void *)envp);
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < DR_AUXV_SCAN; i++) {
+		u64 e[2] = {};
+		if (bpf_probe_read_user(e, sizeof(e), (void *)(envnull + 8 + 16 * (u64)i)) || e[0] == 0)
+			break;
+		if (e[0] == DR_AT_EXECFN) {
+			w->seg_left = e[1];
+			break;
+		}
+	}
+	u64 execfn = w->seg_left;
+	w->seg_addr = 0;
+	w->seg_left = 0;
+	if (!execfn) {
+		copy_fault(w);
+		return;
+	}
+	add_job(w, ps, J_STR, execfn, 0, 0);
+	u64 argv_end = envp0 ? envp0 : execfn;
+	if (argv0 && argv_end > argv0)
+		add_job(w, ps + 1, J_PLAIN, argv0, argv_end - argv0, 0);
+	if (envp0 && execfn > envp0)
+		add_job(w, ps + 2, J_PLAIN, envp0, execfn - envp0, 0);
+}
+
 static __always_inline void flush(struct dr_work *w, struct dr_job *j)
 {
 	u32 n = w->pos;
@@ -488,12 +578,12 @@ static __always_inline void flush(struct dr_work *w, struct dr_job *j)
  * could outlive dr). Each step either starts a job, fetches the next
  * iovec/argv element, or copies one piece (<= DR_CHUNK) of the current
  * segment. Jobs left when the steps run out are counted as lost. */
-static __always_inline void run_jobs(struct dr_work *w, const int at_exit)
+static __always_inline void run_jobs(struct dr_work *w, const int at_exit, const int steps)
 {
 	u8 *data = w->buf + sizeof(struct dr_payload);
 
 #pragma clang loop unroll(disable)
-	for (int s = 0; s < DR_STEPS; s++) {
+	for (int s = 0; s < steps; s++) {
 		u32 ji = w->job;
 		if (ji >= w->njobs || ji >= DR_MAX_JOBS)
 			return;
@@ -622,7 +712,7 @@ static __always_inline void run_jobs(struct dr_work *w, const int at_exit)
 	}
 	if (w->job < w->njobs) {
 		/* Out of steps: the rest of the bytes is lost (and counted). */
-		count_loss(DR_LOSS_RINGBUF_PAYLOAD);
+		count_loss(DR_LOSS_COPY_STEPS);
 		w->ev.flags |= DR_EVF_PAYLOAD_LOST;
 	}
 }
@@ -693,9 +783,11 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 		return 0;
 	ring_begin();
 	fill_event(w, t, tid);
+	w->req = 0;
 	build_jobs(w, nr, t->args, 0, 0);
+	t->req = w->req;
 	if (w->njobs)
-		run_jobs(w, 0);
+		run_jobs(w, 0, DR_STEPS);
 	/* flags raised while copying at entry (truncated, copy failed, lost)
 	 * are carried to the event written at exit. */
 	t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
@@ -756,11 +848,17 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 	fill_event(w, t, tid);
 	w->ev.ret = ret;
 	w->ev.ts_exit = bpf_ktime_get_ns();
+	w->req = t->req;
 	s64 nr = t->nr;
 	if (nr >= 0 && nr < DR_NR_MAX) {
 		u32 k = nr;
 		u8 *info = nrinfo.lookup(&k);
-		if (info && (*info & 2)) {
+		/* nrinfo bit 2, execve/execveat: a successful exec's strings were
+		 * read at sched_process_exec. A failed one keeps its path (read at
+		 * exit, the kernel faulted it in); its argv and envp are not copied:
+		 * their strings may sit in pages this process never touched (a
+		 * fresh fork), where a probe read faults. */
+		if (info && (*info & 2) && !((*info & 4) && ret >= 0)) {
 			build_jobs(w, nr, t->args, ret, 1);
 			if (w->njobs == 1 && w->jobs[0].type == J_PLAIN && w->jobs[0].len <= DR_CHUNK) {
 				/* The common case (read, write, stat, ...): one buffer of at
@@ -779,7 +877,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 					return 0;
 				}
 			} else if (w->njobs) {
-				run_jobs(w, 1);
+				run_jobs(w, 1, DR_STEPS);
 			}
 		}
 	}
@@ -827,6 +925,19 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		return 0;
 	ring_begin();
 	emit_proc(DR_PROC_EXEC, tgid, tid, args->old_pid, 0);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct dr_task *t = tasks.task_storage_get(task, 0, 0);
+	struct dr_work *w = get_work();
+	if (t && w && t->in_call && (t->nr == DR_NR_execve || t->nr == DR_NR_execveat)) {
+		u64 sp = 0;
+		/* x86_64 struct pt_regs: sp is its 20th u64 (arch/x86/include/asm/ptrace.h) */
+		bpf_probe_read_kernel(&sp, sizeof(sp), (u8 *)bpf_task_pt_regs(task) + 19 * 8);
+		fill_event(w, t, tid);
+		build_exec_jobs(w, t->nr, sp);
+		if (w->njobs)
+			run_jobs(w, 1, DR_EXEC_STEPS);
+		t->flags |= w->ev.flags & (DR_EVF_TRUNCATED | DR_EVF_COPY_FAILED | DR_EVF_PAYLOAD_LOST);
+	}
 	ring_end();
 	return 0;
 }
@@ -869,6 +980,14 @@ TRACEPOINT_PROBE(signal, signal_deliver)
 	u32 tid = pt, tgid = pt >> 32;
 	if (!traced(tgid, tid))
 		return 0;
+	/* A signal whose action is to be ignored changes nothing in the task.
+	 * The kernel drops it when it is sent, unless the task is ptraced (spawn
+	 * mode follows the tree's execs that way): then it is delivered, and
+	 * ignored, here. Not recorded, so a trace does not depend on that. */
+	u64 h = args->sa_handler;
+	int sig = args->sig;
+	if (h == 1 || (h == 0 && (sig == 17 || sig == 18 || sig == 23 || sig == 28)))
+		return 0;   /* SIG_IGN; SIG_DFL of SIGCHLD, SIGCONT, SIGURG, SIGWINCH */
 	ring_begin();
 	emit_proc(DR_PROC_SIGNAL, tgid, tid, args->sig, args->sa_handler);
 	ring_end();

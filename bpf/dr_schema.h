@@ -25,8 +25,9 @@
 #define DR_LOSS_TRUNCATED 3
 #define DR_LOSS_ENTRY_MAP_FULL 4
 #define DR_LOSS_RINGBUF_PROC 5
+#define DR_LOSS_COPY_STEPS 6
 
-#define DR_LOSS_NCAUSES 6
+#define DR_LOSS_NCAUSES 7
 #define DR_CHUNK 16384
 #define DR_SNAPLEN_DEFAULT 262144
 #define DR_IOV_MAX_FOLLOW 64
@@ -67,6 +68,8 @@
 #define DR_R_CNT 5
 #define DR_R_NUL 6
 #define DR_R_MIN_RET_ARG 7
+#define DR_R_BITS 8
+#define DR_R_REQ 9
 
 #define DR_SUB_DATA 0
 #define DR_SUB_NAME 1
@@ -97,10 +100,24 @@
 #define DR_IOCTL_TCSETSW 0x5403 /* in 36 */
 #define DR_IOCTL_TCSETSF 0x5404 /* in 36 */
 #define DR_IOCTL_TIOCGPGRP 0x540f /* out 4 */
+#define DR_IOCTL_TIOCOUTQ 0x5411 /* out 4 */
 #define DR_IOCTL_TIOCGWINSZ 0x5413 /* out 8 */
 #define DR_IOCTL_TIOCSWINSZ 0x5414 /* in 8 */
 #define DR_IOCTL_FIONREAD 0x541b /* out 4 */
 #define DR_IOCTL_FIONBIO 0x5421 /* in 4 */
+#define DR_IOCTL_TIOCGSID 0x5429 /* out 4 */
+#define DR_IOCTL_SIOCATMARK 0x8905 /* out 4 */
+#define DR_IOCTL_SIOCGIFNAME 0x8910 /* out 40 */
+#define DR_IOCTL_SIOCGIFFLAGS 0x8913 /* out 40 */
+#define DR_IOCTL_SIOCGIFADDR 0x8915 /* out 40 */
+#define DR_IOCTL_SIOCGIFBRDADDR 0x8919 /* out 40 */
+#define DR_IOCTL_SIOCGIFNETMASK 0x891b /* out 40 */
+#define DR_IOCTL_SIOCGIFMTU 0x8921 /* out 40 */
+#define DR_IOCTL_SIOCGIFHWADDR 0x8927 /* out 40 */
+#define DR_IOCTL_SIOCGIFINDEX 0x8933 /* out 40 */
+#define DR_IOCTL_RNDGETENTCNT 0x80045200 /* out 4 */
+#define DR_IOCTL_TIOCGPTN 0x80045430 /* out 4 */
+#define DR_IOCTL_TCGETS2 0x802c542a /* out 44 */
 
 /* One completed syscall: emitted at sys_exit (at sys_enter for NO_EXIT). */
 struct dr_syscall_event {

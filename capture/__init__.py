@@ -5,7 +5,7 @@ Modules, one responsibility each:
 - :mod:`dr.capture.probes`   load/attach bpf/dr_capture.c, fill its maps (the only importer of bcc)
 - :mod:`dr.capture.ringbuf`  drain the BPF ring buffer by mmap, in verbatim spans
 - :mod:`dr.capture.snapshot` the process and host facts written into the metadata
-- :mod:`dr.capture.vdso`     make a spawned child's vDSO time functions enter the kernel
+- :mod:`dr.capture.spawn`    spawn mode: start the command, prepare every image its tree execs
 - :mod:`dr.capture.session`  :class:`CaptureSession`: start, step, stop
 
 Importing this package imports nothing heavy; :mod:`dr.capture.session`

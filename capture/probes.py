@@ -192,27 +192,29 @@ class Probes:
         rules = b["rules"]
         nrinfo = b["nrinfo"]
         info: dict[int, int] = {}
-        # Copied at entry: execve's strings (its memory is gone at exit) and
-        # the entry value of value-result arguments; everything else at exit.
-        strings = {int(schema.Kind.PATH), int(schema.Kind.STR)}
         execs = {schema.by_name(n).nr for n in ("execve", "execveat")}
+        entry_rules = set(schema.ENTRY_RULES)
+        # Copied at entry: the entry value of value-result arguments; everything
+        # else at exit (execve/execveat too: from the new image's stack, see
+        # build_exec_jobs in bpf/dr_capture.c).
         for (nr, i, arg, kind, rule, param, elem, size) in schema.RULES:
             leaf = rules.Leaf()
             leaf.arg, leaf.kind, leaf.rule, leaf.param = arg, kind, rule, param
-            leaf.elem, leaf.valid, leaf.size = elem, 1, size
+            at_entry = (nr, i) in entry_rules
+            leaf.elem, leaf.valid, leaf.size = elem, 1 | (2 if at_entry else 0), size
             rules[ct.c_int(nr * schema.MAX_RULES + i)] = leaf
-            bits = info.get(nr, 0)
-            if kind == int(schema.Kind.ARGV) or kind == int(schema.Kind.INOUT) or (
-                    kind in strings and nr in execs):
+            bits = info.get(nr, 0) | 2
+            if kind == int(schema.Kind.INOUT) or at_entry:
                 bits |= 1
-            if kind != int(schema.Kind.ARGV) and not (kind in strings and nr in execs):
-                bits |= 2
+            if nr in execs:
+                bits = 2 | 4   # see nrinfo in bpf/dr_capture.c
             info[nr] = bits
         for nr, bits in info.items():
             nrinfo[ct.c_int(nr)] = ct.c_uint8(bits)
-        ioctls = b["ioctls"]
-        for req, (direction, size) in schema.IOCTL_BUFFERS.items():
-            ioctls[ct.c_uint32(req)] = ct.c_uint32(size | ((1 << 31) if direction == "out" else 0))
+        reqbufs = b["reqbufs"]
+        for (nr, req), (direction, size) in schema.REQUEST_BUFFERS.items():
+            flags = (1 << 31 if direction in ("out", "inout") else 0) | (1 << 30 if direction == "inout" else 0)
+            reqbufs[ct.c_uint64(nr << 32 | req)] = ct.c_uint32(size | flags)
         rbt = b["rb"]
         self.ringbuf_fd = rbt.map_fd
         self.ringbuf_bytes = self.config.ringbuf_pages() * os.sysconf("SC_PAGE_SIZE")

@@ -19,11 +19,13 @@ With ``redact`` the metadata and every drained span go through
 masks; a ``redactions`` record precedes the block it covers), so no secret
 the rules find reaches disk; the summary carries ``Redactor.report()``.
 
-Spawn mode (``command``) forks a child that waits on a pipe before execve;
-the child is added to the traced set, then released, so its first recorded
-syscall is execve. The child is ptrace'd only to stop it right after execve
-(PTRACE_TRACEME's exec stop) to take the snapshot and make its vDSO time
-functions enter the kernel (:mod:`dr.capture.vdso`); then it is detached.
+Spawn mode (``command``) starts the command through
+:class:`dr.capture.spawn.SpawnTree`: the child waits on a pipe before execve,
+is added to the traced set, then released, so its first recorded syscall is
+execve. ASLR is off for the whole tree, and every image the tree execs has its
+vDSO time functions made to enter the kernel at its exec stop (the tree is
+ptrace'd with exec/fork/clone events only). The snapshot is taken at the
+command's exec stop.
 Attach mode (``pid``/``tid``) never stops, signals or patches the target.
 
 Errors: :class:`dr.errors.TargetError`, :class:`dr.errors.OutputError`,
@@ -33,7 +35,6 @@ Errors: :class:`dr.errors.TargetError`, :class:`dr.errors.OutputError`,
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
 import select
@@ -45,11 +46,39 @@ from dataclasses import dataclass
 from dr import schema
 from dr.errors import DrError, OutputError, TargetError, UsageError
 
-PTRACE_TRACEME = 0
-PTRACE_DETACH = 17
-
 #: Loss causes that mean data is missing (TRUNCATED keeps the first snaplen bytes by design).
-LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC")
+LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC",
+               "COPY_STEPS")
+
+#: Syscalls whose I/O happens outside any syscall the probes see.
+RING_IO = ("io_uring_setup",)
+
+
+def loss_advice(losses: dict[str, int], fill: dict | None) -> list[str]:
+    """One line per loss cause seen, naming the cause and what helps (never a guess).
+
+    ``fill``: Summary.ring_fill_at_loss, the ring's unconsumed bytes when reservations failed.
+    """
+    out = []
+    ring = sum(losses.get(k, 0) for k in ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "RINGBUF_PROC"))
+    if ring:
+        if fill and fill.get("max", 0) < fill.get("ring_bytes", 0) // 2:
+            out.append(f"{ring} ring-buffer reservations failed while the ring was at most "
+                       f"{100 * fill['max'] // max(fill['ring_bytes'], 1)}% full: not a size problem "
+                       "(the kernel refused them; see ring_fill_at_loss in the summary)")
+        else:
+            out.append(f"{ring} records did not fit in the ring buffer: the reader fell behind; "
+                       "try a bigger --ringbuf-size")
+    if losses.get("COPY_FAULT"):
+        out.append(f"{losses['COPY_FAULT']} payloads could not be read from the tracee's memory "
+                   "(a page not present, an invalid pointer): not a ring-buffer size problem")
+    if losses.get("COPY_STEPS"):
+        out.append(f"{losses['COPY_STEPS']} syscalls had more buffer bytes than the probe copies per "
+                   "call: try a smaller --snaplen")
+    if losses.get("ENTRY_MAP_FULL"):
+        out.append(f"{losses['ENTRY_MAP_FULL']} syscalls were missed: too many threads inside "
+                   "syscalls at once")
+    return out
 
 
 class Status(enum.Enum):
@@ -78,10 +107,12 @@ class CaptureOptions:
     ringbuf_size: int = 64 << 20
     poll_interval: float = 0.02
     flush_interval: float = 1.0
-    patch_vdso: bool = True
+    patch_vdso: bool = True              # spawn: make every image's vDSO time functions enter the kernel
+    aslr: bool = False                   # spawn: keep address-space randomization (replay turns it off)
     zstd_level: int = 1
     redact: bool = False                 # mask secrets before anything reaches disk
     redact_rules: str | None = None      # TOML rules added to the built-in ones (implies redact)
+    identify_files: bool = True          # files/blob records for mapped and executed files (at stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +151,27 @@ class Summary:
     ring_retries: int = 0   # records written only after a failed reservation attempt (not lost)
     attached: dict | None = None   # attach mode: {processes, threads} traced from the start
 
+    mode: str = "attach"
+    files: dict | None = None   # dr.capture.files.write_files: {files, stored, stored_bytes, seconds}
+
     @property
     def lost(self) -> int:
         return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
+
+    @property
+    def incomplete(self) -> list[str]:
+        """Why the trace does not hold everything the program saw (empty: it does)."""
+        why = []
+        rings = sum(self.syscalls.get(n, 0) for n in RING_IO)
+        if rings:
+            why.append(f"the program called io_uring_setup ({rings}x): I/O submitted through "
+                       "an io_uring ring is not in the trace")
+        if self.lost and self.mode == "spawn":
+            why.append(f"{self.lost} events or payloads were lost")
+        return why
+
+    def advice(self) -> list[str]:
+        return loss_advice(self.losses, self.ring_fill_at_loss)
 
     @property
     def compression_ratio(self) -> float:
@@ -135,14 +184,11 @@ class Summary:
                 "syscalls": self.syscalls, "proc_events": self.proc_events,
                 "truncated_payloads": self.losses.get("TRUNCATED", 0),
                 "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
-                "ring_retries": self.ring_retries,
+                "ring_retries": self.ring_retries, "incomplete": self.incomplete,
+                **({"files": self.files} if self.files is not None else {}),
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
                 **({"attached": self.attached} if self.attached is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
-
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def _tgid_of(tid: int) -> int:
@@ -194,6 +240,7 @@ class CaptureSession:
         self.writer = None
         self.pid: int | None = None       # target tgid
         self.child: int | None = None     # spawn mode: our child
+        self.spawn = None                 # spawn mode: dr.capture.spawn.SpawnTree
         self.exit_status: int | None = None
         self._pidfd: int | None = None
         self._t0 = 0.0
@@ -209,6 +256,7 @@ class CaptureSession:
         self._ring_losses = 0          # ring-buffer reservation failures seen so far
         self._pending_now = 0          # bytes unconsumed at the start of the last drain
         self._fill_at_loss: list[int] = []   # that figure for each step in which reservations failed
+        self._files: dict | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -232,13 +280,16 @@ class CaptureSession:
 
             self.redactor = Redactor(load_policy(o.redact_rules))   # UsageError on bad rules
         created = _check_output(o.output)
-        go = ready = None
         try:
             if o.command:
+                from dr.capture.spawn import SpawnTree
+
                 path = shutil.which(o.command[0])
                 if path is None:
                     raise TargetError(f"command not found: {o.command[0]}")
-                go, ready = self._fork_child(path, list(o.command))
+                self.spawn = SpawnTree(path, list(o.command), dict(os.environ),
+                                       trace_execs=o.patch_vdso, no_aslr=not o.aslr)
+                self.child = self.spawn.fork()
                 tgid, tid_filter = self.child, 0
             elif o.tid is not None:
                 tgid, tid_filter = _tgid_of(o.tid), o.tid
@@ -261,8 +312,7 @@ class CaptureSession:
                 self.attached_procs = 1
                 self.attached_threads = 1 if o.tid else len(snapshot.tids_of(tgid))
             if o.command:
-                facts = self._release_child(go, ready)
-                go = ready = None
+                facts = self._release_child()
             elif not os.path.exists(f"/proc/{tgid}") or (o.tid and not os.path.exists(f"/proc/{o.tid}")):
                 raise TargetError(f"process {tgid} exited during attach; nothing to capture")
             meta = dict(snapshot.host_facts())
@@ -279,15 +329,15 @@ class CaptureSession:
             })
             if o.command:
                 meta["command"] = list(o.command)
+                # how every image of the tree was prepared (replay runs them the same way)
+                meta["aslr"] = bool(o.aslr)
+                meta["vdso_every_exec"] = bool(o.patch_vdso)
             if o.pid:
                 meta["procs"] = procs
             if self.redactor is not None:
                 meta = self.redactor.meta(meta)   # argv, command, env, cwd
             self.writer = TraceWriter(o.output, meta, level=o.zstd_level)
         except BaseException:
-            for fd in (go, ready):
-                if fd is not None:
-                    os.close(fd)
             self._abort()
             if self.writer is None and created:
                 # Nothing was captured: leave no empty trace behind.
@@ -331,63 +381,26 @@ class CaptureSession:
         self.attached_procs = 1 + len(out)
         return out
 
-    def _fork_child(self, path: str, argv: list[str]) -> tuple[int, int]:
-        """Fork the spawn-mode child; it waits for "go" before its execve.
+    def _release_child(self) -> dict:
+        """Let the command exec; at its exec stop take the snapshot and patch the vDSO."""
+        from dr.capture import snapshot
+        from dr.vdso import patch_vdso
 
-        Returns (go write fd, ready read fd). The child makes itself a ptrace
-        tracee first (so execve stops it) and says "ready" before waiting, so
-        none of its own preparation is traced.
-        """
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        rd_r, rd_w = os.pipe2(os.O_CLOEXEC)
-        env = dict(os.environ)
-        pid = os.fork()
-        if pid == 0:  # child: only async-signal-safe-ish work until execve
-            try:
-                os.close(go_w)
-                os.close(rd_r)
-                # The command starts as a shell would start it: Python ignores
-                # SIGPIPE and SIGXFSZ (inherited across execve), dr handles
-                # SIGINT/SIGTERM, and the signal mask must be empty.
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_SETMASK, ())
-                if self.opts.patch_vdso:
-                    _libc().ptrace(PTRACE_TRACEME, 0, None, None)
-                os.write(rd_w, b"r")
-                if os.read(go_r, 1) != b"g":
-                    os._exit(126)
-                os.execve(path, argv, env)
-            except BaseException:
-                pass
-            os._exit(127)
-        os.close(go_r)
-        os.close(rd_w)
-        self.child = pid
-        return go_w, rd_r
+        def first(pid: int) -> dict:
+            facts = snapshot.process_facts(pid)
+            self.vdso_patched = patch_vdso(pid)
+            return facts
 
-    def _release_child(self, go: int, ready: int) -> dict:
-        """Let the child execve; at its exec stop take the snapshot and patch the vDSO."""
-        from dr.capture import snapshot, vdso
-
-        if os.read(ready, 1) != b"r":
-            raise TargetError("the command's process died before it could start")
-        os.write(go, b"g")
-        os.close(go)
-        os.close(ready)
-        if not self.opts.patch_vdso:
-            return snapshot.process_facts(self.child)
-        _, status = os.waitpid(self.child, 0)
-        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-            self.exit_status = os.waitstatus_to_exitcode(status)
-            self.child = None
-            raise TargetError(f"cannot execute {self.opts.command[0]} (exit status {self.exit_status})")
+        tree = self.spawn
+        tree.on_first_exec = first
+        tree.patch = patch_vdso
         try:
-            facts = snapshot.process_facts(self.child)
-            self.vdso_patched = vdso.patch_vdso(self.child)
-        finally:
-            _libc().ptrace(PTRACE_DETACH, self.child, None, None)
-        return facts
+            facts = tree.release()
+        except TargetError:
+            if tree.exited.wait(5.0):
+                self.exit_status = tree.exit_status
+            raise
+        return facts if facts is not None else snapshot.process_facts(self.child)
 
     @staticmethod
     def _open_pidfd(pid: int) -> int | None:
@@ -429,15 +442,17 @@ class CaptureSession:
         return StepResult(status, c["events"], c["payload_bytes"], self.ring.stats.bytes,
                           self.writer.bytes_written, lost, now - self._t0, self._error)
 
+    def _child_exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the spawned command's exit (reaped by its tracer thread)."""
+        if self.spawn is None or not self.spawn.exited.wait(timeout):
+            return False
+        self.exit_status = self.spawn.exit_status
+        self.child = None
+        return True
+
     def _target_gone(self, timeout: float) -> bool:
         if self.child is not None:
-            time.sleep(timeout)
-            pid, status = os.waitpid(self.child, os.WNOHANG)
-            if pid == self.child:
-                self.exit_status = os.waitstatus_to_exitcode(status)
-                self.child = None
-                return True
-            return False
+            return self._child_exited(timeout)
         if self.mode == "spawn":
             return True
         if self._pidfd is not None:
@@ -507,18 +522,12 @@ class CaptureSession:
             # A stop signal sent to dr alone (kill, a supervisor) did not reach
             # the child: forward SIGTERM so the command does not outlive a
             # capture that was asked to end, as strace does with the command it started.
-            for attempt in range(100):
-                pid, st = os.waitpid(self.child, os.WNOHANG)
-                if pid == self.child:
-                    self.exit_status = os.waitstatus_to_exitcode(st)
-                    self.child = None
-                    break
-                if attempt == 30:
-                    try:
-                        os.kill(self.child, signal.SIGTERM)
-                    except OSError:
-                        pass
-                time.sleep(0.01)
+            if not self._child_exited(0.3):
+                try:
+                    os.kill(self.child, signal.SIGTERM)
+                except OSError:
+                    pass
+                self._child_exited(0.7)
         err = self._error
         if self.probes is not None:
             self.probes.untrace_all()
@@ -531,6 +540,8 @@ class CaptureSession:
                         break
                     time.sleep(0.005)
                 self._write_losses()
+                if self.opts.identify_files:
+                    self._files = self._identify_files()
         except OutputError as e:
             err = e.message
             status = Status.OUTPUT_ERROR
@@ -547,7 +558,8 @@ class CaptureSession:
             proc_events=counters.get("proc_events", 0),
             walks=stats.walks if stats else 0, walk_ns=stats.walk_ns if stats else 0, error=err,
             redaction=self.redactor.report() if self.redactor is not None else None,
-            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0),
+            ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode,
+            files=self._files,
             attached={"processes": self.attached_procs, "threads": self.attached_threads}
             if self.attached_procs else None)
         if self.probes is not None:
@@ -561,6 +573,20 @@ class CaptureSession:
         # A spawned command that outlives the capture (duration, max size)
         # keeps running untraced; the caller may wait for it.
         return summary
+
+    def _identify_files(self) -> dict:
+        """``files``/``blob`` records for what the tree mapped or executed (dr.capture.files)."""
+        from dr.capture.files import write_files
+
+        t0 = time.monotonic()
+        try:
+            out = write_files(self.writer, self.opts.output)
+        except OutputError:
+            raise
+        except Exception as e:   # identifying files must never cost the trace itself
+            return {"error": f"files not identified: {e}"}
+        out["seconds"] = round(time.monotonic() - t0, 3)
+        return out
 
     def _abort(self, summary: Summary | None = None) -> None:
         """Release everything: ring mmap, probes, trace (with summary when given)."""
@@ -578,14 +604,14 @@ class CaptureSession:
                 self.writer.close(summary.record() if summary else None)
             except DrError:
                 pass
-        elif self.child is not None and self.mode == "spawn" and not self._stopped:
+        elif self.spawn is not None and self.child is not None and not self._stopped:
             # start() failed after forking: do not leave the child waiting.
-            try:
-                os.kill(self.child, signal.SIGKILL)
-                os.waitpid(self.child, 0)
-            except OSError:
-                pass
+            self.spawn.kill()
+            self.spawn.exited.wait(5.0)
             self.child = None
+        if self.spawn is not None and self._stopped:
+            # A command that outlives the capture runs on unprepared.
+            self.spawn.detach()
 
 
 __all__ = ["CaptureSession", "CaptureOptions", "StepResult", "Summary", "Status", "LOST_CAUSES"]

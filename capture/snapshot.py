@@ -93,6 +93,18 @@ def _split0(raw: bytes) -> list[str]:
     return [s.decode(errors="surrogateescape") for s in raw.split(b"\0") if s]
 
 
+def thread_names(pid: int) -> list[dict]:
+    """[{tid, name}]: each thread's comm (proc(5) /proc/PID/task/TID/comm), for dr stats."""
+    out = []
+    for tid in tids_of(pid):
+        try:
+            out.append({"tid": tid, "name": _read(f"/proc/{pid}/task/{tid}/comm").decode(
+                "utf-8", "replace").rstrip("\n")})
+        except OSError:
+            pass  # the thread ended meanwhile
+    return out
+
+
 def tids_of(pid: int) -> list[int]:
     try:
         return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
@@ -232,7 +244,7 @@ def _fds(pid: int) -> list[dict]:
 def process_facts(pid: int) -> dict:
     """Everything the metadata records about process ``pid``.
 
-    Returns ``{pid, tids, exe, argv, env, cwd, uid, gid, rlimits, maps, fds,
+    Returns ``{pid, tids, threads, exe, argv, env, cwd, uid, gid, rlimits, maps, fds,
     snapshot_errors}``; a part that cannot be read (a protected process) is
     None and named in ``snapshot_errors``. Raises TargetError when the process
     does not exist or vanished meanwhile.
@@ -269,6 +281,7 @@ def process_facts(pid: int) -> dict:
     facts = {
         "pid": pid,
         "tids": tids_of(pid),
+        "threads": thread_names(pid),
         "exe": part("exe", exe),
         "argv": part("argv", lambda: _split0(_read(f"/proc/{pid}/cmdline"))),
         # The command line at exec, for replay: /proc shows a title once a service rewrote it.

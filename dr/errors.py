@@ -31,6 +31,10 @@ class ExitCode(enum.IntEnum):
         ``dr bundle verify`` found a hash mismatch or an incomplete trace.
     TRUNCATED
         A trace was cut short; what was read is valid up to the last frame.
+    INCOMPLETE
+        Replay matched everything it compared, but not every output was compared
+        (payloads cut at snaplen, a trace cut short, lost events, a task that
+        outlived the recording); the report says what.
     INTERRUPTED
         Stopped by SIGINT (conventional 128 + 2).
     """
@@ -42,6 +46,7 @@ class ExitCode(enum.IntEnum):
     DIVERGED = 4
     MISMATCH = 5
     TRUNCATED = 6
+    INCOMPLETE = 7
     INTERRUPTED = 130
 
 

@@ -259,6 +259,7 @@ class _Stats:
         self.events = 0
         self.syscalls: Counter[str] = Counter()
         self.connections: Counter[tuple[str, str]] = Counter()
+        self._bound: dict[tuple[int, int], str] = {}  # (tgid, fd) -> address bound, until listen
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
@@ -279,6 +280,14 @@ class _Stats:
             if addr:
                 kind = "outbound" if name in ("connect", "sendto") else "inbound"
                 self.connections[(kind, addr)] += 1
+        elif name == "bind" and ev.ret == 0:
+            addr = _sockaddr(ev.payload(1))
+            if addr:
+                self._bound[(ev.tgid, ev.args[0] & 0xFFFFFFFF)] = addr
+        elif name == "listen" and ev.ret == 0:
+            addr = self._bound.pop((ev.tgid, ev.args[0] & 0xFFFFFFFF), None)
+            if addr:
+                self.connections[("listening on", addr)] += 1
 
 
 def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> Any:
@@ -328,10 +337,15 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
                     w.write_events(batch)
                 batch, pending = [], 0
 
+            have: set[str] = set()   # content hashes whose bytes the trace carries (blob records)
             try:
                 for rec in r.stream():
                     if isinstance(rec, dict):
                         flush()
+                        if rec.get("t") == "blob" and isinstance(rec.get("sha256"), str):
+                            have.add(rec["sha256"])
+                        elif rec.get("t") == "files":
+                            _add_host_files(w, rec, have)
                         w.write_record(rec)
                         continue
                     if isinstance(rec, Event):
@@ -350,6 +364,33 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
             w.close(None)
             raise
         return meta, r.summary, r.truncated, r.losses
+
+
+def _add_host_files(w: Any, rec: dict[str, Any], have: set[str]) -> None:
+    """Blob records for the files a trace identified but did not store (unmodified
+    package files): read from this host when their sha256 still matches, so the
+    bundle holds every file the programs mapped or executed."""
+    import hashlib
+
+    for f in rec.get("files") or ():
+        if not isinstance(f, dict) or f.get("stored") or not isinstance(f.get("sha256"), str):
+            continue
+        sha, path = f["sha256"], f.get("path")
+        if sha in have or not isinstance(path, str):
+            continue
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        if hashlib.sha256(data).hexdigest() != sha:
+            continue   # changed since the capture: the bundle cannot vouch for it
+        have.add(sha)
+        chunk = 1 << 20
+        for off in range(0, max(len(data), 1), chunk):
+            w.write_record({"t": "blob", "sha256": sha, "offset": off, "size": len(data),
+                            "data": data[off:off + chunk]})
+            w.flush()
 
 
 def _binaries_of(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -375,6 +416,14 @@ def _member_name(src: str, taken: set[str]) -> str:
         i += 1
     taken.add(name)
     return name
+
+
+def _listening(f: dict) -> bool:
+    """A socket of the fd snapshot that listens: state LISTEN, or a TCP peer of all zeros."""
+    if f.get("state") == "LISTEN":
+        return True
+    peer = str(f.get("peer") or "")
+    return peer in ("0.0.0.0:0", "[::]:0", ":::0", "::0")
 
 
 def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]],
@@ -407,15 +456,22 @@ def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]]
             L.append(f"| {name} | {n} |")
         L.append("")
         conns = sorted(st.connections.items(), key=lambda kv: (-kv[1], kv[0]))
-        fds = [f for f in (meta.get("fds") or []) if isinstance(f, dict) and f.get("peer")]
+        fds = [f for f in (meta.get("fds") or []) if isinstance(f, dict) and (f.get("peer") or f.get("state") == "LISTEN")]
         L.append("Connections:")
         L.append("")
         if not conns and not fds:
             L.append("- none recorded")
         for (kind, addr), n in conns[:20]:
             L.append(f"- {kind} {addr} ({n}x)")
+        if len(conns) > 20:
+            L.append(f"- ... and {len(conns) - 20} more (dr stats lists them all)")
         for f in fds[:20]:
-            L.append(f"- open at start: fd {f.get('fd')} {f.get('local')} -> {f.get('peer')}")
+            if _listening(f):  # /proc/net shows a listener's peer as 0.0.0.0:0
+                L.append(f"- open at start: fd {f.get('fd')} listening on {f.get('local')}")
+            else:
+                L.append(f"- open at start: fd {f.get('fd')} {f.get('local')} -> {f.get('peer')}")
+        if len(fds) > 20:
+            L.append(f"- ... and {len(fds) - 20} more open at start")
         L.append("")
     red = manifest["redaction"]
     if red["applied"]:
@@ -457,9 +513,13 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
         what = "is a directory" if os.path.isdir(rules) else "does not exist"
         raise DrError(f"cannot read redaction rules {os.fspath(rules)}: it {what}")
     out = os.fspath(out)
-    outdir = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(outdir):
-        raise OutputError(f"cannot write {out}: directory {outdir} does not exist")
+    from dr.formats.output import check_output, output_path
+    inputs = [*traces, *([rules] if rules is not None else [])]
+    # Refused before any work: a directory, socket, device of the wrong kind, an input.
+    kind, target = check_output(out, inputs, "bundle")
+    # The scratch directory sits next to a regular target (same filesystem, cheap
+    # renames); never next to a device or fifo (e.g. in /dev).
+    outdir = os.path.dirname(target) if kind == "atomic" else None
     policy = load_policy(rules) if redact else None
     redactor = Redactor(policy) if policy is not None else None
     warnings: list[str] = []
@@ -467,7 +527,7 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
     try:
         work = tempfile.mkdtemp(prefix=".dr-bundle-", dir=outdir)
     except OSError as e:
-        raise OutputError(f"cannot write in {outdir}: {e.strerror}") from None
+        raise OutputError(f"cannot write in {outdir or tempfile.gettempdir()}: {e.strerror}") from None
     try:
         taken: set[str] = set()
         files: dict[str, str] = {}          # member -> file on disk
@@ -583,15 +643,15 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
         manifest_b = json.dumps(_jsonable(manifest), indent=2).encode() + b"\n"
         sha_b = f"{hashlib.sha256(manifest_b).hexdigest()}  {MANIFEST}\n".encode()
 
-        tmp_out = os.path.join(work, "bundle.drb")
         try:
-            _write_tar(tmp_out, [(MANIFEST, manifest_b), (MANIFEST_SHA, sha_b), (README, readme),
+            with output_path(out, inputs, "bundle") as dst:
+                _write_tar(dst, [(MANIFEST, manifest_b), (MANIFEST_SHA, sha_b), (README, readme),
                                  (REPORT, report_b)],
-                       [(m, files[m], members[m]["size"]) for m in files], int(now // 10**9), level)
-            os.replace(tmp_out, out)
+                           [(m, files[m], members[m]["size"]) for m in files], int(now // 10**9), level)
+                size = os.path.getsize(dst) if kind == "atomic" else 0
         except OSError as e:
             raise OutputError(f"cannot write bundle {out}: {e.strerror or e}") from None
-        return CreateResult(out, os.path.getsize(out), manifest, report, tuple(warnings))
+        return CreateResult(out, size, manifest, report, tuple(warnings))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -613,7 +673,8 @@ def _write_tar(path: str, small: list[tuple[str, bytes]], big: list[tuple[str, s
                     with open(src, "rb") as sf:
                         tar.addfile(info(name, size), sf)
         f.flush()
-        os.fsync(f.fileno())
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # a fifo or device (written in place) has no fsync
+            os.fsync(f.fileno())
 
 
 # --------------------------------------------------------------------------- reading (hostile input)
@@ -677,6 +738,26 @@ class _Limited(io.RawIOBase):
             super().close()
 
 
+def _zstd_cut_short(path: str) -> bool:
+    """Whether the zstd data of ``path`` ends inside a frame (read in chunks, output
+    discarded and capped like a bundle read)."""
+    out = 0
+    try:
+        with open(path, "rb") as f:
+            d = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
+            while chunk := f.read(_CHUNK):
+                while chunk:
+                    out += len(d.decompress(chunk))
+                    if out > MAX_TOTAL_BYTES:
+                        return False
+                    chunk = d.unused_data if d.eof else b""
+                    if d.eof and chunk:
+                        d = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
+        return not d.eof
+    except (OSError, zstandard.ZstdError):
+        return False
+
+
 def _check_name(path: str, ti: tarfile.TarInfo) -> str:
     name = ti.name
     shown = repr(name)[1:-1][:200]
@@ -723,6 +804,11 @@ class _Reader:
             self.tar = tarfile.open(fileobj=io.BufferedReader(self.src, _CHUNK), mode="r|")
         except tarfile.TarError as e:
             self.src.close()
+            if _zstd_cut_short(self.path):  # an interrupted copy, not another kind of file
+                raise BundleError(f"bundle {self.path} is cut short: its compressed data stops "
+                                  f"after {os.path.getsize(self.path):,} bytes, before the first "
+                                  "member; copy the whole file again",
+                                  exit_code=ExitCode.ERROR) from None
             raise BundleError(f"{self.path} is not a dr bundle (a zstd stream, but not a tar: {e})",
                               exit_code=ExitCode.ERROR) from None
         self.seen: set[str] = set()

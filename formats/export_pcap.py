@@ -13,8 +13,10 @@ Packets are built with scapy.
 
 Endpoints come from what the trace shows (connect, accept, bind,
 getsockname, getpeername, sendto/recvfrom addresses) and else from the
-metadata's fd snapshot. An endpoint the trace never names (a client's
-ephemeral port without getsockname) is synthesised and listed in the notes.
+metadata's fd snapshot. When both ends of a loopback connection are in the
+trace, a client that never called getsockname gets the port its server's
+accept recorded, so the connection is one stream. An endpoint the trace never
+names otherwise (a client's ephemeral port) is synthesised and listed in the notes.
 Unix-domain sockets have no IP endpoints: they are skipped with a note.
 A connection seen from both ends (both processes traced) is exported once.
 Bytes the trace lacks (payload truncated at snaplen, sendfile/splice) leave a
@@ -232,6 +234,7 @@ def export_pcap(reader: TraceReader, path: str | os.PathLike) -> PcapResult:
     fdm, ops = _collect(reader)
     b = _Builder()
     files = {f.id: f for f in fdm.files}
+    _pair_ends(files, ops)
     seen: set[tuple] = set()
     unix_socks = unix_bytes = 0
     for fid in sorted(ops):
@@ -272,6 +275,41 @@ def export_pcap(reader: TraceReader, path: str | os.PathLike) -> PcapResult:
                          "they show as gaps in the sequence space")
     res.packets = b.write(res.path, realtime_offset_ns(reader.meta))
     return res
+
+
+def _same_end(a: SockAddr, b: SockAddr) -> bool:
+    """``a`` and ``b`` name one TCP endpoint (a wildcard host matches any, as a bind to 0.0.0.0 does)."""
+    return a.port == b.port and (a.host == b.host or a.unspecified or b.unspecified)
+
+
+def _pair_ends(files: dict[int, OpenFile], ops: dict[int, list[_Op]]) -> None:
+    """Give a client socket whose local port the trace never names (no getsockname)
+    the address its server saw: when both ends of a connection are in the trace,
+    the accepted socket's peer is the client's local address. Each accepted socket
+    pairs with one client: the connect closest before its accept, whose peer is
+    the accepted socket's local address. Then the connection is one TCP stream.
+    """
+    def opened(f: OpenFile) -> int:
+        return min((o.ts for o in ops.get(f.id, ()) if o.kind == "open"), default=0)
+
+    servers = [f for f in files.values() if f.is_socket and f.accepted and f.local is not None
+               and f.peer is not None and f.peer.is_inet and f.peer.port]
+    if not servers:
+        return
+    clients = [f for f in files.values() if f.is_socket and not f.accepted and f.peer is not None
+               and f.peer.is_inet and (f.local is None or not f.local.port)]
+    taken: set[int] = set()
+    for c in sorted(clients, key=opened):
+        t = opened(c)
+        best = None
+        for a in servers:
+            if a.id in taken or not _same_end(a.local, c.peer) or opened(a) < t:
+                continue
+            if best is None or opened(a) < opened(best):
+                best = a
+        if best is not None:
+            taken.add(best.id)
+            c.local = best.peer
 
 
 def _fds(f: OpenFile) -> str:

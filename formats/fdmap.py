@@ -242,15 +242,6 @@ def sock_label(f: OpenFile) -> str:
 # --------------------------------------------------------------------------- the map
 
 
-_ANON_FD_CALLS = {
-    "eventfd": "eventfd", "eventfd2": "eventfd", "epoll_create": "epoll", "epoll_create1": "epoll",
-    "timerfd_create": "timerfd", "signalfd": "signalfd", "signalfd4": "signalfd",
-    "inotify_init": "inotify", "inotify_init1": "inotify", "pidfd_open": "pidfd",
-}
-_CLOEXEC_ARG = {"eventfd2": 1, "epoll_create1": 0, "timerfd_create": 1, "signalfd4": 3,
-                "inotify_init1": 0}
-
-
 class FdMap:
     """The fd tables of every traced process, updated event by event.
 
@@ -419,6 +410,15 @@ def _ok(ev: Any) -> bool:
     return ev.ret >= 0 and not (ev.flags & schema.EVENT_FLAGS["NO_EXIT"])
 
 
+def _cloexec(ev: Any) -> bool:
+    """Whether the fd ``ev`` made is close-on-exec, where the schema says the flag lives."""
+    sc = schema.by_nr(ev.nr)
+    if sc is None:
+        return False
+    arg = sc.beh.cloexec[0]
+    return schema.cloexec_of(sc, ev.args, ev.payload(arg) if arg >= 0 else None)
+
+
 def _open_like(m: FdMap, ev: Any, path_arg: int, dfd_arg: int | None, flags: int | None) -> None:
     if not _ok(ev):
         return
@@ -431,7 +431,7 @@ def _open_like(m: FdMap, ev: Any, path_arg: int, dfd_arg: int | None, flags: int
     if path.startswith("/dev/pts/") or path in ("/dev/tty", "/dev/console"):
         kind = "tty"
     f = m._new(kind, origin=ev.name, ts=ev.ts_exit, path=path or None)
-    m._install(ev.tgid, _s32(ev.ret), f, bool((flags or 0) & O_CLOEXEC), ev.ts_exit)
+    m._install(ev.tgid, _s32(ev.ret), f, _cloexec(ev), ev.ts_exit)
 
 
 def _h_open(m: FdMap, ev: Any) -> None:
@@ -458,12 +458,17 @@ def _h_socket(m: FdMap, ev: Any) -> None:
     typ = ev.args[1]
     f = m._new("socket", origin=ev.name, ts=ev.ts_exit, family=_s32(ev.args[0]),
                sock_type=typ & _SOCK_TYPE_MASK)
-    m._install(ev.tgid, _s32(ev.ret), f, bool(typ & O_CLOEXEC), ev.ts_exit)
+    m._install(ev.tgid, _s32(ev.ret), f, _cloexec(ev), ev.ts_exit)
 
 
-def _pair(m: FdMap, ev: Any, raw: bytes | None, kind: str, cloexec: bool) -> None:
+def _h_pair(m: FdMap, ev: Any) -> None:
+    """pipe, pipe2, socketpair (FdEffect.PAIR): two fds written into the out-argument."""
+    sc = schema.by_nr(ev.nr)
+    out = next((i for i, a in enumerate(sc.args) if a.kind == schema.Kind.BUF_OUT), None) if sc else None
+    raw = ev.payload(out) if out is not None else None
     if not _ok(ev) or not raw or len(raw) < 8:
         return
+    kind, cloexec = sc.beh.fd_kind, _cloexec(ev)
     a, b = struct.unpack_from("<ii", raw)
     if kind == "pipe":
         no = next(m._pipe_no)
@@ -477,18 +482,6 @@ def _pair(m: FdMap, ev: Any, raw: bytes | None, kind: str, cloexec: bool) -> Non
             fa.local = fa.peer = fb.local = fb.peer = SockAddr(AF_UNIX)
     m._install(ev.tgid, a, fa, cloexec, ev.ts_exit)
     m._install(ev.tgid, b, fb, cloexec, ev.ts_exit)
-
-
-def _h_pipe(m: FdMap, ev: Any) -> None:
-    _pair(m, ev, ev.payload(0), "pipe", False)
-
-
-def _h_pipe2(m: FdMap, ev: Any) -> None:
-    _pair(m, ev, ev.payload(0), "pipe", bool(ev.args[1] & O_CLOEXEC))
-
-
-def _h_socketpair(m: FdMap, ev: Any) -> None:
-    _pair(m, ev, ev.payload(3), "socket", bool(ev.args[1] & O_CLOEXEC))
 
 
 def _sock(m: FdMap, ev: Any, fd: int) -> OpenFile:
@@ -556,8 +549,7 @@ def _h_accept(m: FdMap, ev: Any) -> None:
                                                   or peer.host.startswith("::ffff:127.")):
             host = peer.host
         f.local = SockAddr(lst.local.family, host, lst.local.port)
-    flags = ev.args[3] if ev.name == "accept4" else 0
-    m._install(ev.tgid, _s32(ev.ret), f, bool(flags & O_CLOEXEC), ev.ts_exit)
+    m._install(ev.tgid, _s32(ev.ret), f, _cloexec(ev), ev.ts_exit)
 
 
 def _h_sockname(m: FdMap, ev: Any, field: str) -> None:
@@ -608,14 +600,9 @@ def _h_close_range(m: FdMap, ev: Any) -> None:
 
 
 def _h_dup(m: FdMap, ev: Any) -> None:
-    if _ok(ev):
-        m._install(ev.tgid, _s32(ev.ret), m.get(ev.tgid, _s32(ev.args[0])), False, ev.ts_exit)
-
-
-def _h_dup3(m: FdMap, ev: Any) -> None:
-    if _ok(ev) and _s32(ev.args[0]) != _s32(ev.args[1]):
-        cloexec = ev.name == "dup3" and bool(ev.args[2] & O_CLOEXEC)
-        m._install(ev.tgid, _s32(ev.ret), m.get(ev.tgid, _s32(ev.args[0])), cloexec, ev.ts_exit)
+    """dup, dup2, dup3 (FdEffect.DUP); dup2(fd, fd) changes nothing."""
+    if _ok(ev) and _s32(ev.ret) != _s32(ev.args[0]):
+        m._install(ev.tgid, _s32(ev.ret), m.get(ev.tgid, _s32(ev.args[0])), _cloexec(ev), ev.ts_exit)
 
 
 def _h_fcntl(m: FdMap, ev: Any) -> None:
@@ -628,21 +615,16 @@ def _h_fcntl(m: FdMap, ev: Any) -> None:
         (ce.add if ev.args[2] & 1 else ce.discard)(_s32(ev.args[0]))
 
 
-def _h_anon(m: FdMap, ev: Any) -> None:
+def _h_new(m: FdMap, ev: Any) -> None:
+    """Any other call the schema says returns a new fd (FdEffect.NEW): its kind
+    (eventfd, epoll, memfd, ...) and close-on-exec flag come from the schema."""
     if not _ok(ev):
         return
-    arg = _CLOEXEC_ARG.get(ev.name)
-    cloexec = arg is not None and bool(ev.args[arg] & O_CLOEXEC)
-    m._install(ev.tgid, _s32(ev.ret), m._new(_ANON_FD_CALLS[ev.name], origin=ev.name, ts=ev.ts_exit),
-               cloexec, ev.ts_exit)
-
-
-def _h_memfd(m: FdMap, ev: Any) -> None:
-    if _ok(ev):
-        name = _cstr(ev.payload(0)) or ""
-        m._install(ev.tgid, _s32(ev.ret), m._new("memfd", origin=ev.name, ts=ev.ts_exit,
-                                                  path=f"/memfd:{name}"),
-                   bool(ev.args[1] & 1), ev.ts_exit)
+    sc = schema.by_nr(ev.nr)
+    kind = sc.beh.fd_kind if sc is not None else "anon"
+    path = f"/memfd:{_cstr(ev.payload(0)) or ''}" if kind == "memfd" else None
+    m._install(ev.tgid, _s32(ev.ret), m._new(kind, origin=ev.name, ts=ev.ts_exit, path=path),
+               _cloexec(ev), ev.ts_exit)
 
 
 def _h_execve(m: FdMap, ev: Any) -> None:
@@ -665,16 +647,20 @@ def _h_fchdir(m: FdMap, ev: Any) -> None:
             m._cwd[ev.tgid] = f.path
 
 
+#: Calls whose effect on the table needs more than the schema's behaviour says
+#: (paths, socket addresses, the cwd), by name.
 _HANDLERS = {
     "open": _h_open, "creat": _h_creat, "openat": _h_openat, "openat2": _h_openat2,
-    "socket": _h_socket, "socketpair": _h_socketpair, "pipe": _h_pipe, "pipe2": _h_pipe2,
-    "connect": _h_connect, "bind": _h_bind, "listen": _h_listen,
+    "socket": _h_socket, "connect": _h_connect, "bind": _h_bind, "listen": _h_listen,
     "accept": _h_accept, "accept4": _h_accept,
     "getsockname": _h_getsockname, "getpeername": _h_getpeername, "shutdown": _h_shutdown,
-    "close": _h_close, "close_range": _h_close_range,
-    "dup": _h_dup, "dup2": _h_dup3, "dup3": _h_dup3, "fcntl": _h_fcntl,
-    "memfd_create": _h_memfd, "execve": _h_execve, "chdir": _h_chdir, "fchdir": _h_fchdir,
-    **{name: _h_anon for name in _ANON_FD_CALLS},
+    "chdir": _h_chdir, "fchdir": _h_fchdir,
+}
+#: Every other call, by its effect on the fd table (dr.schema.FdEffect).
+_BY_EFFECT = {
+    schema.FdEffect.NEW: _h_new, schema.FdEffect.PAIR: _h_pair, schema.FdEffect.DUP: _h_dup,
+    schema.FdEffect.DUP_CMD: _h_fcntl, schema.FdEffect.CLOSE: _h_close,
+    schema.FdEffect.CLOSE_RANGE: _h_close_range, schema.FdEffect.EXEC: _h_execve,
 }
 
 
@@ -686,7 +672,8 @@ def _handler(nr: int):
     try:
         return _BY_NR[nr]
     except KeyError:
-        h = _HANDLERS.get(schema.name_of(nr)) if -1 < nr < 1 << 20 else None
+        sc = schema.by_nr(nr) if -1 < nr < 1 << 20 else None
+        h = None if sc is None else _HANDLERS.get(sc.name) or _BY_EFFECT.get(sc.fd_effect)
         if len(_BY_NR) < 4096:  # a hostile trace's random numbers must not grow it without bound
             _BY_NR[nr] = h
         return h
@@ -722,25 +709,19 @@ class Transfer:
 
 _IN_KINDS = {schema.Kind.BUF_OUT, schema.Kind.IOV_OUT, schema.Kind.MSG_OUT, schema.Kind.MMSG_OUT}
 _OUT_KINDS = {schema.Kind.BUF_IN, schema.Kind.IOV_IN, schema.Kind.MSG_IN, schema.Kind.MMSG_IN}
-_ADDR_ARG = {"sendto": 4, "recvfrom": 4}
-# Calls that move bytes between two fds without a user buffer: (in fd arg, out fd arg).
-_FD_TO_FD = {"sendfile": (1, 0), "splice": (0, 2), "copy_file_range": (0, 2), "tee": (0, 1)}
-
-
-#: The calls whose payload is the data stream of their fd (not a structure or a name).
-_IO_NAMES = ("read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
-             "preadv2", "pwritev2", "recvfrom", "sendto", "recvmsg", "sendmsg",
-             "recvmmsg", "sendmmsg")
+_ADDR_KINDS = (schema.Kind.SOCKADDR_IN, schema.Kind.SOCKADDR_OUT)
 
 
 def _io_table() -> dict[int, tuple[int, str, int, int]]:
-    """nr -> (fd arg, direction, data arg, kind) for _IO_NAMES, read off the schema."""
+    """nr -> (fd arg, direction, data arg, kind) for the calls whose payload is
+    the data stream of their fd (schema flag STREAM), read off the schema."""
     out = {}
-    for name in _IO_NAMES:
-        try:
-            sc = schema.by_name(name)
-        except KeyError:
+    for sc in schema.all_syscalls():
+        if not sc.has(schema.Beh.STREAM):
             continue
+        addr = [i for i, a in enumerate(sc.args) if a.kind in _ADDR_KINDS]
+        if addr:
+            _ADDR_NR[sc.nr] = addr[0]
         fds = [i for i, a in enumerate(sc.args) if a.kind == schema.Kind.FD]
         data = [i for i, a in enumerate(sc.args) if a.kind in _IN_KINDS or a.kind in _OUT_KINDS]
         if fds and data:
@@ -758,8 +739,10 @@ MSG_PEEK = 0x2
 
 
 _IO: dict[int, tuple[int, str, int, int]] | None = None
-_FD_TO_FD_NR = {schema.by_name(n).nr: v for n, v in _FD_TO_FD.items()}
-_ADDR_NR = {schema.by_name(n).nr: v for n, v in _ADDR_ARG.items()}
+#: Calls that move bytes between two fds without a user buffer: nr -> (in fd arg, out fd arg).
+_FD_TO_FD_NR = {s.nr: s.beh.moves for s in schema.all_syscalls() if s.beh.moves}
+#: nr -> the argument holding the datagram's address (sendto, recvfrom).
+_ADDR_NR: dict[int, int] = {}
 _MMSG = (int(schema.Kind.MMSG_IN), int(schema.Kind.MMSG_OUT))
 _MSG = (int(schema.Kind.MSG_IN), int(schema.Kind.MSG_OUT))
 #: sizeof(struct mmsghdr) on x86_64: struct msghdr (56) + unsigned msg_len + padding.
@@ -772,7 +755,7 @@ def io_syscalls() -> dict[str, str]:
     if _IO is None:
         _IO = _io_table()
     names = {schema.name_of(nr): d for nr, (_f, d, _a, _k) in _IO.items()}
-    names.update({n: "in+out" for n in _FD_TO_FD})
+    names.update({schema.name_of(nr): "in+out" for nr in _FD_TO_FD_NR})
     return names
 
 

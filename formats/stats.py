@@ -26,7 +26,8 @@ from dr import schema
 from dr.formats.fdmap import FdMap, OpenFile, transfers
 from dr.formats.trace import Event, ProcEvent, TraceReader
 
-__all__ = ["Stats", "SyscallStats", "FileStats", "ThreadStats", "compute", "render",
+__all__ = ["Stats", "SyscallStats", "FileStats", "FileGroup", "ThreadStats", "compute", "render",
+           "file_groups", "DEFAULT_TOP",
            "errno_name", "percentile"]
 
 _NO_EXIT = schema.EVENT_FLAGS["NO_EXIT"]
@@ -184,6 +185,7 @@ class Stats:
             "duration_ns": max(0, self.last_ns - self.first_ns),
             "syscalls": [s.as_dict() for s in self.syscalls],
             "files": [f.as_dict() for f in self.files if f.calls_in or f.calls_out],
+            "file_groups": [g.as_dict() for g in file_groups(self)],
             "connections": [f.as_dict() for f in self.connections],
             "threads": [t.as_dict() for t in self.threads],
             "proc_events": dict(self.proc_events),
@@ -208,6 +210,37 @@ def _thread_names(meta: dict[str, Any]) -> dict[int, str]:
     return names
 
 
+class Comms:
+    """Each task's name (comm) through a trace: the capture's snapshot names
+    (meta ``threads``), a new task inherits its creator's (FORK), and a
+    successful execve renames it after the file, cut to 15 bytes as the kernel does.
+    Feed every record in capture order; :meth:`get` is the name at that point.
+    """
+
+    _EXECS = {schema.by_name("execve").nr: 0, schema.by_name("execveat").nr: 1}
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.names = _thread_names(meta)
+        pid = meta.get("pid")
+        if isinstance(pid, int) and not self.names.get(pid) and process_name(meta):
+            self.names[pid] = process_name(meta)[:15]  # a trace without thread names
+
+    def feed(self, rec: Any) -> None:
+        if rec.__class__ is Event:
+            slot = self._EXECS.get(rec.nr)
+            if slot is not None and rec.ret == 0:
+                p = rec.payloads.get(slot)
+                if p is not None and p.data:
+                    self.names[rec.tid] = os.path.basename(
+                        p.data.split(b"\0", 1)[0].decode("utf-8", "replace"))[:15]
+        elif rec.__class__ is ProcEvent and rec.kind == "FORK":
+            if rec.arg0 not in self.names and rec.tid in self.names:
+                self.names[rec.arg0] = self.names[rec.tid]
+
+    def get(self, tid: int, default: str = "") -> str:
+        return self.names.get(tid) or default
+
+
 def process_name(meta: dict[str, Any]) -> str:
     """A short name for the traced process: comm, else the exe's or argv[0]'s basename."""
     for key in ("comm", "name"):
@@ -229,11 +262,12 @@ def compute(reader: TraceReader) -> Stats:
     sysc: dict[int, SyscallStats] = {}
     threads: dict[int, ThreadStats] = {}
     files: dict[int, FileStats] = {}
-    names = _thread_names(reader.meta)
     pname = process_name(reader.meta)
     flag_names = [(bit, name) for name, bit in schema.EVENT_FLAGS.items()]
     first = last = 0
+    comms = Comms(reader.meta)
     for rec in reader.stream():
+        comms.feed(rec)
         if rec.__class__ is Event:
             ev: Event = rec  # type: ignore[assignment]
             st.events += 1
@@ -243,7 +277,7 @@ def compute(reader: TraceReader) -> Stats:
             s.count += 1
             th = threads.get(ev.tid)
             if th is None:
-                th = threads[ev.tid] = ThreadStats(ev.tid, ev.tgid, names.get(ev.tid, ""))
+                th = threads[ev.tid] = ThreadStats(ev.tid, ev.tgid, comms.get(ev.tid))
             th.syscalls += 1
             th.by_name[s.name] = th.by_name.get(s.name, 0) + 1
             t0 = ev.ts_enter or ev.ts_exit
@@ -318,6 +352,7 @@ def compute(reader: TraceReader) -> Stats:
                 fs.peers = {}
     st.files = sorted(files.values(), key=lambda f: (-(f.bytes_in + f.bytes_out), f.id))
     for th in threads.values():
+        th.name = comms.get(th.tid)
         if not th.name and th.tid == th.tgid:
             th.name = pname if th.tgid == reader.meta.get("pid") else ""
     st.threads = sorted(threads.values(), key=lambda t: (t.tgid, t.tid))
@@ -346,10 +381,63 @@ def _bytes(n: int) -> str:
     return f"{n:,}"
 
 
-def render(st: Stats, out: TextIO, *, rich_output: bool | None = None, top: int = 0) -> None:
+@dataclass(slots=True)
+class FileGroup:
+    """Every open of one path (or one socket peer): ``opens`` open file descriptions."""
+
+    label: str
+    opens: int = 0
+    fds: list[str] = field(default_factory=list)
+    calls_in: int = 0
+    calls_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "opens": self.opens, "fds": self.fds,
+                "calls_in": self.calls_in, "calls_out": self.calls_out,
+                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
+
+
+def file_groups(st: Stats) -> list[FileGroup]:
+    """Files that moved bytes, one row per path (a file opened 34 times is one row
+    with opens 34) and per socket peer; most bytes first."""
+    groups: dict[str, FileGroup] = {}
+    labels: dict[str, str] = {}
+    for f in st.files:
+        if not (f.calls_in or f.calls_out):
+            continue
+        key = f.label or f.kind
+        if f.kind == "socket" and f.peer:  # many connections to one server: one row
+            key = f"{f.proto or 'socket'}:[->{f.peer}]"
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = FileGroup(key)
+            labels[key] = f.label or f.kind
+        elif labels[key] != (f.label or f.kind):
+            labels[key] = key
+        g.opens += 1
+        g.fds.extend(x for x in f.fds if x not in g.fds)
+        g.calls_in += f.calls_in
+        g.calls_out += f.calls_out
+        g.bytes_in += f.bytes_in
+        g.bytes_out += f.bytes_out
+    for key, g in groups.items():
+        g.label = labels[key]  # one connection keeps its whole -yy label
+    return sorted(groups.values(), key=lambda g: (-(g.bytes_in + g.bytes_out), g.label))
+
+
+#: Rows per table when the user gives no --top: a long trace has thousands of
+#: files and connections; the JSON document always has them all.
+DEFAULT_TOP = 20
+
+
+def render(st: Stats, out: TextIO, *, rich_output: bool | None = None,
+           top: int = DEFAULT_TOP) -> None:
     """Print ``st`` as tables on ``out``: rich tables on a terminal, plain text otherwise.
 
-    ``top`` > 0 limits each table to its first rows (0: all).
+    ``top`` > 0 limits each table to its first rows and says how many were left
+    out (0: all).
     """
     from rich import box
     from rich.console import Console
@@ -374,6 +462,10 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None, top: int 
     def lim(rows: list) -> list:
         return rows[:top] if top else rows
 
+    def more(rows: list) -> None:
+        if top and len(rows) > top:
+            con.print(f"... and {len(rows) - top:,} more (--top 0 shows all)")
+
     def heading(text: str) -> None:
         if not tty:
             con.print(text)
@@ -396,17 +488,20 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None, top: int 
     con.print()
     heading("syscalls")
     con.print(t)
+    more(st.syscalls)
 
-    io_files = [f for f in st.files if f.calls_in or f.calls_out]
-    if io_files:
-        t = table("bytes per fd", "fd", "file", "in", "out", "reads", "writes", left=("fd", "file"),
-                  flex=("file",))
-        for f in lim(io_files):
-            t.add_row(",".join(f.fds) or "?", f.label or f.kind, _bytes(f.bytes_in), _bytes(f.bytes_out),
-                      f"{f.calls_in:,}", f"{f.calls_out:,}")
+    groups = file_groups(st)
+    if groups:
+        t = table("bytes per file", "file", "opens", "in", "out", "reads", "writes", "fds",
+                  left=("file", "fds"), flex=("file", "fds"))
+        for g in lim(groups):
+            fds = ",".join(g.fds[:3]) + (f",... {len(g.fds) - 3} more" if len(g.fds) > 3 else "")
+            t.add_row(g.label, f"{g.opens:,}", _bytes(g.bytes_in), _bytes(g.bytes_out),
+                      f"{g.calls_in:,}", f"{g.calls_out:,}", fds)
         con.print()
-        heading("bytes per fd (tgid:fd)")
+        heading("bytes per file (same path or peer together; fds as tgid:fd)")
         con.print(t)
+        more(groups)
 
     conns = st.connections
     if conns:
@@ -420,6 +515,7 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None, top: int 
         con.print()
         heading("connections")
         con.print(t)
+        more(conns)
 
     one_process = len({th.tgid for th in st.threads}) <= 1
     cols = ["tid"] + ([] if one_process else ["tgid"]) + ["name", "syscalls", "errors", "sys µs",
@@ -434,6 +530,7 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None, top: int 
     con.print()
     heading("threads")
     con.print(t)
+    more(st.threads)
 
     con.print()
     if st.losses and st.lost:

@@ -49,8 +49,10 @@ from dr.errors import UsageError
 from dr.formats.stats import plural
 from dr.formats.trace import Event, ProcEvent, TraceReader
 from dr.schema import Kind, Rule, Sub
+from dr.schema.classes import TRACE_CLASSES
 
-__all__ = ["ShowOptions", "Formatter", "show_lines", "end_notices", "parse_trace_expr",
+__all__ = ["ShowOptions", "Formatter", "show_lines", "summary_lines", "end_notices", "parse_trace_expr",
+           "is_failed", "is_successful",
            "parse_time_bound", "quote", "format_flags"]
 
 _RESTART = schema.ENUMS["errno_restart"]
@@ -73,7 +75,7 @@ _LONG_INT_ARGS = frozenset({"offset", "pos", "pos_l", "pos_h", "len", "length", 
                             "msgtyp", "size", "off"})
 _O_CREAT, _O_TMPFILE = _OPEN_NAMES["O_CREAT"], _OPEN_NAMES["O_TMPFILE"]
 #: Syscalls whose fd-pair out-argument holds new fds (decorated after the call with -y).
-_FD_PAIR_CALLS = frozenset({"pipe", "pipe2", "socketpair"})
+_FD_PAIR_CALLS = frozenset(s.name for s in schema.all_syscalls() if s.fd_effect == schema.FdEffect.PAIR)
 _AF_INET, _AF_INET6 = 2, 10
 _NR_EXIT_GROUP = schema.by_name("exit_group").nr
 _FUTEX_PRIVATE, _FUTEX_CLOCK_REALTIME = 128, 256
@@ -114,6 +116,13 @@ class ShowOptions:
     acolumn     pad `` = result`` to this column (strace -a; 0: no padding)
     since_ns    only events at or after this CLOCK_MONOTONIC ns (None: from the start)
     until_ns    only events at or before this CLOCK_MONOTONIC ns (None: to the end)
+    pids        only threads of these processes (tgids; strace -p; None: all)
+    status      None: every call; "successful" / "failed": only calls that returned
+                without / with an error (strace -z / -Z)
+    syscall_times  append the time spent inside each call, `` <0.000012>`` (strace -T)
+    color       ANSI colours (errors red, signals yellow, process events bold)
+    prefix      ``[pid N]`` prefixes: None as strace -f (once the trace has a second
+                thread), False never (one call decoded on its own, as replay reports do)
     """
 
     strsize: int = 32
@@ -126,10 +135,16 @@ class ShowOptions:
     acolumn: int = 0
     since_ns: int | None = None
     until_ns: int | None = None
+    pids: frozenset[int] | None = None
+    status: str | None = None
+    syscall_times: bool = False
+    color: bool = False
+    prefix: bool | None = None
 
 
 def parse_trace_expr(exprs: Iterable[str]) -> frozenset[int] | None:
-    """Parse strace ``-e`` expressions (``trace=read,write``, ``read``, ``trace=!close``).
+    """Parse strace ``-e`` expressions (``trace=read,write``, ``read``, ``trace=!close``,
+    ``trace=%network,%file``: strace's classes, :data:`dr.schema.classes.TRACE_CLASSES`).
 
     Returns the x86_64 syscall numbers to show, or None for all. Raises
     :class:`dr.errors.UsageError` for an unknown syscall or qualifier.
@@ -147,6 +162,13 @@ def parse_trace_expr(exprs: Iterable[str]) -> frozenset[int] | None:
         for n in names:
             if n == "all":
                 nrs.update(s.nr for s in schema.all_syscalls())
+                continue
+            if n.startswith("%"):
+                members = TRACE_CLASSES.get(n[1:])
+                if members is None:
+                    raise UsageError(f"invalid syscall class {n!r} in -e {expr} (classes: "
+                                     + ", ".join("%" + c for c in TRACE_CLASSES) + ")")
+                nrs.update(schema.by_name(m).nr for m in members)
                 continue
             if n.startswith("syscall_") and n[8:].isdigit():
                 nrs.add(int(n[8:]))
@@ -211,6 +233,41 @@ def parse_time_bound(text: str, meta: dict, option: str = "--since",
                          "give seconds from the trace start instead")
     wall = when.timestamp()  # naive: local time, as -t prints
     return int(round(wall * 1e6)) * 1000 - off
+
+
+def _ansi(style: str) -> tuple[str, str]:
+    """The escape sequences that open and close ``style`` (rich's names), 8 colours."""
+    from rich.color import ColorSystem
+    from rich.style import Style
+
+    a, _, b = Style.parse(style).render("\0", color_system=ColorSystem.STANDARD).partition("\0")
+    return a, b
+
+
+#: -> (start, end) ANSI sequences, made once when a formatter first wants colour.
+_COLORS: dict[str, tuple[str, str]] = {}
+#: Syscalls that make, replace or end tasks: their names are bold with colour on.
+_PROC_CALLS = TRACE_CLASSES["process"] - TRACE_CLASSES["signal"]
+
+
+def is_failed(ev: Event) -> bool:
+    """The call returned an error (``-1 ENOENT``, ``? ERESTARTSYS``); strace -Z shows these."""
+    if ev.flags & _NO_EXIT:
+        return False
+    sc = schema.by_nr(ev.nr)
+    if sc is not None and sc.ret == "none":
+        return False
+    return -4095 <= ev.ret < 0
+
+
+def is_successful(ev: Event) -> bool:
+    """The call returned without an error; strace -z shows these (not calls that never return)."""
+    if ev.flags & _NO_EXIT:
+        return False
+    sc = schema.by_nr(ev.nr)
+    if sc is not None and sc.ret == "none" and sc.name != "rt_sigreturn":
+        return False
+    return not -4095 <= ev.ret < 0
 
 
 # --------------------------------------------------------------------------- strings
@@ -625,6 +682,78 @@ def _dec_clone_args(b: bytes) -> str | None:
     return "{" + ", ".join(parts) + "}"
 
 
+def _dec_fd_set(b: bytes) -> str | None:
+    """select's fd_set (a bit per fd, any length): ``[3 2000]`` as strace prints it."""
+    fds = [i * 8 + k for i, byte in enumerate(b) for k in range(8) if byte >> k & 1]
+    return "[" + " ".join(map(str, fds)) + "]"
+
+
+def _dec_itimerspec(b: bytes) -> str | None:
+    if len(b) < 32:  # include/uapi/linux/time.h struct itimerspec: two timespecs
+        return None
+    return f"{{it_interval={_dec_timespec(b[:16])}, it_value={_dec_timespec(b[16:32])}}}"
+
+
+_LOCK_TYPES = {0: "F_RDLCK", 1: "F_WRLCK", 2: "F_UNLCK"}
+
+
+def _dec_flock(b: bytes) -> str | None:
+    """struct flock (include/uapi/asm-generic/fcntl.h, x86_64: short, short, off_t, off_t, pid_t)."""
+    if len(b) < 32:
+        return None
+    typ, whence, start, length, pid = struct.unpack_from("<hhxxxxqqi", b)
+    return (f"{{l_type={_LOCK_TYPES.get(typ, typ)}, l_whence={_enum(whence, 'whence')}, "
+            f"l_start={start}, l_len={length}, l_pid={pid}}}")
+
+
+def _dec_f_owner_ex(b: bytes) -> str | None:
+    if len(b) < 8:  # struct f_owner_ex: int type, pid_t pid
+        return None
+    typ, pid = struct.unpack_from("<ii", b)
+    name = {0: "F_OWNER_TID", 1: "F_OWNER_PID", 2: "F_OWNER_PGRP"}.get(typ, str(typ))
+    return f"{{type={name}, pid={pid}}}"
+
+
+def _dec_siginfo(b: bytes) -> str | None:
+    """siginfo_t's common head (include/uapi/asm-generic/siginfo.h): signo, errno, code,
+    and for SIGCHLD-like codes pid, uid, status."""
+    if len(b) < 28:
+        return None
+    signo, errno_, code, pid, uid, status = struct.unpack_from("<iiixxxxiIi", b)
+    if signo == 0:
+        return "{}"
+    return (f"{{si_signo={_sig(signo)}, si_code={code}, si_errno={errno_}, si_pid={pid}, "
+            f"si_uid={uid}, si_status={status}}}")
+
+
+def _dec_winsize(b: bytes) -> str | None:
+    if len(b) < 8:
+        return None
+    row, col, xp, yp = struct.unpack_from("<HHHH", b)
+    return f"{{ws_row={row}, ws_col={col}, ws_xpixel={xp}, ws_ypixel={yp}}}"
+
+
+def _dec_termios(b: bytes) -> str | None:
+    if len(b) < 17:  # struct termios: 4 tcflag_t then c_line
+        return None
+    i, o, c, l_ = struct.unpack_from("<IIII", b)
+    return f"{{c_iflag={i:#o}, c_oflag={o:#o}, c_cflag={c:#o}, c_lflag={l_:#o}, ...}}"
+
+
+def _dec_ifreq(b: bytes) -> str | None:
+    """struct ifreq (include/uapi/linux/if.h): the name, then the union as int and bytes."""
+    if len(b) < 20:
+        return None
+    name = b[:16].split(b"\0", 1)[0]
+    val = struct.unpack_from("<i", b, 16)[0]
+    return f"{{ifr_name={quote(name, 16)}, ifr_ifru=[{val}] {quote(b[16:40], 24, 1)}}}"
+
+
+def _dec_cstr16(b: bytes) -> str | None:
+    data = b.split(b"\0", 1)[0]
+    return quote(data, len(data))
+
+
 _STRUCTS = {
     "stat": _dec_stat, "statx": _dec_statx, "timespec": _dec_timespec,
     "timeval": _dec_timeval, "int": _dec_int, "uint": _dec_uint, "socklen": _dec_uint,
@@ -632,7 +761,33 @@ _STRUCTS = {
     "wait_status": _dec_wait_status, "rusage": _dec_rusage, "cap_user_header": _dec_cap_header,
     "cap_user_data": _dec_cap_data, "sigset": _dec_sigset, "sigaction": _dec_sigaction,
     "itimerval": _dec_itimerval, "sysinfo": _dec_sysinfo, "clone_args": _dec_clone_args,
+    "fd_set": _dec_fd_set, "itimerspec": _dec_itimerspec, "siginfo": _dec_siginfo,
 }
+
+#: Buffers sized by a request (ioctl, fcntl, prctl: Rule.REQ) -> their decoder, by request name.
+_REQUEST_DECODERS = {
+    "F_GETLK": _dec_flock, "F_SETLK": _dec_flock, "F_SETLKW": _dec_flock, "F_OFD_GETLK": _dec_flock,
+    "F_OFD_SETLK": _dec_flock, "F_OFD_SETLKW": _dec_flock, "F_GETOWN_EX": _dec_f_owner_ex,
+    "F_SETOWN_EX": _dec_f_owner_ex, "F_GET_RW_HINT": _dec_i64, "F_SET_RW_HINT": _dec_i64,
+    "PR_GET_NAME": _dec_cstr16, "PR_SET_NAME": _dec_cstr16, "PR_GET_TID_ADDRESS": lambda b: (
+        f"[{_ptr(struct.unpack_from('<Q', b)[0])}]" if len(b) >= 8 else None),
+    "TIOCGWINSZ": _dec_winsize, "TIOCSWINSZ": _dec_winsize, "TCGETS": _dec_termios,
+    "TCSETS": _dec_termios, "TCSETSW": _dec_termios, "TCSETSF": _dec_termios, "TCGETS2": _dec_termios,
+    **{name: _dec_ifreq for name in ("SIOCGIFNAME", "SIOCGIFFLAGS", "SIOCGIFADDR", "SIOCGIFBRDADDR",
+                                     "SIOCGIFNETMASK", "SIOCGIFMTU", "SIOCGIFHWADDR", "SIOCGIFINDEX")},
+}
+
+
+def _request_arg(ev: Event, req: str, slot: int) -> str | None:
+    """The buffer of a request-sized argument, ``before => after`` for value-result ones."""
+    dec = _REQUEST_DECODERS.get(req, _dec_int)
+    p = ev.payloads.get(slot)
+    entry = ev.payloads.get(slot | Sub.ENTRY << 4)
+    before = dec(entry.data) if entry is not None else None
+    after = dec(p.data) if p is not None else None
+    if before and after and before != after:
+        return f"{before} => {after}"
+    return before or after
 
 
 # --------------------------------------------------------------------------- events
@@ -654,12 +809,13 @@ class Formatter:
         clocks = meta.get("clock_offsets") or meta.get("clock") or {}
         off = clocks.get("realtime_ns") if isinstance(clocks, dict) else None
         self.realtime_ns = off if isinstance(off, int) else None
-        # `[pid N]` prefixes: never when one tid is selected; from the start when
-        # the target had several threads at capture start; else, as strace -f
-        # does, from the second thread seen on.
-        self.multi = opts.tids is None or len(opts.tids) > 1
+        # `[pid N]` prefixes: whenever the trace has more than one thread, whatever
+        # the filters show: from the start when the target had several threads at
+        # capture start; else, as strace -f does, from the second thread on (seen
+        # in any record, shown or not, or announced by a fork).
         tids = meta.get("tids")
-        self.prefix = self.multi and isinstance(tids, list) and len(tids) > 1
+        self.prefix = isinstance(tids, list) and len(tids) > 1
+        self.never_prefix = opts.prefix is False
         self.seen: set[int] = set()
         self.last_ts: int | None = None
         self.fdmap = None
@@ -669,11 +825,15 @@ class Formatter:
         self._fatal: dict[int, int] = {}  # tid -> fatal signal delivered with SIG_DFL
         self._group_exit: dict[int, int] = {}  # tgid -> exit_group status (its threads end with it)
         self._applied = False  # the event being formatted is already in the fd state
+        if opts.color and not _COLORS:
+            _COLORS.update(error=_ansi("red"), signal=_ansi("yellow"), proc=_ansi("bold cyan"))
+        self._colors = _COLORS if opts.color else None
 
     def feed(self, rec) -> None:
-        """Update the state (fds, fatal signals) with a record that is not printed."""
+        """Update the state (fds, fatal signals, threads) with a record that is not printed."""
         if self.fdmap is not None:
             self.fdmap.apply(rec)
+        self.note_thread(rec)
         if isinstance(rec, Event) and rec.nr == _NR_EXIT_GROUP:
             self._group_exit[rec.tgid] = rec.args[0] & 0xFF
         elif isinstance(rec, ProcEvent) and rec.kind == "SIGNAL":
@@ -681,13 +841,23 @@ class Formatter:
             if rec.arg1 == 0 and sig in _FATAL_DEFAULT:  # SIG_DFL: the task dies of it
                 self._fatal[rec.tid] = sig
 
+    def note_thread(self, rec) -> None:
+        """Turn the ``[pid N]`` prefix on once the trace shows a second thread."""
+        if self.prefix or isinstance(rec, dict):
+            return
+        if isinstance(rec, ProcEvent) and rec.kind == "FORK":
+            self.prefix = True
+            return
+        self.seen.add(rec.tid)
+        self.prefix = len(self.seen) > 1
+
     # -- line prefix
 
     def _head(self, tid: int, ts: int) -> str:
-        if not self.prefix and self.multi:
+        if not self.prefix:
             self.seen.add(tid)
             self.prefix = len(self.seen) > 1
-        h = f"[pid {tid:5d}] " if self.prefix else ""
+        h = f"[pid {tid:5d}] " if self.prefix and not self.never_prefix else ""
         o = self.opts
         if o.timestamps:
             wall = ts + self.realtime_ns if self.realtime_ns is not None else ts
@@ -713,20 +883,30 @@ class Formatter:
         """strace's ``+++ exited with N +++``, ``+++ killed by SIGX +++`` and
         ``--- SIGX {si_signo=SIGX} ---`` lines; None for fork/exec."""
         self.feed(pe)
-        if self.opts.tids is not None and pe.tid not in self.opts.tids:
+        o = self.opts
+        if o.tids is not None and pe.tid not in o.tids:
             return None
+        if o.pids is not None and pe.tgid not in o.pids:
+            return None
+        c = self._colors
         if pe.kind == "EXIT":  # arg0: exit code, or -1 when the task died inside a call
             head = self._head(pe.tid, pe.ts)
             sig = self._fatal.pop(pe.tid, None)
+            # A worker thread's end is not the process's: say so (strace prints the
+            # same "+++ exited +++" for both, which reads as if the service ended).
+            who = "thread " if pe.tgid and pe.tid != pe.tgid else ""
             if pe.arg0 < 0 and sig is not None:
-                return f"{head}+++ killed by {_sig(sig)} +++"
-            code = pe.arg0 if pe.arg0 >= 0 else self._group_exit.get(pe.tgid, "?")
-            return f"{head}+++ exited with {code} +++"
+                text = f"+++ {who}killed by {_sig(sig)} +++"
+            else:
+                code = pe.arg0 if pe.arg0 >= 0 else self._group_exit.get(pe.tgid, "?")
+                text = f"+++ {who}exited with {code} +++"
+            return head + (c["proc"][0] + text + c["proc"][1] if c else text)
         if pe.kind == "SIGNAL":
             if _s32(pe.arg0) == int(_signal.SIGKILL):
                 return None  # strace never sees SIGKILL delivered: only "killed by"
             name = _sig(_s32(pe.arg0))
-            return f"{self._head(pe.tid, pe.ts)}--- {name} {{si_signo={name}}} ---"
+            text = f"--- {name} {{si_signo={name}}} ---"
+            return self._head(pe.tid, pe.ts) + (c["signal"][0] + text + c["signal"][1] if c else text)
         return None
 
     # -- syscalls
@@ -748,7 +928,18 @@ class Formatter:
             self._applied = True
         text = f"{head}{name}({args}) "
         pad = self.opts.acolumn - len(text)  # strace: ") ", pad to the column, "= "
-        return f"{text}{' ' * pad if pad > 0 else ''}= {self._ret(ev, sc)}"
+        ret = self._ret(ev, sc)
+        if self.opts.syscall_times and not ev.flags & (_NO_EXIT | _ENTRY_LOST) \
+                and ev.ts_enter and ev.ts_exit >= ev.ts_enter and ret != "?":
+            # strace -T: seconds inside the call; none for calls that never returned
+            d = (ev.ts_exit - ev.ts_enter) // 1000
+            ret += f" <{d // 1_000_000}.{d % 1_000_000:06d}>"
+        c = self._colors
+        if c and is_failed(ev):
+            ret = c["error"][0] + ret + c["error"][1]
+        elif c and sc is not None and sc.name in _PROC_CALLS:  # fork, exec, exit: bold
+            text = f"{head}{c['proc'][0]}{name}{c['proc'][1]}({args}) "
+        return f"{text}{' ' * pad if pad > 0 else ''}= {ret}"
 
     def _fd(self, ev: Event, fd: int) -> str:
         """An fd as strace -y/-yy prints it: ``3</etc/hosts>``; plain when unknown."""
@@ -1041,7 +1232,7 @@ def _sp_fcntl(f: Formatter, ev: Event, sc) -> list[str]:
     elif cmd in ("F_DUPFD", "F_DUPFD_CLOEXEC", "F_SETOWN", "F_SETSIG", "F_SETPIPE_SZ"):
         out.append(str(_s32(v)))
     else:
-        out.append(_ptr(v))
+        out.append(_request_arg(ev, cmd, 2) or _ptr(v))
     return out
 
 
@@ -1058,7 +1249,18 @@ def _sp_ioctl(f: Formatter, ev: Event, sc) -> list[str] | None:
     req = _enum(ev.args[1] & 0xFFFFFFFF, "ioctl")
     if req in ("FIOCLEX", "FIONCLEX"):  # no argument
         return [f._arg(ev, sc, 0, sc.args[0]), req]
-    return None
+    shown = _request_arg(ev, req, 2)
+    if shown is None:
+        return None
+    return [f._arg(ev, sc, 0, sc.args[0]), req, shown]
+
+
+def _sp_prctl(f: Formatter, ev: Event, sc) -> list[str]:
+    out = [f._arg(ev, sc, i, a) for i, a in enumerate(sc.args)]
+    shown = _request_arg(ev, out[0], 1) if 1 in ev.payloads else None
+    if shown is not None:
+        out[1] = shown
+    return out
 
 
 def _sp_getcwd(f: Formatter, ev: Event, sc) -> list[str]:
@@ -1129,7 +1331,7 @@ _SPECIAL = {
     "getdents64": _sp_getdents, "statx": _sp_statx, "fcntl": _sp_fcntl, "ioctl": _sp_ioctl,
     "getcwd": _sp_getcwd, "clone": _sp_clone, "clone3": _sp_clone3, "setitimer": _sp_itimer,
     "getitimer": _sp_itimer, "madvise": _sp_madvise, "setsockopt": _sp_sockopt,
-    "getsockopt": _sp_sockopt, "close_range": _sp_close_range,
+    "getsockopt": _sp_sockopt, "close_range": _sp_close_range, "prctl": _sp_prctl,
 }
 
 
@@ -1138,11 +1340,17 @@ def _shown(rec, opts: ShowOptions) -> bool:
     if isinstance(rec, Event):
         if opts.tids is not None and rec.tid not in opts.tids:
             return False
+        if opts.pids is not None and rec.tgid not in opts.pids:
+            return False
         if opts.syscalls is not None and rec.nr not in opts.syscalls:
+            return False
+        if opts.status == "successful" and not is_successful(rec):
+            return False
+        if opts.status == "failed" and not is_failed(rec):
             return False
         ts = rec.ts_enter
     else:
-        ts = rec.ts  # exits are shown whatever -e says, as strace does
+        ts = rec.ts  # exits are shown whatever -e, -z, -Z say, as strace does
     if opts.since_ns is not None and ts < opts.since_ns:
         return False
     return opts.until_ns is None or ts <= opts.until_ns
@@ -1157,10 +1365,15 @@ def show_lines(reader: TraceReader, opts: ShowOptions) -> Iterator[str]:
     fmt = Formatter(opts, reader.meta)
     window = opts.since_ns is not None or opts.until_ns is not None
     if fmt.fdmap is None and not window:
-        # Nothing to track across hidden events: let the reader filter.
-        for item in reader.stream(tids=opts.tids, syscalls=opts.syscalls):
+        # Nothing to track across hidden calls: let the reader drop other syscalls
+        # undecoded. Threads are filtered here: every thread still counts for the
+        # `[pid N]` prefix, and a process event of a hidden thread for its state.
+        for item in reader.stream(syscalls=opts.syscalls):
             if isinstance(item, Event):
-                yield fmt.line(item)
+                if _shown(item, opts):
+                    yield fmt.line(item)
+                else:
+                    fmt.feed(item)
             elif isinstance(item, ProcEvent):
                 s = fmt.proc_line(item)
                 if s is not None:
@@ -1205,6 +1418,52 @@ def end_notices(reader: TraceReader) -> list[str]:
         out.append(f"{plural(n, 'payload')} whose syscall "
                    f"{'event was' if n == 1 else 'events were'} lost")
     if reader.truncated:
-        out.append(f"trace cut short at byte {reader.end} of {reader.size}: "
-                   "shown up to its last complete frame")
+        out.append(cut_short_text(reader))
+    return out
+
+
+def cut_short_text(reader: TraceReader) -> str:
+    """Why a trace is incomplete, in words: a partial frame at the end, or no end record."""
+    if reader.end < reader.size:
+        return (f"trace cut short: its last {plural(reader.size - reader.end, 'byte')} are an "
+                "incomplete frame; shown up to the last complete one")
+    return ("trace cut short: it ends without the capture's closing record (dr capture was "
+            "killed or ran out of space); everything it holds is shown")
+
+
+def summary_lines(reader: TraceReader, opts: ShowOptions) -> list[str]:
+    """strace ``-c``: calls, errors and time inside each syscall, as strace prints the table.
+
+    Counts every syscall event the filters keep (-e, --tid, -p, -z/-Z, --since,
+    --until), so without filters they are ``dr stats``' counts, including calls
+    that never return (exit_group), which strace -c leaves out. ``seconds`` is
+    the time between entry and exit (strace -c -w); sorted by it, then by name.
+    Raises :class:`dr.errors.TraceError` for a corrupt frame.
+    """
+    calls: dict[int, list[int]] = {}  # nr -> [calls, errors, ns]
+    for ev in reader.events(syscalls=opts.syscalls):
+        if not _shown(ev, opts):
+            continue
+        row = calls.get(ev.nr)
+        if row is None:
+            row = calls[ev.nr] = [0, 0, 0]
+        row[0] += 1
+        if is_failed(ev):
+            row[1] += 1
+        if not ev.flags & (_NO_EXIT | _ENTRY_LOST) and ev.ts_enter and ev.ts_exit >= ev.ts_enter:
+            row[2] += ev.ts_exit - ev.ts_enter
+    total_ns = sum(r[2] for r in calls.values())
+    rows = sorted(calls.items(), key=lambda kv: (-kv[1][2], -kv[1][0], schema.name_of(kv[0])))
+    dash = "------ ----------- ----------- --------- --------- ----------------"
+    out = ["% time     seconds  usecs/call     calls    errors syscall", dash]
+
+    def line(pct: float, ns: int, n: int, errs: int, name: str) -> str:
+        return (f"{pct:6.2f} {ns / 1e9:11.6f} {ns // 1000 // n if n else 0:11d} {n:9d} "
+                f"{errs if errs else '':>9} {name}")
+
+    for nr, (n, errs, ns) in rows:
+        out.append(line(100.0 * ns / total_ns if total_ns else 0.0, ns, n, errs, schema.name_of(nr)))
+    out.append(dash)
+    out.append(line(100.0, total_ns, sum(r[0] for r in calls.values()),
+                    sum(r[1] for r in calls.values()), "total"))
     return out

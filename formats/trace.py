@@ -67,12 +67,23 @@ _LEN = struct.Struct("<I")
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: A frame is closed once this many uncompressed bytes are pending.
 FRAME_TARGET = 1 << 20
-#: Largest uncompressed frame a reader accepts (hostile size cap).
-MAX_FRAME_RAW = 256 << 20
-#: Largest compressed frame a reader accepts.
-MAX_FRAME = MAX_FRAME_RAW + (1 << 20)
 #: Largest event block written in one record; larger spans are split at record boundaries.
 MAX_BLOCK = 64 << 20
+#: Largest uncompressed frame a reader accepts: the most a writer makes (a pending
+#: frame just under FRAME_TARGET plus one MAX_BLOCK span) and a MiB of record framing.
+MAX_FRAME_RAW = FRAME_TARGET + MAX_BLOCK + (1 << 20)
+#: Decompression budget (issue #15), checked from the frame headers when a trace
+#: is opened, before anything is decompressed: a frame may declare at most
+#: max(FRAME_FLOOR, MAX_RATIO x its compressed length) bytes, and the trace as a
+#: whole at most TOTAL_FLOOR + MAX_RATIO x its file size. zstd turns a run of
+#: zeros into 4 bytes per 128 KiB block (32768x); real traces, even of programs
+#: moving zeros with a 256 KiB snaplen, stay under about 10000x, because each
+#: event record breaks the run.
+MAX_RATIO = 16384
+FRAME_FLOOR = 8 << 20
+TOTAL_FLOOR = 256 << 20
+#: Largest compressed frame a reader accepts.
+MAX_FRAME = MAX_FRAME_RAW + (1 << 20)
 #: Largest reassembled payload (offset + length) a reader accepts.
 MAX_PAYLOAD = 256 << 20
 #: Largest run of zeros a reader fills in for payload chunks that were lost
@@ -524,6 +535,22 @@ def _assemble(parts: list[tuple[int, int, int, bytes]], budget: list[int]) -> di
     return out
 
 
+#: Longest zstd frame header (RFC 8878 section 3.1.1.1: magic 4, descriptor 1,
+#: window 1, dictionary id up to 4, content size up to 8).
+_ZSTD_HEADER_MAX = 18
+
+
+def _declared_size(head: bytes, off: int) -> int:
+    """The content size a zstd frame header declares; TraceError when it declares none."""
+    try:
+        size = zstandard.frame_content_size(head)
+    except zstandard.ZstdError:
+        raise TraceError("corrupt frame header", offset=off + 4) from None
+    if size < 0:
+        raise TraceError("frame declares no content size (dr always writes it)", offset=off + 4)
+    return size
+
+
 class TraceReader:
     """Streaming trace reader.
 
@@ -599,8 +626,10 @@ class TraceReader:
         self.frames: list[FrameInfo] = []
         off = HEADER.size
         cut = False
+        total = 0
+        budget = TOTAL_FLOOR + MAX_RATIO * self.size
         while off < self.size:
-            h = self._read_at(off, 8)
+            h = self._read_at(off, 4 + _ZSTD_HEADER_MAX)
             if len(h) < 8:
                 cut = True
                 break
@@ -612,6 +641,15 @@ class TraceReader:
             if off + 4 + n > self.size:
                 cut = True
                 break
+            size = _declared_size(h[4:4 + n], off)
+            if size > MAX_FRAME_RAW or size > max(FRAME_FLOOR, MAX_RATIO * n):
+                raise TraceError(f"frame content size {size} out of range ({n} compressed bytes; "
+                                 f"at most {MAX_FRAME_RAW} and {MAX_RATIO}x): refused as a decompression bomb",
+                                 offset=off + 4)
+            total += size
+            if total > budget:
+                raise TraceError(f"frames decompress to more than {budget} bytes ({MAX_RATIO}x the "
+                                 f"{self.size}-byte file): refused as a decompression bomb", offset=off + 4)
             self.frames.append(FrameInfo(len(self.frames), off, n))
             off += 4 + n
         self.end = off
@@ -866,6 +904,35 @@ class TraceReader:
                 losses.extend(r for r in self._records(i) if r.get("t") == "loss")
             self._losses = losses
         return self._losses
+
+    @property
+    def file_records(self) -> list[dict]:
+        """Files the traced programs mapped or executed (``files`` records, dr.capture.files):
+        dicts with path, how, dev, ino, size, mtime_ns, sha256, package, stored, written,
+        or ``unavailable``. Scans the trace."""
+        out: list[dict] = []
+        for i in range(len(self.frames)):
+            for r in self._records(i):
+                if r.get("t") == "files" and isinstance(r.get("files"), list):
+                    out.extend(f for f in r["files"] if isinstance(f, dict))
+        return out
+
+    def blob(self, sha256: str) -> bytes | None:
+        """The stored content with this sha256 (``blob`` chunks joined and checked), or None."""
+        import hashlib
+
+        parts: dict[int, bytes] = {}
+        size = None
+        for i in range(len(self.frames)):
+            for r in self._records(i):
+                if r.get("t") == "blob" and r.get("sha256") == sha256 and isinstance(r.get("data"), bytes) \
+                        and isinstance(r.get("offset"), int):
+                    parts[r["offset"]] = r["data"]
+                    size = r.get("size")
+        data = b"".join(parts[k] for k in sorted(parts))
+        if not parts or len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        return data
 
     @property
     def losses(self) -> dict[str, int]:

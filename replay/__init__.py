@@ -8,7 +8,7 @@ Only this package touches seccomp; it never imports bcc. Entry points::
 
 Building blocks for other replay policies (streams replay): :mod:`dr.replay.sandbox`
 (namespaces, root, filter), :mod:`dr.replay.notify` (seccomp_unotify primitives,
-tracee memory), :mod:`dr.replay.vdso` (time functions through syscalls).
+tracee memory), :mod:`dr.vdso` (time functions through syscalls, shared with capture).
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ __all__ = ["ReplayResult", "replay_trace", "verify"]
 
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
-    """Outcome of one replay: ``status`` "faithful" | "diverged" | "error"."""
+    """Outcome of one replay: ``status`` "faithful" | "incomplete" | "diverged" | "error".
+
+    "incomplete": everything compared matched, but not every output could be
+    compared (``report.not_compared`` says what); never exit status 0."""
 
     status: str
     message: str
@@ -36,7 +39,8 @@ class ReplayResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        return {"faithful": ExitCode.OK, "diverged": ExitCode.DIVERGED}.get(self.status, ExitCode.ERROR)
+        return {"faithful": ExitCode.OK, "diverged": ExitCode.DIVERGED,
+                "incomplete": ExitCode.INCOMPLETE}.get(self.status, ExitCode.ERROR)
 
 
 def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...] | None = None,
@@ -67,6 +71,8 @@ def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...]
     finally:
         s.close()
     status = {Status.EXITED: "faithful", Status.DIVERGED: "diverged"}.get(r.status, "error")
+    if status == "faithful" and s.report.not_compared:
+        status = "incomplete"
     s.report.verdict = status
     if status == "error":
         s.report.error = r.message
@@ -77,13 +83,10 @@ def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...]
 
 def _write_report(report: Any, path: str) -> None:
     """Write ``report.to_dict()`` as JSON; raises OutputError."""
-    from dr.errors import OutputError
-    try:
-        with open(path, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise OutputError(f"cannot write the report {path}: {e.strerror}") from None
+    from dr.formats.output import open_output
+    with open_output(path, what="the report") as f:
+        json.dump(report.to_dict(), f, indent=2)
+        f.write("\n")
 
 
 def verify(trace_path: str, **kw: Any) -> ReplayResult:

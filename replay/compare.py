@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from dr.errors import OutputError, UsageError
+from dr.errors import UsageError
 from dr.replay.connections import Connection, Conversations, masked_ranges
 
 __all__ = ["Ignore", "load_ignore", "ConnResult", "Report", "compare", "write_json",
@@ -568,6 +568,8 @@ class Report:
     substituted: dict = field(default_factory=dict)
     listening: list[dict] = field(default_factory=list)
     output_tail: list[str] = field(default_factory=list)
+    #: Attempts to reach the host the sandbox refused (dr.replay.containment.Refusal.to_dict()).
+    refused: list[dict] = field(default_factory=list)
     error: str | None = None   # why the replay could not run (verdict ERROR)
     cut_short: bool = False    # the trace ends without its summary record
     recorded_connections: int | None = None   # inbound connections the recording shows
@@ -682,7 +684,7 @@ class Report:
                       "pre_capture_keys": self.redis_pre_keys, "explanation": self.explain()},
             "connections": [c.to_dict() for c in self.connections],
             "output_log": self.output_log, "mode": self.mode, "substituted": self.substituted,
-            "listening": self.listening, "output_tail": self.output_tail,
+            "listening": self.listening, "output_tail": self.output_tail, "refused": self.refused,
             "error": self.error, "cut_short": self.cut_short,
             "recorded_connections": self.recorded_connections,
         }
@@ -690,12 +692,10 @@ class Report:
 
 def write_json(rep: Report, path: str) -> None:
     """Write ``rep.to_dict()`` as JSON to ``path``; raises OutputError."""
-    try:
-        with open(path, "w") as f:
-            json.dump(rep.to_dict(), f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise OutputError(f"cannot write the report {path}: {e.strerror or e}") from None
+    from dr.formats.output import open_output
+    with open_output(path, what="the report") as f:
+        json.dump(rep.to_dict(), f, indent=2)
+        f.write("\n")
 
 
 def _body_spans(data: bytes) -> list[tuple[int, int]] | None:

@@ -43,14 +43,16 @@ class Divergence:
     def text(self) -> str:
         """The multi-line human report."""
         out = [f"divergence: {self.message}"]
-        if self.tid is not None or self.index is not None:
-            out.append(f"  thread {self.tid}, event #{self.index}")
+        where = ([f"thread {self.tid}"] if self.tid is not None else []) + \
+            ([f"syscall #{self.index} of the trace"] if self.index is not None else [])
+        if where:  # #N counts the trace's syscalls from 0, as dr capture and dr show -c count them
+            out.append("  " + ", ".join(where))
         if self.expected is not None:
             out.append(f"  expected: {self.expected}")
         if self.actual is not None:
             out.append(f"  actual:   {self.actual}")
         if self.history:
-            out.append(f"  last {len(self.history)} events of thread {self.tid}:")
+            out.append(f"  last {len(self.history)} syscalls of thread {self.tid}:")
             out.extend(f"    {h}" for h in self.history)
         if self.diff:
             out.append("  payload diff (--- recorded, +++ replayed):")
@@ -106,7 +108,7 @@ def decode_event(ev: Any, meta: dict | None = None) -> str:
     try:
         from dr.formats.strace import Formatter, ShowOptions
         if _formatter is None:
-            _formatter = Formatter(ShowOptions(strsize=48, tids=frozenset({0})), {"tids": []})
+            _formatter = Formatter(ShowOptions(strsize=48, prefix=False), {"tids": []})
         return _formatter.line(ev).strip()
     except Exception:  # noqa: BLE001 - a report must never fail on a decode
         args = ", ".join(hex(a) for a in ev.args)
@@ -142,6 +144,12 @@ class ReplayReport:
     redacted_bytes: int = 0
     soft_skipped: int = 0
     notifications: int = 0
+    #: Calls the kernel restarted inside replay (a signal during a native clone): not new events.
+    restarts: int = 0
+    #: What was not compared (each one line); non-empty makes a clean replay "incomplete".
+    not_compared: list[str] = field(default_factory=list)
+    #: Output bytes the trace does not hold (payloads cut at the capture's snaplen).
+    uncompared_bytes: int = 0
     divergences: list[Divergence] = field(default_factory=list)
     exit_status: int | None = None
     recorded_exit_status: int | None = None
@@ -167,6 +175,8 @@ class ReplayReport:
             "syscalls": dict(sorted(self.syscalls.items())),
             "substituted_bytes": self.substituted_bytes, "compared_bytes": self.compared_bytes,
             "signals_delivered": self.signals_delivered, "reordered": self.reordered,
+            "kernel_restarts": self.restarts,
+            "not_compared": list(self.not_compared), "uncompared_bytes": self.uncompared_bytes,
             "redacted_bytes_masked": self.redacted_bytes,
             "time_reads_extra": self.soft_extra, "time_reads_skipped": self.soft_skipped,
             "exit_status": self.exit_status, "recorded_exit_status": self.recorded_exit_status,

@@ -9,16 +9,20 @@ Process tree (ids in the supervisor's pid namespace on the left)::
          └─ tracee "B"                  no-new-privs, ADDR_NO_RANDOMIZE, PDEATHSIG,
                                         seccomp(NEW_LISTENER), execve at once
 
-The root (default ``/``) is the lower layer of an overlay whose upper layer is a
-tmpfs, so the tracee may write but nothing reaches the chosen root; /dev holds
-only null, zero, full, random, urandom and tty. Every stage sets
-PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor.
+What runs is a :class:`SandboxSpec`, validated before anything forks
+(:mod:`dr.replay.sandbox_spec`). The supervisor maps the namespace's ids to an
+unprivileged host range (``id_maps``), so uid 0 inside is not host root. The
+root (default ``/``) is rebuilt from overlays whose upper layer is a scratch
+tmpfs, so the tracee may write but nothing reaches the host; /tmp, /run and the
+other PRIVATE_DIRS are empty (:mod:`dr.replay.sandbox_fs`). There is no
+fallback: a part that cannot be set up stops the replay with one line. Every
+stage sets PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor.
 
 The filter is a hand-made classic BPF program installed with seccomp(2)
 (:func:`build_filter`), not libseccomp: Debian 12's libseccomp 2.5.4 cannot set
 SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, and the program is twenty lines we can
-read: foreign architectures and x32 numbers are killed, the schema's
-PASSTHROUGH syscalls are allowed, every other syscall is notified.
+read: the schema's PASSTHROUGH syscalls are allowed, every other syscall
+(32-bit and x32 calls and unknown numbers too) is notified.
 
 The tracee gets the pid recorded in the trace: init writes
 ``/proc/sys/kernel/ns_last_pid`` before the tracee is forked, and
@@ -39,13 +43,16 @@ import socket
 import struct
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Iterable
 
 from dr.errors import ReplayError
 from dr.replay import notify
+from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
+                                  cerr as _cerr, make_root, mount as _mount, open_exposed, sweep_stale)
+from dr.replay.sandbox_spec import HOST_ID_BASE, ID_COUNT, PRIVATE_DIRS, SandboxSpec, check_spec, id_maps
 
-__all__ = ["SandboxSpec", "Sandbox", "build_filter", "SECCOMP_FLAGS"]
+__all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "sweep_stale", "SECCOMP_FLAGS",
+           "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS", "SCRATCH_PREFIX", "LOG_PREFIX", "id_maps"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -56,20 +63,10 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
-
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 ADDR_NO_RANDOMIZE = 0x0040000
-NR_PIVOT_ROOT = 155
 
 # seccomp(2): include/uapi/linux/seccomp.h
 SECCOMP_SET_MODE_FILTER = 1
@@ -89,27 +86,29 @@ _INSN = struct.Struct("<HBBI")
 
 SECCOMP_FLAGS = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 
-DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 SYNC_FD = 1000
 
 
 def build_filter(passthrough: Iterable[int]) -> bytes:
     """The classic BPF program (struct sock_filter[]) of the replay filter.
 
-    x86_64 only: any other ``seccomp_data.arch`` and x32 numbers are
-    SECCOMP_RET_KILL_PROCESS; ``passthrough`` numbers are SECCOMP_RET_ALLOW;
-    everything else is SECCOMP_RET_USER_NOTIF.
+    ``passthrough`` x86_64 numbers are SECCOMP_RET_ALLOW; everything else
+    (other ``seccomp_data.arch`` values and x32 numbers included) is
+    SECCOMP_RET_USER_NOTIF.
     """
     nrs = sorted(set(int(n) for n in passthrough))
     if len(nrs) > 250:
         raise ReplayError("too many passthrough syscalls for one BPF jump table")
+    # A 32-bit call (int 0x80: another seccomp_data.arch), an x32 number or one the
+    # kernel does not know (syscall(-1)) is notified, never killed: the program ran
+    # natively, so the supervisor answers what the recording shows (ENOSYS mostly).
     prog = [
         (BPF_LD_W_ABS, 0, 0, 4),                          # A = seccomp_data.arch
         (BPF_JEQ_K, 1, 0, notify.AUDIT_ARCH_X86_64),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
         (BPF_LD_W_ABS, 0, 0, 0),                          # A = seccomp_data.nr
         (BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
     ]
     n = len(nrs)
     for j, nr in enumerate(nrs):
@@ -117,42 +116,6 @@ def build_filter(passthrough: Iterable[int]) -> bytes:
     prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
     prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     return b"".join(_INSN.pack(*i) for i in prog)
-
-
-@dataclass(frozen=True, slots=True)
-class SandboxSpec:
-    """What to run and how.
-
-    ``argv``/``env`` are given to execve as they are (``exe`` defaults to
-    argv[0]); ``cwd`` is used when it exists inside the root, else ``/``;
-    ``uid``/``gid`` are the ids inside the user namespace (mapped to the
-    supervisor's own); ``first_pid`` the pid the tracee gets inside its pid
-    namespace (None: whatever comes); ``stdio`` "null" (fds 0-2 on /dev/null)
-    or "inherit"; ``passthrough`` the syscall numbers the filter allows.
-    """
-
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...] = ()
-    exe: str | None = None
-    cwd: str = "/"
-    root: str = "/"
-    hostname: str = "dr-replay"
-    uid: int = 0
-    gid: int = 0
-    first_pid: int | None = None
-    stdio: str = "null"
-    passthrough: frozenset[int] = field(default_factory=frozenset)
-
-
-def _cerr(what: str) -> OSError:
-    e = ctypes.get_errno()
-    return OSError(e, f"{what}: {os.strerror(e)}")
-
-
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)
-    if _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
-        raise _cerr(f"mount {fstype or src} on {target}")
 
 
 def _prctl(opt: int, arg: int) -> None:
@@ -191,18 +154,30 @@ class Sandbox:
 
     # ------------------------------------------------------------ supervisor side
     def start(self, timeout: float = 10.0) -> None:
-        notify.check_support()
+        """Set the sandbox up and start the tracee; ReplayError (one line) when any part fails.
+
+        Nothing runs unless every part is in place: there is no fallback.
+        """
         spec = self.spec
+        check_spec(spec)
+        notify.check_support()
         prog = build_filter(spec.passthrough)
-        self._scratch = tempfile.mkdtemp(prefix="dr-replay-")
         # Imported here, before fork, so each stage does not pay for it.
         from pyroute2 import IPRoute  # noqa: F401
+        sweep_stale()
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         me = os.getpid()
-        pid = os.fork()
+        try:
+            self._scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+            pid = os.fork()
+        except OSError as e:
+            for fd in (sync_r, sync_w, ctl_r, ctl_w, rep_r, rep_w, status_r, status_w):
+                os.close(fd)
+            self.close()
+            raise ReplayError(f"sandbox set-up failed: {e.strerror or e}") from None
         if pid == 0:  # stage 2
             code = 127
             try:
@@ -245,7 +220,9 @@ class Sandbox:
                 word, _, rest = line.decode(errors="replace").partition(" ")
                 if word == "err":
                     raise ReplayError(f"sandbox set-up failed: {rest}")
-                if word == "pid":
+                if word == "maps":
+                    self._write_id_maps()
+                elif word == "pid":
                     tracee = int(rest)
                 elif word == "ready":
                     ready = True
@@ -254,6 +231,23 @@ class Sandbox:
         fd = self._take_listener(deadline)
         self.listener = notify.Listener(fd)
         self.listener.enable_sync_wakeup()
+
+    def _write_id_maps(self) -> None:
+        """Map stage 2's fresh user namespace from out here, then let it go on.
+
+        Only a process with CAP_SETUID in the parent namespace may map a range
+        of ids, and stage 2 has given that up by unsharing: dr writes the maps.
+        """
+        uid_map, gid_map = id_maps(self.spec.uid, self.spec.gid)
+        try:
+            if os.geteuid() != 0:
+                _write_file(f"/proc/{self.stage2}/setgroups", "deny")
+            _write_file(f"/proc/{self.stage2}/uid_map", uid_map)
+            _write_file(f"/proc/{self.stage2}/gid_map", gid_map)
+        except OSError as e:
+            raise ReplayError(f"sandbox set-up failed: cannot map the user namespace's ids "
+                              f"({uid_map.strip()}): {e.strerror}") from None
+        os.write(self._ctl_w, b"go\n")
 
     def _take_listener(self, deadline: float) -> int:
         """pidfd_getfd the tracee's seccomp listener as soon as it exists."""
@@ -361,7 +355,7 @@ class Sandbox:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             return 1
-        euid, egid = os.geteuid(), os.getegid()
+        euid = os.geteuid()
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC
         if _libc.unshare(flags) != 0:
             e = ctypes.get_errno()
@@ -369,12 +363,32 @@ class Sandbox:
                     "(sysctl kernel.unprivileged_userns_clone / user.max_user_namespaces)"
                     if e in (errno.EPERM, errno.ENOSPC, errno.EINVAL) else "")
             raise OSError(e, f"unshare of the namespaces: {os.strerror(e)}{hint}")
-        _write_file("/proc/self/setgroups", "deny")
-        _write_file("/proc/self/uid_map", f"{spec.uid} {euid} 1\n")
-        _write_file("/proc/self/gid_map", f"{spec.gid} {egid} 1\n")
-        socket.sethostname(spec.hostname[:64] or "dr-replay")
+        # dr maps our ids from the parent namespace (Sandbox._write_id_maps); wait for it.
+        _say(sync_w, "maps")
+        if _read_exact(ctl_r, 3) != b"go\n":
+            return 1
+        # Opened while we still have the caller's ids (the root may lie below a
+        # directory the sandbox's ids cannot search, a 0700 /tmp/pytest-of-root),
+        # and after unshare: overlay takes lower layers of our mount namespace only.
+        rootfd = os.open(os.path.realpath(spec.root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        exposed = open_exposed(rootfd, spec)
+        # Become the namespace's own root (a host id of the unprivileged range):
+        # until now our host uid was the caller's, which owned host files.
+        inside = 0 if euid == 0 else spec.uid
+        os.setresgid(0 if euid == 0 else spec.gid, 0 if euid == 0 else spec.gid, 0 if euid == 0 else spec.gid)
+        if euid == 0:
+            os.setgroups([])
+        os.setresuid(inside, inside, inside)
+        # Changing ids cleared "dumpable", which makes /proc/self/fd (our way to
+        # the root, opened above) the host root's: take it back.
+        _prctl(PR_SET_DUMPABLE, 1)
+        socket.sethostname(spec.hostname)
         _loopback_up()
-        self._make_root()
+        assert self._scratch
+        make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed)
+        os.close(rootfd)
+        for fd in exposed.values():
+            os.close(fd)
         r0, w0 = os.pipe()
         init = os.fork()
         if init == 0:  # A: pid 1 of the new pid namespace
@@ -413,84 +427,14 @@ class Sandbox:
         os.waitpid(init, 0)
         return 0
 
-    def _make_root(self) -> None:
-        """Build the tracee's root under the scratch tmpfs and pivot into it.
-
-        An overlay of the whole root fails in a user namespace when the root
-        has locked submounts (clone_private_mount refuses them), so each
-        top-level directory gets its own overlay (lower: the chosen root's
-        directory, upper: the scratch tmpfs); one that cannot be overlaid is
-        bound read-only. /proc is mounted by init, /dev holds a few nodes,
-        /tmp and the top level itself are scratch tmpfs.
-        """
-        spec = self.spec
-        scratch = self._scratch
-        assert scratch
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-        upper, work, new = (os.path.join(scratch, d) for d in ("upper", "work", "root"))
-        for d in (upper, work, new):
-            os.mkdir(d)
-        root = os.path.realpath(spec.root)
-        for name in sorted(os.listdir(root)):
-            src, dst = os.path.join(root, name), os.path.join(new, name)
-            if os.path.islink(src):
-                os.symlink(os.readlink(src), dst)
-            elif name in ("proc", "sys", "dev") or not os.path.isdir(src):
-                if os.path.isdir(src):
-                    os.mkdir(dst)
-                elif os.path.isfile(src):
-                    open(dst, "w").close()
-                    _bind_ro(src, dst)
-            else:
-                os.mkdir(dst)
-                os.mkdir(os.path.join(upper, name))
-                os.mkdir(os.path.join(work, name))
-                try:
-                    _mount("overlay", dst, "overlay", 0,
-                           f"lowerdir={_ovl_escape(src)},upperdir={os.path.join(upper, name)},"
-                           f"workdir={os.path.join(work, name)},userxattr")
-                except OSError:
-                    try:
-                        _bind_ro(src, dst, rec=True)
-                    except OSError:
-                        pass  # left as an empty directory: nothing of it is visible
-        dev = os.path.join(new, "dev")
-        if not os.path.isdir(dev):
-            os.mkdir(dev)
-        _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
-        for n in DEV_NODES:
-            host = f"/dev/{n}"
-            if not os.path.exists(host):
-                continue
-            target = os.path.join(dev, n)
-            open(target, "w").close()
-            try:
-                _mount(host, target, None, MS_BIND)
-            except OSError:
-                os.unlink(target)
-        for d in ("proc", "tmp"):
-            if not os.path.isdir(os.path.join(new, d)):
-                os.mkdir(os.path.join(new, d))
-        old = os.path.join(new, ".dr-oldroot")
-        os.mkdir(old)
-        _mount(new, new, None, MS_BIND | MS_REC)  # pivot_root wants a mount point
-        if notify._syscall(ctypes.c_long(NR_PIVOT_ROOT), ctypes.c_char_p(new.encode()),
-                           ctypes.c_char_p(old.encode())) != 0:
-            raise _cerr("pivot_root")
-        os.chdir("/")
-        # The old root stays until init has mounted /proc: the kernel lets a
-        # user namespace mount proc only while a full proc mount is visible.
-
-
-def _bind_ro(src: str, dst: str, rec: bool = False) -> None:
-    _mount(src, dst, None, MS_BIND | (MS_REC if rec else 0))
-    _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
-
-
-def _ovl_escape(path: str) -> str:
-    # overlay's option parser splits on ',' and ':' (fs/overlayfs/params.c).
-    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+def _read_exact(fd: int, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def _init_main(sync_w: int, ctl_r: int, rep_w: int, ready_w: int, first_pid: int | None) -> int:
@@ -549,6 +493,11 @@ def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
             os.close(null)
     os.closerange(3, SYNC_FD)
     os.closerange(SYNC_FD + 1, 65536)
+    if os.geteuid() == 0 and (spec.uid or spec.gid):
+        # The recorded ids, inside the mapped range (capabilities go with uid 0).
+        os.setgroups([])
+        os.setresgid(spec.gid, spec.gid, spec.gid)
+        os.setresuid(spec.uid, spec.uid, spec.uid)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     pers = _libc.personality(ctypes.c_ulong(0xFFFFFFFF))
     _libc.personality(ctypes.c_ulong((pers | ADDR_NO_RANDOMIZE) & 0xFFFFFFFF))

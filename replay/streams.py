@@ -13,9 +13,8 @@ replays what crossed its sockets:
    and dependency addresses are added to the sandbox's ``lo``, so nothing can
    reach a real network. dr waits until the program listens on every recorded
    listening address (matched by address and port through ``/proc/PID/net/tcp``).
-   When the sandbox cannot start (no seccomp notification, no user namespaces),
-   the program runs in a private network namespace only (:mod:`dr.replay.netns`)
-   and the report says that time and randomness were the host's.
+   When any part of the sandbox cannot be set up, the replay stops with one
+   line naming it; there is no fallback (docs/security.md).
 2. **Outbound.** For every address the recording shows the service talking to,
    dr listens on that address inside the sandbox and plays the recorded peer:
    each request the program sends is matched to a recorded request by order and
@@ -218,6 +217,51 @@ def recorded_command(meta: dict, cmd: str | list[str] | None = None, root: str =
         raise ReplayError(f"cannot rebuild the recorded command: {what} does not exist on this "
                           "host; give the command with --cmd")
     return argv
+
+
+def other_build(meta: dict, argv: list[str]) -> bool:
+    """Whether ``argv`` runs other code than the recording: another executable
+    (sha256 of the file, or its build-id, against ``meta["exe"]``) or other
+    arguments, unless each differing argument names a file with the same bytes
+    as the recorded one. ``--cmd`` naming the recorded binary is not another build.
+    """
+    import hashlib
+
+    def digest(path: str) -> str | None:
+        try:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            return h.hexdigest()
+        except OSError:
+            return None
+
+    if not argv:
+        return True
+    exe = meta.get("exe") if isinstance(meta.get("exe"), dict) else {}
+    path = argv[0] if "/" in argv[0] else (_which(argv[0]) or argv[0])
+    want = exe.get("sha256")
+    if want:
+        if digest(path) != want:
+            return True
+    else:
+        from dr.formats.elf import build_id
+        try:
+            if not exe.get("build_id") or build_id(path) != exe.get("build_id"):
+                return True
+        except OSError:
+            return True
+    recorded = [str(a) for a in (meta.get("argv") or [])]
+    if len(recorded) != len(argv):
+        return True
+    cwd = str(meta.get("cwd") or "")
+    for old, new in zip(recorded[1:], argv[1:]):
+        if old != new:
+            a, b = digest(os.path.join(cwd, old)), digest(new)
+            if a is None or a != b:
+                return True
+    return False
 
 
 def _which(name: str) -> str | None:
@@ -637,15 +681,16 @@ class StreamsSession:
     def __init__(self, trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
                  show_output: bool = False, startup_timeout: float = STARTUP_S,
                  mode: str = "auto", rootfs: str = "/") -> None:
-        if mode not in ("auto", "sandbox", "netns"):
-            raise UsageError(f"unknown streams mode {mode!r}; use auto, sandbox or netns")
+        if mode not in ("auto", "sandbox"):
+            # There is no way to run a trace's command outside the sandbox (issue #15).
+            raise UsageError(f"unknown streams mode {mode!r}; streams replay runs only in the sandbox")
         self.mode = mode
         from dr.replay import compare
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
         self.rootfs = recorded_root(self.meta, rootfs)
         self.argv = recorded_command(self.meta, cmd, root=self.rootfs)
-        self.new_build = bool(cmd)
+        self.new_build = bool(cmd) and other_build(self.meta, self.argv)
         self.ignore = compare.load_ignore(ignore) if not isinstance(ignore, compare.Ignore) else ignore
         self.show_output = show_output
         self.startup_timeout = startup_timeout
@@ -673,7 +718,6 @@ class StreamsSession:
         self._last_io: dict[int, int] = {}  # connection id -> monotonic ns dr last sent or received
         self._cv = threading.Condition()
         self._activity: _Activity | None = None
-        self._sandbox_error = ""
         self._plan: list[tuple[int, int, str, Connection, Chunk | None]] = []
         self._i = 0
         self._state = "new"
@@ -758,36 +802,14 @@ class StreamsSession:
             raise ReplayError("the trace shows no accepted TCP connection to replay; was the "
                               "service idle during the capture?")
         self._build_plan()
-        if self.mode in ("auto", "sandbox"):
-            try:
-                self._start_sandbox()
-            except DrError as e:
-                if self.mode == "sandbox":
-                    raise
-                self._sandbox_error = e.message
-                self.mode_note = f"ran without the seccomp sandbox ({e.message}); time and randomness were the host's"
-                self._teardown_sandbox()
-        if not self.mode_used:
-            from dr.errors import PermissionDenied
-            from dr.replay.netns import NetNS
-            try:
-                self.ns = NetNS()
-            except PermissionDenied:
-                if self.mode_note is None:
-                    raise
-                # Neither way in: say why the sandbox failed, and what would do.
-                raise PermissionDenied(
-                    f"streams replay needs the replay sandbox (it failed: {self._sandbox_error}) or root "
-                    "(CAP_SYS_ADMIN) for a private network namespace; run it with sudo") from None
-            self._prepare_namespace()
-            self._spawn()
-            self.mode_used = "netns"
+        # Only ever inside the full sandbox: if any part of it cannot be set up the
+        # replay stops here with the sandbox's one line, and nothing has run.
+        self._start_sandbox()
         self._await_listeners()
         self._activity = _Activity(self.pid)
         self._t0 = time.monotonic_ns()
         deps = ", ".join(str(o.addr) for o in self.outputs) or "none"
-        where = ("the replay sandbox (seccomp supervisor; the incident's clock)" if self.mode_used == "sandbox"
-                 else "a private network namespace")
+        where = "the replay sandbox (seccomp supervisor; the incident's clock)"
         return Step("started", f"started {shlex.join(self.argv)} (pid {self.pid}) in {where}; "
                                f"listening on {', '.join(r for _, r in self.listen_map)}; "
                                f"dependencies served from the trace: {deps}")
@@ -840,7 +862,7 @@ class StreamsSession:
         if not self.show_output:
             # The sandbox's stdio is inherited or /dev/null: lend it a log file for
             # the fork, so a program that fails at start-up can say why.
-            fd, self.log_path = tempfile.mkstemp(prefix="dr-streams-", suffix=".log")
+            fd, self.log_path = tempfile.mkstemp(prefix=f"dr-streams-{os.getpid()}-", suffix=".log")
             self._log = os.fdopen(fd, "wb")
             saved = (os.dup(1), os.dup(2))
             os.dup2(fd, 1)
@@ -870,43 +892,6 @@ class StreamsSession:
                                             wake_clock=self.wake_clock)
         self.supervisor.start()
         self.mode_used = "sandbox"
-
-    def _teardown_sandbox(self) -> None:
-        for o in self.outputs:
-            o.close()
-        self.outputs = []
-        if self.supervisor is not None:
-            self.supervisor.stop()
-            self.supervisor = None
-        if self.sandbox is not None:
-            self.sandbox.kill()
-            self.sandbox.close()
-            self.sandbox = None
-        if self._diag is not None:
-            self._diag.close()
-            self._diag = None
-        if self.ns is not None:
-            self.ns.close()
-            self.ns = None
-        self.pid = -1
-
-    def _spawn(self) -> None:
-        cwd = self.meta.get("cwd")
-        if not cwd or not os.path.isdir(str(cwd)):
-            cwd = None
-        if self.show_output:
-            out = None
-        else:
-            fd, self.log_path = tempfile.mkstemp(prefix="dr-streams-", suffix=".log")
-            self._log = os.fdopen(fd, "wb")
-            out = self._log
-        try:
-            self.proc = subprocess.Popen(self.argv, env=_env(self.meta), cwd=cwd, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT if out else None,
-                                         preexec_fn=self.ns.preexec, start_new_session=True)
-        except OSError as e:
-            raise ReplayError(f"cannot start {self.argv[0]}: {e.strerror or e}") from None
-        self.pid = self.proc.pid
 
     def _exited(self) -> int | None:
         """The program's exit status once it ended, else None."""
@@ -1295,6 +1280,12 @@ class StreamsSession:
                 rep.notes.append(f"the vDSO could not be rewritten: time was the host's (substituted: {what})")
             if self.supervisor.error:
                 rep.notes.append(f"the supervisor stopped early: {self.supervisor.error}")
+            rep.refused = [r.to_dict() for r in self.supervisor.refused]
+            if rep.refused:
+                shown = "; ".join(f"{r['syscall']} {r['target']} ({r['errno']})" for r in rep.refused[:8])
+                more = f"; and {len(rep.refused) - 8} more" if len(rep.refused) > 8 else ""
+                rep.notes.append(f"the sandbox refused {len(rep.refused)} attempt(s) to reach the host: "
+                                 f"{shown}{more}")
         return rep
 
     # -- teardown

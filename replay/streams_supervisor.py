@@ -16,7 +16,7 @@ network namespace. It answers from the recording only where the calls match:
   the next step's recorded time, so it never runs ahead of the recording and
   never goes back. REALTIME/BOOTTIME add the offsets of the metadata's
   ``clock``. The vDSO entry points are rewritten to real syscalls after execve
-  (:func:`dr.capture.vdso.patch_vdso`), or time would never reach seccomp.
+  (:func:`dr.vdso.patch_vdso`), or time would never reach seccomp.
 - **randomness** — a thread serving a re-driven connection gets the getrandom
   payloads the recorded thread read while serving it, in its order
   (:class:`RecordedRandom`); other calls (start-up) get the kernel's.
@@ -38,7 +38,7 @@ from typing import Any
 
 from dr import schema
 from dr.errors import DrError
-from dr.replay import notify
+from dr.replay import containment, notify
 from dr.replay.connections import WAITS
 
 __all__ = ["UNOBSERVED", "VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
@@ -323,6 +323,8 @@ class StreamsSupervisor:
         self.vdso_patched: dict[str, int] = {}
         self._last: dict[int, int] = {}
         self.error: str | None = None
+        #: Attempts to reach the host, refused (:mod:`dr.replay.containment`).
+        self.refused: list = []
         self._need_patch = True
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._loop, name="dr-streams-supervisor", daemon=True)
@@ -363,7 +365,7 @@ class StreamsSupervisor:
             self.error = f"supervisor: {e.strerror or e}"
 
     def _patch(self, pid: int) -> None:
-        from dr.capture.vdso import patch_vdso
+        from dr.vdso import patch_vdso
         try:
             if self.sb.exec_done():
                 self.vdso_patched = patch_vdso(pid) or self.vdso_patched
@@ -373,8 +375,16 @@ class StreamsSupervisor:
 
     def _handle(self, lst: notify.Listener, n: notify.Notif) -> None:
         nr = n.nr
+        if n.arch != notify.AUDIT_ARCH_X86_64:  # a 32-bit call: its numbers are not these
+            lst.send(n.id, continue_=True)
+            return
         if self._need_patch:
             self._patch(n.pid)
+        ref = containment.check(n)
+        if ref is not None:
+            self.refused.append(ref)
+            lst.send(n.id, 0, -ref.errno)
+            return
         cc = self.conn_clock
         if cc is not None and (nr in _READ_NRS or nr in _WRITE_NRS):
             cc.on_io(n.pid, _fd(n.args[0]), nr in _WRITE_NRS)

@@ -172,10 +172,38 @@ def test_pcap_connection_seen_from_both_ends_is_exported_once(write_trace, tmp_p
     assert len(res.streams) == 1 and any("both ends" in n for n in res.notes)
 
 
+def test_pcap_pairs_a_client_without_getsockname_with_its_server(write_trace, tmp_path):
+    """One loopback connection, both ends traced, the client never asks its own port:
+    the server's accept names it, so Wireshark sees one stream, not two."""
+    s = Script()
+    s(100, "socket", (2, 1, 0), 3)
+    s(100, "bind", (3, 0x1, 16), 0, {1: sin("127.0.0.1", 8000)})
+    s(100, "listen", (3, 5), 0)
+    s(100, "socket", (2, 1, 0), 4)
+    s(100, "connect", (4, 0x1, 16), 0, {1: sin("127.0.0.1", 8000)})      # no getsockname
+    s(100, "accept4", (3, 0x1, 0x2, 0), 5, {1: sin("127.0.0.1", 51234)})
+    s(100, "sendto", (4, 0x3000, len(REQ), 0), len(REQ), {1: REQ})
+    s(100, "recvfrom", (5, 0x5000, 65536, 0), len(REQ), {1: REQ})
+    s(100, "sendto", (5, 0x3000, 6, 0), 6, {1: b"pong\r\n"})
+    s(100, "recvfrom", (4, 0x5000, 65536, 0), 6, {1: b"pong\r\n"})
+    s(100, "close", (4,), 0)
+    s(100, "close", (5,), 0)
+    path = write_trace(s.items, meta=META)
+    out = tmp_path / "lo.pcap"
+    with TraceReader(path) as r:
+        res = export_pcap(r, out)
+    assert [(x.client, x.server) for x in res.streams] == [("127.0.0.1:51234", "127.0.0.1:8000")]
+    assert not any("no getsockname" in n for n in res.notes)  # nothing synthesised
+    if shutil.which(TSHARK):
+        nodes, c2s, s2c = tshark_follow(out)
+        assert nodes == ["127.0.0.1:51234", "127.0.0.1:8000"] and (c2s, s2c) == (REQ, b"pong\r\n")
+
+
 # --------------------------------------------------------------------------- perfetto
 
 # The Chrome trace event format, JSON object form (Trace Event Format, Google):
-# strict for the phases dr writes ("X" complete events, "M" metadata events).
+# strict for the phases dr writes ("X" complete events, "i" thread-scoped instant
+# events, "M" metadata events).
 CHROME_TRACE_SCHEMA = {
     "type": "object",
     "required": ["traceEvents"],
@@ -190,6 +218,13 @@ CHROME_TRACE_SCHEMA = {
                  "name": {"type": "string", "minLength": 1}, "cat": {"type": "string"},
                  "ph": {"const": "X"}, "ts": {"type": "number", "minimum": 0},
                  "dur": {"type": "number", "minimum": 0},
+                 "pid": {"type": "integer", "minimum": 0}, "tid": {"type": "integer", "minimum": 0},
+                 "args": {"type": "object"}}},
+            {"type": "object", "additionalProperties": False,
+             "required": ["name", "ph", "ts", "s", "pid", "tid"],
+             "properties": {
+                 "name": {"type": "string", "minLength": 1}, "cat": {"type": "string"},
+                 "ph": {"const": "i"}, "s": {"const": "t"}, "ts": {"type": "number", "minimum": 0},
                  "pid": {"type": "integer", "minimum": 0}, "tid": {"type": "integer", "minimum": 0},
                  "args": {"type": "object"}}},
             {"type": "object", "additionalProperties": False,
@@ -231,7 +266,10 @@ def test_perfetto_export_is_valid_and_has_one_slice_per_syscall(http_trace, tmp_
     slices = [e for e in doc["traceEvents"] if e["ph"] == "X"]
     assert len(slices) == n_syscalls == 16
     names = {(e["tid"], e["args"]["name"]) for e in doc["traceEvents"] if e["name"] == "thread_name"}
-    assert (100, "curl") in names and {t for t, _ in names} == {100, 101}
+    assert names == {(100, "curl"), (101, "curl")}  # the thread inherits its creator's comm
+    [fork] = [e for e in doc["traceEvents"] if e["ph"] == "i"]  # the trace's one process event
+    assert (fork["name"], fork["tid"], fork["pid"], fork["args"]) == \
+        ("fork", 100, 100, {"child_tid": 101, "child_tgid": 100})
     rd = next(e for e in slices if e["name"] == "recvfrom")
     assert rd["args"]["fd"] == 3 and rd["args"]["bytes"] == 70000 and rd["args"]["result"] == 70000
     assert rd["args"]["file"] == "TCP:[127.0.0.1:45678->127.0.0.1:8000]"
@@ -393,6 +431,12 @@ def test_real_capture_perfetto_slices_and_jsonl_counts(curl_capture, tmp_path, r
     doc = json.loads(pf.read_text())
     jsonschema.Draft202012Validator(CHROME_TRACE_SCHEMA).validate(doc)
     assert sum(1 for e in doc["traceEvents"] if e["ph"] == "X") == sum(stats.values())
+    # curl exits: its end is a marker on its own thread; every track is named
+    exits = [e for e in doc["traceEvents"] if e["ph"] == "i" and e["name"] == "exit"]
+    assert exits and all(e["tid"] in {t["tid"] for t in doc["traceEvents"] if t["ph"] == "X"}
+                         for e in exits)
+    named = {e["tid"]: e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "thread_name"}
+    assert "curl" in named.values()
     tp = _trace_processor_slices(pf)
     if tp is not None:
         assert tp == sum(stats.values())

@@ -121,3 +121,38 @@ def test_record_layouts_match_c_struct_sizes_and_offsets(tmp_path):
             assert off % layout.CTYPES[ctype][1] == 0, (rec.name, name)
             off += layout.CTYPES[ctype][1] * count
         assert off % 8 == 0, rec.name
+
+
+def test_irregular_calls_are_the_registered_replay_handlers():
+    """Adding an irregular syscall is one schema line plus one named handler."""
+    from dr.replay.strict.handlers import HANDLERS
+    irregular = {s.name for s in schema.all_syscalls() if s.cls == Class.IRREGULAR}
+    assert irregular == set(HANDLERS)
+
+
+def test_behaviour_is_declared_in_the_schema():
+    from dr.schema import Beh, FdEffect, Order
+    assert schema.by_name("clock_gettime").order == Order.TIME
+    assert schema.by_name("clone").order == Order.LIFECYCLE
+    assert schema.by_name("write").order == Order.SHARED
+    for name in ("open", "openat", "socket", "accept4", "eventfd2", "memfd_create", "pidfd_open"):
+        assert schema.by_name(name).fd_effect == FdEffect.NEW, name
+    assert schema.by_name("pipe2").fd_effect == FdEffect.PAIR
+    assert schema.by_name("fcntl").fd_effect == FdEffect.DUP_CMD
+    assert schema.by_name("write").has(Beh.COUNTS_IN | Beh.FILE_IO | Beh.STREAM)
+    assert schema.by_name("sendfile").beh.moves == (1, 0)
+
+
+@pytest.mark.parametrize("name,args,payload,want", [
+    ("openat", (0, 0, 0o2000000, 0), None, True),
+    ("openat", (0, 0, 0o1, 0), None, False),
+    ("openat2", (0, 0, 0, 24), (0o2000000).to_bytes(8, "little") + bytes(16), True),
+    ("socket", (2, 1 | 0o2000000, 0), None, True),
+    ("memfd_create", (0, 1), None, True),
+    ("epoll_create1", (0,), None, False),
+    ("creat", (0, 0o644), None, False),
+    ("pidfd_getfd", (3, 4, 0), None, True),
+    ("dup3", (3, 4, 0o2000000), None, True),
+])
+def test_cloexec_flag_located_by_the_schema(name, args, payload, want):
+    assert schema.cloexec_of(schema.by_name(name), args, payload) is want

@@ -127,11 +127,12 @@ def test_show_filters_string_limit_and_hex(trace, run_dr):
     assert out == ('read(0, "\\x00\\x01\\xff\\x61"..., 4096)    = 40\n'
                    'write(1, "hell"..., 6)                  = 6\n'
                    'write(2, "\\x00\\x31\\x0a", 3)             = 3\n'
-                   '+++ exited with 0 +++\n')
+                   # thread 101 appeared in between: from there on, prefixes (strace -f)
+                   '[pid   100] +++ exited with 0 +++\n')
     code, out, _ = run_dr("show", trace, "-e", "write", "-xx", "-s", "2")
     assert out == 'write(1, "\\x68\\x65"..., 6)              = 6\n' \
                   'write(2, "\\x00\\x31"..., 3)              = 3\n' \
-                  '+++ exited with 0 +++\n'
+                  '+++ exited with 0 +++\n'  # thread 101 has no fork record and no write
     code, out, _ = run_dr("show", trace, "-e", "trace=!read,write,execve", "--tid", "101")
     assert out == ""
 
@@ -175,15 +176,16 @@ def test_show_reports_losses_and_cut_short_trace(write_trace, run_dr):
                   'write(1, "cd\\n", 3)                     = 3\n'
     assert err.splitlines() == [
         "dr: 7 lost during capture (RINGBUF_EVENT 7)",
-        f"dr: trace cut short at byte {path.stat().st_size} of {path.stat().st_size}: "
-        "shown up to its last complete frame",
+        "dr: trace cut short: it ends without the capture's closing record (dr capture was "
+        "killed or ran out of space); everything it holds is shown",
     ]
     # Cut inside the last frame: the first frame's lines, then the notice.
     data = path.read_bytes()
     path.write_bytes(data[:-5])
     code, out, err = run_dr("show", path)
     assert code == 6 and out == 'write(1, "ab\\n", 3)                     = 3\n'
-    assert err.endswith(f"of {len(data) - 5}: shown up to its last complete frame\n")
+    assert "dr: trace cut short: its last " in err and \
+        "bytes are an incomplete frame; shown up to the last complete one\n" in err
 
 
 def test_show_bad_input_gives_one_line(tmp_path, trace, run_dr):
@@ -354,7 +356,8 @@ def test_show_since_until_relative_and_wall_clock(trace, run_dr, monkeypatch):
     time.tzset()
     try:
         code, out, _ = run_dr("show", trace, "-a", "0", "--since", "22:13:20.000021")
-        assert out.splitlines() == ["exit_group(0) = ?", "+++ exited with 0 +++"]
+        # thread 101 ran before the window: the trace has two threads, so prefixes
+        assert out.splitlines() == ["[pid   100] exit_group(0) = ?", "[pid   100] +++ exited with 0 +++"]
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
@@ -482,10 +485,11 @@ def test_strace_conventions_for_common_calls():
     assert lines_of([ev(100, "exit_group", (3,), 0, flags=schema.EVENT_FLAGS["NO_EXIT"]),
                      ProcEvent(what=EXIT, tid=101, tgid=100, arg0=-1),
                      ProcEvent(what=EXIT, tid=100, tgid=100, arg0=3)], tids=frozenset({100})) == [
-        "exit_group(3) = ?", "+++ exited with 3 +++"]
+        "exit_group(3) = ?", "[pid   100] +++ exited with 3 +++"]  # two threads: prefixes
+    # A worker thread's exit says it is a thread's, not the process's.
     assert lines_of([ev(100, "exit_group", (3,), 0, flags=schema.EVENT_FLAGS["NO_EXIT"]),
                      ProcEvent(what=EXIT, tid=101, tgid=100, arg0=-1)]) == [
-        "exit_group(3) = ?", "[pid   101] +++ exited with 3 +++"]
+        "exit_group(3) = ?", "[pid   101] +++ thread exited with 3 +++"]
     # SIGKILL is never seen delivered, only its end.
     assert lines_of([ProcEvent(what=SIG, tid=7, tgid=7, arg0=9, arg1=0),
                      ProcEvent(what=EXIT, tid=7, tgid=7, arg0=-1)]) == ["+++ killed by SIGKILL +++"]
@@ -525,3 +529,20 @@ def test_show_matches_real_strace_on_ls(tmp_path):
 
     ours, theirs = masked(r.stdout), masked(st.read_text())
     assert ours == theirs
+
+
+def test_trace_classes_are_declared_syscalls_and_parse():
+    from dr.errors import UsageError
+    from dr.formats.strace import parse_trace_expr
+    from dr.schema.classes import TRACE_CLASSES
+
+    declared = {s.name for s in schema.all_syscalls()}
+    for cls, members in TRACE_CLASSES.items():
+        assert members and members <= declared, cls
+    net = parse_trace_expr(["trace=%network"])
+    assert schema.by_name("connect").nr in net and schema.by_name("read").nr not in net
+    both = parse_trace_expr(["trace=%network,%clock"])
+    assert schema.by_name("clock_gettime").nr in both and net < both
+    assert schema.by_name("connect").nr not in parse_trace_expr(["trace=!%network"])
+    with pytest.raises(UsageError, match="invalid syscall class '%nope'"):
+        parse_trace_expr(["trace=%nope"])

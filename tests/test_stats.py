@@ -285,3 +285,38 @@ def test_stats_and_exports_never_crash_on_odd_events(tmp_path_factory, events):
         assert export_perfetto(r, io.StringIO()).slices == len(events)
         assert export_jsonl(r, io.StringIO()).by_type.get("syscall", 0) == len(events)
         export_pcap(r, d / "t.pcap")
+
+
+def test_stats_groups_files_names_threads_and_limits_rows(write_trace, run_dr):
+    """34 opens of index.html are one row; threads carry their comm; --top says what it left out."""
+    s = Script()
+    for _ in range(34):
+        s(100, "openat", (AT_FDCWD, 0x6000, O_CLOEXEC), 5, {1: b"/srv/index.html\0"})
+        s(100, "read", (5, 0x7000, 4096), 10, {1: b"<html></h>"})
+        s(100, "close", (5,), 0)
+    s.proc("FORK", 100, 100, 101, 100)        # a worker thread: inherits "web"
+    s(101, "write", (1, 0x8000, 3), 3, {1: b"ok\n"}, tgid=100)
+    s.proc("FORK", 100, 100, 200, 200)        # a child process that execs a helper
+    s(200, "execve", (0x1000, 0x2000, 0x3000), 0, {0: b"/usr/bin/gzip\0"}, tgid=200)
+    for i in range(25):                       # 25 distinct files: more than the default --top
+        s(200, "openat", (AT_FDCWD, 0x6000, 0), 6, {1: b"/tmp/f%d\0" % i}, tgid=200)
+        s(200, "read", (6, 0x7000, 4096), 1, {1: b"x"}, tgid=200)
+        s(200, "close", (6,), 0, tgid=200)
+    meta = {**META, "mode": "attach", "threads": [{"tid": 100, "name": "web"}]}
+    path = write_trace(s.items, meta=meta)
+    with TraceReader(path) as r:
+        st = S.compute(r)
+    groups = S.file_groups(st)
+    index = next(g for g in groups if g.label == "/srv/index.html")
+    assert (index.opens, index.bytes_in, index.calls_in) == (34, 340, 34)
+    assert len(groups) == 1 + 25 + 1  # index.html, the 25 files, stdout
+    assert {t.tid: t.name for t in st.threads} == {100: "web", 101: "web", 200: "gzip"}
+    code, out, _ = run_dr("stats", path)
+    assert code == 0
+    rows = [ln for ln in out.splitlines() if ln.startswith("/srv/index.html")]
+    assert len(rows) == 1 and rows[0].split()[1:3] == ["34", "340"]
+    assert f"... and {len(groups) - S.DEFAULT_TOP} more (--top 0 shows all)" in out
+    code, out, _ = run_dr("stats", path, "--top", "0")
+    assert "more (--top 0" not in out and sum(ln.startswith("/tmp/f") for ln in out.splitlines()) == 25
+    doc = json.loads(run_dr("stats", path, "--json")[1])
+    assert len(doc["file_groups"]) == len(groups) and doc["threads"][2]["name"] == "gzip"

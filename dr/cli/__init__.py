@@ -89,6 +89,22 @@ def fail(message: str, code: int = ExitCode.ERROR) -> "typer.Exit":
     return typer.Exit(int(code))
 
 
+def reader_gone() -> "typer.Exit":
+    """The reader of stdout went away (``dr show t.drt | head -1``): not an error.
+
+    click turns a broken pipe into exit status 1, so commands that write to
+    stdout catch BrokenPipeError and raise what this returns: exit 0, with
+    stdout pointed at /dev/null so the interpreter's final flush stays quiet.
+    """
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+    return typer.Exit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning DrError into one line + exit code."""
     try:

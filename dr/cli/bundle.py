@@ -74,9 +74,12 @@ def create_cmd(
     from dr.formats.bundle import create
     from dr.formats.stats import plural
 
-    res = create([str(t) for t in traces], str(output), note=note, ticket=ticket,
-                 include_binaries=include_binaries, redact=not no_redact,
-                 rules=str(rules) if rules else None)
+    from dr.cli.progress import reading
+
+    with reading("dr bundle create: reading", *traces):
+        res = create([str(t) for t in traces], str(output), note=note, ticket=ticket,
+                     include_binaries=include_binaries, redact=not no_redact,
+                     rules=str(rules) if rules else None)
     for w in res.warnings:
         typer.echo(f"dr: warning: {w}", err=True)
     red = res.manifest["redaction"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -51,7 +52,8 @@ def capture(
     command: Optional[List[str]] = typer.Argument(None, metavar="[-- CMD ARGS...]",
                                                   help="Command to run and record from its first syscall.",
                                                   show_default=False),
-    pid: Optional[int] = typer.Option(None, "--pid", "-p", help="Attach to this process (all its threads)."),
+    pid: Optional[int] = typer.Option(None, "--pid", "-p", help="Attach to this process (all its threads); records until "
+                                           "Ctrl-C, --duration or its exit."),
     tid: Optional[int] = typer.Option(None, "--tid", help="Attach to this one thread."),
     output: Path = typer.Option(Path("capture.drt"), "-o", "--output", help="Trace file to write."),
     snaplen: str = typer.Option("256K", "--snaplen",
@@ -95,6 +97,11 @@ def capture(
     if verify and not opts_cmd:
         raise UsageError("--verify needs spawn mode: dr capture --verify -o t.drt -- CMD ARGS...")
 
+    for target, what in ((pid, "--pid"), (tid, "--tid")):
+        if target is not None and kernel_thread(target):
+            raise UsageError(f"{what} {target} is a kernel thread ({_comm(target)}): it makes no "
+                             "syscalls of its own to record; give a user-space process")
+
     from dr.capture.session import CaptureOptions, CaptureSession, Status
 
     if duration is not None and duration <= 0:
@@ -107,6 +114,10 @@ def capture(
         # ring buffer; past 1 GiB the memory is locked for nothing useful.
         raise typer.BadParameter(f"{ringbuf_size!r} is not a power of two between 4K and 1G",
                                  param_hint="--ringbuf-size")
+    from dr.formats.output import check_output
+    # The trace is written in place as it grows (a capture cut short stays readable),
+    # so only refuse what must never be written: a directory, socket, block device.
+    check_output(output, (), "trace")
     opts = CaptureOptions(output=str(output), pid=pid, tid=tid, command=opts_cmd,
                           snaplen=parse_size(snaplen), duration=duration,
                           max_size=parse_size(max_size) if max_size else None,
@@ -158,7 +169,7 @@ def capture(
         signal.signal(signal.SIGINT, old_int)
 
     if not quiet:
-        _print_summary(summary, str(output))
+        _print_summary(summary, str(output), pid)
     if opts_cmd and session.child is not None and not summary.error:
         # --duration / --max-size end the capture, not the command.
         typer.echo(f"dr: the command (pid {session.child}) keeps running untraced; "
@@ -169,9 +180,14 @@ def capture(
         raise typer.Exit(int(ExitCode.ERROR))
     code = int(ExitCode.OK)
     if summary.lost:
-        typer.echo(f"dr: {summary.lost} events or payloads were lost (see the loss records); "
-                   f"try a bigger --ringbuf-size", err=True)
+        typer.echo(f"dr: {summary.lost} events or payloads were lost (see the loss records)", err=True)
+        for line in summary.advice():
+            typer.echo(f"dr: {line}", err=True)
         code = int(ExitCode.LOSS)
+    for why in summary.incomplete:
+        if not why.endswith("were lost"):
+            typer.echo(f"dr: the trace is incomplete: {why}", err=True)
+            code = int(ExitCode.LOSS)
     if verify:
         code = _verify(str(output)) or code
     if opts_cmd and summary.exit_status and not verify:
@@ -181,10 +197,18 @@ def capture(
     raise typer.Exit(code)
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def _status_line(r) -> "object":
     from rich.text import Text
 
-    return Text(f"dr capture: {r.events:,} events  {_human(r.payload_bytes)} payload  "
+    return Text(f"dr capture: {r.events:,} syscalls  {_human(r.payload_bytes)} payload  "
                 f"{_human(r.trace_bytes)} trace  {r.lost:,} lost  {r.elapsed:6.1f} s",
                 style="bold red" if r.lost else "")
 
@@ -197,22 +221,26 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
-def _print_summary(s, output: str) -> None:
+def _print_summary(s, output: str, pid: int | None = None) -> None:
+    """The capture's numbers on stderr: rich on a terminal, plain unwrapped lines otherwise."""
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
-    con = Console(stderr=True, highlight=False)
+    tty = sys.stderr.isatty()
+    # Not a terminal (a log file, CI): one record per line, never wrapped mid-line.
+    con = Console(stderr=True, highlight=False, soft_wrap=not tty, no_color=not tty)
     dur = s.duration_ns / 1e9
     con.print(f"dr capture: {s.stop_reason} after {dur:.2f} s; wrote {output}")
     if s.attached:
         con.print(f"  attached to {s.attached['processes']} process(es), {s.attached['threads']} thread(s) "
                   f"at start; process events during the capture (fork, exec, exit): {s.proc_events:,}")
-    con.print(f"  events {s.events:,} ({s.events / dur if dur else 0:,.0f}/s), "
-              f"process events {s.proc_events:,}, payload {_human(s.payload_bytes)}, "
-              f"trace {_human(s.trace_bytes)} (compression {s.compression_ratio:.1f}x of "
-              f"{_human(s.raw_bytes)})")
-    con.print(f"  ring buffer: {_human(s.raw_bytes)} drained; {s.walks} of the drains walked "
-              f"record headers ({s.walk_ns / 1e6:.1f} ms)")
+    con.print(f"  syscalls {s.events:,} ({s.events / dur if dur else 0:,.0f}/s), "
+              f"process events {s.proc_events:,} (fork, exec, exit, signals), "
+              f"payload {_human(s.payload_bytes)}, trace {_human(s.trace_bytes)}"
+              + (f" ({s.compression_ratio:.1f}x smaller than the {_human(s.raw_bytes)} recorded)"
+                 if s.raw_bytes and s.compression_ratio else ""))
     if s.redaction is not None:
         found = {k: v for k, v in s.redaction.get("matches", {}).items() if v}
         con.print("  redacted: " + (", ".join(f"{k} {v:,}" for k, v in found.items())
@@ -221,19 +249,64 @@ def _print_summary(s, output: str) -> None:
     con.print("  lost: " + (", ".join(f"{k} {v:,}" for k, v in lost.items()) if lost else "nothing"))
     if s.ring_fill_at_loss:
         f = s.ring_fill_at_loss
-        con.print(f"  reservations failed while the ring held at most {_human(f['min'])}"
-                  f"..{_human(f['max'])} unconsumed of {_human(f['ring_bytes'])}")
+        con.print(f"  the ring buffer refused records while holding {_human(f['min'])}"
+                  f"..{_human(f['max'])} of its {_human(f['ring_bytes'])}")
     if s.exit_status is not None:
         con.print(f"  command exit status {s.exit_status}")
+    if pid is not None and s.events == 0:
+        con.print(idle_hint(pid, dur))
     if s.syscalls:
-        t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        t = Table(show_header=True, header_style="bold" if tty else "", box=None, pad_edge=False)
         t.add_column("syscall")
         t.add_column("count", justify="right")
         for name, n in list(s.syscalls.items())[:15]:
             t.add_row(name, f"{n:,}")
         if len(s.syscalls) > 15:
-            t.add_row(f"... {len(s.syscalls) - 15} more", "")
+            t.add_row(f"... {len(s.syscalls) - 15} more (dr stats)", "")
         con.print(t)
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, comm) of the process's children (proc(5): /proc/PID/task/TID/children)."""
+    kids: list[tuple[int, str]] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for c in f.read().split():
+                    try:
+                        with open(f"/proc/{c}/comm") as g:
+                            kids.append((int(c), g.read().strip()))
+                    except OSError:
+                        kids.append((int(c), "?"))
+        except OSError:
+            pass
+    return kids
+
+
+def idle_hint(pid: int, seconds: float) -> str:
+    """What to tell a user whose --pid made no syscalls: a wrapper that only waits."""
+    kids = _children(pid)
+    text = f"  process {pid} made no syscalls in these {seconds:.1f} s"
+    if not kids:
+        return text + " (it was idle, or blocked in one call the whole time)"
+    names = ", ".join(f"{c} ({n})" for c, n in kids[:8]) + (f" and {len(kids) - 8} more"
+                                                            if len(kids) > 8 else "")
+    return (text + f"; it may be a wrapper waiting for its children: {names}. "
+            f"Capture one of them: dr capture --pid {kids[0][0]}")
+
+
+def kernel_thread(pid: int) -> bool:
+    """Whether ``pid`` is a kernel thread (PF_KTHREAD in /proc/PID/stat's flags, proc(5))."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return bool(int(fields[6]) & 0x00200000)  # field 9: flags; include/linux/sched.h
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def _verify(path: str) -> int:
@@ -249,5 +322,8 @@ def _verify(path: str) -> int:
     if res.ok:
         typer.echo("dr: verify: the replay was faithful", err=True)
         return 0
-    typer.echo(f"dr: verify: the replay was NOT faithful: {res.message}", err=True)
+    divs = getattr(res.report, "divergences", None) or []
+    why = (res.message or "").strip() or (divs[0].message.strip() if divs else "") or \
+        f"it ended {res.status}; dr replay {path} prints the full report"
+    typer.echo(f"dr: verify: the replay was NOT faithful: {why}", err=True)
     return int(res.exit_code)

@@ -26,7 +26,9 @@ Examples:
   dr replay incident.drb                    # a bundle, checked against this host's binaries
 
 Exit status: 0 faithful (attach mode: every response identical and every
-dependency request matched), 4 diverged or a response differs, 1 error.
+dependency request matched), 7 incomplete (what was compared matched, but not
+every output could be: snaplen, a cut-short trace, losses; the message says
+what), 4 diverged or a response differs, 1 error.
 """
 
 
@@ -65,6 +67,9 @@ def replay_cmd(
 
     if not os.path.exists(trace):
         raise DrError(f"{trace}: no such file; give a trace written by dr capture")
+    if report and report != "-":
+        from dr.formats.output import check_output
+        check_output(report, (trace,), "the report")  # refused before anything runs
     bundle = None
     try:
         from dr.formats.bundle import is_bundle
@@ -104,19 +109,48 @@ def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: 
 
     from dr.replay import replay_trace
 
-    res = replay_trace(trace, rootfs=rootfs, command=tuple(command) if command else None,
-                       show_output=show_output, keep_going=keep_going, report_path=report,
-                       stall_timeout=stall_timeout)
+    from contextlib import nullcontext
+
+    from dr.cli.progress import reading
+
+    # The tracee's own output (--show-output) owns the terminal: no bar then.
+    with nullcontext() if show_output else reading("dr replay: reading", trace):
+        res = replay_trace(trace, rootfs=rootfs, command=tuple(command) if command else None,
+                           show_output=show_output, keep_going=keep_going, report_path=report,
+                           stall_timeout=stall_timeout)
     rep = res.report
     for note in rep.notes:
         sys.stderr.write(f"dr replay: note: {note}\n")
     for d in rep.divergences:
         sys.stderr.write(d.text() + "\n")
+    # One numbering: the trace's syscalls, as dr capture, dr show -c and dr stats
+    # count them. Strict replay answers most from the trace; memory management,
+    # futex and signal masks run natively (passthrough), so they are named apart.
+    recorded = _recorded_syscalls(trace)
+    native = recorded - rep.events_total if recorded is not None and recorded >= rep.events_total else 0
+    natively = f"; {native:,} run natively: memory, futex, signal masks" if native else ""
+    total = f"{recorded:,}" if recorded is not None else f"{rep.events_total:,}"
     if res.ok:
-        sys.stderr.write(f"dr replay: faithful ({rep.events_replayed} syscalls, {rep.wall_s:.2f} s)\n")
+        sys.stderr.write(f"dr replay: faithful: {total} recorded syscalls, {rep.events_replayed:,} "
+                         f"answered from the trace{natively} ({rep.wall_s:.2f} s)\n")
+    elif res.status == "incomplete":
+        sys.stderr.write(f"dr replay: incomplete: every compared output matched ({total} recorded "
+                         f"syscalls, {rep.events_replayed:,} answered from the trace), but not everything "
+                         "was compared: " + "; ".join(rep.not_compared) + "\n")
     elif res.status == "error":
         sys.stderr.write(f"dr: {res.message}\n")
     else:
-        sys.stderr.write(f"dr replay: diverged ({rep.events_replayed} of {rep.events_total} "
-                         "syscalls replayed)\n")
+        sys.stderr.write(f"dr replay: diverged after {rep.events_replayed:,} of the {rep.events_total:,} "
+                         f"syscalls answered from the trace ({total} recorded{natively})\n")
     raise typer.Exit(int(res.exit_code))
+
+
+def _recorded_syscalls(trace: str) -> int | None:
+    """The trace's syscall count from its closing record (None when cut short or unreadable)."""
+    try:
+        from dr.formats.trace import TraceReader
+        with TraceReader(trace) as r:
+            n = (r.summary or {}).get("events")
+        return n if isinstance(n, int) and n >= 0 else None
+    except Exception:  # noqa: BLE001 - a count for a message; replay already read the trace
+        return None

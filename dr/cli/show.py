@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,6 +22,10 @@ Examples:
   dr show run.drt --since 1.5 --until 2  # seconds from the trace start
   dr show run.drt --since 2026-11-30T09:10:00 -tt   # wall-clock window (local time)
   dr show incident.drb --trace worker.drt            # a bundle's trace (default: its first)
+  dr show run.drt -e trace=%network -yy -T           # strace's classes; time inside each call
+  dr show run.drt -Z -p 4242                         # failed calls of one process
+  dr show run.drt -c                                 # strace -c's table (counts as dr stats)
+  dr show run.drt -o run.txt                         # to a file (no colour)
 """
 
 
@@ -33,8 +38,22 @@ def show(
                                                   "its first; dr bundle info lists them)."),
     expr: List[str] = typer.Option([], "-e", "--expr", metavar="trace=NAME,...",
                                    help="Only these syscalls (strace -e trace=read,write; "
-                                        "'!' negates)."),
+                                        "'!' negates; classes %file %network %process %signal "
+                                        "%ipc %desc %memory %creds %clock)."),
     tid: List[int] = typer.Option([], "--tid", metavar="TID", help="Only this thread (repeatable)."),
+    pid: List[int] = typer.Option([], "-p", "--pid", metavar="PID",
+                                  help="Only the threads of this process (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE",
+                                          help="Write the listing to FILE (strace -o)."),
+    summary: bool = typer.Option(False, "-c", "--summary-only",
+                                 help="A table of calls, errors and time per syscall instead "
+                                      "of the listing (strace -c; counts as dr stats)."),
+    syscall_times: bool = typer.Option(False, "-T", "--syscall-times",
+                                       help="Time spent inside each call, <seconds> (strace -T)."),
+    successful: bool = typer.Option(False, "-z", "--successful-only",
+                                    help="Only calls that returned without an error (strace -z)."),
+    failed: bool = typer.Option(False, "-Z", "--failed-only",
+                                help="Only calls that returned an error (strace -Z)."),
     strsize: int = typer.Option(32, "-s", "--string-limit", min=0, metavar="N",
                                 help="Bytes of each data buffer to show before '...' "
                                      "(paths are shown whole, as strace does)."),
@@ -59,18 +78,24 @@ def show(
     TRACE may be a bundle: it is verified and its first trace (or --trace
     NAME) is listed. Losses and a trace cut short are reported on stderr at
     the end; a trace cut short exits with status 6 after printing what was
-    readable.
+    readable. On a terminal, errors are red, signals yellow and process
+    events bold (none with -o, through a pipe, or with NO_COLOR set).
     """
+    import os
     import sys
 
+    from dr.cli.progress import reading
     from dr.errors import ExitCode, UsageError
     from dr.formats.bundle import open_trace_or_bundle
     from dr.formats.strace import (ShowOptions, end_notices, parse_time_bound, parse_trace_expr,
-                                   show_lines)
+                                   show_lines, summary_lines)
 
+    if successful and failed:
+        raise UsageError("-z shows only successful calls and -Z only failed ones: give one")
     syscalls = parse_trace_expr(expr) if expr else None
-    out = sys.stdout
-    with open_trace_or_bundle(trace, trace_name) as reader:
+    with open_trace_or_bundle(trace, trace_name) as reader, _listing(output, trace) as out:
+        color = out.isatty() and not os.environ.get("NO_COLOR") and \
+            os.environ.get("TERM", "") != "dumb"
         first = None
         if (since or until) and not isinstance(reader.meta.get("started_ns"), int):
             first = next((getattr(r, "ts_enter", getattr(r, "ts", None)) for r in reader.stream()
@@ -82,20 +107,53 @@ def show(
         opts = ShowOptions(strsize=strsize, xflag=min(xflag, 2), timestamps=min(abstime, 3),
                            relative=relative, tids=frozenset(tid) if tid else None,
                            syscalls=syscalls, decode_fds=min(decode_fds, 2), acolumn=acolumn,
-                           since_ns=lo, until_ns=hi)
-        batch: list[str] = []
+                           since_ns=lo, until_ns=hi, pids=frozenset(pid) if pid else None,
+                           status="successful" if successful else "failed" if failed else None,
+                           syscall_times=syscall_times, color=color)
+        # A bar only while the listing is not drawn on the same terminal.
+        bar = reading("dr show: reading", trace) if summary or not out.isatty() else _nothing()
         try:
-            for line in show_lines(reader, opts):
-                batch.append(line)
-                if len(batch) >= 512:
-                    out.write("\n".join(batch) + "\n")
-                    batch.clear()
-        finally:
-            if batch:  # what was decoded before a corrupt frame is still shown
-                out.write("\n".join(batch) + "\n")
-            out.flush()
+            with bar:
+                if summary:
+                    out.write("\n".join(summary_lines(reader, opts)) + "\n")
+                    out.flush()
+                else:
+                    _write_lines(out, show_lines(reader, opts))
+        except BrokenPipeError:
+            from dr.cli import reader_gone
+            raise reader_gone() from None
+        if output is not None:
+            sys.stderr.write(f"dr show: wrote {output}\n")
         notices = end_notices(reader)
         for note in notices:
             sys.stderr.write(f"dr: {note}\n")
         if reader.truncated:
             raise typer.Exit(int(ExitCode.TRUNCATED))
+
+
+def _write_lines(out, lines) -> None:
+    batch: list[str] = []
+    try:
+        for line in lines:
+            batch.append(line)
+            if len(batch) >= 512:
+                out.write("\n".join(batch) + "\n")
+                batch.clear()
+    finally:
+        if batch:  # what was decoded before a corrupt frame is still shown
+            out.write("\n".join(batch) + "\n")
+        out.flush()
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _listing(path: Optional[Path], trace: Path):
+    """Where the listing goes: stdout, or ``-o FILE`` (strace -o), written by
+    the rules every dr output follows (:mod:`dr.formats.output`): atomically,
+    never over a device, a symlink or the trace itself."""
+    from dr.formats.output import open_output
+
+    return open_output(path, (trace,), "listing")

@@ -19,6 +19,7 @@ from typing import Iterator, Optional, TextIO
 import typer
 
 from dr.cli import app
+from dr.cli.progress import reading
 from dr.errors import ExitCode, OutputError
 
 STATS_EPILOG = """\
@@ -93,6 +94,14 @@ def _open(trace: Path, name: str | None = None):
     return open_trace_or_bundle(trace, name)
 
 
+def _bar(label: str, trace: Path, output: Path | None):
+    """A progress bar, unless the export itself is drawn on the terminal (-o -)."""
+    from contextlib import nullcontext
+    if (output is None or str(output) == "-") and sys.stdout.isatty():
+        return nullcontext()
+    return reading(label, trace)
+
+
 def _cut_short(reader) -> None:
     """Tell the user the trace was cut short, and exit TRUNCATED."""
     typer.echo(f"dr: trace {reader.path} was cut short (no summary record); "
@@ -101,43 +110,24 @@ def _cut_short(reader) -> None:
 
 
 @contextmanager
-def _output(path: Path | None, *, binary: bool = False) -> Iterator[TextIO | str | None]:
-    """A file to write, made atomically: written next to ``path`` and renamed at the end.
+def _output(path: Path | None, inputs: tuple[Path, ...] = (), *,
+            binary: bool = False) -> Iterator[TextIO | str | None]:
+    """Where an exporter writes ``path`` (rules: :mod:`dr.formats.output`).
 
-    ``path`` None or "-": stdout (text only). Binary outputs yield the temporary path.
+    ``path`` None or "-": stdout (text exporters). Binary exporters, which
+    open the file themselves, get a path (a temporary file next to the
+    target, or the target itself for a character device or fifo).
     """
-    if path is None or str(path) == "-":
-        yield sys.stdout
-        sys.stdout.flush()
+    from dr.formats.output import open_output, output_path
+
+    if binary:
+        if path is None or str(path) == "-":
+            raise OutputError("this export writes a binary file; give it a file name with -o")
+        with output_path(path, inputs) as p:
+            yield p
         return
-    target = os.fspath(path)
-    tmp = f"{target}.part"
-    try:
-        f = open(tmp, "w", encoding="utf-8")
-        if binary:  # the exporter writes the file itself; this only checks that it can
-            f.close()
-            f = None
-    except OSError as e:
-        raise OutputError(f"cannot write {target}: {e.strerror}; choose another -o path") from None
-    ok = False
-    try:
-        yield tmp if binary else f
-        ok = True
-    finally:
-        try:
-            if f is not None:
-                f.close()
-            if ok:
-                os.replace(tmp, target)
-        except OSError as e:
-            ok = False
-            raise OutputError(f"cannot write {target}: {e.strerror}") from None
-        finally:
-            if not ok:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+    with open_output(path, inputs) as f:
+        yield f
 
 
 @app.command("stats", epilog=STATS_EPILOG)
@@ -145,15 +135,19 @@ def stats_cmd(
     trace: Path = _TRACE,
     trace_name: Optional[str] = _TRACE_NAME,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
-    top: int = typer.Option(0, "--top", min=0, help="Show only the first N rows of each table (0: all)."),
+    top: int = typer.Option(20, "--top", min=0, help="Rows per table; the rest is counted "
+                                                      "(0: all rows; --json always has all)."),
 ) -> None:
     """Counts, errors by errno and latency per syscall; bytes per fd and connection; threads; losses."""
     import json
 
     from dr.formats.stats import compute, render
 
+    from dr.cli.progress import reading
+
     with _open(trace, trace_name) as r:
-        st = compute(r)
+        with reading("dr stats: reading", trace):
+            st = compute(r)
         if json_out:
             json.dump(st.as_dict(), sys.stdout, indent=2, default=str)
             sys.stdout.write("\n")
@@ -175,8 +169,9 @@ def export_pcap_cmd(
     from dr.formats.stats import plural
 
     with _open(trace, trace_name) as r:
-        with _output(output, binary=True) as tmp:
-            res = export_pcap(r, tmp)  # type: ignore[arg-type]
+        with _output(output, (trace,), binary=True) as tmp:
+            with reading("dr export pcap: reading", trace):
+                res = export_pcap(r, tmp)  # type: ignore[arg-type]
         tcp = sum(1 for s in res.streams if s.proto == "TCP")
         udp = sum(1 for s in res.streams if s.proto == "UDP")
         typer.echo(f"wrote {output}: {plural(res.packets, 'packet')}, {plural(tcp, 'TCP stream')}, "
@@ -199,9 +194,11 @@ def export_perfetto_cmd(
     from dr.formats.stats import plural
 
     with _open(trace, trace_name) as r:
-        with _output(output) as f:
-            res = export_perfetto(r, f)  # type: ignore[arg-type]
-        typer.echo(f"wrote {output}: {plural(res.slices, 'syscall slice')} on "
+        with _output(output, (trace,)) as f:
+            with _bar("dr export perfetto: reading", trace, output):
+                res = export_perfetto(r, f)  # type: ignore[arg-type]
+        typer.echo(f"wrote {output}: {plural(res.slices, 'syscall slice')} and "
+                   f"{plural(res.instants, 'process event')} on "
                    f"{plural(res.threads, 'thread')} of {plural(res.processes, 'process', 'processes')}",
                    err=True)
         if r.truncated:
@@ -222,8 +219,9 @@ def export_jsonl_cmd(
     from dr.formats.stats import plural
 
     with _open(trace, trace_name) as r:
-        with _output(output) as f:
-            res = export_jsonl(r, f, payloads=not no_payloads)  # type: ignore[arg-type]
+        with _output(output, (trace,)) as f:
+            with _bar("dr export jsonl: reading", trace, output):
+                res = export_jsonl(r, f, payloads=not no_payloads)  # type: ignore[arg-type]
         if output is not None and str(output) != "-":
             typer.echo(f"wrote {output}: {plural(res.lines, 'line')} "
                        f"({plural(res.by_type.get('syscall', 0), 'syscall')})", err=True)

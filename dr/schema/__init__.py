@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from dr.schema import _tables
-from dr.schema.types import Arg, Class, Kind, Rule, Sub, Syscall
+from dr.schema.types import Arg, Beh, Behaviour, Class, FdEffect, Kind, Order, Rule, Sub, Syscall
 
 __all__ = [
-    "Arg", "Class", "Kind", "Rule", "Sub", "Syscall", "RecordLayout",
+    "Arg", "Beh", "Behaviour", "Class", "FdEffect", "Kind", "Order", "Rule", "Sub", "Syscall",
+    "RecordLayout", "with_order", "with_fd_effect", "with_flag", "cloexec_of",
     "by_name", "by_nr", "name_of", "all_syscalls", "record", "FLAGS", "ENUMS",
     "EVENT_FLAGS", "PROC_EVENTS", "LOSS_CAUSES", "CHUNK", "SNAPLEN_DEFAULT",
 ]
@@ -34,13 +35,16 @@ LOSS_CAUSES = _tables.LOSS_CAUSES
 CHUNK = _tables.CHUNK
 SNAPLEN_DEFAULT = _tables.SNAPLEN_DEFAULT
 RULES = _tables.RULES
+ENTRY_RULES = getattr(_tables, "ENTRY_RULES", ())   # getattr: the generator imports this package before writing _tables
+REQUEST_BUFFERS = getattr(_tables, "REQUEST_BUFFERS", {})
 MAX_RULES = _tables.MAX_RULES
 
 
 def _mk(name: str, row: tuple) -> Syscall:
-    nr, nr64, cls, ret, args = row
+    nr, nr64, cls, ret, args, beh = row
     return Syscall(name, nr, nr64, Class(cls), tuple(
-        Arg(n, Kind(k), Rule(r), size, ctype, elem) for (n, k, r, size, ctype, elem) in args), ret)
+        Arg(n, Kind(k), Rule(r), size, ctype, elem) for (n, k, r, size, ctype, elem) in args), ret,
+        beh=Behaviour.from_row(beh))
 
 
 @lru_cache(maxsize=None)
@@ -92,3 +96,37 @@ def record(name: str) -> RecordLayout:
     """Layout of record ``name`` (``syscall_event``, ``payload``, ``proc_event``)."""
     kind, fmt, fields, _size, has_data = _tables.RECORDS[name]
     return RecordLayout(name, kind, struct.Struct(fmt), fields, has_data)
+
+
+# ------------------------------------------------------------------ behaviour queries
+# Readers take sets of numbers from these once (hot paths test membership).
+
+def with_order(*orders: Order) -> frozenset[int]:
+    """x86_64 numbers of the syscalls whose replay ordering class is one of ``orders``."""
+    return frozenset(s.nr for s in all_syscalls() if s.beh.order in orders)
+
+
+def with_fd_effect(*effects: FdEffect) -> frozenset[int]:
+    """x86_64 numbers of the syscalls with one of these effects on the fd table."""
+    return frozenset(s.nr for s in all_syscalls() if s.beh.fd in effects)
+
+
+def with_flag(flag: Beh) -> frozenset[int]:
+    """x86_64 numbers of the syscalls carrying behaviour flag ``flag``."""
+    return frozenset(s.nr for s in all_syscalls() if s.beh.flags & flag)
+
+
+def cloexec_of(sc: Syscall, args: tuple[int, ...] | list[int], payload: bytes | None = None) -> bool:
+    """Whether the fd ``sc`` creates (NEW, PAIR, DUP) is close-on-exec, from the
+    call's arguments (``payload``: the bytes of the cloexec argument when it is a
+    structure, as openat2's struct open_how)."""
+    arg, mask = sc.beh.cloexec
+    if arg == -2:
+        return True
+    if arg < 0 or arg >= len(args):
+        return False
+    if sc.args[arg].kind in (Kind.BUF_IN, Kind.INOUT):
+        if not payload or len(payload) < 8:
+            return False
+        return bool(int.from_bytes(payload[:8], "little") & mask)
+    return bool(args[arg] & mask)

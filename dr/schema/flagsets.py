@@ -98,12 +98,29 @@ ENUMS: dict[str, dict[int, str]] = {
     "epoll_ctl": {1: "EPOLL_CTL_ADD", 2: "EPOLL_CTL_DEL", 3: "EPOLL_CTL_MOD"},
     "sigprocmask": {0: "SIG_BLOCK", 1: "SIG_UNBLOCK", 2: "SIG_SETMASK"},
     "fcntl": {0: "F_DUPFD", 1: "F_GETFD", 2: "F_SETFD", 3: "F_GETFL", 4: "F_SETFL",
-              5: "F_GETLK", 6: "F_SETLK", 7: "F_SETLKW", 1030: "F_DUPFD_CLOEXEC",
+              5: "F_GETLK", 6: "F_SETLK", 7: "F_SETLKW", 8: "F_SETOWN", 9: "F_GETOWN",
+              10: "F_SETSIG", 11: "F_GETSIG", 15: "F_SETOWN_EX", 16: "F_GETOWN_EX",
+              36: "F_OFD_GETLK", 37: "F_OFD_SETLK", 38: "F_OFD_SETLKW",
+              1024: "F_SETLEASE", 1025: "F_GETLEASE", 1035: "F_GET_RW_HINT", 1036: "F_SET_RW_HINT",
+              1030: "F_DUPFD_CLOEXEC",
               1031: "F_SETPIPE_SZ", 1032: "F_GETPIPE_SZ", 1033: "F_ADD_SEALS", 1034: "F_GET_SEALS"},
     "ioctl": {0x5401: "TCGETS", 0x5402: "TCSETS", 0x5403: "TCSETSW", 0x5404: "TCSETSF",
               0x540F: "TIOCGPGRP", 0x5410: "TIOCSPGRP", 0x5413: "TIOCGWINSZ",
               0x5414: "TIOCSWINSZ", 0x541B: "FIONREAD", 0x5421: "FIONBIO",
-              0x5451: "FIOCLEX", 0x5450: "FIONCLEX", 0x5452: "FIOASYNC"},
+              0x5451: "FIOCLEX", 0x5450: "FIONCLEX", 0x5452: "FIOASYNC",
+              0x5411: "TIOCOUTQ", 0x5429: "TIOCGSID", 0x80045430: "TIOCGPTN",
+              0x802C542A: "TCGETS2", 0x80045200: "RNDGETENTCNT", 0x8905: "SIOCATMARK",
+              0x8910: "SIOCGIFNAME", 0x8913: "SIOCGIFFLAGS", 0x8915: "SIOCGIFADDR",
+              0x8919: "SIOCGIFBRDADDR", 0x891B: "SIOCGIFNETMASK", 0x8921: "SIOCGIFMTU",
+              0x8927: "SIOCGIFHWADDR", 0x8933: "SIOCGIFINDEX"},
+    # include/uapi/linux/prctl.h
+    "prctl": {1: "PR_SET_PDEATHSIG", 2: "PR_GET_PDEATHSIG", 3: "PR_GET_DUMPABLE",
+              4: "PR_SET_DUMPABLE", 5: "PR_GET_UNALIGN", 9: "PR_GET_FPEMU", 11: "PR_GET_FPEXC",
+              15: "PR_SET_NAME", 16: "PR_GET_NAME", 19: "PR_GET_ENDIAN", 22: "PR_SET_SECCOMP",
+              21: "PR_GET_SECCOMP", 23: "PR_CAPBSET_READ", 36: "PR_SET_CHILD_SUBREAPER",
+              37: "PR_GET_CHILD_SUBREAPER", 38: "PR_SET_NO_NEW_PRIVS", 39: "PR_GET_NO_NEW_PRIVS",
+              40: "PR_GET_TID_ADDRESS", 41: "PR_SET_THP_DISABLE", 42: "PR_GET_THP_DISABLE",
+              1499557217: "PR_SET_PTRACER", 0x53564d41: "PR_SET_VMA"},
     # include/uapi/linux/stat.h: the S_IFMT field of st_mode
     "s_ifmt": {0o140000: "S_IFSOCK", 0o120000: "S_IFLNK", 0o100000: "S_IFREG",
                0o060000: "S_IFBLK", 0o040000: "S_IFDIR", 0o020000: "S_IFCHR",
@@ -194,4 +211,54 @@ IOCTL_BUFFERS: dict[int, tuple[str, int]] = {
     0x5414: ("in", 8),     # TIOCSWINSZ
     0x541B: ("out", 4),    # FIONREAD: int
     0x5421: ("in", 4),     # FIONBIO: int
+    0x5411: ("out", 4),    # TIOCOUTQ: int
+    0x5429: ("out", 4),    # TIOCGSID: pid_t
+    0x80045430: ("out", 4),  # TIOCGPTN: unsigned int
+    0x802C542A: ("out", 44),  # TCGETS2: struct termios2
+    0x80045200: ("out", 4),  # RNDGETENTCNT: int (include/uapi/linux/random.h)
+    0x8905: ("out", 4),    # SIOCATMARK: int
+    # SIOCGIF*: struct ifreq (40 bytes); the name goes in, the kernel writes the whole struct back
+    0x8910: ("out", 40),   # SIOCGIFNAME
+    0x8913: ("out", 40),   # SIOCGIFFLAGS
+    0x8915: ("out", 40),   # SIOCGIFADDR
+    0x8919: ("out", 40),   # SIOCGIFBRDADDR
+    0x891B: ("out", 40),   # SIOCGIFNETMASK
+    0x8921: ("out", 40),   # SIOCGIFMTU
+    0x8927: ("out", 40),   # SIOCGIFHWADDR
+    0x8933: ("out", 40),   # SIOCGIFINDEX
+}
+
+# fcntl(2) commands with a buffer argument: cmd -> (direction, bytes). "inout":
+# read at entry (Sub.ENTRY) and, when the call succeeded, at exit.
+FCNTL_BUFFERS: dict[int, tuple[str, int]] = {
+    5: ("inout", 32),      # F_GETLK: struct flock (include/uapi/asm-generic/fcntl.h)
+    6: ("in", 32),         # F_SETLK
+    7: ("in", 32),         # F_SETLKW
+    36: ("inout", 32),     # F_OFD_GETLK
+    37: ("in", 32),        # F_OFD_SETLK
+    38: ("in", 32),        # F_OFD_SETLKW
+    15: ("in", 8),         # F_SETOWN_EX: struct f_owner_ex
+    16: ("out", 8),        # F_GETOWN_EX
+    1035: ("out", 8),      # F_GET_RW_HINT: u64
+    1036: ("in", 8),       # F_SET_RW_HINT
+}
+
+# prctl(2) options whose arg2 points at a buffer: option -> (direction, bytes).
+PRCTL_BUFFERS: dict[int, tuple[str, int]] = {
+    2: ("out", 4),         # PR_GET_PDEATHSIG: int
+    5: ("out", 4),         # PR_GET_UNALIGN: unsigned int
+    9: ("out", 4),         # PR_GET_FPEMU
+    11: ("out", 4),        # PR_GET_FPEXC
+    15: ("in", 16),        # PR_SET_NAME: char[16]
+    16: ("out", 16),       # PR_GET_NAME: char[16] (TASK_COMM_LEN)
+    19: ("out", 4),        # PR_GET_ENDIAN
+    37: ("out", 4),        # PR_GET_CHILD_SUBREAPER: int
+    40: ("out", 8),        # PR_GET_TID_ADDRESS: int **
+}
+
+#: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
+REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
+    "ioctl": (1, 2, IOCTL_BUFFERS),
+    "fcntl": (1, 2, FCNTL_BUFFERS),
+    "prctl": (0, 1, PRCTL_BUFFERS),
 }

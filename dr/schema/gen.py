@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from dr.schema import flagsets, layout
-from dr.schema.syscalls import SYSCALLS
+from dr.schema.syscalls import READ_AT_ENTRY, SYSCALLS
 from dr.schema.types import Class, Kind, Rule, Sub
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -31,20 +31,23 @@ ENTER_KINDS = {Kind.PATH, Kind.STR, Kind.ARGV}
 
 
 def _rules():
-    """Copy rules per syscall: (nr, [(arg, kind, rule, param, elem, size)])."""
+    """Copy rules per syscall: (nr, [(arg, kind, rule, param, elem, size)]).
+
+    Every class is copied (an unsupported or passthrough call's buffers still
+    tell what the program saw); a buffer whose size comes with a request
+    (ioctl, fcntl, prctl) gets a REQ rule whose table is REQUEST_BUFFERS.
+    """
     for sc in SYSCALLS:
-        if sc.cls in (Class.UNSUPPORTED, Class.PASSTHROUGH) and sc.name not in (
-                "rt_sigaction", "rt_sigprocmask", "sigaltstack"):
-            continue
         rules = []
         for i, a in enumerate(sc.args):
             if a.rule == Rule.NONE or a.kind in (Kind.PTR,):
                 continue
             size = a.size if a.rule == Rule.CONST else 0
-            param = a.size if a.rule in (Rule.ARG, Rule.DEREF, Rule.CNT, Rule.MIN_RET_ARG) else 0
+            param = a.size if a.rule in (Rule.ARG, Rule.DEREF, Rule.CNT, Rule.MIN_RET_ARG, Rule.BITS) else 0
             rules.append((i, int(a.kind), int(a.rule), param, a.elem, size))
-        if sc.name == "ioctl":
-            rules.append((2, int(Kind.INOUT), int(Rule.NONE), 0, 0, 0))  # by request, in C
+        if sc.name in flagsets.REQUEST_BUFFERS:
+            req_arg, buf_arg, _table = flagsets.REQUEST_BUFFERS[sc.name]
+            rules.append((buf_arg, int(Kind.INOUT), int(Rule.REQ), req_arg, 0, 0))
         if rules:
             assert len(rules) <= MAX_RULES, sc.name
             yield sc.nr, rules
@@ -119,11 +122,14 @@ def render_header() -> str:
 def render_tables() -> str:
     o = [f'"""{BANNER}', "", "Python side of the schema; import through :mod:`dr.schema`.", '"""', ""]
     o.append("# fmt: off")
-    o.append("# name -> (nr_x86_64, nr_aarch64, class, ret, args); arg = (name, kind, rule, size, ctype, elem)")
+    o.append("# name -> (nr_x86_64, nr_aarch64, class, ret, args, behaviour)")
+    o.append("# arg = (name, kind, rule, size, ctype, elem)")
+    o.append("# behaviour = (order, fd effect, fd kind, (cloexec arg, mask), flags, moves)")
     o.append("SYSCALLS = {")
     for s in SYSCALLS:
         args = tuple((a.name, int(a.kind), int(a.rule), a.size, a.ctype, a.elem) for a in s.args)
-        o.append(f"    {s.name!r}: ({s.nr}, {s.nr_aarch64}, {int(s.cls)}, {s.ret!r}, {args!r}),")
+        o.append(f"    {s.name!r}: ({s.nr}, {s.nr_aarch64}, {int(s.cls)}, {s.ret!r}, {args!r}, "
+                 f"{s.beh.as_row()!r}),")
     o.append("}")
     o.append("")
     o.append("# Copy rules loaded into the probes' rule map: (nr, index, arg, kind, rule, param, elem, size)")
@@ -133,6 +139,21 @@ def render_tables() -> str:
             o.append(f"    ({nr}, {i}, {arg}, {kind}, {rule}, {param}, {elem}, {size}),")
     o.append(")")
     o.append(f"MAX_RULES = {MAX_RULES}")
+    o.append("# (nr, rule index) of the in-buffers read at sys_enter (syscalls.READ_AT_ENTRY)")
+    entry = []
+    for nr, rules in _rules():
+        sc = next(s for s in SYSCALLS if s.nr == nr)
+        for i, (arg, *_rest) in enumerate(rules):
+            if (sc.name, sc.args[arg].name) in READ_AT_ENTRY:
+                entry.append((nr, i))
+    o.append(f"ENTRY_RULES = {tuple(entry)!r}")
+    o.append("# (nr, request) -> (direction, bytes) of buffers sized by a request argument")
+    o.append("REQUEST_BUFFERS = {")
+    for name, (_req_arg, _buf_arg, table) in flagsets.REQUEST_BUFFERS.items():
+        nr = next(s.nr for s in SYSCALLS if s.name == name)
+        for req, (direction, size) in sorted(table.items()):
+            o.append(f"    ({nr}, {req:#x}): ({direction!r}, {size}),")
+    o.append("}")
     o.append(f"ENTER_KINDS = {sorted(int(k) for k in ENTER_KINDS)!r}")
     o.append("")
     o.append("# Record layouts: name -> (kind, struct format, field names, size, has_data)")

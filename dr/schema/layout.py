@@ -53,6 +53,7 @@ LOSS_CAUSES = {
     "TRUNCATED": 3,        # payload longer than snaplen (bytes kept up to snaplen)
     "ENTRY_MAP_FULL": 4,   # too many threads inside syscalls at once
     "RINGBUF_PROC": 5,     # a process event could not be reserved
+    "COPY_STEPS": 6,       # the copier ran out of steps before a syscall's buffers were all copied
 }
 
 RECORDS = (

@@ -19,6 +19,8 @@ arguments is REGULAR only when every pointer has a kind and size rule
 
 from __future__ import annotations
 
+import dataclasses
+
 from dr.schema.types import Arg, Class, Kind, Rule, Syscall
 
 R, I, P, U = Class.REGULAR, Class.IRREGULAR, Class.PASSTHROUGH, Class.UNSUPPORTED
@@ -106,6 +108,11 @@ def array_ret(name: str, elem: int, ctype: str) -> Arg:
     return Arg(name, Kind.BUF_OUT, Rule.RET, 0, ctype, elem)
 
 
+def fdset(name: str, n_arg: int) -> Arg:
+    """select's fd_set: value-result bit set of as many bits as argument ``n_arg`` (any n, > 1024 too)."""
+    return Arg(name, Kind.INOUT, Rule.BITS, n_arg, "fd_set")
+
+
 def iov_in(name: str, cnt_arg: int) -> Arg:
     return Arg(name, Kind.IOV_IN, Rule.CNT, cnt_arg, "iovec", 16)
 
@@ -143,6 +150,13 @@ def S(name: str, nr: int, nr_aarch64: int | None, cls: Class, *args: Arg,
     return Syscall(name, nr, nr_aarch64, cls, tuple(args), ret, note)
 
 
+#: In-parameters read at sys_enter rather than sys_exit: the kernel may overwrite
+#: them before it returns (glibc's sleep() passes one timespec as request and
+#: remainder). Every other in-buffer is read at exit, when its pages are present.
+READ_AT_ENTRY: frozenset[tuple[str, str]] = frozenset({
+    ("nanosleep", "rqtp"), ("clock_nanosleep", "rqtp"),
+})
+
 # fmt: off
 SYSCALLS: tuple[Syscall, ...] = (
     S("read", 0, 63, R, fd("fd"), out("buf", RET), uint("count")),
@@ -168,7 +182,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("writev", 20, 66, R, fd("fd"), iov_in("vec", 2), uint("vlen")),
     S("access", 21, None, R, path("filename"), flags("mode", "access")),
     S("pipe", 22, None, I, struct_out("fildes", 8, "fd_pair")),
-    S("select", 23, None, R, int_("n"), struct_io("inp", 128, "fd_set"), struct_io("outp", 128, "fd_set"), struct_io("exp", 128, "fd_set"), struct_io("tvp", 16, "timeval")),
+    S("select", 23, None, R, int_("n"), fdset("inp", 0), fdset("outp", 0), fdset("exp", 0), struct_io("tvp", 16, "timeval")),
     S("sched_yield", 24, 124, P),
     S("mremap", 25, 216, P, hex_("addr"), uint("old_len"), uint("new_len"), flags("flags", "mremap"), hex_("new_addr"), ret="hex"),
     S("msync", 26, 227, P, hex_("start"), uint("len"), flags("flags", "msync")),
@@ -186,13 +200,13 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("setitimer", 38, 103, R, int_("which"), struct_in("value", 32, "itimerval"), struct_out("ovalue", 32, "itimerval")),
     S("getpid", 39, 172, R),
     S("sendfile", 40, 71, R, fd("out_fd"), fd("in_fd"), struct_io("offset", 8, "loff_t"), uint("count")),
-    S("socket", 41, 198, I, enum("family", "af"), flags("type", "sock_type"), int_("protocol"), ret="fd"),
-    S("connect", 42, 203, I, fd("fd"), sockaddr_in("uservaddr", 2), uint("addrlen")),
-    S("accept", 43, 202, I, fd("fd"), sockaddr_out("upeer_sockaddr", 2), struct_io("upeer_addrlen", 4, "socklen"), ret="fd"),
+    S("socket", 41, 198, R, enum("family", "af"), flags("type", "sock_type"), int_("protocol"), ret="fd"),
+    S("connect", 42, 203, R, fd("fd"), sockaddr_in("uservaddr", 2), uint("addrlen")),
+    S("accept", 43, 202, R, fd("fd"), sockaddr_out("upeer_sockaddr", 2), struct_io("upeer_addrlen", 4, "socklen"), ret="fd"),
     S("sendto", 44, 206, R, fd("fd"), inb("buff", RET), uint("len"), flags("flags", "msg"), sockaddr_in("addr", 5), uint("addr_len")),
-    S("recvfrom", 45, 207, R, fd("fd"), out("ubuf", RET), uint("size"), flags("flags", "msg"), sockaddr_out("addr", 5), struct_io("addr_len", 4, "socklen")),
+    S("recvfrom", 45, 207, R, fd("fd"), out("ubuf", Rule.MIN_RET_ARG, 2), uint("size"), flags("flags", "msg"), sockaddr_out("addr", 5), struct_io("addr_len", 4, "socklen")),
     S("sendmsg", 46, 211, R, fd("fd"), msg_in("msg"), flags("flags", "msg")),
-    S("recvmsg", 47, 212, I, fd("fd"), msg_out("msg"), flags("flags", "msg")),
+    S("recvmsg", 47, 212, R, fd("fd"), msg_out("msg"), flags("flags", "msg")),
     S("shutdown", 48, 210, R, fd("fd"), enum("how", "shutdown")),
     S("bind", 49, 200, R, fd("fd"), sockaddr_in("umyaddr", 2), uint("addrlen")),
     S("listen", 50, 201, R, fd("fd"), int_("backlog")),
@@ -205,9 +219,9 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("fork", 57, None, I),
     S("vfork", 58, None, I),
     S("execve", 59, 221, I, path("filename"), argv("argv"), argv("envp")),
-    S("exit", 60, 93, R, int_("error_code"), ret="none"),
+    S("exit", 60, 93, I, int_("error_code"), ret="none"),
     S("wait4", 61, 260, R, int_("upid"), struct_out("stat_addr", 4, "wait_status"), flags("options", "wait"), struct_out("ru", 144, "rusage")),
-    S("kill", 62, 129, R, int_("pid"), signal("sig")),
+    S("kill", 62, 129, I, int_("pid"), signal("sig")),
     S("uname", 63, 160, R, struct_out("name", 390, "utsname")),
     S("semget", 64, 190, R, int_("key"), int_("nsems"), int_("semflg")),
     S("semop", 65, 193, U, int_("semid"), ptr("tsops"), uint("nsops")),
@@ -225,7 +239,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("ftruncate", 77, 46, R, fd("fd"), int_("length")),
     S("getdents", 78, None, U, fd("fd"), ptr("dirent"), uint("count")),
     S("getcwd", 79, 17, R, out("buf", RET), uint("size")),
-    S("chdir", 80, 49, R, path("filename")),
+    S("chdir", 80, 49, I, path("filename")),
     S("fchdir", 81, 50, R, fd("fd")),
     S("rename", 82, None, R, path("oldname"), path("newname")),
     S("mkdir", 83, None, R, path("pathname"), oct_("mode")),
@@ -263,18 +277,18 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("getgroups", 115, 158, R, int_("gidsetsize"), out("grouplist", RET, 0, "", 4)),
     S("setgroups", 116, 159, U, int_("gidsetsize"), ptr("grouplist")),
     S("setresuid", 117, 147, R, uint("ruid"), uint("euid"), uint("suid")),
-    S("getresuid", 118, 148, U, ptr("ruidp"), ptr("euidp"), ptr("suidp")),
+    S("getresuid", 118, 148, U, struct_out("ruidp", 4, "uint"), struct_out("euidp", 4, "uint"), struct_out("suidp", 4, "uint")),
     S("setresgid", 119, 149, R, uint("rgid"), uint("egid"), uint("sgid")),
-    S("getresgid", 120, 150, U, ptr("rgidp"), ptr("egidp"), ptr("sgidp")),
+    S("getresgid", 120, 150, U, struct_out("rgidp", 4, "uint"), struct_out("egidp", 4, "uint"), struct_out("sgidp", 4, "uint")),
     S("getpgid", 121, 155, R, int_("pid")),
     S("setfsuid", 122, 151, R, uint("uid")),
     S("setfsgid", 123, 152, R, uint("gid")),
     S("getsid", 124, 156, R, int_("pid")),
     S("capget", 125, 90, R, struct_io("header", 8, "cap_user_header"), struct_out("dataptr", 24, "cap_user_data")),
     S("capset", 126, 91, R, struct_io("header", 8, "cap_user_header"), struct_in("data", 24, "cap_user_data")),
-    S("rt_sigpending", 127, 136, P, ptr("uset"), uint("sigsetsize")),
-    S("rt_sigtimedwait", 128, 137, U, ptr("uthese"), ptr("uinfo"), ptr("uts"), uint("sigsetsize")),
-    S("rt_sigqueueinfo", 129, 138, U, int_("pid"), signal("sig"), ptr("uinfo")),
+    S("rt_sigpending", 127, 136, P, out("uset", ARG, 1, "sigset"), uint("sigsetsize")),
+    S("rt_sigtimedwait", 128, 137, U, struct_in("uthese", 8, "sigset"), struct_out("uinfo", 128, "siginfo"), struct_in("uts", 16, "timespec"), uint("sigsetsize")),
+    S("rt_sigqueueinfo", 129, 138, I, int_("pid"), signal("sig"), ptr("uinfo")),
     S("rt_sigsuspend", 130, 133, P, ptr("unewset"), uint("sigsetsize")),
     S("sigaltstack", 131, 132, P, struct_in("uss", 24, "stack_t"), struct_out("uoss", 24, "stack_t")),
     S("utime", 132, None, U, path("filename"), ptr("times")),
@@ -293,7 +307,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("sched_getscheduler", 145, 120, R, int_("pid")),
     S("sched_get_priority_max", 146, 125, R, int_("policy")),
     S("sched_get_priority_min", 147, 126, R, int_("policy")),
-    S("sched_rr_get_interval", 148, 127, U, int_("pid"), ptr("interval")),
+    S("sched_rr_get_interval", 148, 127, U, int_("pid"), struct_out("interval", 16, "timespec")),
     S("mlock", 149, 228, P, hex_("start"), uint("len")),
     S("munlock", 150, 229, P, hex_("start"), uint("len")),
     S("mlockall", 151, 230, P, hex_("flags")),
@@ -302,7 +316,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("modify_ldt", 154, None, U, int_("func"), ptr("ptr"), uint("bytecount")),
     S("pivot_root", 155, 41, U, path("new_root"), path("put_old")),
     S("_sysctl", 156, None, U),
-    S("prctl", 157, 167, R, int_("option"), hex_("arg2"), hex_("arg3"), hex_("arg4"), hex_("arg5")),
+    S("prctl", 157, 167, R, enum("option", "prctl"), hex_("arg2"), hex_("arg3"), hex_("arg4"), hex_("arg5")),
     S("arch_prctl", 158, None, P, enum("option", "arch_prctl"), hex_("arg2")),
     S("adjtimex", 159, 171, U, ptr("txc_p")),
     S("setrlimit", 160, 164, U, uint("resource"), ptr("rlim")),
@@ -345,7 +359,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("removexattr", 197, 14, U, path("pathname"), path("name")),
     S("lremovexattr", 198, 15, U, path("pathname"), path("name")),
     S("fremovexattr", 199, 16, U, fd("fd"), path("name")),
-    S("tkill", 200, 130, R, int_("pid"), signal("sig")),
+    S("tkill", 200, 130, I, int_("pid"), signal("sig")),
     S("time", 201, None, R, struct_out("tloc", 8, "time_t")),
     S("futex", 202, 98, P, hex_("uaddr"), enum("op", "futex_op"), uint("val"), ptr("utime"), hex_("uaddr2"), uint("val3")),
     S("sched_setaffinity", 203, 122, R, int_("pid"), uint("len"), inb("user_mask_ptr", ARG, 1)),
@@ -364,22 +378,22 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("remap_file_pages", 216, 234, P, uint("start"), uint("size"), uint("prot"), uint("pgoff"), hex_("flags")),
     S("getdents64", 217, 61, R, fd("fd"), out("dirent", RET), uint("count")),
     S("set_tid_address", 218, 96, P, ptr("tidptr")),
-    S("restart_syscall", 219, 128, P),
+    S("restart_syscall", 219, 128, R),
     S("semtimedop", 220, 192, U, int_("semid"), ptr("tsops"), uint("nsops"), ptr("timeout")),
     S("fadvise64", 221, 223, R, fd("fd"), int_("offset"), uint("len"), int_("advice")),
-    S("timer_create", 222, 107, U, int_("which_clock"), ptr("timer_event_spec"), ptr("created_timer_id")),
-    S("timer_settime", 223, 110, U, int_("timer_id"), hex_("flags"), ptr("new_setting"), ptr("old_setting")),
-    S("timer_gettime", 224, 108, U, int_("timer_id"), ptr("setting")),
+    S("timer_create", 222, 107, U, int_("which_clock"), struct_in("timer_event_spec", 64, "sigevent"), struct_out("created_timer_id", 4, "int")),
+    S("timer_settime", 223, 110, U, int_("timer_id"), hex_("flags"), struct_in("new_setting", 32, "itimerspec"), struct_out("old_setting", 32, "itimerspec")),
+    S("timer_gettime", 224, 108, U, int_("timer_id"), struct_out("setting", 32, "itimerspec")),
     S("timer_getoverrun", 225, 109, R, int_("timer_id")),
     S("timer_delete", 226, 111, R, int_("timer_id")),
     S("clock_settime", 227, 112, U, int_("which_clock"), ptr("tp")),
     S("clock_gettime", 228, 113, R, enum("which_clock", "clock"), struct_out("tp", 16, "timespec")),
     S("clock_getres", 229, 114, R, enum("which_clock", "clock"), struct_out("tp", 16, "timespec")),
     S("clock_nanosleep", 230, 115, R, enum("which_clock", "clock"), flags("flags", "timer"), struct_in("rqtp", 16, "timespec"), struct_out("rmtp", 16, "timespec")),
-    S("exit_group", 231, 94, R, int_("error_code"), ret="none"),
-    S("epoll_wait", 232, None, I, fd("epfd"), array_ret("events", 12, "epoll_event"), int_("maxevents"), int_("timeout")),
-    S("epoll_ctl", 233, 21, I, fd("epfd"), enum("op", "epoll_ctl"), fd("fd"), struct_in("event", 12, "epoll_event")),
-    S("tgkill", 234, 131, R, int_("tgid"), int_("pid"), signal("sig")),
+    S("exit_group", 231, 94, I, int_("error_code"), ret="none"),
+    S("epoll_wait", 232, None, R, fd("epfd"), array_ret("events", 12, "epoll_event"), int_("maxevents"), int_("timeout")),
+    S("epoll_ctl", 233, 21, R, fd("epfd"), enum("op", "epoll_ctl"), fd("fd"), struct_in("event", 12, "epoll_event")),
+    S("tgkill", 234, 131, I, int_("tgid"), int_("pid"), signal("sig")),
     S("utimes", 235, None, U, path("filename"), ptr("utimes")),
     S("vserver", 236, None, U),
     S("mbind", 237, 235, U, uint("start"), uint("len"), oct_("mode"), ptr("nmask"), uint("maxnode"), hex_("flags")),
@@ -392,7 +406,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("mq_notify", 244, 184, U, int_("mqdes"), ptr("u_notification")),
     S("mq_getsetattr", 245, 185, U, int_("mqdes"), ptr("u_mqstat"), ptr("u_omqstat")),
     S("kexec_load", 246, 104, U),
-    S("waitid", 247, 95, U, int_("which"), int_("upid"), ptr("infop"), int_("options"), ptr("ru")),
+    S("waitid", 247, 95, U, int_("which"), int_("upid"), struct_out("infop", 128, "siginfo"), int_("options"), struct_out("ru", 144, "rusage")),
     S("add_key", 248, 217, U, path("_type"), ptr("_description"), ptr("_payload"), uint("plen"), uint("ringid")),
     S("request_key", 249, 218, U, path("_type"), ptr("_description"), ptr("_callout_info"), uint("destringid")),
     S("keyctl", 250, 219, R, int_("option"), uint("arg2"), uint("arg3"), uint("arg4"), uint("arg5")),
@@ -415,7 +429,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("readlinkat", 267, 78, R, fd("dfd"), path("pathname"), out("buf", RET), uint("bufsiz")),
     S("fchmodat", 268, 53, U, fd("dfd"), path("filename"), oct_("mode")),
     S("faccessat", 269, 48, R, fd("dfd"), path("filename"), flags("mode", "access")),
-    S("pselect6", 270, 72, R, int_("n"), struct_io("inp", 128, "fd_set"), struct_io("outp", 128, "fd_set"), struct_io("exp", 128, "fd_set"), struct_io("tsp", 16, "timespec"), ptr("sig")),
+    S("pselect6", 270, 72, R, int_("n"), fdset("inp", 0), fdset("outp", 0), fdset("exp", 0), struct_io("tsp", 16, "timespec"), ptr("sig")),
     S("ppoll", 271, 73, R, array_out("ufds", 1, 8, "pollfd"), uint("nfds"), struct_io("tsp", 16, "timespec"), struct_in("sigmask", 8, "sigset"), uint("sigsetsize")),
     S("unshare", 272, 97, R, hex_("unshare_flags")),
     S("set_robust_list", 273, 99, P, ptr("head"), uint("len")),
@@ -426,25 +440,25 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("vmsplice", 278, 75, U, fd("fd"), ptr("uiov"), uint("nr_segs"), hex_("flags")),
     S("move_pages", 279, 239, U, int_("pid"), uint("nr_pages"), ptr("pages"), ptr("nodes"), ptr("status"), hex_("flags")),
     S("utimensat", 280, 88, U, fd("dfd"), path("filename"), ptr("utimes"), hex_("flags")),
-    S("epoll_pwait", 281, 22, I, fd("epfd"), array_ret("events", 12, "epoll_event"), int_("maxevents"), int_("timeout"), struct_in("sigmask", 8, "sigset"), uint("sigsetsize")),
+    S("epoll_pwait", 281, 22, R, fd("epfd"), array_ret("events", 12, "epoll_event"), int_("maxevents"), int_("timeout"), struct_in("sigmask", 8, "sigset"), uint("sigsetsize")),
     S("signalfd", 282, None, U, fd("ufd"), ptr("user_mask"), uint("sizemask")),
-    S("timerfd_create", 283, 85, I, enum("clockid", "clock"), flags("flags", "tfd"), ret="fd"),
+    S("timerfd_create", 283, 85, R, enum("clockid", "clock"), flags("flags", "tfd"), ret="fd"),
     S("eventfd", 284, None, R, uint("count")),
     S("fallocate", 285, 47, R, fd("fd"), int_("mode"), int_("offset"), int_("len")),
     S("timerfd_settime", 286, 86, R, fd("ufd"), flags("flags", "tfd_settime"), struct_in("utmr", 32, "itimerspec"), struct_out("otmr", 32, "itimerspec")),
     S("timerfd_gettime", 287, 87, R, fd("ufd"), struct_out("otmr", 32, "itimerspec")),
-    S("accept4", 288, 242, I, fd("fd"), sockaddr_out("upeer_sockaddr", 2), struct_io("upeer_addrlen", 4, "socklen"), flags("flags", "sock_type"), ret="fd"),
-    S("signalfd4", 289, 74, I, fd("ufd"), struct_in("user_mask", 8, "sigset"), uint("sizemask"), flags("flags", "sfd"), ret="fd"),
-    S("eventfd2", 290, 19, I, uint("count"), flags("flags", "efd"), ret="fd"),
-    S("epoll_create1", 291, 20, I, flags("flags", "epoll_create"), ret="fd"),
+    S("accept4", 288, 242, R, fd("fd"), sockaddr_out("upeer_sockaddr", 2), struct_io("upeer_addrlen", 4, "socklen"), flags("flags", "sock_type"), ret="fd"),
+    S("signalfd4", 289, 74, R, fd("ufd"), struct_in("user_mask", 8, "sigset"), uint("sizemask"), flags("flags", "sfd"), ret="fd"),
+    S("eventfd2", 290, 19, R, uint("count"), flags("flags", "efd"), ret="fd"),
+    S("epoll_create1", 291, 20, R, flags("flags", "epoll_create"), ret="fd"),
     S("dup3", 292, 24, I, fd("oldfd"), fd("newfd"), flags("flags", "open"), ret="fd"),
     S("pipe2", 293, 59, I, struct_out("fildes", 8, "fd_pair"), flags("flags", "open")),
     S("inotify_init1", 294, 26, R, hex_("flags")),
     S("preadv", 295, 69, R, fd("fd"), iov_out("vec", 2), uint("vlen"), int_("pos_l"), int_("pos_h")),
     S("pwritev", 296, 70, R, fd("fd"), iov_in("vec", 2), uint("vlen"), int_("pos_l"), int_("pos_h")),
-    S("rt_tgsigqueueinfo", 297, 240, U, int_("tgid"), int_("pid"), signal("sig"), ptr("uinfo")),
+    S("rt_tgsigqueueinfo", 297, 240, I, int_("tgid"), int_("pid"), signal("sig"), ptr("uinfo")),
     S("perf_event_open", 298, 241, U, ptr("attr_uptr"), int_("pid"), int_("cpu"), int_("group_fd"), hex_("flags")),
-    S("recvmmsg", 299, 243, I, fd("fd"), mmsg_out("mmsg", 2), uint("vlen"), flags("flags", "msg"), struct_io("timeout", 16, "timespec")),
+    S("recvmmsg", 299, 243, R, fd("fd"), mmsg_out("mmsg", 2), uint("vlen"), flags("flags", "msg"), struct_io("timeout", 16, "timespec")),
     S("fanotify_init", 300, 262, R, hex_("flags"), hex_("event_f_flags")),
     S("fanotify_mark", 301, 263, U, int_("fanotify_fd"), hex_("flags"), uint("mask"), fd("dfd"), path("pathname")),
     S("prlimit64", 302, 261, R, int_("pid"), enum("resource", "rlimit"), struct_in("new_rlim", 16, "rlimit"), struct_out("old_rlim", 16, "rlimit")),
@@ -464,10 +478,10 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("renameat2", 316, 276, U, fd("olddfd"), path("oldname"), fd("newdfd"), path("newname"), hex_("flags")),
     S("seccomp", 317, 277, U, uint("op"), hex_("flags"), ptr("uargs")),
     S("getrandom", 318, 278, R, out("buf", RET), uint("count"), flags("flags", "grnd")),
-    S("memfd_create", 319, 279, I, str_("uname"), flags("flags", "mfd"), ret="fd"),
+    S("memfd_create", 319, 279, R, str_("uname"), flags("flags", "mfd"), ret="fd"),
     S("kexec_file_load", 320, 294, U),
     S("bpf", 321, 280, U, int_("cmd"), ptr("uattr"), uint("size")),
-    S("execveat", 322, 281, U, fd("fd"), path("filename"), ptr("argv"), ptr("envp"), hex_("flags")),
+    S("execveat", 322, 281, I, fd("fd"), path("filename"), argv("argv"), argv("envp"), flags("flags", "at")),
     S("userfaultfd", 323, 282, U, hex_("flags")),
     S("membarrier", 324, 283, P, int_("cmd"), flags("flags", "none"), int_("cpu_id")),
     S("mlock2", 325, 284, P, uint("start"), uint("len"), hex_("flags")),
@@ -482,7 +496,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("rseq", 334, 293, P, ptr("rseq"), uint("rseq_len"), int_("flags"), uint("sig")),
     S("uretprobe", 335, None, P),
     S("uprobe", 336, None, P),
-    S("pidfd_send_signal", 424, 424, U, fd("pidfd"), int_("sig"), ptr("info"), hex_("flags")),
+    S("pidfd_send_signal", 424, 424, I, fd("pidfd"), int_("sig"), ptr("info"), hex_("flags")),
     S("io_uring_setup", 425, 425, U, uint("entries"), ptr("params"), ret="fd"),
     S("io_uring_enter", 426, 426, U, fd("fd"), uint("to_submit"), uint("min_complete"), flags("flags", "none"), ptr("argp"), uint("argsz")),
     S("io_uring_register", 427, 427, U, fd("fd"), uint("opcode"), ptr("arg"), uint("nr_args")),
@@ -494,7 +508,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("fspick", 433, 433, U, fd("dfd"), path("path"), hex_("flags")),
     S("pidfd_open", 434, 434, R, int_("pid"), hex_("flags")),
     S("clone3", 435, 435, I, struct_in("uargs", 88, "clone_args"), uint("size")),
-    S("close_range", 436, 436, R, fd("fd"), fd("max_fd"), flags("flags", "close_range")),
+    S("close_range", 436, 436, I, fd("fd"), fd("max_fd"), flags("flags", "close_range")),
     S("openat2", 437, 437, I, fd("dfd"), path("filename"), struct_in("how", 24, "open_how"), uint("usize"), ret="fd"),
     S("pidfd_getfd", 438, 438, R, fd("pidfd"), fd("fd"), hex_("flags")),
     S("faccessat2", 439, 439, R, fd("dfd"), path("filename"), flags("mode", "access"), flags("flags", "at")),
@@ -530,3 +544,110 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("file_setattr", 469, 469, U, fd("dfd"), path("filename"), ptr("ufattr"), uint("usize"), hex_("at_flags")),
 )
 # fmt: on
+
+# ---------------------------------------------------------------------------- behaviour
+# What each syscall does beyond its argument layout, declared class-wide (one
+# table per property, so the declarations above stay one line per syscall).
+# Read by strict replay, the fd model (formats/fdmap.py), dr show and stats.
+from dr.schema.types import Beh, Behaviour, FdEffect, Order  # noqa: E402
+
+O_CLOEXEC = 0o2000000
+
+#: Calls held to their own thread's order only (see types.Order).
+ORDER: dict[Order, tuple[str, ...]] = {
+    Order.THREAD: (
+        "getpid", "gettid", "getppid", "getuid", "geteuid", "getgid", "getegid", "getrandom",
+        "uname", "sysinfo", "getrusage", "times", "nanosleep", "clock_nanosleep",
+        "sched_getaffinity", "getrlimit", "prlimit64", "getpgrp", "getpgid", "getsid",
+        "sched_getscheduler", "getpriority"),
+    Order.TIME: ("clock_gettime", "gettimeofday", "time", "getcpu", "clock_getres"),
+    Order.LIFECYCLE: ("clone", "clone3", "fork", "vfork", "execve", "execveat"),
+    Order.EXIT: ("exit", "exit_group"),
+    Order.SIGNAL: ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
+                   "pidfd_send_signal"),
+    Order.WAIT: ("futex", "futex_waitv", "futex_wait", "rt_sigsuspend"),
+}
+
+#: Calls whose success value is always a new fd: name -> (what it refers to,
+#: close-on-exec (argument, mask)); -1 when the new fd is never close-on-exec, -2
+#: when it always is (pidfd_getfd). bpf, seccomp and landlock_create_ruleset return
+#: an fd only for some commands, so they are not listed.
+NEW_FD: dict[str, tuple[str, tuple[int, int]]] = {
+    "open": ("file", (1, O_CLOEXEC)), "openat": ("file", (2, O_CLOEXEC)),
+    "openat2": ("file", (2, O_CLOEXEC)), "creat": ("file", (-1, 0)),
+    "open_by_handle_at": ("file", (2, O_CLOEXEC)), "open_tree": ("file", (2, O_CLOEXEC)),
+    "socket": ("socket", (1, O_CLOEXEC)), "accept": ("socket", (-1, 0)),
+    "accept4": ("socket", (3, O_CLOEXEC)),
+    "eventfd": ("eventfd", (-1, 0)), "eventfd2": ("eventfd", (1, O_CLOEXEC)),
+    "epoll_create": ("epoll", (-1, 0)), "epoll_create1": ("epoll", (0, O_CLOEXEC)),
+    "timerfd_create": ("timerfd", (1, O_CLOEXEC)),
+    "signalfd": ("signalfd", (-1, 0)), "signalfd4": ("signalfd", (3, O_CLOEXEC)),
+    "inotify_init": ("inotify", (-1, 0)), "inotify_init1": ("inotify", (0, O_CLOEXEC)),
+    "fanotify_init": ("fanotify", (0, 1)),                       # FAN_CLOEXEC
+    "pidfd_open": ("pidfd", (-1, 0)), "pidfd_getfd": ("file", (-2, 0)),
+    "memfd_create": ("memfd", (1, 1)),                           # MFD_CLOEXEC
+    "memfd_secret": ("memfd", (0, O_CLOEXEC)),
+    "userfaultfd": ("userfaultfd", (0, O_CLOEXEC)),
+    "perf_event_open": ("perf_event", (4, 8)),                   # PERF_FLAG_FD_CLOEXEC
+    "mq_open": ("mqueue", (1, O_CLOEXEC)),
+    "fsopen": ("fs_context", (1, 1)), "fspick": ("fs_context", (2, 1)),
+    "fsmount": ("file", (1, 1)),
+    "io_uring_setup": ("io_uring", (-1, 0)),
+}
+#: Calls writing two new fds into an out-argument.
+PAIR_FD: dict[str, tuple[str, tuple[int, int]]] = {
+    "pipe": ("pipe", (-1, 0)), "pipe2": ("pipe", (1, O_CLOEXEC)),
+    "socketpair": ("socket", (1, O_CLOEXEC)),
+}
+FD_EFFECT: dict[FdEffect, tuple[str, ...]] = {
+    FdEffect.DUP: ("dup", "dup2", "dup3"),
+    FdEffect.DUP_CMD: ("fcntl",),
+    FdEffect.CLOSE: ("close",),
+    FdEffect.CLOSE_RANGE: ("close_range",),
+    FdEffect.EXEC: ("execve", "execveat"),
+}
+#: close-on-exec of the DUP calls (dup3's flags argument).
+DUP_CLOEXEC = {"dup3": (2, O_CLOEXEC)}
+
+FLAGGED: dict[Beh, tuple[str, ...]] = {
+    Beh.FILE_IO: ("read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
+                  "preadv2", "pwritev2", "lseek", "ftruncate", "fallocate", "fsync", "fdatasync"),
+    Beh.COUNTS_IN: ("write", "pwrite64", "sendto"),
+    Beh.SIZE_QUERY: ("getgroups",),
+    Beh.STREAM: ("read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
+                 "preadv2", "pwritev2", "recvfrom", "sendto", "recvmsg", "sendmsg",
+                 "recvmmsg", "sendmmsg"),
+}
+#: Calls moving bytes between two fds without a user buffer: (source arg, target arg).
+MOVES: dict[str, tuple[int, int]] = {
+    "sendfile": (1, 0), "splice": (0, 2), "copy_file_range": (0, 2), "tee": (0, 1),
+}
+
+
+def _behaviour(name: str) -> Behaviour:
+    order = next((o for o, names in ORDER.items() if name in names), Order.SHARED)
+    fd, kind, cloexec = FdEffect.NONE, "", (-1, 0)
+    if name in NEW_FD:
+        fd, (kind, cloexec) = FdEffect.NEW, NEW_FD[name]
+    elif name in PAIR_FD:
+        fd, (kind, cloexec) = FdEffect.PAIR, PAIR_FD[name]
+    else:
+        fd = next((e for e, names in FD_EFFECT.items() if name in names), FdEffect.NONE)
+        cloexec = DUP_CLOEXEC.get(name, cloexec)
+    flags = Beh.NONE
+    for f, names in FLAGGED.items():
+        if name in names:
+            flags |= f
+    return Behaviour(order, fd, kind, cloexec, flags, MOVES.get(name))
+
+
+def _check_tables() -> None:
+    names = {s.name for s in SYSCALLS}
+    for table in (*ORDER.values(), *FD_EFFECT.values(), *FLAGGED.values(),
+                  NEW_FD, PAIR_FD, DUP_CLOEXEC, MOVES):
+        unknown = set(table) - names
+        assert not unknown, f"behaviour tables name undeclared syscalls: {sorted(unknown)}"
+
+
+_check_tables()
+SYSCALLS = tuple(dataclasses.replace(s, beh=_behaviour(s.name)) for s in SYSCALLS)

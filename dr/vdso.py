@@ -17,9 +17,11 @@ sees the change). getrandom's vDSO entry (Linux 6.11) is left alone: its
 callers first query a state size with an opaque length of ~0, which a plain
 syscall cannot answer. x86_64 only.
 
-Used by replay at the first notification after each execve, and usable by
-capture in spawn mode (the same set of functions must be patched on both sides
-so that the trace holds every time read replay will see).
+Used by capture in spawn mode at every exec stop of the traced tree, and by
+replay at the first notification after each execve: the same set of
+functions must be patched on both sides so that the trace holds every time
+read replay will see. It lives outside capture/ and replay/ so neither
+imports the other.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 import struct
 
-from dr.errors import ReplayError
+from dr.errors import TargetError
 
 __all__ = ["VDSO_SYSCALLS", "patch_vdso", "vdso_range", "vdso_symbols"]
 
@@ -66,7 +68,7 @@ def vdso_symbols(image: bytes) -> dict[str, int]:
     """Dynamic symbols of a vDSO image: name -> offset from the image start.
 
     Layout: the ELF64 header, section headers and symbols of elf(5). Raises
-    ReplayError when the image is not an ELF file we understand.
+    TargetError when the image is not an ELF file we understand.
     """
     try:
         eh = _EHDR.unpack_from(image, 0)
@@ -95,14 +97,14 @@ def vdso_symbols(image: bytes) -> dict[str, int]:
                 out[image[stroff + name_off:end].decode("ascii", "replace")] = value - base_vaddr
         return out
     except (struct.error, ValueError, IndexError) as e:
-        raise ReplayError(f"cannot parse the vDSO image: {e}") from None
+        raise TargetError(f"cannot parse the vDSO image: {e}") from None
 
 
 def patch_vdso(pid: int, names: dict[str, int] | None = None) -> dict[str, int]:
     """Patch the vDSO time functions of process ``pid`` to issue real syscalls.
 
     Returns {symbol: patched address}. A process without a vDSO (or with none
-    of the symbols) returns {}. Raises ReplayError when /proc/PID/mem cannot be
+    of the symbols) returns {}. Raises TargetError when /proc/PID/mem cannot be
     read or written (no ptrace access, process gone).
     """
     table = VDSO_SYSCALLS if names is None else names
@@ -114,7 +116,7 @@ def patch_vdso(pid: int, names: dict[str, int] | None = None) -> dict[str, int]:
     try:
         fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
-        raise ReplayError(f"cannot open the memory of tid {pid}: {e.strerror}") from None
+        raise TargetError(f"cannot open the memory of tid {pid}: {e.strerror}") from None
     try:
         image = os.pread(fd, size, lo)
         syms = vdso_symbols(image)
@@ -125,10 +127,10 @@ def patch_vdso(pid: int, names: dict[str, int] | None = None) -> dict[str, int]:
                 continue
             code = b"\xb8" + struct.pack("<I", nr) + b"\x0f\x05\xc3"
             if os.pwrite(fd, code, lo + off) != len(code):
-                raise ReplayError(f"short write patching {name} in tid {pid}")
+                raise TargetError(f"short write patching {name} in tid {pid}")
             done[name] = lo + off
         return done
     except OSError as e:
-        raise ReplayError(f"cannot patch the vDSO of tid {pid}: {e.strerror}") from None
+        raise TargetError(f"cannot patch the vDSO of tid {pid}: {e.strerror}") from None
     finally:
         os.close(fd)

@@ -1,0 +1,211 @@
+"""Files the traced programs mapped or executed: identified, and stored when needed.
+
+Replay maps and executes files; if it takes them from the replay host's disk,
+a file changed or deleted since the capture changes the replay. So at the end
+of a capture :func:`collect` walks the trace once (the fd model of
+:class:`dr.formats.fdmap.FdMap` names the file behind each ``mmap`` fd) and
+lists every file that was
+
+- executed (a successful execve/execveat, and the ELF interpreter the kernel
+  mapped for it -- no syscall of the program maps that one), or
+- mapped from an fd (``mmap`` without MAP_ANONYMOUS: libraries, .pyc files,
+  sqlite's -shm, git's pack files, any data file),
+
+and :func:`identify` records each one: path, device/inode, size, mtime and the
+sha256 of its content (``files`` record). Its bytes are stored once per hash
+(``blob`` records, in chunks) unless the file is an unmodified file of an
+installed Debian package (its md5 matches /var/lib/dpkg/info/*.md5sums) and
+was not written during the capture; a file that vanished is recorded as
+unavailable. The content is read when the capture ends: a file rewritten
+during the capture is marked ``written`` (the trace holds the writes).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+
+from dr import schema
+
+__all__ = ["FileUse", "collect", "identify", "package_index", "write_files", "BLOB_CHUNK"]
+
+MAP_ANONYMOUS = 0x20
+PROT_EXEC = 0x4
+O_ACCMODE, O_CREAT, O_TRUNC = 0o3, 0o100, 0o1000
+PT_INTERP = 3
+#: Bytes of file content per blob record (frames stay small for readers with a budget).
+BLOB_CHUNK = 1 << 20
+DPKG_INFO = "/var/lib/dpkg/info"
+
+_NR = {n: schema.by_name(n).nr for n in (
+    "mmap", "execve", "execveat", "openat", "open", "creat", "truncate", "rename", "renameat",
+    "renameat2", "openat2")}
+
+
+@dataclass
+class FileUse:
+    """How the traced programs used one path: ``how`` ⊆ {exec, map, map-exec}; ``written``."""
+
+    path: str
+    how: set[str] = field(default_factory=set)
+    written: bool = False
+
+
+def _interp(path: str) -> str | None:
+    """PT_INTERP of an ELF64 little-endian executable (its dynamic loader), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+                return None
+            phoff, = struct.unpack_from("<Q", head, 32)
+            phentsize, phnum = struct.unpack_from("<HH", head, 54)
+            for i in range(min(phnum, 64)):
+                f.seek(phoff + i * phentsize)
+                ph = f.read(56)
+                if len(ph) < 56:
+                    return None
+                p_type, _fl, p_off, _va, _pa, p_filesz = struct.unpack_from("<IIQQQQ", ph)
+                if p_type == PT_INTERP and 0 < p_filesz < 4096:
+                    f.seek(p_off)
+                    return f.read(p_filesz).split(b"\0", 1)[0].decode(errors="surrogateescape")
+    except OSError:
+        return None
+    return None
+
+
+def collect(trace_path: str) -> dict[str, FileUse]:
+    """Every file the trace shows executed or mapped, by absolute path (one pass)."""
+    from dr.errors import TraceError
+    from dr.formats.fdmap import FdMap
+    from dr.formats.trace import Event, TraceReader
+
+    uses: dict[str, FileUse] = {}
+
+    def use(path: str | None, how: str) -> None:
+        if path and path.startswith("/"):
+            uses.setdefault(path, FileUse(path)).how.add(how)
+
+    written: set[str] = set()
+    try:
+        r = TraceReader(trace_path)
+    except TraceError:
+        return uses
+    fdmap = FdMap(r.meta)
+    try:
+        for rec in r.stream():
+            if not isinstance(rec, Event):
+                fdmap.apply(rec)
+                continue
+            ev, nr = rec, rec.nr
+            if nr == _NR["mmap"] and 0 <= ev.ret < (1 << 63) and not ev.args[3] & MAP_ANONYMOUS:
+                fd = ev.args[4] & 0xFFFFFFFF
+                if fd < 1 << 31:
+                    f = fdmap.lookup(ev.tgid, fd)
+                    if f is not None and f.kind in ("file", "unknown") and f.path:
+                        use(f.path, "map-exec" if ev.args[2] & PROT_EXEC else "map")
+            elif nr in (_NR["execve"], _NR["execveat"]) and ev.ret == 0:
+                p = ev.payload(0 if nr == _NR["execve"] else 1)
+                if p:
+                    path = p.split(b"\0", 1)[0].decode(errors="surrogateescape")
+                    if not path.startswith("/"):
+                        path = os.path.normpath(os.path.join(fdmap.cwd(ev.tgid) or "/", path))
+                    use(path, "exec")
+            fdmap.apply(ev)
+            if ev.ret >= 0 and nr in (_NR["openat"], _NR["open"], _NR["creat"], _NR["openat2"]):
+                fl = ev.args[2 if nr in (_NR["openat"],) else 1] if nr != _NR["openat2"] else 0
+                if nr == _NR["creat"] or fl & O_ACCMODE or fl & (O_CREAT | O_TRUNC):
+                    f = fdmap.lookup(ev.tgid, ev.ret)
+                    if f is not None and f.path:
+                        written.add(f.path)
+            elif ev.ret == 0 and nr in (_NR["truncate"], _NR["rename"], _NR["renameat"], _NR["renameat2"]):
+                slot = {_NR["truncate"]: 0, _NR["rename"]: 1}.get(nr, 3)
+                p = ev.payload(slot)
+                if p:
+                    path = p.split(b"\0", 1)[0].decode(errors="surrogateescape")
+                    written.add(os.path.normpath(os.path.join(fdmap.cwd(ev.tgid) or "/", path)))
+    except TraceError:
+        pass   # a cut-short trace: what was read is still true
+    for path in [p for p, u in uses.items() if "exec" in u.how]:
+        interp = _interp(path)
+        if interp:
+            use(interp, "map-exec")
+    for path, u in uses.items():
+        u.written = path in written
+    return uses
+
+
+def package_index() -> dict[str, tuple[str, str]]:
+    """Installed Debian package files: absolute path -> (package, md5 hex). {} without dpkg."""
+    out: dict[str, tuple[str, str]] = {}
+    for f in glob.glob(os.path.join(DPKG_INFO, "*.md5sums")):
+        pkg = os.path.basename(f)[:-len(".md5sums")]
+        try:
+            with open(f, "rb") as fh:
+                for line in fh:
+                    md5, _, rel = line.rstrip(b"\n").partition(b"  ")
+                    if rel:
+                        out["/" + rel.decode(errors="surrogateescape")] = (pkg, md5.decode())
+        except OSError:
+            continue
+    return out
+
+
+def _package_of(path: str, index: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """The (package, md5) listing ``path`` under any of its names (merged /usr: /lib == /usr/lib)."""
+    real = os.path.realpath(path)
+    for p in dict.fromkeys((path, real)):
+        for cand in (p, p[4:] if p.startswith("/usr/") else "/usr" + p):
+            hit = index.get(cand)
+            if hit:
+                return hit
+    return None
+
+
+def identify(use: FileUse, index: dict[str, tuple[str, str]]) -> tuple[dict, bytes | None]:
+    """The ``files`` entry of one file and its bytes when they must be stored (else None)."""
+    rec: dict = {"path": use.path, "how": sorted(use.how), "written": use.written}
+    try:
+        with open(use.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as e:
+        rec["unavailable"] = e.strerror or str(e)
+        return rec, None
+    rec.update({"dev": st.st_dev, "ino": st.st_ino, "size": len(data), "mtime_ns": st.st_mtime_ns,
+                "sha256": hashlib.sha256(data).hexdigest()})
+    pkg = _package_of(use.path, index)
+    unmodified = pkg is not None and hashlib.md5(data).hexdigest() == pkg[1]
+    if pkg is not None:
+        rec["package"] = pkg[0]
+        rec["package_unmodified"] = unmodified
+    keep = use.written or not unmodified
+    rec["stored"] = keep
+    return rec, (data if keep else None)
+
+
+def write_files(writer, trace_path: str) -> dict:
+    """Identify the trace's mapped/executed files and append ``files`` and ``blob`` records.
+
+    ``writer``: the open :class:`dr.formats.trace.TraceWriter` of ``trace_path``
+    (flushed first, so the trace reads back). Returns {files, stored, stored_bytes}.
+    """
+    writer.flush()
+    uses = collect(trace_path)
+    index = package_index() if uses else {}
+    entries, stored, nbytes = [], set(), 0
+    for path in sorted(uses):
+        rec, data = identify(uses[path], index)
+        entries.append(rec)
+        if data is not None and rec["sha256"] not in stored:
+            stored.add(rec["sha256"])
+            nbytes += len(data)
+            for off in range(0, max(len(data), 1), BLOB_CHUNK):
+                writer.write_record({"t": "blob", "sha256": rec["sha256"], "offset": off,
+                                     "size": len(data), "data": data[off:off + BLOB_CHUNK]})
+                writer.flush()
+    writer.write_record({"t": "files", "files": entries})
+    return {"files": len(entries), "stored": len(stored), "stored_bytes": nbytes}

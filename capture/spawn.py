@@ -1,0 +1,258 @@
+"""Spawn mode's process tree: start the command, prepare every image it execs.
+
+:class:`SpawnTree` forks the command's process, which waits on a pipe before
+its execve so that the probes trace it from its first syscall. Before the
+exec it turns ASLR off for itself (``personality(ADDR_NO_RANDOMIZE)``,
+inherited by every descendant, as replay's launcher does), so capture and
+replay lay out each program's memory the same way.
+
+With ``trace_execs`` a tracer thread attaches to the child with
+``PTRACE_SEIZE`` and the options TRACEEXEC|TRACEFORK|TRACEVFORK|TRACECLONE:
+the whole tree is followed, and each task stops only at its fork/clone/exec
+events (plus the kernel's one stop of a newly attached task). At each exec
+stop -- the new image is loaded, none of its instructions ran -- the tracer
+makes its vDSO time functions enter the kernel (:func:`dr.vdso.patch_vdso`,
+through /proc/PID/mem), then continues it at once; signals are passed on
+unchanged and group-stops are left to the job control that caused them
+(PTRACE_LISTEN). What the traced program can observe: ``TracerPid`` in
+/proc/PID/status is dr, and a debugger cannot attach to it during capture.
+
+All ptrace requests come from the tracer thread (the kernel ties a tracee to
+the thread that attached it); that thread also reaps the tree, so the exit
+status of the command is known from :attr:`SpawnTree.exit_status` once
+:attr:`SpawnTree.exited` is set. Without ``trace_execs`` the thread only
+waits for the command.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+
+from dr.errors import TargetError
+
+PTRACE_CONT = 7
+PTRACE_DETACH = 17
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_SEIZE = 0x4206
+PTRACE_LISTEN = 0x4208
+PTRACE_O_TRACEFORK = 0x02
+PTRACE_O_TRACEVFORK = 0x04
+PTRACE_O_TRACECLONE = 0x08
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
+PTRACE_EVENT_STOP = 128
+WALL = 0x40000000          # __WALL: threads and clone children too
+ADDR_NO_RANDOMIZE = 0x0040000
+GROUP_STOPS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+#: How long to wait for the command's first exec stop (it execs right after "go").
+FIRST_EXEC_TIMEOUT = 60.0
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+_libc.ptrace.restype = ctypes.c_long
+
+
+def _ptrace(req: int, pid: int, addr: int = 0, data: int = 0) -> int:
+    return _libc.ptrace(req, pid, ctypes.c_void_p(addr), ctypes.c_void_p(data))
+
+
+class SpawnTree:
+    """The command's process and, with ``trace_execs``, its prepared descendants.
+
+    ``on_first_exec(pid)`` runs in the tracer thread at the command's exec
+    stop (before any of its instructions) and returns the process facts;
+    ``patch(pid)`` runs at every exec stop of the tree and returns the
+    patched symbols. Errors of ``patch`` on later images are counted in
+    :attr:`patch_errors`, never fatal: the program keeps running.
+    """
+
+    def __init__(self, path: str, argv: list[str], env: dict[str, str], *, trace_execs: bool,
+                 no_aslr: bool = True) -> None:
+        self.path, self.argv, self.env = path, argv, env
+        self.trace_execs = trace_execs
+        self.no_aslr = no_aslr
+        self.pid: int | None = None
+        self.exit_status: int | None = None
+        self.exited = threading.Event()
+        self.images = 0            # exec stops handled (images prepared)
+        self.patch_errors: list[str] = []
+        self.patched: dict[str, int] = {}
+        self._first = threading.Event()
+        self._facts: dict | None = None
+        self._first_error: str | None = None
+        self._detach = False
+        self._thread: threading.Thread | None = None
+        self._go = self._ready = -1
+
+    # -- the child
+
+    def fork(self) -> int:
+        """Fork the child; it stops before execve until :meth:`release`. Returns its pid."""
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        rd_r, rd_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # child: only async-signal-safe-ish work until execve
+            try:
+                os.close(go_w)
+                os.close(rd_r)
+                # The command starts as a shell would start it: Python ignores
+                # SIGPIPE and SIGXFSZ (inherited across execve), dr handles
+                # SIGINT/SIGTERM, and the signal mask must be empty.
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, ())
+                if self.no_aslr:
+                    cur = _libc.personality(0xFFFFFFFF)
+                    if cur != -1:
+                        _libc.personality(cur | ADDR_NO_RANDOMIZE)
+                os.write(rd_w, b"r")
+                if os.read(go_r, 1) != b"g":
+                    os._exit(126)
+                os.execve(self.path, self.argv, self.env)
+            except BaseException:
+                pass
+            os._exit(127)
+        os.close(go_r)
+        os.close(rd_w)
+        self.pid = pid
+        self._go, self._ready = go_w, rd_r
+        return pid
+
+    def release(self) -> dict | None:
+        """Let the child exec; with ``trace_execs`` wait for its first exec stop.
+
+        Returns the facts ``on_first_exec`` produced (None without
+        ``trace_execs``). Raises TargetError when the command could not start.
+        """
+        try:
+            if os.read(self._ready, 1) != b"r":
+                raise TargetError("the command's process died before it could start")
+        finally:
+            os.close(self._ready)
+            self._ready = -1
+        self._thread = threading.Thread(target=self._run, name="dr-spawn-tracer", daemon=True)
+        self._thread.start()
+        if not self.trace_execs:
+            return None
+        if not self._first.wait(FIRST_EXEC_TIMEOUT):
+            raise TargetError(f"the command did not reach its execve within {FIRST_EXEC_TIMEOUT:.0f} s")
+        if self._first_error:
+            raise TargetError(self._first_error)
+        return self._facts
+
+    def on_first_exec(self, pid: int) -> dict:  # replaced by the session
+        return {}
+
+    def patch(self, pid: int) -> dict[str, int]:  # replaced by the session
+        return {}
+
+    def detach(self) -> None:
+        """Stop preparing images: each tracee is let go at its next stop."""
+        self._detach = True
+
+    def kill(self) -> None:
+        """SIGKILL the command (start failed); the tracer thread reaps it."""
+        if self._go >= 0:
+            os.close(self._go)
+            self._go = -1
+        if self.pid is not None and not self.exited.is_set():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            if self._thread is None:
+                try:
+                    os.waitpid(self.pid, 0)
+                except OSError:
+                    pass
+                self.exited.set()
+
+    # -- the tracer thread
+
+    def _say_go(self) -> None:
+        os.write(self._go, b"g")
+        os.close(self._go)
+        self._go = -1
+
+    def _run(self) -> None:
+        root = self.pid
+        assert root is not None
+        try:
+            if self.trace_execs:
+                opts = PTRACE_O_TRACEEXEC | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE
+                if _ptrace(PTRACE_SEIZE, root, 0, opts) != 0:
+                    err = ctypes.get_errno()
+                    self._first_error = (f"cannot follow the command's execs (ptrace: {os.strerror(err)}); "
+                                         "capture it with --no-vdso-patch")
+                    self._first.set()
+                    os.kill(root, signal.SIGKILL)
+            self._say_go()
+            self._loop(root)
+        except BaseException as e:   # never leave the session waiting
+            if not self._first.is_set():
+                self._first_error = f"spawn tracer failed: {e}"
+                self._first.set()
+        finally:
+            self.exited.set()
+
+    def _loop(self, root: int) -> None:
+        flags = WALL if self.trace_execs else 0
+        while True:
+            try:
+                pid, status = os.waitpid(-1 if self.trace_execs else root, flags)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                if pid == root:
+                    self.exit_status = os.waitstatus_to_exitcode(status)
+                    if not self._first.is_set():
+                        self._first_error = (f"cannot execute {self.argv[0]} "
+                                             f"(exit status {self.exit_status})")
+                        self._first.set()
+                    if not self.trace_execs:
+                        return
+                continue
+            if not os.WIFSTOPPED(status):
+                continue
+            self._stopped(pid, status)
+
+    def _stopped(self, pid: int, status: int) -> None:
+        sig = os.WSTOPSIG(status)
+        event = (status >> 16) & 0xFF
+        inject = 0
+        if event == PTRACE_EVENT_EXEC:
+            self._exec_stop(pid)
+        elif event == PTRACE_EVENT_STOP:
+            if sig in GROUP_STOPS and not self._detach:
+                # A job-control stop: stay stopped without holding the tracee
+                # in a ptrace stop (SIGCONT resumes it as it would untraced).
+                _ptrace(PTRACE_LISTEN, pid, 0, 0)
+                return
+        elif event == 0:
+            inject = sig      # a signal on its way to the tracee: deliver it unchanged
+        # fork/vfork/clone events: the new task is attached; nothing else to do.
+        _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, inject)
+
+    def _exec_stop(self, pid: int) -> None:
+        self.images += 1
+        if not self._first.is_set():
+            try:
+                self._facts = self.on_first_exec(pid)
+            except Exception as e:   # the snapshot failed: say so, kill the command
+                self._first_error = str(getattr(e, "message", e))
+                os.kill(pid, signal.SIGKILL)
+            finally:
+                self._first.set()
+            return
+        try:
+            self.patched.update(self.patch(pid))
+        except Exception as e:
+            self.patch_errors.append(f"pid {pid}: {getattr(e, 'message', e)}")
+
+
+__all__ = ["SpawnTree", "ADDR_NO_RANDOMIZE"]

@@ -1,0 +1,306 @@
+"""The tracee's view of the host: a root rebuilt in a scratch tmpfs (docs/security.md).
+
+Runs in stage 2 of :mod:`dr.replay.sandbox`, inside the new user and mount
+namespaces, as root of the namespace (a host id of the unprivileged range).
+Each top-level directory of the chosen root is an overlay whose upper layer is
+the scratch tmpfs; directories overlay refuses are split further, and at the
+end bound read-only down to every submount (mount_setattr AT_RECURSIVE);
+PRIVATE_DIRS are empty tmpfs. Also: the sweep of scratch directories and logs
+a killed dr left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import stat
+import tempfile
+
+from dr.replay import notify
+from dr.replay.sandbox_spec import PRIVATE_DIRS, SandboxSpec
+
+__all__ = ["make_root", "open_exposed", "mount_setattr_recursive", "sweep_stale", "mount", "cerr",
+           "SCRATCH_PREFIX", "LOG_PREFIX"]
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+# mount_setattr(2): include/uapi/linux/mount.h, fcntl.h.
+NR_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+NR_PIVOT_ROOT = 155
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+def cerr(what: str) -> OSError:
+    e = ctypes.get_errno()
+    return OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    if _libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        raise cerr(f"mount {fstype or src} on {target}")
+
+
+def make_root(scratch: str, root: str, exposed: dict[str, int]) -> None:
+    """Build the tracee's root under the scratch tmpfs and pivot into it.
+
+    An overlay of the whole root fails in a user namespace when the root
+    has locked submounts (clone_private_mount refuses them), so each
+    top-level directory gets its own overlay (lower: the chosen root's
+    directory, upper: the scratch tmpfs), and one that cannot be overlaid
+    is built the same way one level down (:func:`_overlay_tree`). Writes
+    land in the scratch tmpfs, never on the host; a host submount is never
+    reached through an overlay (overlay does not cross mounts), and a host
+    Unix socket seen through one refuses connect(2) (the overlay inode is
+    not the bound inode). /proc is mounted by init, /dev holds a few nodes,
+    the directories of PRIVATE_DIRS and the top level are scratch tmpfs.
+    """
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    upper, work, new = (os.path.join(scratch, d) for d in ("upper", "work", "root"))
+    for d in (upper, work, new):
+        os.mkdir(d)
+    _overlay_tree(root, new, upper, work, top=True)
+    dev = os.path.join(new, "dev")
+    if not os.path.isdir(dev):
+        os.mkdir(dev)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
+    for n in DEV_NODES:
+        host = f"/dev/{n}"
+        if not os.path.exists(host):
+            continue
+        target = os.path.join(dev, n)
+        open(target, "w").close()
+        try:
+            mount(host, target, None, MS_BIND)
+        except OSError:
+            os.unlink(target)
+    for d in ("proc", "tmp", "run"):
+        if not os.path.isdir(os.path.join(new, d)):
+            os.mkdir(os.path.join(new, d))
+    for d in PRIVATE_DIRS:
+        _private_tmpfs(new, d)
+    for rel, fd in exposed.items():
+        _expose_file(new, rel, fd)
+    old = os.path.join(new, ".dr-oldroot")
+    os.mkdir(old)
+    mount(new, new, None, MS_BIND | MS_REC)  # pivot_root wants a mount point
+    if notify._syscall(ctypes.c_long(NR_PIVOT_ROOT), ctypes.c_char_p(new.encode()),
+                       ctypes.c_char_p(old.encode())) != 0:
+        raise cerr("pivot_root")
+    os.chdir("/")
+    # The old root stays until init has mounted /proc: the kernel lets a
+    # user namespace mount proc only while a full proc mount is visible.
+
+
+#: How deep :func:`_overlay_tree` splits a directory with locked submounts
+#: before it binds the rest read-only (recursively, every submount).
+OVERLAY_DEPTH = 4
+_SKIP_TOP = ("proc", "sys", "dev", "tmp", "run")
+
+
+def _overlay_tree(src: str, dst: str, upper: str, work: str, top: bool = False, depth: int = 0) -> None:
+    """Fill the existing directory ``dst`` with ``src``'s entries, each overlaid.
+
+    Symlinks are copied; regular files bound read-only; sockets, fifos and
+    devices left out; directories overlaid (upper and work dirs numbered in
+    ``upper``/``work``) or, when overlay refuses (locked submounts below),
+    split one level further; at OVERLAY_DEPTH bound read-only with
+    mount_setattr(AT_RECURSIVE), so no submount stays writable.
+    """
+    for name in sorted(os.listdir(src)):
+        s, d = os.path.join(src, name), os.path.join(dst, name)
+        if os.path.islink(s):
+            os.symlink(os.readlink(s), d)
+        elif os.path.isdir(s):
+            os.mkdir(d)
+            if top and name in _SKIP_TOP:
+                continue
+            n = str(len(os.listdir(upper)))
+            u, w = os.path.join(upper, n), os.path.join(work, n)
+            os.mkdir(u)
+            os.mkdir(w)
+            try:
+                mount("overlay", d, "overlay", 0,
+                       f"lowerdir={_ovl_escape(s)},upperdir={u},workdir={w},userxattr")
+                continue
+            except OSError:
+                pass
+            if depth < OVERLAY_DEPTH:
+                try:
+                    _overlay_tree(s, d, upper, work, depth=depth + 1)
+                except PermissionError:
+                    pass  # unreadable to the sandbox's ids: left empty
+                continue
+            try:
+                _bind_ro(s, d, rec=True)
+            except OSError:
+                # Left empty: a bind that is not read-only down to every submount is undone.
+                _libc.umount2(d.encode(), MNT_DETACH)
+        elif os.path.isfile(s) and not (top and name in _SKIP_TOP):
+            open(d, "w").close()
+            try:
+                _bind_ro(s, d)
+            except OSError:
+                os.unlink(d)
+
+
+def _bind_ro(src: str, dst: str, rec: bool = False) -> None:
+    """Bind ``src`` on ``dst`` read-only, nosuid, nodev; with ``rec``, every submount too.
+
+    A remount with MS_RDONLY changes the top mount only: the submounts of a
+    recursive bind would stay writable. mount_setattr(2) with AT_RECURSIVE sets
+    the flags on the whole tree; raises OSError when it cannot.
+    """
+    mount(src, dst, None, MS_BIND | (MS_REC if rec else 0))
+    if not rec:
+        mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+        return
+    mount_setattr_recursive(dst, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr_recursive(path: str, attr_set: int) -> None:
+    """mount_setattr(AT_FDCWD, path, AT_RECURSIVE, {attr_set}) (Linux >= 5.12); OSError on failure."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    res = notify._syscall(ctypes.c_long(NR_MOUNT_SETATTR), ctypes.c_long(AT_FDCWD),
+                          ctypes.c_char_p(path.encode()), ctypes.c_long(AT_RECURSIVE),
+                          ctypes.byref(attr), ctypes.c_long(ctypes.sizeof(attr)))
+    if res != 0:
+        raise cerr(f"mount_setattr of {path}")
+
+
+def _private_tmpfs(new: str, rel: str) -> None:
+    """An empty tmpfs on ``new/rel`` (when that is a directory, not a symlink such as /var/run)."""
+    d = os.path.join(new, rel)
+    if os.path.islink(d):
+        return
+    if not os.path.isdir(d):
+        if not os.path.isdir(os.path.dirname(d)):
+            return
+        os.mkdir(d)
+    mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" if rel != "run" else "mode=0755")
+
+
+def open_exposed(rootfd: int, spec: SandboxSpec) -> dict[str, int]:
+    """O_PATH fds of the files to expose (see SandboxSpec.expose), by path relative to the root.
+
+    Only files that a private directory would hide (PRIVATE_DIRS), that are
+    regular, and that others may execute (the executable a recording ran from
+    /tmp): these are opened with the caller's ids, since the directory holding
+    them may be closed to the sandbox's. Resolved beneath the root
+    (openat2 RESOLVE_IN_ROOT semantics are approximated by refusing '..' and
+    symlinks in the path).
+    """
+    out: dict[str, int] = {}
+    base = os.readlink(f"/proc/self/fd/{rootfd}")
+    for path in {*spec.expose, *([spec.exe] if spec.exe and spec.exe.startswith("/") else [])}:
+        rel = os.path.normpath(path).lstrip("/")
+        if ".." in rel.split("/") or not any(rel == d or rel.startswith(d + "/") for d in PRIVATE_DIRS):
+            continue
+        try:
+            fd = os.open(rel, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rootfd)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or not st.st_mode & stat.S_IXOTH
+                or os.readlink(f"/proc/self/fd/{fd}") != os.path.join(base, rel)):
+            os.close(fd)  # not a plain executable file at exactly that path (no symlink on the way)
+            continue
+        out[rel] = fd
+    return out
+
+
+def _expose_file(new: str, rel: str, fd: int) -> None:
+    """Bind the file held by ``fd`` read-only at ``new/rel``, making its directories."""
+    dst = os.path.join(new, rel)
+    parent = os.path.dirname(dst)
+    probe = parent
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if os.path.islink(probe) or not os.path.realpath(probe).startswith(new):
+        return  # a symlink in the way (/var/run -> /run): never follow it out of the new root
+    if os.path.lexists(dst):
+        return
+    os.makedirs(parent, exist_ok=True)
+    open(dst, "w").close()
+    _bind_ro(f"/proc/self/fd/{fd}", dst)
+
+
+def _ovl_escape(path: str) -> str:
+    # overlay's option parser splits on ',' and ':' (fs/overlayfs/params.c).
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+#: Names of dr's per-replay files in the temporary directory; the owner's pid follows.
+SCRATCH_PREFIX = "dr-replay-"
+LOG_PREFIX = "dr-streams-"
+
+
+def sweep_stale(tmpdir: str | None = None) -> list[str]:
+    """Remove scratch directories and streams logs that a killed dr left behind.
+
+    Names carry the owning dr's pid (``dr-replay-PID-*``, ``dr-streams-PID-*.log``);
+    an entry is removed only when that pid is gone, the entry belongs to us
+    (same owner uid) and is what we made (a directory, a regular log file; never
+    a symlink). Returns the removed paths. Never raises.
+    """
+    tmpdir = tmpdir or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = os.listdir(tmpdir)
+    except OSError:
+        return removed
+    for name in names:
+        for prefix, want_dir in ((SCRATCH_PREFIX, True), (LOG_PREFIX, False)):
+            if not name.startswith(prefix):
+                continue
+            pid_s = name[len(prefix):].split("-", 1)[0]
+            if not pid_s.isdigit() or _alive(int(pid_s)):
+                continue
+            path = os.path.join(tmpdir, name)
+            try:
+                st = os.lstat(path)
+                if st.st_uid != os.geteuid():
+                    continue
+                if want_dir and stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(path)
+                elif not want_dir and stat.S_ISREG(st.st_mode) and name.endswith(".log"):
+                    os.unlink(path)
+                else:
+                    continue
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a name we made: leave it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,270 @@
+"""How the strict session answers a notification and reports a divergence:
+the helpers handlers call (reply, continue natively, add an fd, deliver the
+recorded signals, hold a child's exit) and the divergence builders."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import stat as stat_mod
+import struct
+import time
+from typing import Any, NoReturn
+
+from dr.errors import ReplayError
+from dr.replay import notify
+from dr.replay.divergence import Divergence, decode_call, decode_event
+from dr.replay.notify import MemoryFault, Notif
+from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32)
+from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
+from dr.replay.strict.substitute import capacity
+from dr.schema import Kind, Rule
+
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+_OPEN_HOW = struct.Struct("<QQQ")
+
+
+class Answers:
+    """Mixed into :class:`~dr.replay.strict.session.ReplaySession`: its state
+    (``sb``, ``script``, ``report``, ``threads``, ...) is the session's."""
+
+    # -------------------------------------------------------------- divergences
+    def _div(self, kind: str, message: str, tid: int | None, index: int | None, *,
+             expected: str | None = None, actual: str | None = None, th: Thread | None = None,
+             diff: list[str] | None = None) -> Divergence:
+        hist: list[str] = []
+        if th is not None:
+            hist = self._history(th)
+        elif tid is not None:
+            t = next((t for t in self.threads.values() if t.tid == tid), None)
+            if t is not None:
+                hist = self._history(t)
+        return Divergence(kind, message, tid, index, expected, actual, hist, diff or [])
+
+    def _history(self, th: Thread) -> list[str]:
+        """The last 10 recorded events of the thread up to where replay is, passthrough ones included."""
+        if th.last < 0:
+            return []
+        last_all = self.script.pos_in_all[th.last]
+        out: list[str] = []
+        i = last_all
+        while i >= 0 and len(out) < 10:
+            ev = self.script.all_events[i]
+            if ev.tid == th.tid:
+                out.append(f"#{ev.index} {decode_event(ev)}")
+            i -= 1
+        return out[::-1]
+
+    def diverge(self, kind: str, message: str, th: Thread, ev: Any, n: Notif,
+                 diff: list[str] | None = None, actual: str | None = None) -> None:
+        # What we read may be another task's memory if this one died meanwhile.
+        self.gone_check(n)
+        d = self._div(kind, message, th.tid, ev.index, expected=decode_event(ev),
+                      actual=actual or self._decode_actual(n, th), th=th, diff=diff)
+        if self.opts.keep_going and kind in ("payload", "argument"):
+            self.report.divergences.append(d)
+            return
+        raise Stop(StepResult(Status.DIVERGED, d.message, d))
+
+    def _decode_actual(self, n: Notif, th: Thread) -> str:
+        sc = SC.get(n.nr)
+        pay: dict[int, bytes] = {}
+        if sc is not None:
+            for i, a in enumerate(sc.args[:6]):
+                try:
+                    if a.kind in (Kind.PATH, Kind.STR) and n.args[i]:
+                        pay[i] = notify.read_cstr(n.pid, n.args[i], 256)
+                    elif a.kind == Kind.BUF_IN and a.rule in (Rule.RET, Rule.ARG) and n.args[i]:
+                        cnt = capacity(sc, i, n.args) or 0
+                        pay[i] = notify.read_mem(n.pid, n.args[i], min(cnt, 256))
+                except (MemoryFault, ReplayError):
+                    pass
+        return decode_call(n.nr, n.args, pay)
+
+    # -------------------------------------------------------------- helpers used by handlers
+    def refuse(self, ev: Any, tid: int, reason: str, what: str) -> NoReturn:
+        """Stop at a recorded call no genuine run can have: listed in the report's
+        ``refused`` and raised as one line, before anything reaches the tracee."""
+        self.report.refuse(ev.name, tid, ev.index, reason)
+        raise ReplayError(f"the trace's syscall #{ev.index} ({ev.name} of thread {tid}) {what}; "
+                          "is the trace corrupt?")
+
+    def gone_check(self, n: Notif) -> None:
+        if not self.sb.listener.id_valid(n.id):  # type: ignore[union-attr]
+            raise Gone()
+
+    def deliver_signals(self, th: Thread, pos: int) -> None:
+        sigs = self.script.signals.get(pos)
+        if not sigs:
+            return
+        for sig in sigs:
+            if sig in NO_DELIVER:
+                continue
+            if sig == signal.SIGCHLD:
+                self.release_exits(th.host_tgid)
+            if pending(th.host_tid, sig):
+                # Already queued by the kernel (a released child's SIGCHLD): a
+                # thread-directed copy would not merge with it and run the handler twice.
+                continue
+            try:
+                notify.tgkill(th.host_tgid, th.host_tid, sig)
+                self.report.signals_delivered += 1
+            except OSError:
+                pass
+
+    def hold_exit(self, n: Notif, th: Thread) -> bool:
+        """Hold a child process's exit when its parent handles SIGCHLD (the recording
+        shows deliveries), until the parent's next recorded delivery point or its end.
+
+        The kernel sends SIGCHLD when the child really dies; released at the
+        parent's recorded delivery point, the signal is pending there (the parent
+        waits in a killable notification) and its handler runs where it ran. Let
+        go at any other moment, it would interrupt a notification the supervisor
+        has not received yet: the call fails with EINTR (no SA_RESTART) where it
+        succeeded natively. A vfork child is never held (its parent waits for it).
+        """
+        parent = ppid(th.host_tgid)
+        pt = next((t for t in self.threads.values() if t.host_tgid == parent), None)
+        if pt is None or th.rec_tgid in self.vforked:
+            return False
+        if not self.script.sigchld.get(pt.rec_tgid):
+            return False
+        self.held_exits.setdefault(parent, []).append((n, th.host_tgid))
+        return True
+
+    def release_exits(self, parent: int | None = None) -> None:
+        """Let held exits go (of ``parent``'s children, or all) and wait until those processes died."""
+        keys = list(self.held_exits) if parent is None else [parent]
+        for k in keys:
+            held = self.held_exits.pop(k, ())
+            for n, tgid in held:
+                try:
+                    pfd = os.pidfd_open(tgid)
+                except OSError:
+                    pfd = -1
+                self.sb.listener.send(n.id, continue_=True)  # type: ignore[union-attr]
+                if pfd >= 0:
+                    select.select([pfd], [], [], 2.0)
+                    os.close(pfd)
+            if held:
+                # The pidfd wakes us just before the kernel queues SIGCHLD
+                # (kernel/signal.c do_notify_parent): wait until it is pending,
+                # or a signal we send now would be a second one.
+                deadline = time.monotonic() + 0.2
+                while not sigchld_pending(k) and time.monotonic() < deadline:
+                    time.sleep(0.0005)
+
+    def kill_process(self, rec_tgid: int, sig: int) -> None:
+        """End process ``rec_tgid`` (recorded tgid) with ``sig`` for real, as the
+        recording shows it ended: its calls still in flight are consumed (they
+        never returned there either) and its threads are gone."""
+        victims = [t for t in self.threads.values() if t.rec_tgid == rec_tgid and not t.dead]
+        if not victims:
+            return
+        try:
+            os.kill(victims[0].host_tgid, sig)
+        except OSError:
+            return
+        for t in victims:
+            while t.queue:
+                self._consume(t.queue.popleft(), t)
+            t.dead = True
+        self.report.notes.append(f"process {rec_tgid} was killed by signal {sig} where the recording shows it")
+
+    def exec_from_thread(self, th: Thread) -> None:
+        """A thread other than the leader exec'd (de_thread): the kernel killed the
+        other threads of its process and gave it the leader's tid. Their calls in
+        flight never return (consumed, as recorded); its notifications now come
+        from the leader's host tid."""
+        for t in list(self.threads.values()):
+            if t.host_tgid == th.host_tgid and t is not th and not t.dead:
+                while t.queue:
+                    self._consume(t.queue.popleft(), t)
+                t.dead = True
+        self.threads.pop(th.host_tid, None)
+        th.host_tid = th.host_tgid
+        self.threads[th.host_tgid] = th
+
+    def reply(self, n: Notif, th: Thread, pos: int, ret: int) -> bool:
+        self.deliver_signals(th, pos)
+        return self.sb.listener.reply(n.id, ret)  # type: ignore[union-attr]
+
+    def cont(self, n: Notif, th: Thread, pos: int) -> bool:
+        self.deliver_signals(th, pos)
+        return self.sb.listener.send(n.id, continue_=True)  # type: ignore[union-attr]
+
+    def addfd_reply(self, n: Notif, th: Thread, pos: int, src: int, newfd: int, cloexec: bool) -> bool:
+        if not 0 <= newfd < (1 << 20):
+            self.refuse(self.script.events[pos], th.tid, "absurd fd number",
+                        f"holds an absurd fd number {newfd}")
+        self.deliver_signals(th, pos)
+        res = self.sb.listener.addfd(n.id, src, newfd, cloexec=cloexec, send=True)  # type: ignore[union-attr]
+        if res is not None:
+            self.set_console(th, newfd, None)
+        return res is not None
+
+    def set_console(self, th: Thread, fd: int, which: int | None) -> None:
+        """Track which fds of a process are the replay's stdout (1) / stderr (2) for --show-output;
+        a new object at ``fd`` also ends its being an owned file."""
+        m = self.console.setdefault(th.host_tgid, {})
+        if which is None:
+            m.pop(fd, None)
+        else:
+            m[fd] = which
+        own = self.owned.get(th.host_tgid)
+        if own:
+            own.discard(fd)
+
+    def is_owned(self, th: Thread, fd: int) -> bool:
+        own = self.owned.get(th.host_tgid)
+        return bool(own) and fd in own
+
+    def show(self, fd: int, data: bytes) -> None:
+        if not self.opts.show_output or fd not in (1, 2) or not data:
+            return
+        stream = self.out if fd == 1 else self.err
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def open_source(self, th: Thread, dirfd: int, path: bytes, flags: int) -> int:
+        """The supervisor-side object behind a recorded open: a real read-only file of
+        the sandbox root when it exists there, else an empty memfd. Caller closes it."""
+        p = path.decode(errors="surrogateescape")
+        if not p.startswith("/"):
+            if s32(dirfd) != AT_FDCWD:
+                base = self.dirpaths.get((th.host_tgid, s32(dirfd)))
+                p = os.path.join(base, p) if base else ""
+            else:
+                p = os.path.join(self.cwd.get(th.host_tgid, "/"), p)
+        p = os.path.normpath(p) if p else p
+        self.last_open_path = p
+        if p and not is_virtual(p):
+            how = _OPEN_HOW.pack(os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, 0,
+                                 RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+            buf = ctypes.create_string_buffer(how, len(how))
+            pbuf = ctypes.create_string_buffer(p.encode(errors="surrogateescape"))
+            try:
+                fd = notify.syscall(notify.NR_OPENAT2, self.rootfd, ctypes.addressof(pbuf),
+                                    ctypes.addressof(buf), len(how))
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                mode = os.fstat(fd).st_mode
+                # A symlink inside the root may lead into /proc or /sys: the files
+                # there would describe the supervisor, never the recorded host.
+                try:
+                    real = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    real = "/proc/"
+                if (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)) and not is_virtual(real):
+                    return fd
+                os.close(fd)
+        if flags & 0o3:  # written to: a memfd, so mmap of it works as on a file
+            return os.memfd_create("dr-replay", os.MFD_CLOEXEC)
+        return os.dup(self.devnull)

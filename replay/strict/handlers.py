@@ -1,0 +1,333 @@
+"""Strict replay's handlers, registered by syscall name.
+
+The schema's REGULAR calls are answered by :func:`regular` from the table
+alone (argument kinds, size rules and behaviour flags); each IRREGULAR call
+has a handler of its own here, registered with :func:`handles` under its
+name, and ``tests/test_schema.py`` checks the two sets are the same. A
+handler compares the call's inputs, answers it (substituted or run natively)
+and returns False when the notification vanished (the cursor stays).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import struct
+from typing import TYPE_CHECKING, Any, Callable
+
+from dr import schema
+from dr.replay import notify
+from dr.replay.divergence import payload_diff
+from dr.replay.notify import Notif
+from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
+                                   SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
+from dr.replay.strict.procfs import nthreads
+from dr.replay.strict.substitute import compare_inputs, show_writes, too_long, write_outputs
+from dr.schema import FdEffect
+
+if TYPE_CHECKING:
+    from dr.replay.strict.session import ReplaySession
+
+__all__ = ["HANDLERS", "BY_NR", "handles", "handler_for", "regular"]
+
+Handler = Callable[["ReplaySession", Notif, Thread, Any, int], bool]
+#: syscall name -> its handler (the IRREGULAR calls of the schema)
+HANDLERS: dict[str, Handler] = {}
+F_DUPFD, F_DUPFD_CLOEXEC = 0, 1030
+
+
+def handles(*names: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of the syscalls ``names``."""
+    def deco(f: Handler) -> Handler:
+        for name in names:
+            assert name not in HANDLERS, f"two handlers for {name}"
+            schema.by_name(name)  # KeyError for a name the schema does not declare
+            HANDLERS[name] = f
+        return f
+    return deco
+
+
+def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """Table-driven: compare inputs, write recorded outputs, return the recorded value.
+
+    A call the schema says creates an fd gets an object at the recorded number
+    (a memfd for memfd_create, else /dev/null), close-on-exec as the schema
+    locates the flag; an unsupported call replays a recorded error, else stops."""
+    sc = SC.get(ev.nr)
+    if sc is None or sc.nr in UNSUPPORTED_NRS:
+        if -4095 <= ev.ret < 0:
+            return s.reply(n, th, pos, ev.ret)
+        s.report.refuse(schema.name_of(ev.nr), th.tid, ev.index, "unsupported syscall")
+        raise Stop(StepResult(Status.ERROR, f"replay does not support syscall "
+                               f"{schema.name_of(ev.nr)} (recorded as syscall #{ev.index}, thread {th.tid})"))
+    compare_inputs(s, n, th, ev, sc)
+    if s.opts.show_output:
+        show_writes(s, n, ev, sc)
+    nr = sc.nr
+    if nr in NATIVE_ON_OWNED:
+        own = s.owned.get(th.host_tgid)
+        if own and s32(n.args[0]) in own:
+            return s.cont(n, th, pos)
+    write_outputs(s, n, th, ev, sc)
+    if nr in CREATES_FD and ev.ret >= 0:
+        src = os.memfd_create("dr-replay", os.MFD_CLOEXEC) if sc.beh.fd_kind == "memfd" else os.dup(s.devnull)
+        try:
+            return s.addfd_reply(n, th, pos, src, ev.ret, schema.cloexec_of(sc, n.args))
+        finally:
+            os.close(src)
+    if pos in s.script.signals:
+        s.deliver_signals(th, pos)
+    return s.listener.reply(n.id, ev.ret)
+
+
+@handles("open", "openat", "openat2", "creat")
+def open_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    sc = SC.get(ev.nr)
+    assert sc is not None
+    compare_inputs(s, n, th, ev, sc)
+    if ev.ret < 0:
+        return s.reply(n, th, pos, ev.ret)
+    name = sc.name
+    if name == "openat2":
+        dirfd, path_arg = n.args[0], n.args[1]
+        how = ev.payload(2) or b""
+        flags = struct.unpack_from("<Q", how)[0] if len(how) >= 8 else 0
+    elif name == "openat":
+        dirfd, path_arg, flags = n.args[0], n.args[1], n.args[2]
+    elif name == "creat":
+        dirfd, path_arg, flags = AT_FDCWD, n.args[0], os.O_WRONLY
+    else:
+        dirfd, path_arg, flags = AT_FDCWD, n.args[0], n.args[1]
+    path = notify.read_cstr(n.pid, path_arg) if path_arg else b""
+    s.gone_check(n)
+    created = bool(flags & os.O_CREAT) and bool(flags & (os.O_EXCL | os.O_TRUNC)) and bool(flags & 3)
+    if created:
+        # The run makes this file's whole content: back it with a memfd and let
+        # its I/O run natively, so mmap sharing works (POSIX semaphores).
+        src = os.memfd_create("dr-replay-file", os.MFD_CLOEXEC)
+        s.last_open_path = ""
+    else:
+        src = s.open_source(th, dirfd, path, flags & 0xFFFFFFFF)
+    try:
+        ok = s.addfd_reply(n, th, pos, src, ev.ret, schema.cloexec_of(sc, n.args, ev.payload(2)))
+        if ok and created:
+            s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
+        if ok and s.last_open_path and stat_mod.S_ISDIR(os.fstat(src).st_mode):
+            s.dirpaths[(th.host_tgid, ev.ret)] = s.last_open_path  # for later openat(dirfd, ...)
+        return ok
+    finally:
+        os.close(src)
+
+
+@handles("pipe", "pipe2", "socketpair")
+def pipe(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """pipe, pipe2, socketpair: two fds at the recorded numbers, written into the tracee."""
+    sc = SC.get(ev.nr)
+    assert sc is not None
+    compare_inputs(s, n, th, ev, sc)
+    arg = 3 if sc.name == "socketpair" else 0
+    rec = ev.payload(arg)
+    if ev.ret < 0 or rec is None or len(rec) < 8:
+        return s.reply(n, th, pos, ev.ret)
+    if len(rec) > 8:
+        too_long(s, th, ev, sc.args[arg], len(rec), 8)
+    fds = I32PAIR.unpack_from(rec)
+    cloexec = schema.cloexec_of(sc, n.args)
+    s.gone_check(n)
+    for fd in fds:
+        if not 0 <= fd < (1 << 20):
+            s.refuse(ev, th.tid, "absurd fd number", f"holds an absurd fd number {fd}")
+        if s.sb.listener.addfd(n.id, s.devnull, fd, cloexec=cloexec) is None:  # type: ignore[union-attr]
+            return False
+        s.set_console(th, fd, None)
+    notify.write_mem(n.pid, n.args[arg], rec[:8])
+    s.report.substituted_bytes += 8
+    return s.reply(n, th, pos, ev.ret)
+
+
+@handles("dup", "dup2", "dup3", "fcntl")
+def dup(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """dup, dup2, dup3, fcntl(F_DUPFD*): the tracee's own object at the recorded number."""
+    sc = SC.get(ev.nr)
+    assert sc is not None
+    if sc.fd_effect == FdEffect.DUP_CMD and (n.args[1] & 0xFFFFFFFF) not in (F_DUPFD, F_DUPFD_CLOEXEC):
+        return regular(s, n, th, ev, pos)
+    compare_inputs(s, n, th, ev, sc)
+    if ev.ret < 0:
+        return s.reply(n, th, pos, ev.ret)
+    old = s32(n.args[0])
+    if sc.name in ("dup2", "dup3") and old == ev.ret:
+        return s.reply(n, th, pos, ev.ret)
+    src = None
+    pfd = s._pidfd(th.host_tgid)
+    if pfd is not None and old >= 0:
+        try:
+            src = notify.pidfd_getfd(pfd, old)
+        except OSError:
+            src = None
+    if src is None:
+        src = os.dup(s.devnull)
+    try:
+        cloexec = schema.cloexec_of(sc, n.args) or (
+            sc.fd_effect == FdEffect.DUP_CMD and (n.args[1] & 0xFFFFFFFF) == F_DUPFD_CLOEXEC)
+        owned = s.is_owned(th, old)
+        ok = s.addfd_reply(n, th, pos, src, ev.ret, cloexec)
+        if ok:
+            s.set_console(th, ev.ret, s.console.get(th.host_tgid, {}).get(old))
+            if owned:
+                s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
+        return ok
+    finally:
+        os.close(src)
+
+
+@handles("close")
+def close(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    sc = SC.get(ev.nr)
+    assert sc is not None
+    compare_inputs(s, n, th, ev, sc)
+    fd = s32(n.args[0])
+    if ev.ret == 0:
+        s.set_console(th, fd, None)
+    if ev.ret == 0 and fd >= 0 and os.path.lexists(f"/proc/{th.host_tid}/fd/{fd}"):
+        return s.cont(n, th, pos)  # really close it, so fd numbers stay as recorded
+    return s.reply(n, th, pos, ev.ret)
+
+
+@handles("close_range")
+def close_range(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    if ev.ret == 0 and (n.args[2] & 0xFFFFFFFF) in (0, 4):
+        return s.cont(n, th, pos)
+    return s.reply(n, th, pos, ev.ret)
+
+
+@handles("clone", "clone3", "fork", "vfork")
+def clone(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """clone, clone3, fork, vfork run natively; the child gets the recorded tid."""
+    if ev.ret < 0:
+        return s.reply(n, th, pos, ev.ret)
+    if ev.ret > 0:
+        s.sb.set_next_pid(ev.ret)  # type: ignore[union-attr]
+        s.children.append(ev.ret)
+        th.native_clone = (n.nr, n.args, n.ip, ev.ret)
+        if _vfork(SC[ev.nr].name, n.args, ev):
+            s.vforked.add(ev.ret)
+    return s.cont(n, th, pos)
+
+
+CLONE_VFORK = 0x4000
+
+
+def _vfork(name: str, args: tuple[int, ...], ev: Any) -> bool:
+    """Whether the parent waits in the kernel until the child execs or exits."""
+    if name == "vfork":
+        return True
+    if name == "clone":
+        return bool(args[0] & CLONE_VFORK)
+    if name == "clone3":
+        raw = ev.payload(0)   # struct clone_args: u64 flags first
+        return bool(raw and len(raw) >= 8 and int.from_bytes(raw[:8], "little") & CLONE_VFORK)
+    return False
+
+
+@handles("execve", "execveat")
+def execve(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    sc = SC.get(ev.nr)
+    assert sc is not None
+    if sc.name == "execve":
+        rec = ev.payload(0)
+        cur = notify.read_cstr(n.pid, n.args[0]) if n.args[0] else b""
+        if rec is not None and cur != rec.rstrip(b"\0"):
+            s.diverge("argument", f"execve of thread {th.tid}: the path differs", th, ev, n,
+                       payload_diff(rec.rstrip(b"\0"), cur))
+    if ev.ret < 0:
+        return s.reply(n, th, pos, ev.ret)
+    s.need_vdso.add(th.host_tgid)
+    s.vforked.discard(th.rec_tgid)
+    ok = s.cont(n, th, pos)
+    if ok and th.host_tid != th.host_tgid:
+        s.exec_from_thread(th)
+    return ok
+
+
+@handles("exit", "exit_group")
+def exit_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    sc = SC.get(ev.nr)
+    assert sc is not None
+    compare_inputs(s, n, th, ev, sc)
+    whole = ev.nr == NR_EXIT_GROUP or nthreads(th.host_tgid) <= 1
+    if whole:
+        s.release_exits(th.host_tgid)  # its own children: the parent no longer waits
+        if th.host_tgid != s.sb.pid and s.hold_exit(n, th):  # type: ignore[union-attr]
+            s.deliver_signals(th, pos)
+            return True
+    return s.cont(n, th, pos)
+
+
+@handles("chdir")
+def chdir(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    ok = regular(s, n, th, ev, pos)
+    if ok and ev.ret == 0:
+        p = ev.payload(0)
+        if p:
+            path = p.rstrip(b"\0").decode(errors="surrogateescape")
+            s.cwd[th.host_tgid] = os.path.normpath(os.path.join(s.cwd.get(th.host_tgid, "/"), path))
+    return ok
+
+
+@handles("ioctl")
+def ioctl(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    cmd = n.args[1] & 0xFFFFFFFF
+    if (ev.args[1] ^ n.args[1]) & 0xFFFFFFFF or (ev.args[0] ^ n.args[0]) & 0xFFFFFFFF:
+        s.diverge("argument", f"ioctl of thread {th.tid}: fd/request differ", th, ev, n)
+    rec = ev.payload(2)
+    if rec is not None and n.args[2] and ev.ret >= 0:
+        kind = schema.IOCTL_BUFFERS.get(cmd)
+        if kind is not None:
+            cap = kind[1] if kind[0] == "out" else 0
+        else:
+            # _IOC_READ requests carry their size in bits 16-29 (include/uapi/asm-generic/ioctl.h).
+            cap = (cmd >> 16) & 0x3FFF if (cmd >> 30) & 2 else 0
+        if cap:
+            if len(rec) > cap:
+                too_long(s, th, ev, SC[ev.nr].args[2], len(rec), cap)
+            s.gone_check(n)
+            data = rec[:cap]
+            notify.write_mem(n.pid, n.args[2], data)
+            s.report.substituted_bytes += len(data)
+    return s.reply(n, th, pos, ev.ret)
+
+
+#: x86_64 number -> handler, for the hot path.
+BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.items()}
+
+
+def handler_for(nr: int) -> Handler:
+    """The handler of syscall ``nr``: its own when IRREGULAR, else :func:`regular`."""
+    return BY_NR.get(nr, regular)
+
+
+@handles("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
+def send_signal(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """A signal sent to a traced task is answered from the recording (the target's
+    handler runs where the recording shows its delivery). When the target process
+    died of this signal in the recording (it ended without exit_group), the signal
+    is sent for real, so it ends here as it ended there."""
+    sc = SC[ev.nr]
+    compare_inputs(s, n, th, ev, sc)
+    if ev.ret == 0:
+        target = _signal_target(s, sc.name, ev.args)
+        sig = s32(ev.args[SENDERS[ev.nr]])
+        if target is not None and s.script.deaths.get(target) == sig:
+            s.kill_process(target, sig)
+    return s.reply(n, th, pos, ev.ret)
+
+
+def _signal_target(s: ReplaySession, name: str, args: tuple[int, ...]) -> int | None:
+    """The recorded tgid a kill-family call aimed at (None: a group, or unknown)."""
+    if name in ("kill", "rt_sigqueueinfo", "tgkill", "rt_tgsigqueueinfo"):
+        pid = s32(args[0])
+        return pid if pid > 0 else None
+    if name == "tkill":
+        return s.script.tgid_of.get(s32(args[0]))
+    return None

@@ -1,0 +1,159 @@
+"""The recorded run as strict replay reads it: notified events in global order,
+each thread's queue of positions, and where signals were delivered."""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from dr import schema
+from dr.errors import ReplayError
+from dr.replay.strict.core import EXITS, NR_EXIT_GROUP, PASSTHROUGH, SENDERS, SYNC_FAULTS
+
+__all__ = ["Script", "load_script"]
+
+
+@dataclass(slots=True)
+class Script:
+    """The recorded run, ready to replay: events in global order, indexes per tid."""
+
+    meta: dict
+    summary: dict | None
+    truncated: bool
+    events: list[Any]                   # notified Events in trace order
+    all_events: list[Any]               # every Event (for history), trace order
+    pos_in_all: list[int]               # events[i] is all_events[pos_in_all[i]]
+    per_tid: dict[int, deque]           # recorded tid -> deque of positions in events
+    signals: dict[int, list[int]]       # position -> signals to deliver before answering
+    tids: set[int]
+    redacted: dict[tuple[int, int, int], list[tuple[int, int]]] = field(default_factory=dict)
+    losses: dict[str, int] = field(default_factory=dict)
+    tgid_of: dict[int, int] = field(default_factory=dict)        # recorded tid -> tgid
+    sigchld: dict[int, list[int]] = field(default_factory=dict)  # recorded tgid -> positions
+    sync_faults: int = 0          # fault signals left to the program's own execution
+    #: recorded tgid -> the signal that killed the process (it ended without exit_group)
+    deaths: dict[int, int] = field(default_factory=dict)
+    #: recorded tids that ended without exit/exit_group of their own (killed, group exit, exec)
+    unended: set[int] = field(default_factory=set)
+    owner: list[int] = field(default_factory=list)  # events[i] belongs to thread owner[i]
+    outlived: set[int] = field(default_factory=set)  # tids alive when the capture ended
+
+
+def load_script(path: str) -> Script:
+    """Read a trace into a :class:`Script`. Raises TraceError for a bad trace,
+    ReplayError for one strict replay cannot use (attach mode, empty)."""
+    from dr.formats.trace import Event, ProcEvent, TraceReader
+    sig_kind = schema.PROC_EVENTS["SIGNAL"]
+    exit_kind = schema.PROC_EVENTS["EXIT"]
+    exec_kind = schema.PROC_EVENTS["EXEC"]
+    with TraceReader(path) as r:
+        meta = r.meta if isinstance(r.meta, dict) else {}
+        if meta.get("mode") not in (None, "spawn"):
+            raise ReplayError(f"{path} was captured in {meta.get('mode')} mode; strict replay needs a "
+                              "spawn-mode trace (dr capture -- CMD)")
+        events, all_events, pos_in_all = [], [], []
+        per_tid: dict[int, deque] = {}
+        signals: dict[int, list[int]] = {}
+        last_pos: dict[int, int] = {}
+        redacted: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+        delivered: list[tuple[int, int]] = []
+        sent: set[int] = set()   # signal numbers some recorded call sent
+        exited: set[int] = set()         # tids with an exit/exit_group event of their own
+        group_exit: set[int] = set()     # tgids some thread of which called exit_group
+        last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
+        died: dict[int, int] = {}        # tgid -> exit code of its EXIT with group_dead
+        # A thread other than the leader that calls execve takes the leader's tid
+        # (de_thread); capture records the execve and what follows under the
+        # leader's tid, with an EXEC event naming the old one. Those events are
+        # the exec'ing thread's: replay follows the thread, not the number.
+        alias: dict[int, int] = {}       # recorded tid -> the thread whose events they are
+        owner: list[int] = []            # events[i] was made by thread owner[i]
+        seen: set[int] = set()           # every recorded tid
+        ended: set[int] = set()          # tids with an EXIT event
+        for rec in r.stream():
+            if isinstance(rec, Event):
+                all_events.append(rec)
+                tid = alias.get(rec.tid, rec.tid)
+                seen.add(tid)
+                if rec.nr in SENDERS and rec.ret == 0:
+                    sent.add(int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF)
+                elif rec.nr in EXITS:
+                    exited.add(tid)
+                    if rec.nr == NR_EXIT_GROUP:
+                        group_exit.add(rec.tgid or rec.tid)
+                if rec.nr in PASSTHROUGH:
+                    continue
+                pos = len(events)
+                events.append(rec)
+                owner.append(tid)
+                pos_in_all.append(len(all_events) - 1)
+                per_tid.setdefault(tid, deque()).append(pos)
+                last_pos[tid] = pos
+            elif isinstance(rec, dict):
+                if rec.get("t") == "redactions":
+                    from dr.formats.redact import spans_by_slot
+                    for k, v in spans_by_slot([rec]).items():
+                        redacted.setdefault(k, []).extend(v)
+            elif isinstance(rec, ProcEvent) and rec.what == exec_kind:
+                old = int(rec.arg0)
+                if old != rec.tid and 0 < old < (1 << 22):
+                    alias[rec.tid] = alias.get(old, old)
+            elif isinstance(rec, ProcEvent) and rec.what == sig_kind:
+                p = last_pos.get(alias.get(rec.tid, rec.tid))
+                if p is not None and 0 < rec.arg0 < 65:
+                    signals.setdefault(p, []).append(int(rec.arg0))
+                    delivered.append((p, int(rec.arg0)))
+                if 0 < rec.arg0 < 65:
+                    last_sig[rec.tgid or rec.tid] = int(rec.arg0)
+            elif isinstance(rec, ProcEvent) and rec.what == exit_kind:
+                ended.add(alias.get(rec.tid, rec.tid))
+                if rec.arg1:  # group_dead: the process ended with this task
+                    died[rec.tgid or rec.tid] = int(rec.arg0)
+        summary = r.summary if isinstance(r.summary, dict) else None
+        truncated = bool(r.truncated)
+        try:
+            losses = {str(k): int(v) for k, v in dict(r.losses or {}).items() if v}
+        except (TypeError, ValueError):
+            losses = {}
+    if not events:
+        raise ReplayError(f"{path} holds no syscall events to replay")
+    if (summary or {}).get("exit_status") != -signal.SIGKILL:
+        # The kernel kills the other threads with SIGKILL when one calls exit_group
+        # or execve, and capture records that delivery; replay's own exit_group does
+        # the same. Sent at the thread's last event it would end the run early.
+        # Only a process that died of SIGKILL (kill -9 at capture) gets it replayed.
+        for p in [p for p, sigs in signals.items() if signal.SIGKILL in sigs]:
+            sigs = [sg for sg in signals[p] if sg != signal.SIGKILL]
+            if sigs:
+                signals[p] = sigs
+            else:
+                del signals[p]
+    # A fault signal (SIGSEGV, SIGBUS, ...) no recorded call sent came from the
+    # program's own execution: replay runs that code natively and the kernel raises
+    # it again at the same instruction; sent again by the supervisor it would arrive
+    # at the wrong moment (before the handler is installed, or twice).
+    sync_faults = 0
+    for p, sg in delivered:
+        if sg in SYNC_FAULTS and sg not in sent and sg in signals.get(p, ()):
+            signals[p].remove(sg)
+            sync_faults += 1
+            if not signals[p]:
+                del signals[p]
+    tgid_of = {t: ev.tgid or ev.tid for t, ev in zip(owner, events)}
+    # How each process ended: a process that ended (group_dead) with no exit_group
+    # of its own and an unknown exit code (-1: not by exit) was killed by a signal.
+    deaths = {tg: last_sig.get(tg, signal.SIGKILL) for tg, code in died.items()
+              if code == -1 and tg not in group_exit}
+    unended = {tid for tid in per_tid if tid not in exited}
+    # Tasks still alive when the capture ended (it follows the first process; an
+    # orphan that outlives it is not recorded to its end).
+    outlived = seen - ended - set(alias)
+    sigchld: dict[int, list[int]] = {}
+    for p, sigs in signals.items():
+        if signal.SIGCHLD in sigs:
+            sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
+    return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
+                  set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
+                  outlived)

@@ -1,0 +1,60 @@
+"""Files the traced programs map or execute, identified and stored (issue 11). Needs root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+PY = sys.executable
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="dr capture needs root (CAP_BPF)"),
+]
+
+SCRIPT = """\
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    print(m[:8].decode())
+"""
+
+
+def test_mapped_data_file_and_script_interpreter_identified_bytes_kept(tmp_path):
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"original content of a mapped file\n")
+    script = tmp_path / "m.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "m.drt"
+    p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", "/usr/bin/python3",
+                        str(script), str(data)], capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    data.write_bytes(b"changed after the capture\n")
+    from dr.formats.trace import TraceReader
+
+    r = TraceReader(out)
+    files = {f["path"]: f for f in r.file_records}
+    d = files[str(data)]
+    assert d["how"] == ["map"] and d["stored"] and not d.get("package")
+    assert r.blob(d["sha256"]) == b"original content of a mapped file\n"
+    exe = files["/usr/bin/python3"]
+    assert exe["how"] == ["exec"] and exe["package"].startswith("python3")
+    assert exe["package_unmodified"] and not exe["stored"]        # found again from the package
+    assert exe["sha256"] == hashlib.sha256(open("/usr/bin/python3", "rb").read()).hexdigest()
+    libc = [f for p_, f in files.items() if os.path.basename(p_) == "libc.so.6"]
+    assert libc and "map-exec" in libc[0]["how"]
+    assert any(os.path.basename(p_).startswith("ld-linux") for p_ in files)   # the kernel mapped it
+    # a bundle carries the package files' bytes too
+    bundle = tmp_path / "b.drb"
+    b = subprocess.run([PY, "-m", "dr", "bundle", "create", "-o", str(bundle), str(out)],
+                       capture_output=True, timeout=120)
+    assert b.returncode == 0, b.stderr.decode()
+    from dr.formats.bundle import open_bundle
+
+    with open_bundle(bundle) as ob:
+        tr = TraceReader(ob.traces[0])
+        assert tr.blob(exe["sha256"]) is not None
