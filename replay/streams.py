@@ -144,6 +144,8 @@ def recorded_root(meta: dict, rootfs: str = "/") -> str:
     ``--rootfs`` when neither is.
     """
     r = meta.get("root")
+    if rootfs != "/" and not os.path.isdir(rootfs):
+        raise ReplayError(f"--rootfs {rootfs}: no such directory; give the root filesystem the program ran on")
     if rootfs != "/" or not isinstance(r, dict) or r.get("same", True):
         return rootfs
     for cand in (str(r.get("path") or ""), f"/proc/{meta.get('pid')}/root"):
