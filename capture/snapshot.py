@@ -136,6 +136,15 @@ def descendants(pid: int) -> list[tuple[int, int]]:
     return out
 
 
+def _root(pid: int) -> dict:
+    """The process's root directory: ``{path, dev, ino, same}``. ``path`` as this host
+    sees it (a chroot's directory; "/" for a pivot_root container, which only ``dev``
+    and ``ino`` tell apart), ``same`` whether it is the host's own root."""
+    st, host = os.stat(f"/proc/{pid}/root"), os.stat("/")
+    return {"path": os.readlink(f"/proc/{pid}/root"), "dev": st.st_dev, "ino": st.st_ino,
+            "same": (st.st_dev, st.st_ino) == (host.st_dev, host.st_ino)}
+
+
 def _status(pid: int) -> dict[str, str]:
     out = {}
     for line in _read(f"/proc/{pid}/status").decode(errors="replace").splitlines():
@@ -277,6 +286,9 @@ def process_facts(pid: int) -> dict:
         "argv": part("argv", lambda: _split0(_read(f"/proc/{pid}/cmdline"))),
         # The command line at exec, for replay: /proc shows a title once a service rewrote it.
         "exec": part("exec", lambda: exec_argv(pid)),
+        # A process in a container: its root filesystem and its pids in its own pid namespaces.
+        "root": part("root", lambda: _root(pid)),
+        "nspid": [int(x) for x in status.get("NSpid", str(pid)).split()],
         "env": part("env", lambda: _split0(_read(f"/proc/{pid}/environ"))),
         "cwd": part("cwd", lambda: os.readlink(f"/proc/{pid}/cwd")),
         "uid": int(status.get("Uid", "-1").split()[0]),

@@ -818,7 +818,11 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
         order_note = getattr(r, "order_note", None)
         if order_note:
             res.note = order_note + (f"; {res.note}" if res.note else "")
-        if r.error and not rep:
+        if r.error and not rep and not rec and r.opened_ns:
+            # Nothing was answered in the recording, nothing in the replay: the responses match;
+            # how the empty connection ended (a reset when the program stopped) is noted.
+            res.note = f"no response either way; the replayed connection ended with: {r.error}"
+        elif r.error and not rep:
             res.status = "not replayed" if not r.opened_ns else "differs"
             res.first_difference = r.error
         elif proto == "http":

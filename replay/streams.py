@@ -59,7 +59,7 @@ from dr.errors import DrError, ExitCode, ReplayError, UsageError
 from dr.replay.connections import IN, OUT, Addr, Chunk, Connection, Conversations, reconstruct
 
 __all__ = ["StreamsSession", "Step", "ReplayedConn", "OutboundMiss", "StreamsResult",
-           "run_streams", "recorded_command", "is_attach_trace", "attach_mode", "cli_streams"]
+           "run_streams", "recorded_command", "recorded_root", "is_attach_trace", "attach_mode", "cli_streams"]
 
 #: Longest wait for connect(2) to the replayed program.
 WAIT_S = 5.0
@@ -134,7 +134,43 @@ class StreamsResult:
     exit_code: int
 
 
-def recorded_command(meta: dict, cmd: str | list[str] | None = None) -> list[str]:
+def recorded_root(meta: dict, rootfs: str = "/") -> str:
+    """The root filesystem to run the program on.
+
+    ``rootfs`` when given (not "/"). A process captured in a container (its root
+    not the capture host's: metadata ``root``) runs on that root: the directory
+    the capture host saw it at, or the live ``/proc/PID/root``, whichever is
+    still the same directory (device and inode). Raises ReplayError asking for
+    ``--rootfs`` when neither is.
+    """
+    r = meta.get("root")
+    if rootfs != "/" and not os.path.isdir(rootfs):
+        raise ReplayError(f"--rootfs {rootfs}: no such directory; give the root filesystem the program ran on")
+    if rootfs != "/" or not isinstance(r, dict) or r.get("same", True):
+        return rootfs
+    for cand in (str(r.get("path") or ""), f"/proc/{meta.get('pid')}/root"):
+        if not cand or cand == "/":
+            continue
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (r.get("dev"), r.get("ino")):
+            return cand
+    raise ReplayError(f"the recorded process ran in another root filesystem (a container; "
+                      f"{r.get('path')!r} on the capture host), which is not here; give it with --rootfs DIR")
+
+
+def _inside_root(meta: dict, path: str) -> str:
+    """A path the capture host read through /proc (cwd) as the process saw it in its root."""
+    r = meta.get("root")
+    base = str(r.get("path") or "/") if isinstance(r, dict) and not r.get("same", True) else "/"
+    if base != "/" and (path == base or path.startswith(base.rstrip("/") + "/")):
+        return path[len(base.rstrip("/")):] or "/"
+    return path
+
+
+def recorded_command(meta: dict, cmd: str | list[str] | None = None, root: str = "/") -> list[str]:
     """The argv to start: the command line the process was started with, or ``cmd``.
 
     The recorded command is the metadata's ``exec`` argv (capture/cmdline.py:
@@ -165,11 +201,16 @@ def recorded_command(meta: dict, cmd: str | list[str] | None = None) -> list[str
                           "with are gone from its memory; give the command with --cmd")
     exe = (meta.get("exe") or {}).get("path") if isinstance(meta.get("exe"), dict) else meta.get("exe")
     execfn = ex.get("execfn")
-    found = os.path.isfile(argv[0]) if "/" in argv[0] else bool(_which(argv[0]))
+    exe = _inside_root(meta, str(exe)) if exe else exe
+
+    def isfile(p: str) -> bool:  # inside the root the program runs on
+        return os.path.isfile(os.path.join(root, p.lstrip("/"))) if root != "/" else os.path.isfile(p)
+
+    found = isfile(argv[0]) if "/" in argv[0] else (bool(_which(argv[0])) if root == "/" else True)
     if not found:
         # The name it was run by (a multi-call binary's symlink) before the resolved executable.
         for alt in (execfn, exe):
-            if alt and os.path.isabs(str(alt)) and os.path.isfile(str(alt)):
+            if alt and os.path.isabs(str(alt)) and isfile(str(alt)):
                 argv[0] = str(alt)
                 found = True
                 break
@@ -646,11 +687,11 @@ class StreamsSession:
             # There is no way to run a trace's command outside the sandbox (issue #15).
             raise UsageError(f"unknown streams mode {mode!r}; streams replay runs only in the sandbox")
         self.mode = mode
-        self.rootfs = rootfs
         from dr.replay import compare
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
-        self.argv = recorded_command(self.meta, cmd)
+        self.rootfs = recorded_root(self.meta, rootfs)
+        self.argv = recorded_command(self.meta, cmd, root=self.rootfs)
         self.new_build = bool(cmd) and other_build(self.meta, self.argv)
         self.ignore = compare.load_ignore(ignore) if not isinstance(ignore, compare.Ignore) else ignore
         self.show_output = show_output
@@ -668,6 +709,7 @@ class StreamsSession:
         self.supervisor: Any = None
         self.clock: Any = None
         self.wake_clock: Any = None
+        self.first_pid: int | None = None
         self.pid = -1
         self.mode_used = ""
         self.mode_note: str | None = None
@@ -800,16 +842,23 @@ class StreamsSession:
         from dr import schema
         from dr.replay.netns import NetNS
         from dr.replay.sandbox import Sandbox, SandboxSpec
-        from dr.replay.streams_supervisor import ConnClock, RecordedRandom, StreamsSupervisor, VirtualClock, WakeClock
+        from dr.replay.streams_supervisor import (UNOBSERVED, ConnClock, RecordedRandom, StreamsSupervisor,
+                                                  VirtualClock, WakeClock)
         exe = self.argv[0] if "/" in self.argv[0] else (_which(self.argv[0]) or self.argv[0])
-        cwd = str(self.meta.get("cwd") or "/")
+        cwd = _inside_root(self.meta, str(self.meta.get("cwd") or "/"))
         pid = self.meta.get("pid")
+        nspid = self.meta.get("nspid")
+        if isinstance(nspid, list) and nspid and isinstance(nspid[-1], int):
+            pid = nspid[-1]  # the pid the program saw, in its own pid namespace
+        # The sandbox's init is pid 1: a container's init (pid 1) gets the next free one.
+        self.first_pid = int(pid) if isinstance(pid, int) and pid > 2 else None
         spec = SandboxSpec(
             argv=tuple(self.argv), env=tuple(_env(self.meta).items()), exe=exe, cwd=cwd, root=self.rootfs,
             hostname=str(self.meta.get("hostname") or self.meta.get("host") or "dr-replay"),
-            first_pid=int(pid) if isinstance(pid, int) and pid > 1 else None,
+            first_pid=self.first_pid,
             stdio="inherit" if self.show_output else "null",
-            passthrough=frozenset(s.nr for s in schema.all_syscalls() if s.cls == schema.Class.PASSTHROUGH))
+            passthrough=frozenset(s.nr for s in schema.all_syscalls()
+                                  if s.cls == schema.Class.PASSTHROUGH or s.name in UNOBSERVED))
         self.sandbox = Sandbox(spec)
         saved = None
         if not self.show_output:
@@ -1203,6 +1252,21 @@ class StreamsSession:
                 if r.status != "identical" and not r.first_difference:
                     r.first_difference = "not answered: the program had exited"
         rep.mode = self.mode_used
+        by_proc: dict[int, int] = {}
+        for c in self.inbound:
+            by_proc[c.tgid] = by_proc.get(c.tgid, 0) + 1
+        if len(by_proc) > 1:
+            # Pre-forked workers: the kernel chose the accepting process, in production as here.
+            each = ", ".join(f"{n} by pid {p}" for p, n in sorted(by_proc.items()))
+            rep.notes.append(f"the recording's connections were accepted by {len(by_proc)} processes ({each}) "
+                             "sharing the listening socket; each was delivered to the replayed service as a "
+                             "whole, since which worker accepts is the kernel's choice; a response that "
+                             "depended on the worker would show here as a difference")
+        if self.rootfs != "/":
+            rep.notes.append(f"ran on the root filesystem {self.rootfs}"
+                             + (" (the recorded process's own: it ran in a container)"
+                                if isinstance(self.meta.get("root"), dict) and not self.meta["root"].get("same", True)
+                                else ""))
         rep.listening = [{"recorded": r, "replayed": p} for r, p in self.listen_map]
         if self.mode_note:
             rep.notes.append(self.mode_note)
@@ -1213,7 +1277,7 @@ class StreamsSession:
             what = ", ".join(f"{k} {v}" for k, v in sorted(sub.items())) or "none"
             if self.supervisor.vdso_patched:
                 rep.notes.append(f"the program saw the incident's clock and recorded randomness "
-                                 f"(substituted: {what}); pid {self.meta.get('pid')} as recorded")
+                                 f"(substituted: {what}); pid {self.first_pid or 'unset'} as recorded")
             else:
                 rep.notes.append(f"the vDSO could not be rewritten: time was the host's (substituted: {what})")
             if self.supervisor.error:

@@ -41,7 +41,7 @@ from dr.errors import DrError
 from dr.replay import containment, notify
 from dr.replay.connections import WAITS
 
-__all__ = ["VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
+__all__ = ["UNOBSERVED", "VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
 
 _TS = struct.Struct("<qq")
 _NR = {n: schema.by_name(n).nr for n in ("clock_gettime", "gettimeofday", "time", "getrandom",
@@ -54,6 +54,17 @@ _WRITE_NRS = frozenset(schema.by_name(n).nr for n in ("write", "sendto", "writev
 _CLOCKS = {0: "realtime", 5: "realtime", 11: "realtime",   # REALTIME, REALTIME_COARSE, TAI
            1: "monotonic", 4: "monotonic", 6: "monotonic",  # MONOTONIC, _RAW, _COARSE
            7: "boottime"}                                   # BOOTTIME
+
+
+#: Hot calls the streams supervisor neither answers nor observes: run in the kernel
+#: without a notification (a round trip each), like the schema's passthrough class.
+#: Not among them: time, getrandom, exec (answered); reads, writes, close, readiness
+#: waits (observed for the clocks); and calls that reach outside the program (open,
+#: connect, kill, ...), which the sandbox's checks see.
+UNOBSERVED = frozenset({"epoll_ctl", "fstat", "newfstatat", "statx", "lseek", "fcntl", "ioctl",
+                        "setsockopt", "getsockopt", "getsockname", "getpeername", "accept", "accept4",
+                        "sched_yield", "getpid", "gettid", "getppid", "getuid", "geteuid", "getgid",
+                        "getegid", "pread64", "pwrite64", "fsync", "fdatasync", "fchmod", "umask"})
 
 
 class WakeClock:

@@ -193,6 +193,8 @@ def test_gunicorn_master_pid_captures_its_workers_and_replays_identical(tmp_path
     rep = res.report
     assert res.exit_code == ExitCode.OK, rep.text()
     assert rep.identical == len(rep.connections) >= 200
+    assert any(n.startswith(f"the recording's connections were accepted by {len(accepting)} processes")
+               for n in rep.notes)
 
 
 @root_only
@@ -339,6 +341,18 @@ def _nginx_capture(tmp_path, **site):
     return tmp_path / "n.drt", d, argv, meta
 
 
+def _replay_nginx(trace, cmd, report=None):
+    """run_streams, or xfail naming the sandbox's refusal when nginx cannot change the owner
+    of its host directories or drop privileges in it (the uid/gid map is issue 15's)."""
+    from dr.replay.streams import run_streams
+    try:
+        return run_streams(str(trace), cmd=cmd, report=report)
+    except ReplayError as e:
+        if "chown(" in e.message or "setgid(" in e.message or "setuid(" in e.message:
+            pytest.xfail(f"the replay sandbox's uid/gid map does not let nginx set up (issue 15): {e.message}")
+        raise
+
+
 needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("ab") is None,
                                  reason="needs nginx and ab (scripts/setup.sh installs them)")
 
@@ -357,7 +371,7 @@ def test_nginx_master_and_workers_sendfile_and_msec_replay_identical(tmp_path):
         assert len(meta["procs"]) == 2
         with pytest.raises(ReplayError, match="rewrote its command line .* give the command with --cmd"):
             run_streams(str(trace))  # nginx's title keeps no arguments
-        res = run_streams(str(trace), cmd=argv, report=str(tmp_path / "n.json"))
+        res = _replay_nginx(trace, argv, str(tmp_path / "n.json"))
         rep = res.report
         assert res.exit_code == ExitCode.OK, rep.text()
         assert rep.identical == len(rep.connections) >= 280
@@ -385,17 +399,97 @@ def test_nginx_distribution_config_by_master_pid(tmp_path):
     """Debian's nginx.conf as installed (user www-data, worker_processes auto): the master's pid
     takes in every worker; the replay needs the sandbox to map www-data (issue 15)."""
     from dr.demo.nginx_site import remove_site
-    from dr.replay.streams import run_streams
     trace, d, argv, meta = _nginx_capture(tmp_path)
     try:
         assert len(meta["procs"]) == (os.cpu_count() or 1)
-        try:
-            res = run_streams(str(trace), cmd=argv, report=str(tmp_path / "n.json"))
-        except ReplayError as e:
-            if "chown(" in e.message or "setgid(" in e.message or "Permission denied" in e.message:
-                pytest.xfail(f"the replay sandbox maps only root (issue 15): {e.message}")
-            raise
+        res = _replay_nginx(trace, argv, str(tmp_path / "n.json"))
         assert res.exit_code == ExitCode.OK, res.report.text()
         assert res.report.identical == len(res.report.connections) >= 280
     finally:
         remove_site(d)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+@root_only
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("nsenter") is None
+                    or shutil.which("redis-benchmark") is None, reason="needs util-linux and redis-tools")
+def test_service_in_its_own_mount_pid_net_namespaces_and_root(tmp_path):
+    """redis-server in a minimal root (its binary and libraries copied in), its own mount, pid
+    and net namespaces: captured from the host by host pid, replayed on that root, identical."""
+    from dr.demo.harness import Capture, free_port, stop
+    from dr.demo.nginx_site import BASE
+    from dr.formats.trace import TraceReader
+    from dr.replay.streams import run_streams
+    import tempfile
+    os.makedirs(BASE, exist_ok=True)
+    root = tempfile.mkdtemp(prefix="root-", dir=BASE)
+    os.chmod(root, 0o755)  # the sandbox's root need not be the host's root
+    try:
+        real = os.path.realpath(shutil.which("redis-server"))
+        for d in ("opt/svc", "lib64", "usr/lib", "proc", "tmp"):
+            os.makedirs(f"{root}/{d}")
+        shutil.copy(real, f"{root}/opt/svc/")
+        # Only this root has /opt/svc/redis-server: the replay cannot use the host's by mistake.
+        os.symlink(os.path.basename(real), f"{root}/opt/svc/redis-server")
+        ldd = subprocess.run(["ldd", real], capture_output=True, text=True, check=True).stdout
+        for lib in [w for w in ldd.split() if w.startswith("/")]:
+            dst = f"{root}/{os.path.dirname(lib).lstrip('/')}"
+            os.makedirs(dst, exist_ok=True)
+            shutil.copy(lib, dst)
+        port = free_port()
+        box = subprocess.Popen(["unshare", "-m", "-p", "-n", "-f", "--propagation", "private", "sh", "-c",
+                                f"mount -t proc proc {root}/proc && ip link set lo up && exec chroot {root} "
+                                f"/opt/svc/redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            pid = None
+            while pid is None:
+                kids = open(f"/proc/{box.pid}/task/{box.pid}/children").read().split()
+                if kids and os.path.realpath(f"/proc/{kids[0]}/exe").endswith("redis-check-rdb"):
+                    pid = int(kids[0])
+                assert time.monotonic() < deadline, "the contained redis-server did not start"
+                time.sleep(0.05)
+            ns = ["nsenter", "-t", str(pid), "-n"]
+            while subprocess.run([*ns, "redis-cli", "-p", str(port), "PING"], capture_output=True,
+                                 text=True).stdout.strip() != "PONG":
+                assert time.monotonic() < deadline + 10, "the contained redis-server does not answer"
+                time.sleep(0.05)
+            with Capture(pid, tmp_path / "c.drt", tmp_path / "cap.log") as cap:
+                bench = subprocess.run([*ns, "redis-benchmark", "-p", str(port), "-n", "200", "-c", "10",
+                                        "-t", "set,get,incr,lpush", "-q"], capture_output=True, text=True, timeout=120)
+                assert bench.returncode == 0, bench.stderr
+                assert cap.stop(settle_s=0.5) == 0
+        finally:
+            stop(box)
+        with TraceReader(tmp_path / "c.drt") as r:
+            meta = r.meta
+        assert meta["root"]["path"] == root and not meta["root"]["same"]
+        assert meta["nspid"] == [pid, 1]  # host pid, then the pid it saw in its own namespace
+        assert meta["exec"]["argv"][0] == "/opt/svc/redis-server"  # as the process saw it
+        res = run_streams(str(tmp_path / "c.drt"))
+        rep = res.report
+        assert res.exit_code == ExitCode.OK, rep.text()
+        assert rep.identical == len(rep.connections) >= 40
+        assert f"ran on the root filesystem {root} (the recorded process's own: it ran in a container)" in rep.notes
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@root_only
+def test_a_request_left_unread_says_the_order_was_not_held(write_trace):
+    """A build that never reads the first connection's request: the next connection's request
+    goes out once the program is idle, and the first connection says the order was not held."""
+    from dr.replay.streams import run_streams
+    port, dep = 9104, 9204
+    stuck = ECHO_SVC.replace("def handle(c):\n", "first = []\ndef handle(c):\n    first.append(1)\n"
+                             "    if len(first) == 1:\n        threading.Event().wait()\n")
+    trace = write_trace(_echo_events(Clock(), port, dep), _meta([PY, "-c", stuck, str(port), str(dep)], port))
+    res = run_streams(str(trace))
+    rep = res.report
+    assert res.exit_code == ExitCode.DIVERGED
+    assert [c.status for c in rep.connections] == ["differs", "identical", "identical"]
+    assert "left 4 request byte(s) unread when the next connection's request was due" in rep.connections[0].note
+    assert all(c.note is None for c in rep.connections[1:])
