@@ -62,6 +62,12 @@ META_KEYS: dict[str, MetaKey] = {k.name: k for k in (
     MetaKey("redaction", (_D,), "redaction policy applied while capturing (None: none)"),
     MetaKey("started_ns", (_I,), "CLOCK_MONOTONIC ns when tracing started"),
     MetaKey("ringbuf_size", (_I,), "BPF ring buffer bytes"),
+    MetaKey("threads", (_L,), "the target's threads at start [{tid, name}] (comm)"),
+    MetaKey("exec", (_D,), "attach mode: the command line at exec from the initial stack "
+                            "{execfn, argv, rewritten, lost} (argv may have been retitled since)"),
+    MetaKey("procs", (_L,), "attach mode with --pid: descendants attached at start [{pid, ppid, tids, exec}]"),
+    MetaKey("root", (_D,), "the target's root directory {path, dev, ino, same} (a container's)"),
+    MetaKey("nspid", (_L,), "the target's pid in each pid namespace, the host's first"),
 )}
 
 #: Older spellings of a key -> today's key (formats 1-2 wrote the clock offsets as "clock").

@@ -260,7 +260,7 @@ def test_disk_full_stops_cleanly_with_a_valid_trace(tmp_path):
 
     small = tmp_path / "small"
     small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)]).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
         out = small / "t.drt"

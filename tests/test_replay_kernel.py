@@ -304,14 +304,24 @@ def test_exec_from_a_second_thread(work):
     assert out == b"before exec\nafter exec: pid == tid: 1\n"
 
 
+def test_orphan_is_recorded_to_its_end_and_compared(work):
+    """Spawn mode follows the whole tree: an orphan writing after its parent exited
+    is recorded, and its output is compared in replay."""
+    out = faithful(work, "orphan", ORPHAN)
+    assert out == b"parent starts\norphan writes after its parent exited\n"
+
+
 def test_orphan_outliving_the_recording_is_never_called_faithful(work):
-    """The capture ends with the first process; an orphan's later output was not
-    recorded, so replay cannot compare it and must not say faithful."""
-    exe = build(work, "orphan", ORPHAN)
-    trace, _out = record(work, "orphan", str(exe))
+    """A capture stopped (--duration) while an orphan still runs: its later output
+    was not recorded, so replay cannot compare it and must not say faithful."""
+    exe = build(work, "orphan3", ORPHAN.replace("{0, 300 * 1000 * 1000}", "{3, 0}"))
+    trace = work / "orphan3.drt"
+    subprocess.run([DR, "capture", "-q", "--duration", "1", "-o", str(trace), "--", str(exe)],
+                   capture_output=True, timeout=120, cwd=str(work))
     r = replay(trace)
     assert r.returncode == 7, r.stderr.decode()
-    assert b"outlived the recording" in r.stderr and b"faithful" not in r.stderr
+    assert b"incomplete" in r.stderr and b"faithful" not in r.stderr
+    assert r.stdout == b"parent starts\n"
 
 
 # ----------------------------------------------------------------------------- verdicts
