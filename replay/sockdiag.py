@@ -2,7 +2,7 @@
 
 Streams replay holds the recorded order across connections by waiting until
 the replayed program has read a request before sending the next connection's
-(see :meth:`dr.replay.streams.StreamsSession._wait_read`). The program's end
+(see :meth:`dr.replay.streams_delivery.Delivery._wait_read`). The program's end
 of a connection lives in the sandbox's network namespace; its receive queue
 (``idiag_rqueue``: bytes received and not yet read) is asked of the kernel
 with one ``SOCK_DIAG_BY_FAMILY`` request naming the socket by its four-tuple
