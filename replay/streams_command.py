@@ -66,7 +66,7 @@ def recorded_command(meta: dict, cmd: str | list[str] | None = None, root: str =
     original arguments are gone, or its executable does not exist here).
     """
     shown = [str(a) for a in (meta.get("argv") or [])]
-    ex = meta.get("exec") if isinstance(meta.get("exec"), dict) else {}
+    ex: dict = meta["exec"] if isinstance(meta.get("exec"), dict) else {}
     at_exec = ex.get("argv") if isinstance(ex.get("argv"), list) and ex.get("argv") else None
     argv = [str(a) for a in at_exec] if at_exec else shown
     if cmd:
@@ -123,7 +123,7 @@ def other_build(meta: dict, argv: list[str]) -> bool:
 
     if not argv:
         return True
-    exe = meta.get("exe") if isinstance(meta.get("exe"), dict) else {}
+    exe: dict = meta["exe"] if isinstance(meta.get("exe"), dict) else {}
     path = argv[0] if "/" in argv[0] else (which(argv[0]) or argv[0])
     want = exe.get("sha256")
     if want:

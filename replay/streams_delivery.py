@@ -341,9 +341,10 @@ class Delivery:
                 self._update_pending(c.id)
             threading.Thread(target=self._reader, args=(c, sk), daemon=True).start()
             return Step("opened", f"#{c.id} opened ({c.peer} -> {c.listener or c.local})")
-        sk = self._socks.get(c.id)
-        if sk is None:
+        live = self._socks.get(c.id)
+        if live is None:
             return Step(kind, f"#{c.id}: not open, skipped")
+        sk = live
         try:
             if kind == "shutdown":
                 sk.shutdown(socket.SHUT_WR)

@@ -36,7 +36,8 @@ class Outbound:
         self.s = session
         self.addr = addr
         self.convs = convs
-        self.used: set[int] = set()
+        self.used: set[int] = set()  # conversations whose banner was served
+        self.used_dgrams: set[tuple[int, int]] = set()  # (conversation, datagram) answered
         self.lock = threading.Lock()
         self.sock: socket.socket | None = None
 
@@ -202,14 +203,14 @@ class Outbound:
             for c in self.convs:
                 msgs = [ch for ch in c.chunks if not ch.eof]
                 for i, ch in enumerate(msgs):
-                    if ch.dir != OUT or (c.id, i) in self.used:
+                    if ch.dir != OUT or (c.id, i) in self.used_dgrams:
                         continue
                     same = ch.data[2:] == q[2:] if dns else ch.data == q
                     if not same:
                         continue
                     for ans in msgs[i + 1:]:
                         if ans.dir == IN and (not dns or ans.data[:2] == ch.data[:2]):
-                            self.used.add((c.id, i))
+                            self.used_dgrams.add((c.id, i))
                             return q[:2] + ans.data[2:] if dns else ans.data
         return None
 
