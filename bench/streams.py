@@ -14,7 +14,8 @@ last event of the trace), the replay's driving time (connections re-sent and
 answered; start-up excluded) and start-up, wall time per connection and the
 ratio replay/recording.
 
-    .venv/bin/python bench/streams.py [--requests 2000]
+    .venv/bin/python bench/streams.py [--requests 2000] [--only redis] [--out DIR]
+    .venv/bin/python bench/streams.py --replay DIR/redis.drt   # replay a kept trace again
 """
 
 from __future__ import annotations
@@ -104,14 +105,26 @@ def bench_redis(n: int, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--only", choices=("nginx", "redis"), help="one workload")
+    ap.add_argument("--out", help="keep the traces in this directory")
+    ap.add_argument("--replay", metavar="TRACE", help="only replay a trace kept with --out")
     a = ap.parse_args()
+    if a.replay:
+        # redis is replayed with its recorded command; nginx's keeps no arguments (site removed): redis only.
+        replay(Path(a.replay).stem, Path(a.replay), None)
+        return
     with tempfile.TemporaryDirectory(prefix="dr-bench-streams-") as tmp:
-        out = Path(tmp)
-        if shutil.which("nginx") and shutil.which("ab"):
+        out = Path(a.out or tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        if a.only == "redis":
+            pass
+        elif shutil.which("nginx") and shutil.which("ab"):
             bench_nginx(a.requests, out)
         else:
             print("nginx: skipped (needs nginx and ab)", file=sys.stderr)
-        if shutil.which("redis-benchmark"):
+        if a.only == "nginx":
+            pass
+        elif shutil.which("redis-benchmark"):
             bench_redis(a.requests, out)
         else:
             print("redis: skipped (needs redis-server and redis-tools)", file=sys.stderr)

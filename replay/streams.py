@@ -128,6 +128,10 @@ class StreamsSession(Delivery):
         self._pending: dict[int, int] = {}  # connection id -> recorded ts_enter of the next write owed
         self._last_io: dict[int, int] = {}  # connection id -> monotonic ns dr last sent or received
         self._cv = threading.Condition()
+        self._read_cv = threading.Condition()  # the program read from a connection (see program_read)
+        self._read_gen = 0
+        self._sock_pool: dict[int, list[socket.socket]] = {}  # sockets made in the namespace, unused yet
+        self._sock_batch = True
         self._activity: Activity | None = None
         self._plan: list[PlanItem] = []
         self._i = 0
@@ -141,6 +145,8 @@ class StreamsSession(Delivery):
         self.died: str | None = None  # how the program ended mid-replay, with its last output
         self._last_sent: Connection | None = None  # connection of the last request chunk sent
         self._diag: Any = None  # SockDiag in the program's network namespace, made on first use
+        self._ep: Any = None  # the reader thread's epoll over dr's client sockets, made on first use
+        self._ep_socks: dict[int, tuple[Connection, socket.socket]] = {}
 
     def connections_done(self) -> int:
         """Connections whose every recorded request has been sent (for progress)."""
@@ -300,7 +306,7 @@ class StreamsSession(Delivery):
                                             ConnClock(self._by_local, frozenset(
                                                 a.port for c in self.inbound for a in (c.listener or c.local,) if a),
                                                 realtime_off=self.clock.realtime_off),
-                                            wake_clock=self.wake_clock)
+                                            wake_clock=self.wake_clock, on_read=self.program_read)
         self.supervisor.start()
         self.mode_used = "sandbox"
 
@@ -370,11 +376,13 @@ class StreamsSession(Delivery):
                 if (not waiting and not closing) or not self._check_alive():
                     break
                 self._cv.wait(0.02)
-        for sk in self._socks.values():
-            try:
-                sk.close()
-            except OSError:
-                pass
+        with self._cv:
+            for sk in self._socks.values():
+                self._unwatch(sk.fileno())
+                try:
+                    sk.close()
+                except OSError:
+                    pass
         self.wall_ns = time.monotonic_ns() - self._t0
         self._stop_program()
         return Step("finished", f"replayed {len(self.inbound)} connection(s) in {self.wall_ns / 1e9:.2f} s")
@@ -412,12 +420,14 @@ class StreamsSession(Delivery):
         if self._diag is not None:
             self._diag.close()
             self._diag = None
-        for sk in list(self._socks.values()):
+        for sk in list(self._socks.values()) + [k for pool in self._sock_pool.values() for k in pool]:
             try:
                 sk.close()
             except OSError:
                 pass
         self._stop_program()
+        if self._ep is not None:
+            self._ep.close()  # the reader thread sees it within its poll's 0.1 s and ends
         if self.ns is not None:
             self.ns.close()
             self.ns = None

@@ -11,6 +11,8 @@ another connection (its receive queue, :mod:`dr.replay.sockdiag`).
 
 from __future__ import annotations
 
+import bisect
+import select
 import socket
 import threading
 import time
@@ -22,6 +24,9 @@ from dr.replay.streams_units import Units, proto_of
 from dr.replay.streams_watch import PATIENCE_S, QUIET_MIN_S, QUIET_S, WAIT_S, Activity, listen_matches, listening
 
 __all__ = ["ReplayedConn", "Step", "Delivery", "PlanItem"]
+
+#: Sockets made in the sandbox's network namespace per join (see Delivery._ns_socket).
+SOCKET_BATCH = 64
 
 #: One step of the plan: (recorded time, chunk index, "open"|"send"|"shutdown", connection, chunk).
 PlanItem = tuple[int, int, str, Connection, Chunk | None]
@@ -86,6 +91,8 @@ class Delivery:
     _pending: dict[int, int]
     _last_io: dict[int, int]
     _cv: threading.Condition
+    _read_cv: threading.Condition
+    _read_gen: int
     _activity: Activity | None
     _plan: list[PlanItem]
     _i: int
@@ -93,6 +100,11 @@ class Delivery:
     _last_item: dict[int, int]
     _last_sent: Connection | None
     _diag: Any
+    _ep: select.epoll | None
+    _ep_socks: dict[int, tuple[Connection, socket.socket]]
+    stopping: bool
+    _sock_pool: dict[int, list[socket.socket]]
+    _sock_batch: bool
 
     def _check_alive(self) -> bool:
         raise NotImplementedError
@@ -111,6 +123,9 @@ class Delivery:
         # Per connection, recorded responses by time: (ts_exit, cumulative units), and
         # how long the recorded program took for each (ns since the read before it).
         self._out_marks: dict[int, list[tuple[int, int]]] = {}
+        self._out_ts: dict[int, list[int]] = {}
+        self._out_cum: dict[int, list[int]] = {}
+        everyone: list[tuple[int, int, int]] = []
         self._out_enters: dict[int, list[int]] = {}
         self._out_gaps: dict[int, list[int]] = {}
         self._units: dict[int, Units] = {}
@@ -126,9 +141,21 @@ class Delivery:
                 else:
                     last_in = ch.ts_exit
             self._out_marks[c.id] = marks
+            self._out_ts[c.id] = [ts for ts, _ in marks]
+            self._out_cum[c.id] = [cum for _, cum in marks]
             self._out_enters[c.id] = enters
             self._out_gaps[c.id] = gaps
             self._units[c.id] = Units(proto if u.proto == proto else "bytes")
+            everyone.extend((ts, c.id, cum) for ts, cum in marks)
+        # Every connection's recorded responses in recorded time: as the plan advances
+        # to time t, those before t become required (see _wait_before). Kept as a
+        # pointer and a set of unmet connections, so a step costs what changed, not
+        # every open connection's history.
+        everyone.sort()
+        self._marks_all = everyone
+        self._marks_i = 0
+        self._required: dict[int, int] = {}
+        self._unmet: set[int] = set()
 
     # -- driving
 
@@ -143,7 +170,7 @@ class Delivery:
         rc = self.replayed[c.id]
 
         # Made in the namespace; bound and connected here (a socket keeps its namespace).
-        sk = self.ns.socket(fam, socket.SOCK_STREAM)
+        sk = self._ns_socket(fam)
         try:
             if c.peer is not None and c.peer.family == tgt.family and c.peer.port:
                 # Present the recorded client address to the program when it is free.
@@ -153,7 +180,7 @@ class Delivery:
                     rc.peer_bound = True
                 except OSError:
                     sk.close()
-                    sk = self.ns.socket(fam, socket.SOCK_STREAM)
+                    sk = self._ns_socket(fam)
             if not rc.peer_bound:
                 sk.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", 0))
             # Known before connect, so the supervisor can tell the program's fd for c.
@@ -167,32 +194,85 @@ class Delivery:
             raise
         return sk
 
-    def _reader(self, c: Connection, sk: socket.socket) -> None:
-        rc = self.replayed[c.id]
-        while True:
+    def _ns_socket(self, fam: int) -> socket.socket:
+        """A TCP socket in the sandbox's network namespace, from a pool made in batches.
+
+        Joining the namespace costs a thread per call (:meth:`NetNS.run`); one
+        call makes SOCKET_BATCH sockets. Through the unprivileged helper (where
+        run cannot join), one at a time.
+        """
+        pool = self._sock_pool.setdefault(fam, [])
+        if not pool and self._sock_batch:
+            n = min(SOCKET_BATCH, max(1, len(self.inbound)))
             try:
-                data = sk.recv(65536)
+                pool.extend(self.ns.run(lambda: [socket.socket(fam, socket.SOCK_STREAM) for _ in range(n)]))
+            except (OSError, AttributeError):
+                self._sock_batch = False
+        if pool:
+            return pool.pop()
+        return self.ns.socket(fam, socket.SOCK_STREAM)
+
+    def _watch(self, c: Connection, sk: socket.socket) -> None:
+        """Hand ``sk`` to the one reader thread (made on first use)."""
+        if self._ep is None:
+            self._ep = select.epoll()
+            self._ep_socks = {}
+            threading.Thread(target=self._reader, name="dr-streams-reader", daemon=True).start()
+        self._ep_socks[sk.fileno()] = (c, sk)
+        self._ep.register(sk.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+
+    def _reader(self) -> None:
+        """Receive every re-driven connection's responses as they come.
+
+        One thread for all of them: a thread per connection costs a start-up and
+        a share of the interpreter's lock per response, which the seccomp
+        supervisor (same process) needs for every notification of the program.
+        """
+        ep = self._ep
+        assert ep is not None
+        while not self.stopping:
+            try:
+                ready = ep.poll(0.1)
+            except (OSError, ValueError):
+                return  # closed by close()
+            for fd, _ev in ready:
+                entry = self._ep_socks.get(fd)
+                if entry is not None:
+                    self._receive(fd, *entry)
+
+    def _receive(self, fd: int, c: Connection, sk: socket.socket) -> None:
+        rc = self.replayed[c.id]
+        with self._cv:  # held while receiving: _finish closes the sockets under it
+            if self._ep_socks.get(fd) is None:
+                return
+            try:
+                data: bytes | None = sk.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
             except OSError as e:
-                with self._cv:
-                    rc.error = rc.error or f"receive failed: {e.strerror or e}"
-                    rc.eof = True
-                    self._pending.pop(c.id, None)
-                    self._cv.notify_all()
-                return
+                data = None
+                rc.error = rc.error or f"receive failed: {e.strerror or e}"
             now = time.monotonic_ns()
-            with self._cv:
-                if not data:
-                    rc.eof = True
-                    self._pending.pop(c.id, None)
-                else:
-                    rc.received.append((now - self._t0, data))
-                    rc.done_ns = now
-                    self._units[c.id].feed(data)
-                    self._update_pending(c.id)
-                    self._last_io[c.id] = now
-                self._cv.notify_all()
-            if not data:
-                return
+            if data:
+                rc.received.append((now - self._t0, data))
+                rc.done_ns = now
+                self._units[c.id].feed(data)
+                self._update_pending(c.id)
+                self._last_io[c.id] = now
+            else:
+                rc.eof = True
+                self._pending.pop(c.id, None)
+                self._unwatch(fd)
+            self._cv.notify_all()
+
+    def _unwatch(self, fd: int) -> None:
+        """Stop reading ``fd`` (caller holds _cv)."""
+        self._ep_socks.pop(fd, None)
+        try:
+            if self._ep is not None:
+                self._ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
 
     def _update_pending(self, cid: int) -> None:
         """Recorded entry time of the next write the program owes on ``cid`` (caller holds _cv).
@@ -201,13 +281,11 @@ class Delivery:
         handler still at work never reads a time later than its recorded answer.
         """
         rc = self.replayed[cid]
-        n = self._units[cid].n
         nxt = None
         if not rc.eof:
-            for (_ts, cum), enter in zip(self._out_marks[cid], self._out_enters[cid]):
-                if cum > n:
-                    nxt = enter
-                    break
+            k = bisect.bisect_right(self._out_cum[cid], self._units[cid].n)  # first write not yet answered
+            if k < len(self._out_enters[cid]):
+                nxt = self._out_enters[cid][k]
         if nxt is None:
             self._pending.pop(cid, None)
         else:
@@ -218,12 +296,10 @@ class Delivery:
         return min(vals) if vals else None
 
     def _need(self, cid: int, t: int | None) -> int:
-        need = 0
-        for ts, n in self._out_marks[cid]:
-            if t is not None and ts >= t:
-                break
-            need = n
-        return need
+        """Units the recording shows on ``cid`` before ``t`` (all of them for None)."""
+        cum = self._out_cum[cid]
+        k = len(cum) if t is None else bisect.bisect_left(self._out_ts[cid], t)
+        return cum[k - 1] if k else 0
 
     def idle_ns(self) -> int:
         """ns the program and dr's helpers have been idle (0 before the start)."""
@@ -255,20 +331,36 @@ class Delivery:
         connection, not QUIET_S each, and the replay stays near the recorded
         duration.
         """
-        for (_ts, cum), gap in zip(self._out_marks[cid], self._out_gaps[cid]):
-            if cum > n:
-                return min(QUIET_S * 1e9, QUIET_MIN_S * 1e9 + 2 * gap)
+        k = bisect.bisect_right(self._out_cum[cid], n)
+        if k < len(self._out_gaps[cid]):
+            return min(QUIET_S * 1e9, QUIET_MIN_S * 1e9 + 2 * self._out_gaps[cid][k])
         return QUIET_S * 1e9
 
     def _wait_before(self, t: int) -> None:
         """Wait until each open connection got the responses recorded before ``t``."""
         deadline = time.monotonic() + PATIENCE_S
         with self._cv:
-            while any(self._behind(cid, t) for cid in self._socks):
+            # The plan's times only grow: responses recorded before t become required.
+            marks, i = self._marks_all, self._marks_i
+            while i < len(marks) and marks[i][0] < t:
+                _ts, cid, cum = marks[i]
+                self._required[cid] = cum
+                self._unmet.add(cid)
+                i += 1
+            self._marks_i = i
+            while any([self._behind(cid, t) for cid in self._still_unmet()]):
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._check_alive():
                     return
                 self._cv.wait(min(left, 0.02))
+
+    def _still_unmet(self) -> list[int]:
+        """Open connections still short of their required responses (caller holds _cv)."""
+        for cid in list(self._unmet):
+            rc = self.replayed[cid]
+            if cid not in self._socks or rc.eof or self._units[cid].n >= self._required[cid]:
+                self._unmet.discard(cid)
+        return list(self._unmet)
 
     def _unread(self, c: Connection) -> int | None:
         """Bytes dr sent on ``c`` that the program has not read yet (the receive
@@ -304,6 +396,7 @@ class Delivery:
         since = time.monotonic_ns()
         pause = 0.00005
         while not rc.eof and rc.error is None:
+            gen = self._read_gen
             n = self._unread(prev)
             if not n:
                 return  # read (or the socket is gone: nothing left to order)
@@ -313,8 +406,18 @@ class Delivery:
                                  "the next connection's request was due: the recorded order across "
                                  "connections was not held from here")
                 return
-            time.sleep(pause)
+            # The supervisor wakes us as soon as the program has read from one of dr's
+            # connections (program_read); the pause only bounds a missed wake-up.
+            with self._read_cv:
+                if self._read_gen == gen:
+                    self._read_cv.wait(pause)
             pause = min(pause * 2, 0.005)
+
+    def program_read(self, cid: int) -> None:
+        """The supervisor's hook: the program just read from connection ``cid``."""
+        with self._read_cv:
+            self._read_gen += 1
+            self._read_cv.notify_all()
 
     def _do(self, item: PlanItem) -> Step:
         self._i += 1
@@ -339,7 +442,7 @@ class Delivery:
             with self._cv:
                 self._socks[c.id] = sk
                 self._update_pending(c.id)
-            threading.Thread(target=self._reader, args=(c, sk), daemon=True).start()
+            self._watch(c, sk)
             return Step("opened", f"#{c.id} opened ({c.peer} -> {c.listener or c.local})")
         live = self._socks.get(c.id)
         if live is None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import struct
 import threading
 import time
@@ -44,6 +45,8 @@ from dr.replay.connections import WAITS
 __all__ = ["UNOBSERVED", "VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
 
 _TS = struct.Struct("<qq")
+#: pidfd_open(2) flag for a pidfd of one thread, not a thread group (= O_EXCL).
+_PIDFD_THREAD = os.O_EXCL
 _NR = {n: schema.by_name(n).nr for n in ("clock_gettime", "gettimeofday", "time", "getrandom",
                                           "execve", "execveat", "close")}
 _TIME_NRS = frozenset(_NR[n] for n in ("clock_gettime", "gettimeofday", "time"))
@@ -216,6 +219,18 @@ class ConnClock:
             return None
         if not link.startswith("socket:["):
             return None
+        try:
+            family, local_port, peer_port = _socket_ends(tid, fd)
+        except OSError:
+            pass  # no pidfd_getfd here: look the inode up in /proc/TID/net/tcp{,6} below
+        else:
+            if family not in (socket.AF_INET, socket.AF_INET6):
+                return False
+            if self.listen_ports and local_port not in self.listen_ports:
+                return False  # a connection the program made, not one dr opened
+            return self.by_local.get(peer_port, False) if peer_port else False
+        # Slow: the tables list every socket of the namespace (TIME_WAIT too), so a
+        # scan costs more with every connection replayed.
         inode = link[8:-1]
         for name in ("tcp", "tcp6"):
             try:
@@ -232,7 +247,8 @@ class ConnClock:
                 continue
         return None
 
-    def on_io(self, tid: int, fd: int, write: bool) -> None:
+    def on_io(self, tid: int, fd: int, write: bool) -> Any:
+        """Thread ``tid`` reads or writes ``fd``; the re-driven connection behind it, or None."""
         with self._lock:
             c = self._fd.get(fd)
             if c is None:
@@ -240,10 +256,11 @@ class ConnClock:
                 if c is not None:
                     self._fd[fd] = c
             if not c:
-                return
+                return None
             self._tid[tid] = c
             if write:
                 self._writes[c.id] = self._writes.get(c.id, 0) + 1
+            return c
 
     def on_close(self, fd: int) -> None:
         with self._lock:
@@ -273,6 +290,33 @@ class ConnClock:
             v = max(v, self._last.get(tid, 0))
             self._last[tid] = v
             return v
+
+
+def _socket_ends(tid: int, fd: int) -> tuple[int, int, int]:
+    """(family, local port, peer port or 0) of socket ``fd`` of thread ``tid``: a
+    copy of it taken with pidfd_getfd(2), asked and closed. OSError when it cannot be."""
+    from dr.replay import notify
+    pidfd = os.pidfd_open(tid, _PIDFD_THREAD)
+    try:
+        dup = notify.pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)
+    try:
+        sk = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        raise
+    try:
+        if sk.family not in (socket.AF_INET, socket.AF_INET6):
+            return sk.family, 0, 0
+        local = sk.getsockname()[1]
+        try:
+            peer = sk.getpeername()[1]
+        except OSError:
+            peer = 0  # listening, or not connected
+        return sk.family, local, peer
+    finally:
+        sk.close()  # our copy only: the program's fd stays open
 
 
 def _within_date(mono_ns: int, data: bytes, realtime_off: int) -> int:
@@ -313,7 +357,10 @@ class StreamsSupervisor:
     """
 
     def __init__(self, sandbox: Any, clock: VirtualClock, randomness: RecordedRandom,
-                 conn_clock: ConnClock | None = None, wake_clock: WakeClock | None = None) -> None:
+                 conn_clock: ConnClock | None = None, wake_clock: WakeClock | None = None,
+                 on_read: Any = None) -> None:
+        #: Called with a connection's id after the program read from one of dr's connections.
+        self.on_read = on_read
         self.sb = sandbox
         self.wake_clock = wake_clock
         self.clock = clock
@@ -348,9 +395,12 @@ class StreamsSupervisor:
 
     def _loop(self) -> None:
         lst = self.sb.listener
+        poller = select.poll()  # registered once: a notification per program syscall comes here
+        for fd in (lst.fd, self._stop_r, self.sb.pidfd):
+            poller.register(fd, select.POLLIN)
         try:
             while True:
-                r, _, _ = select.select([lst.fd, self._stop_r, self.sb.pidfd], [], [])
+                r = {fd for fd, _ev in poller.poll()}
                 if self._stop_r in r:
                     return
                 if lst.fd not in r:
@@ -386,8 +436,9 @@ class StreamsSupervisor:
             lst.send(n.id, 0, -ref.errno)
             return
         cc = self.conn_clock
+        conn = None
         if cc is not None and (nr in _READ_NRS or nr in _WRITE_NRS):
-            cc.on_io(n.pid, _fd(n.args[0]), nr in _WRITE_NRS)
+            conn = cc.on_io(n.pid, _fd(n.args[0]), nr in _WRITE_NRS)
         elif cc is not None and nr == _NR["close"]:
             cc.on_close(_fd(n.args[0]))
         if self.wake_clock is not None and nr not in _TIME_NRS:
@@ -427,6 +478,10 @@ class StreamsSupervisor:
                 return
         self.counts["continued"] += 1
         lst.send(n.id, continue_=True)
+        if conn is not None and nr in _READ_NRS and self.on_read is not None:
+            # Sent (with the listener's synchronous wake-up the read has run by now):
+            # dr may hold its next request on another connection only this long.
+            self.on_read(conn.id)
 
     def _now(self, tid: int, which: str) -> int:
         v = self.wake_clock.read(tid) if self.wake_clock is not None else None
