@@ -143,6 +143,14 @@ def test_a_service_that_dies_is_noticed_at_once_with_its_last_words(write_trace)
 # --------------------------------------------------------------------------- pre-forked services
 
 
+def _wait_children(pid: int, n: int, timeout: float = 60.0) -> None:
+    """Until process ``pid`` has ``n`` children (a pre-fork master its workers)."""
+    deadline = time.monotonic() + timeout
+    while len(open(f"/proc/{pid}/task/{pid}/children").read().split()) < n:
+        assert time.monotonic() < deadline, f"pid {pid} never forked {n} workers"
+        time.sleep(0.05)
+
+
 def _wait_http(port: int, path: str = "/", timeout: float = 20.0) -> None:
     import urllib.request
     deadline = time.monotonic() + timeout
@@ -171,6 +179,9 @@ def test_gunicorn_master_pid_captures_its_workers_and_replays_identical(tmp_path
                            "prefork_app:app"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_http(port)
+        # One worker answering does not mean the master forked all three: on a loaded
+        # machine the others come later, and the capture would attach to fewer.
+        _wait_children(gu.pid, 3)
         with Capture(gu.pid, tmp_path / "g.drt", tmp_path / "cap.log") as cap:
             ab = subprocess.run(["ab", "-q", "-n", "200", "-c", "8", f"http://127.0.0.1:{port}/"],
                                 capture_output=True, text=True, timeout=120)
