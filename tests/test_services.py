@@ -323,8 +323,9 @@ def test_redis_50_clients_on_shared_keys_replay_identical(tmp_path):
 # --------------------------------------------------------------------------- nginx: master + workers
 
 
-def _nginx_capture(tmp_path, **site):
-    """nginx (make_site) captured by its master's pid under ab; (trace, site dir, argv, meta)."""
+def _nginx_capture(tmp_path, requests=200, **site):
+    """nginx (make_site) captured by its master's pid under ab -n REQUESTS -c 8 on / (plus
+    /msec and /big.txt); (trace, site dir, argv, meta)."""
     from dr.demo.harness import Capture, free_port, stop
     from dr.demo.nginx_site import make_site
     from dr.formats.trace import TraceReader
@@ -339,7 +340,7 @@ def _nginx_capture(tmp_path, **site):
             assert time.monotonic() < deadline, "nginx started no workers"
             time.sleep(0.05)
         with Capture(ng.pid, tmp_path / "n.drt", tmp_path / "cap.log") as cap:
-            for n, c, path in ((200, 8, "/"), (60, 4, "/msec"), (20, 2, "/big.txt")):
+            for n, c, path in ((requests, 8, "/"), (60, 4, "/msec"), (20, 2, "/big.txt")):
                 ab = subprocess.run(["ab", "-q", "-n", str(n), "-c", str(c), f"http://127.0.0.1:{port}{path}"],
                                     capture_output=True, text=True, timeout=120)
                 assert ab.returncode == 0 and "Failed requests:        0" in ab.stdout, ab.stdout + ab.stderr
@@ -370,13 +371,14 @@ needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("
 @root_only
 @needs_nginx
 def test_nginx_master_and_workers_sendfile_and_msec_replay_identical(tmp_path):
-    """nginx, master + 2 workers, sendfile on, a $msec location: `--pid MASTER`, replay identical;
+    """nginx, master + 2 workers, sendfile on, a $msec location: `--pid MASTER` under ab -n 2000 -c 8
+    (and /msec, /big.txt), replay identical;
     a build that adds one header differs by that header in every response and nothing else.
 
     Runs the workers as root with logs under /tmp: the sandbox maps only root (see the next test)."""
     from dr.demo.nginx_site import remove_site
     from dr.replay.streams import run_streams
-    trace, d, argv, meta = _nginx_capture(tmp_path, workers=2, user="root", logs="/tmp")
+    trace, d, argv, meta = _nginx_capture(tmp_path, requests=2000, workers=2, user="root", logs="/tmp")
     try:
         assert len(meta["procs"]) == 2
         with pytest.raises(ReplayError, match="rewrote its command line .* give the command with --cmd"):
@@ -384,7 +386,7 @@ def test_nginx_master_and_workers_sendfile_and_msec_replay_identical(tmp_path):
         res = _replay_nginx(trace, argv, str(tmp_path / "n.json"))
         rep = res.report
         assert res.exit_code == ExitCode.OK, rep.text()
-        assert rep.identical == len(rep.connections) >= 280
+        assert rep.identical == len(rep.connections) >= 2080
         msec = [c for c in rep.connections if c.request == "GET /msec"]
         big = [c for c in rep.connections if c.request == "GET /big.txt"]
         assert len(msec) >= 60 and len(big) >= 20
@@ -396,7 +398,7 @@ def test_nginx_master_and_workers_sendfile_and_msec_replay_identical(tmp_path):
         res = run_streams(str(trace), cmd=["nginx", "-c", f"{d}/nginx2.conf", "-g", "daemon off;"], report=str(tmp_path / "n2.json"))
         rep = res.report
         answered = [c for c in rep.connections if c.recorded_bytes]  # ab also opens idle connections
-        assert res.exit_code == ExitCode.DIVERGED and len(answered) >= 280
+        assert res.exit_code == ExitCode.DIVERGED and len(answered) >= 2080
         assert all(c.status == "differs" for c in answered)
         assert {c.first_difference for c in answered} == {"header x-build: '(absent)' -> 'v2'"}
     finally:
