@@ -306,7 +306,7 @@ def test_redis_50_clients_on_shared_keys_replay_identical(tmp_path):
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
         with Capture(redis.pid, tmp_path / "r.drt", tmp_path / "cap.log") as cap:
-            bench = subprocess.run(["redis-benchmark", "-p", str(port), "-n", "400", "-c", "50",
+            bench = subprocess.run(["redis-benchmark", "-p", str(port), "-n", "2000", "-c", "50",
                                     "-t", "set,get,incr,lpush", "-q"], capture_output=True, text=True, timeout=120)
             assert bench.returncode == 0, bench.stderr
             assert cap.stop(settle_s=0.5) == 0
