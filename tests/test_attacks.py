@@ -1,0 +1,121 @@
+"""Attacks on what a trace's newer metadata makes dr do on the host (issue #15, charter).
+
+A trace's ``files`` records (capture/files.py) and its ``exe``/``maps`` name
+host paths that ``dr bundle create`` reads to complete the bundle. The trace
+is untrusted and dr runs as root: a path it names must never make dr read a
+private file into a bundle that is then sent to someone, nor read a device
+forever. Each test is an attack first found by hand; the test keeps it fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from dr.formats.bundle import open_bundle
+from dr.formats.trace import TraceReader
+
+DR = [sys.executable, "-m", "dr"]
+root_only = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+
+def _meta(**extra) -> dict:
+    return {"tool": "dr", "tids": [], "mode": "attach", "pid": 4242, "argv": ["/bin/true"], "cwd": "/",
+            **extra}
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _bundle(trace, out, *extra) -> subprocess.CompletedProcess:
+    def cap() -> None:  # /dev/zero read into memory would otherwise take the machine down
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))
+    return subprocess.run(DR + ["bundle", "create", str(trace), "-o", str(out), "--no-redact", *extra],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, preexec_fn=cap)
+
+
+def _everything_bundled(path) -> bytes:
+    """Every member and every blob record of every trace in bundle ``path``, joined."""
+    out = []
+    with open_bundle(path) as ob:
+        for f in sorted(ob.dir.rglob("*")):
+            if f.is_file():
+                out.append(f.read_bytes())
+        for t in ob.traces:
+            with TraceReader(t) as r:
+                out += [rec["data"] for rec in r.stream()
+                        if isinstance(rec, dict) and rec.get("t") == "blob" and isinstance(rec.get("data"), bytes)]
+    return b"".join(out)
+
+
+@pytest.fixture
+def secret(tmp_path):
+    """A root-only host file (0600) in a world-searchable directory, and a world-readable
+    file in a 0700 directory: neither may be bundled on a trace's say-so."""
+    p = tmp_path / "secret.key"
+    p.write_bytes(b"-----BEGIN PRIVATE KEY----- dr-attack-secret\n")
+    os.chmod(p, 0o600)
+    hidden = tmp_path / "private"
+    hidden.mkdir(mode=0o700)
+    q = hidden / "readable.txt"
+    q.write_bytes(b"dr-attack-hidden-but-0644\n")
+    os.chmod(q, 0o644)
+    os.chmod(tmp_path, 0o755)
+    return p, q
+
+
+@pytest.mark.parametrize("how", ["files-record", "maps", "exe"])
+def test_bundle_never_carries_a_private_host_file_a_trace_names(write_trace, tmp_path, secret, how):
+    """A trace claiming the program mapped /etc/shadow-like files (with their right hash, or no
+    hash at all) gets no byte of them into the bundle, with or without --include-binaries."""
+    p, q = secret
+    if how == "files-record":
+        recs = [{"t": "files", "files": [{"path": str(x), "sha256": _sha(x), "how": "mmap"} for x in (p, q)]}]
+        trace = write_trace(recs, _meta())
+    elif how == "maps":
+        trace = write_trace([], _meta(maps=[{"path": str(p)}, {"path": str(q)}]))
+    else:
+        trace = write_trace([], _meta(exe={"path": str(p)}, maps=[{"path": str(q)}]))
+    out = tmp_path / "b.drb"
+    res = _bundle(trace, out, "--include-binaries")
+    assert res.returncode == 0, res.stderr
+    data = _everything_bundled(out)
+    assert b"dr-attack-secret" not in data and b"dr-attack-hidden" not in data
+    if how != "files-record":
+        assert "not readable by every user" in res.stderr or "not every user may search" in res.stderr
+
+
+def test_bundle_still_carries_a_public_file_a_trace_names(write_trace, tmp_path):
+    """The control: a world-readable installed file with its recorded hash is bundled, as
+    docs/trace-format.md promises (so the fix is a rule, not a switch-off)."""
+    lib = "/bin/true"
+    trace = write_trace([{"t": "files", "files": [{"path": lib, "sha256": _sha(lib), "how": "exec"}]}],
+                        _meta(maps=[{"path": lib, "sha256": _sha(lib)}]))
+    out = tmp_path / "b.drb"
+    res = _bundle(trace, out, "--include-binaries")
+    assert res.returncode == 0, res.stderr
+    with open_bundle(out) as ob:
+        with TraceReader(ob.traces[0]) as r:
+            assert r.blob(_sha(lib)) == open(lib, "rb").read()
+        assert [b["member"] for b in ob.binaries] == [f"binaries/{_sha(lib)}"]
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/urandom", "fifo"])
+def test_bundle_never_reads_a_device_or_fifo_a_trace_names(write_trace, tmp_path, path):
+    """Before the fix, a files record naming /dev/zero made bundle create read it into memory
+    until MemoryError (the whole machine's memory without a limit); a fifo blocked forever."""
+    if path == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    trace = write_trace([{"t": "files", "files": [{"path": path, "sha256": "0" * 64}]}],
+                        _meta(maps=[{"path": path}]))
+    res = _bundle(trace, tmp_path / "b.drb", "--include-binaries")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "not a regular file" in res.stderr
