@@ -119,3 +119,17 @@ def test_bundle_never_reads_a_device_or_fifo_a_trace_names(write_trace, tmp_path
     res = _bundle(trace, tmp_path / "b.drb", "--include-binaries")
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr and "not a regular file" in res.stderr
+
+
+@pytest.mark.parametrize("recorded", ["/dev/zero", "fifo"])
+def test_new_build_check_never_reads_a_device_or_fifo_a_trace_names(tmp_path, recorded):
+    """`dr replay --cmd "prog other-args"` compares each differing recorded argument's file with
+    the new one (replay/streams.py other_build). A recorded argument naming /dev/zero was hashed
+    forever, a fifo blocked forever; now neither is a file with the same bytes: a new build."""
+    if recorded == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    meta = {"exe": {"path": "/bin/sleep", "sha256": _sha("/bin/sleep")}, "argv": ["/bin/sleep", recorded],
+            "cwd": str(tmp_path)}
+    code = f"from dr.replay.streams import other_build; print(other_build({meta!r}, ['/bin/sleep', '1']))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 0 and res.stdout.strip() == "True", res.stderr
