@@ -1111,7 +1111,9 @@ def open_bundle(path: str | os.PathLike[str], *, dir: str | None = None) -> Open
     written.
     """
     try:
-        root = Path(tempfile.mkdtemp(prefix="dr-bundle-", dir=dir))
+        # Named with our pid: a dr killed with SIGKILL leaves the extracted bundle (up to
+        # MAX_TOTAL_BYTES), and the next replay's sweep (replay/sandbox_fs.py) removes it.
+        root = Path(tempfile.mkdtemp(prefix=f"dr-bundle-{os.getpid()}-", dir=dir))
     except OSError as e:
         raise OutputError(f"cannot create a directory for the bundle: {e.strerror}") from None
     ok = False

@@ -133,3 +133,38 @@ def test_new_build_check_never_reads_a_device_or_fifo_a_trace_names(tmp_path, re
     code = f"from dr.replay.streams import other_build; print(other_build({meta!r}, ['/bin/sleep', '1']))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert res.returncode == 0 and res.stdout.strip() == "True", res.stderr
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_bundle_extracted_by_a_killed_replay_is_swept_by_the_next(write_trace, tmp_path):
+    """`dr replay b.drb` extracts the bundle (up to MAX_TOTAL_BYTES) into /tmp; killed with
+    SIGKILL, it left that copy forever (dr-bundle-XXXX, no owner). Now the name carries dr's pid
+    and the next replay removes it with the rest of a killed dr's scratch."""
+    import signal
+    import tempfile
+    import time
+
+    from test_failclosed import _attach_trace, _ev
+
+    trace = _attach_trace(write_trace, [sys.executable, "-c", "import time; time.sleep(60)"])
+    bundle = tmp_path / "b.drb"
+    assert _bundle(trace, bundle).returncode == 0
+    p = subprocess.Popen(DR + ["replay", str(bundle)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         cwd=ROOT)
+    tmp = tempfile.gettempdir()
+
+    def mine() -> list[str]:
+        return [n for n in os.listdir(tmp) if n.startswith((f"dr-bundle-{p.pid}-", f"dr-replay-{p.pid}-"))]
+
+    deadline = time.monotonic() + 60
+    while len(mine()) < 2 and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert len(mine()) == 2, "the replay never extracted the bundle and made its scratch"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert any(n.startswith("dr-bundle-") for n in mine())  # left behind by the killed dr
+    spawn = write_trace([_ev(1, "execve", [0, 0, 0], 0, {0: b"/bin/true\0"}), _ev(2, "exit_group", [0], 0)],
+                        {"mode": "spawn", "pid": 100, "tids": [100], "argv": ["/bin/true"], "cwd": "/"})
+    subprocess.run(DR + ["replay", str(spawn)], capture_output=True, timeout=120, cwd=ROOT)
+    assert not mine()
