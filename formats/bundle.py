@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import io
 import json
@@ -163,6 +164,59 @@ def _sha256_file(path: str | os.PathLike[str], limit: int | None = None) -> tupl
             if limit is not None and n > limit:
                 raise OSError(27, "file too large")
             h.update(b)
+    return h.hexdigest(), n
+
+
+def _open_public(path: str, limit: int = MAX_MEMBER_BYTES) -> tuple[Any, int]:
+    """Open host file ``path``, named by a trace, for a bundle: ``(binary file, size)``.
+
+    A trace is untrusted and dr runs as root, so a path it names is read only
+    when any user of this host could read it: a regular file (never a device,
+    fifo or socket: ``/dev/zero`` would fill memory, a fifo would block),
+    readable by others, below directories others may search, at most ``limit``
+    bytes. Otherwise a bundle made on a trace's say-so could carry
+    ``/etc/shadow`` or a private key to whoever the bundle is sent to. Raises
+    OSError naming the reason.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if not st.st_mode & stat.S_IROTH:
+            raise OSError(errno.EACCES, "not readable by every user (dr bundles no private file)")
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, "file too large")
+        # The directories above the file as opened (symlinks resolved by the kernel).
+        d = os.path.dirname(os.readlink(f"/proc/self/fd/{fd}"))
+        while True:
+            if not os.stat(d).st_mode & stat.S_IXOTH:
+                raise OSError(errno.EACCES, f"below {d}, which not every user may search "
+                                            "(dr bundles no private file)")
+            if d in ("/", ""):
+                break
+            d = os.path.dirname(d)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _copy_public(path: str, dst: str | None, limit: int = MAX_MEMBER_BYTES) -> tuple[str, int]:
+    """(sha256, size) of the public host file ``path`` (:func:`_open_public`), copied to
+    ``dst`` unless None: exactly the bytes hashed, so a bundle holds what was checked."""
+    h = hashlib.sha256()
+    n = 0
+    src, _size = _open_public(path, limit)
+    with src, (open(dst, "xb") if dst else contextlib.nullcontext()) as out:
+        while b := src.read(_CHUNK):
+            n += len(b)
+            if n > limit:
+                raise OSError(errno.EFBIG, "file too large")
+            h.update(b)
+            if out is not None:
+                out.write(b)
     return h.hexdigest(), n
 
 
@@ -369,28 +423,35 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
 def _add_host_files(w: Any, rec: dict[str, Any], have: set[str]) -> None:
     """Blob records for the files a trace identified but did not store (unmodified
     package files): read from this host when their sha256 still matches, so the
-    bundle holds every file the programs mapped or executed."""
-    import hashlib
-
+    bundle holds every file the programs mapped or executed. Only files every
+    user may read (:func:`_open_public`): the paths come from the trace."""
     for f in rec.get("files") or ():
         if not isinstance(f, dict) or f.get("stored") or not isinstance(f.get("sha256"), str):
             continue
         sha, path = f["sha256"], f.get("path")
-        if sha in have or not isinstance(path, str):
+        if sha in have or not isinstance(path, str) or not path.startswith("/") or "\0" in path:
             continue
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            fh, size = _open_public(path)
+            with fh:
+                h = hashlib.sha256()
+                while b := fh.read(_CHUNK):
+                    h.update(b)
+                if h.hexdigest() != sha:
+                    continue   # changed since the capture: the bundle cannot vouch for it
+                fh.seek(0)
+                have.add(sha)
+                off = 0
+                # Chunks as read; a reader joins them and checks the hash (TraceReader.blob).
+                while (data := fh.read(_CHUNK)) or off == 0:
+                    w.write_record({"t": "blob", "sha256": sha, "offset": off, "size": size,
+                                    "data": data})
+                    w.flush()
+                    off += len(data)
+                    if not data:
+                        break
         except OSError:
             continue
-        if hashlib.sha256(data).hexdigest() != sha:
-            continue   # changed since the capture: the bundle cannot vouch for it
-        have.add(sha)
-        chunk = 1 << 20
-        for off in range(0, max(len(data), 1), chunk):
-            w.write_record({"t": "blob", "sha256": sha, "offset": off, "size": len(data),
-                            "data": data[off:off + chunk]})
-            w.flush()
 
 
 def _binaries_of(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -583,11 +644,11 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
             entry = {**b, "source": "trace", "member": None}
             host_sha = None
             if include_binaries or not (b.get("sha256") and b.get("build_id")):
+                copy = os.path.join(work, f"bin-{len(seen)}") if include_binaries else None
                 try:
-                    if not stat.S_ISREG(os.stat(b["path"]).st_mode):
-                        raise OSError(2, "not a regular file")
-                    host_sha, size = _sha256_file(b["path"], MAX_MEMBER_BYTES)
-                    bid = elf_build_id(b["path"])
+                    # Copied as checked (public files only: the path is the trace's word).
+                    host_sha, size = _copy_public(b["path"], copy)
+                    bid = elf_build_id(copy or b["path"])
                 except OSError as e:
                     if include_binaries:
                         warnings.append(f"binary {b['path']} not included: {e.strerror or e}")
@@ -604,8 +665,8 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
                                     "not included")
                 else:
                     m = f"binaries/{host_sha}"
-                    if m not in files:
-                        files[m] = b["path"]
+                    if m not in files and copy:
+                        files[m] = copy
                     entry["member"] = m
             binaries.append(entry)
 
@@ -1050,7 +1111,9 @@ def open_bundle(path: str | os.PathLike[str], *, dir: str | None = None) -> Open
     written.
     """
     try:
-        root = Path(tempfile.mkdtemp(prefix="dr-bundle-", dir=dir))
+        # Named with our pid: a dr killed with SIGKILL leaves the extracted bundle (up to
+        # MAX_TOTAL_BYTES), and the next replay's sweep (replay/sandbox_fs.py) removes it.
+        root = Path(tempfile.mkdtemp(prefix=f"dr-bundle-{os.getpid()}-", dir=dir))
     except OSError as e:
         raise OutputError(f"cannot create a directory for the bundle: {e.strerror}") from None
     ok = False

@@ -127,6 +127,41 @@ def output_path(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike
                 pass
 
 
+class _Guarded:
+    """A file object whose write errors (a full disk, ``/dev/full``, EIO) are an
+    OutputError naming the output: one line, never a traceback. A broken pipe
+    stays BrokenPipeError (the CLI treats a reader that went away as success)."""
+
+    def __init__(self, f: IO, name: str) -> None:
+        self._f, self._name = f, name
+
+    def _fail(self, e: OSError) -> OutputError:
+        return OutputError(f"cannot write {self._name}: {e.strerror or e}")
+
+    def write(self, data):  # type: ignore[no-untyped-def]
+        try:
+            return self._f.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._fail(e) from None
+
+    def writelines(self, lines):  # type: ignore[no-untyped-def]
+        for ln in lines:
+            self.write(ln)
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise self._fail(e) from None
+
+    def __getattr__(self, attr: str):  # type: ignore[no-untyped-def]
+        return getattr(self._f, attr)
+
+
 @contextmanager
 def open_output(path: str | os.PathLike[str] | None, inputs: Iterable[str | os.PathLike[str]] = (),
                 what: str = "output", *, binary: bool = False, stdout_ok: bool = True) -> Iterator[IO]:
@@ -134,8 +169,8 @@ def open_output(path: str | os.PathLike[str] | None, inputs: Iterable[str | os.P
     if path is None or os.fspath(path) == STDOUT:
         if not stdout_ok:
             raise OutputError(f"cannot write {what} to stdout; give a file name")
-        out = sys.stdout.buffer if binary else sys.stdout
-        yield out
+        out = _Guarded(sys.stdout.buffer if binary else sys.stdout, f"{what} to standard output")
+        yield out  # type: ignore[misc]
         out.flush()
         return
     with output_path(path, inputs, what) as p:
@@ -143,5 +178,12 @@ def open_output(path: str | os.PathLike[str] | None, inputs: Iterable[str | os.P
             f = open(p, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
         except OSError as e:
             raise OutputError(f"cannot write {what} {os.fspath(path)}: {e.strerror}") from None
-        with f:
-            yield f
+        g = _Guarded(f, f"{what} {os.fspath(path)}")
+        try:
+            yield g  # type: ignore[misc]
+            g.flush()
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass  # the flush above said it; after an error the buffer is lost anyway

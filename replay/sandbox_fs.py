@@ -394,12 +394,14 @@ def _ovl_escape(path: str) -> str:
 #: Names of dr's per-replay files in the temporary directory; the owner's pid follows.
 SCRATCH_PREFIX = "dr-replay-"
 LOG_PREFIX = "dr-streams-"
+BUNDLE_PREFIX = "dr-bundle-"   # a bundle extracted for reading (formats/bundle.py open_bundle)
 
 
 def sweep_stale(tmpdir: str | None = None) -> list[str]:
     """Remove scratch directories and streams logs that a killed dr left behind.
 
-    Names carry the owning dr's pid (``dr-replay-PID-*``, ``dr-streams-PID-*.log``);
+    Names carry the owning dr's pid (``dr-replay-PID-*``, ``dr-streams-PID-*.log``,
+    ``dr-bundle-PID-*``: a bundle extracted for a replay);
     an entry is removed only when that pid is gone, the entry belongs to us
     (same owner uid) and is what we made (a directory, a regular log file; never
     a symlink). Returns the removed paths. Never raises.
@@ -411,7 +413,7 @@ def sweep_stale(tmpdir: str | None = None) -> list[str]:
     except OSError:
         return removed
     for name in names:
-        for prefix, want_dir in ((SCRATCH_PREFIX, True), (LOG_PREFIX, False)):
+        for prefix, want_dir in ((SCRATCH_PREFIX, True), (LOG_PREFIX, False), (BUNDLE_PREFIX, True)):
             if not name.startswith(prefix):
                 continue
             pid_s = name[len(prefix):].split("-", 1)[0]

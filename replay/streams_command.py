@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 
 from dr.errors import ReplayError
 
@@ -112,14 +113,25 @@ def other_build(meta: dict, argv: list[str]) -> bool:
     import hashlib
 
     def digest(path: str) -> str | None:
+        # Paths come from the trace: a regular file only, opened without blocking and
+        # read to its size at open (a fifo blocked, /dev/zero was hashed forever).
         try:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except (OSError, ValueError):
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            h, left = hashlib.sha256(), st.st_size
+            while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+                h.update(chunk)
+                left -= len(chunk)
             return h.hexdigest()
         except OSError:
             return None
+        finally:
+            os.close(fd)
 
     if not argv:
         return True

@@ -130,3 +130,46 @@ def test_replay_report_onto_the_trace_is_refused_before_running(trace, run_dr):
 def test_jsonl_dash_is_stdout(trace, run_dr):
     code, out, _ = run_dr("export", "jsonl", trace, "-o", "-")
     assert code == 0 and out.count("\n") > 5
+
+
+def _subprocess_one_line(args: list, stdout) -> str:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    res = subprocess.run([sys.executable, "-m", "dr", *map(str, args)], stdout=stdout, stderr=subprocess.PIPE,
+                         text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, (args, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dr: ") and "No space left" in lines[0], (args, res.stderr)
+    return lines[0]
+
+
+@pytest.mark.parametrize("cmd", [*EXPORTS, ("show", "")], ids="-".join)
+def test_a_full_output_device_is_one_line_not_a_traceback(trace, cmd):
+    """/dev/full (a full disk written in place): before, show/jsonl/perfetto tracebacked."""
+    args = [c for c in cmd if c] + [trace, "-o", "/dev/full"] + (["--no-redact"] if cmd[0] == "bundle" else [])
+    assert "/dev/full" in _subprocess_one_line(args, None)
+
+
+@pytest.mark.parametrize("args", [["show"], ["stats"], ["stats", "--json"], ["export", "jsonl"]], ids=" ".join)
+def test_standard_output_on_a_full_device_is_one_line(trace, args):
+    with open("/dev/full", "w") as full:
+        _subprocess_one_line([*args, trace], full)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny tmpfs needs root")
+def test_a_full_filesystem_leaves_no_part_file_and_the_old_output(trace, tmp_path):
+    """A regular output on a full filesystem: one line, the old file intact, no .part left."""
+    import subprocess
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(small)], check=True)
+    try:
+        out = small / "out.jsonl"
+        out.write_bytes(b"old")
+        _subprocess_one_line(["export", "jsonl", trace, "-o", out], None)
+        assert out.read_bytes() == b"old" and os.listdir(small) == ["out.jsonl"]
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

@@ -8,6 +8,7 @@ values: :func:`main` prints their one line and exits with their code.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -105,6 +106,10 @@ def reader_gone() -> "typer.Exit":
     return typer.Exit(0)
 
 
+#: errnos of a failed write to an output (not of reading an input).
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning DrError into one line + exit code."""
     try:
@@ -122,3 +127,11 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             pass
         sys.exit(0)
+    except OSError as e:
+        # Standard output on a full disk or /dev/full (stats and bundle info print straight
+        # to it): one line. Any other OSError is a bug and keeps its traceback.
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        sys.stderr.write(f"dr: cannot write output: {e.strerror}\n")
+        reader_gone()  # stdout onto /dev/null, so the interpreter's final flush stays quiet
+        sys.exit(int(ExitCode.ERROR))
