@@ -14,7 +14,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import struct
 import subprocess

@@ -10,7 +10,6 @@ ExitCode.TRUNCATED.
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
