@@ -90,13 +90,14 @@ def exec_argv(pid: int) -> dict:
         ptrs = list(struct.unpack(f"<{argc}Q", raw)) if len(raw) == 8 * argc else []
         area = _read(mem, arg_start, max(0, min(arg_end - arg_start, 1 << 20)))
         strs = [_cstr(mem, p) if p else None for p in ptrs]
-        if len(ptrs) == argc and all(s is not None for s in strs):
+        whole = [s for s in strs if s is not None]
+        if len(ptrs) == argc and len(whole) == len(strs):   # every string readable
             expect, at = [], arg_start
-            for p, s in zip(ptrs, strs):
+            for p, w in zip(ptrs, whole):
                 expect.append(p == at)
-                at += len(s) + 1
-            if all(expect) and b"\0".join(strs) + b"\0" == area:
-                return {"execfn": execfn, "argv": [s.decode("utf-8", "surrogateescape") for s in strs],
+                at += len(w) + 1
+            if all(expect) and b"\0".join(whole) + b"\0" == area:
+                return {"execfn": execfn, "argv": [s.decode("utf-8", "surrogateescape") for s in whole],
                         "rewritten": False, "lost": []}
         out: list[str | None] = []
         lost = []

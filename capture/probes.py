@@ -19,6 +19,7 @@ import io
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 from importlib import resources
 
 from dr import schema
@@ -148,7 +149,7 @@ class Probes:
     """
 
     config: ProbeConfig
-    bpf: object = None
+    bpf: Any = None   # bcc.BPF: BCC ships no type information
     ringbuf_fd: int = -1
     ringbuf_bytes: int = 0
     _closed: bool = field(default=False, repr=False)

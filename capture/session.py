@@ -42,10 +42,18 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dr import schema
 from dr.capture.advice import loss_advice
 from dr.errors import DrError, OutputError, TargetError, UsageError
+
+if TYPE_CHECKING:   # loaded in start(): importing dr.capture.session loads no BCC
+    from dr.capture.probes import Probes
+    from dr.capture.ringbuf import RingBuffer
+    from dr.capture.spawn import SpawnTree
+    from dr.formats.redact import Redactor
+    from dr.formats.trace import TraceWriter
 
 #: Loss causes that mean data is missing (TRUNCATED keeps the first snaplen bytes by design).
 LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC",
@@ -217,12 +225,12 @@ class CaptureSession:
             raise UsageError("--ringbuf-size must be at least one page (4096)")
         self.opts = opts
         self.mode = "spawn" if opts.command else "attach"
-        self.probes = None
-        self.ring = None
-        self.writer = None
+        self.probes: Probes | None = None
+        self.ring: RingBuffer | None = None
+        self.writer: TraceWriter | None = None
         self.pid: int | None = None       # target tgid
         self.child: int | None = None     # spawn mode: our child
-        self.spawn = None                 # spawn mode: dr.capture.spawn.SpawnTree
+        self.spawn: SpawnTree | None = None   # spawn mode
         self.exit_status: int | None = None
         self._pidfd: int | None = None
         self._t0 = 0.0
@@ -234,7 +242,7 @@ class CaptureSession:
         self.vdso_patched: dict[str, int] = {}
         self.attached_procs = 0      # attach mode: processes traced at start (the target and descendants)
         self.attached_threads = 0
-        self.redactor = None
+        self.redactor: Redactor | None = None
         self._ring_losses = 0          # ring-buffer reservation failures seen so far
         self._pending_now = 0          # bytes unconsumed at the start of the last drain
         self._fill_at_loss: list[int] = []   # that figure for each step in which reservations failed
@@ -277,6 +285,7 @@ class CaptureSession:
             elif o.tid is not None:
                 tgid, tid_filter = _tgid_of(o.tid), o.tid
             else:
+                assert o.pid is not None   # __init__: exactly one target
                 tgid, tid_filter = o.pid, 0
                 if not os.path.exists(f"/proc/{tgid}"):
                     raise TargetError(f"no process with pid {tgid}; check the pid")
@@ -348,6 +357,7 @@ class CaptureSession:
         """
         from dr.capture import snapshot
         from dr.capture.cmdline import exec_argv
+        assert self.probes is not None   # loaded by start() before this walk
         out = []
         self.attached_threads = len(snapshot.tids_of(tgid))
         for pid, ppid in snapshot.descendants(tgid):
@@ -375,6 +385,7 @@ class CaptureSession:
             return facts
 
         tree = self.spawn
+        assert tree is not None and self.child is not None   # forked by start()
         tree.on_first_exec = first
         tree.patch = patch_vdso
         try:
@@ -400,6 +411,7 @@ class CaptureSession:
     def step(self) -> StepResult:
         """Wait one poll interval, drain the ring buffer into the trace, check stop conditions."""
         o = self.opts
+        assert self.probes is not None and self.ring is not None and self.writer is not None, "step() before start()"
         status = Status.RUNNING
         if self._target_gone(o.poll_interval):
             status = Status.TARGET_EXITED
@@ -459,6 +471,7 @@ class CaptureSession:
 
     def _drain(self) -> int:
         """Take every committed span; keep going while the ring stays busy."""
+        assert self.ring is not None and self.writer is not None   # started, not yet stopped
         self._pending_now = self.ring.pending()
         total = 0
         sink = self.writer.write_block if self.redactor is None else self._write_redacted
@@ -473,6 +486,7 @@ class CaptureSession:
         """Mask payloads of a span in place (same length), spans record first, then the block."""
         from dr.formats.redact import redactions_record
 
+        assert self.redactor is not None and self.writer is not None   # the sink only when redacting
         raw, spans = self.redactor.block(bytes(span))
         if spans:
             self.writer.write_record(redactions_record(spans))
@@ -480,6 +494,7 @@ class CaptureSession:
 
     def _write_losses(self) -> None:
         """Loss records for the counters that grew since the last call (per cause and CPU)."""
+        assert self.probes is not None and self.writer is not None   # started, not yet stopped
         cur = self.probes.losses_by_cpu()
         for cause, per_cpu in cur.items():
             seen = self._loss_seen.get(cause, [0] * len(per_cpu))
@@ -515,7 +530,7 @@ class CaptureSession:
         if self.probes is not None:
             self.probes.untrace_all()
         try:
-            if self.writer is not None and err is None:
+            if self.writer is not None and self.ring is not None and err is None:   # (the ring opens first)
                 # Let in-flight programs commit, then take what is left.
                 for _ in range(20):
                     self._drain()
@@ -596,6 +611,7 @@ class CaptureSession:
         """``files``/``blob`` records for what the tree mapped or executed (dr.capture.files)."""
         from dr.capture.files import write_files
 
+        assert self.writer is not None   # only from stop(), with the trace open
         self.writer.flush()
         why = self._post_pass_fits()
         if why:

@@ -74,6 +74,7 @@ def clock_offsets() -> dict:
         if best is None or b - a < best[0]:
             mid = (a + b) // 2
             best = (b - a, rt - mid, bt - mid)
+    assert best is not None   # the loop ran
     return {"realtime_ns": best[1], "boottime_ns": best[2]}
 
 

@@ -33,6 +33,7 @@ import ctypes
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 from dr.errors import TargetError
 
@@ -89,6 +90,9 @@ class SpawnTree:
         self._detach = False
         self._thread: threading.Thread | None = None
         self._go = self._ready = -1
+        # The hooks of the class doc, set by the session (attributes, not methods, so they can be).
+        self.on_first_exec: Callable[[int], dict] = lambda pid: {}
+        self.patch: Callable[[int], dict[str, int]] = lambda pid: {}
 
     # -- the child
 
@@ -145,12 +149,6 @@ class SpawnTree:
         if self._first_error:
             raise TargetError(self._first_error)
         return self._facts
-
-    def on_first_exec(self, pid: int) -> dict:  # replaced by the session
-        return {}
-
-    def patch(self, pid: int) -> dict[str, int]:  # replaced by the session
-        return {}
 
     def detach(self) -> None:
         """Stop preparing images: each tracee is let go at its next stop."""

@@ -596,7 +596,7 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
         per_trace: list[tuple[dict, _Stats, dict]] = []
         recorded: list[dict[str, Any]] = []
         per_trace_report: dict[str, Any] = {}
-        for src in map(os.fspath, traces):
+        for src in (os.fspath(t) for t in traces):
             member = _member_name(src, taken)
             dst = os.path.join(work, member.replace("/", "_"))
             st = _Stats()

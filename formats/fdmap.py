@@ -380,7 +380,7 @@ class FdMap:
                 fam = e.get("family")
                 f.family = (fam if isinstance(fam, int) else
                             {"inet": AF_INET, "inet6": AF_INET6, "unix": AF_UNIX,
-                             "AF_INET": AF_INET, "AF_INET6": AF_INET6, "AF_UNIX": AF_UNIX}.get(fam)
+                             "AF_INET": AF_INET, "AF_INET6": AF_INET6, "AF_UNIX": AF_UNIX}.get(str(fam))
                             or (f.local or f.peer or SockAddr(0)).family or None)
                 st = e.get("sock_type", e.get("proto"))
                 if isinstance(st, int):
@@ -466,7 +466,7 @@ def _h_pair(m: FdMap, ev: Any) -> None:
     sc = schema.by_nr(ev.nr)
     out = next((i for i, a in enumerate(sc.args) if a.kind == schema.Kind.BUF_OUT), None) if sc else None
     raw = ev.payload(out) if out is not None else None
-    if not _ok(ev) or not raw or len(raw) < 8:
+    if sc is None or not _ok(ev) or not raw or len(raw) < 8:
         return
     kind, cloexec = sc.beh.fd_kind, _cloexec(ev)
     a, b = struct.unpack_from("<ii", raw)

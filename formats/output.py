@@ -175,7 +175,7 @@ def open_output(path: str | os.PathLike[str] | None, inputs: Iterable[str | os.P
         return
     with output_path(path, inputs, what) as p:
         try:
-            f = open(p, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
+            f: IO = open(p, "wb") if binary else open(p, "w", encoding="utf-8")
         except OSError as e:
             raise OutputError(f"cannot write {what} {os.fspath(path)}: {e.strerror}") from None
         g = _Guarded(f, f"{what} {os.fspath(path)}")

@@ -564,7 +564,7 @@ class Redactor:
                                  for key, run in runs])
         out: bytearray | None = None
         spans: list[list[Any]] = []
-        for (key, run), (masked, sp) in zip(runs, results):
+        for (_key, run), (masked, sp) in zip(runs, results):
             if not sp:
                 continue
             if out is None:

@@ -74,7 +74,7 @@ def parse_trace_expr(exprs: Iterable[str]) -> frozenset[int] | None:
             raise UsageError(f"-e {q}=... is not supported (only trace=NAME,...)")
         neg = rest.startswith("!")
         names = [n for n in rest.lstrip("!").split(",") if n]
-        nrs = set()
+        nrs: set[int] = set()
         for n in names:
             if n == "all":
                 nrs.update(s.nr for s in schema.all_syscalls())

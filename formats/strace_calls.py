@@ -7,11 +7,15 @@ formatting the line and returns the argument texts, or None for the declared lay
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from dr import schema
 from dr.formats.strace_decode import REQUEST_DECODERS, _clone_flags, _dec_int, _enum, _ptr, _s32, format_flags, quote
 from dr.formats.trace import Event
 from dr.schema import Sub
+
+if TYPE_CHECKING:   # strace_format imports this module: the Formatter type only, never at run time
+    from dr.formats.strace_format import Formatter
 
 __all__ = ["SPECIAL"]
 

@@ -479,5 +479,5 @@ class Formatter:
                 self._applied = True
             return f"[{self._fd(ev, a_)}, {self._fd(ev, b_)}]"
         dec = _STRUCTS.get(ctype)
-        s = dec(data) if dec else None
-        return s if s is not None else _ptr(v)
+        text = dec(data) if dec else None
+        return text if text is not None else _ptr(v)

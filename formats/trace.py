@@ -332,7 +332,7 @@ class TraceWriter:
         self.path = path if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "<file>")
         self._own = isinstance(path, (str, os.PathLike))
         try:
-            self._f: BinaryIO = open(path, "wb", buffering=0) if self._own else path  # type: ignore[arg-type]
+            self._f: BinaryIO = open(path, "wb", buffering=0) if isinstance(path, (str, os.PathLike)) else path
         except OSError as e:
             raise OutputError(f"cannot create trace {os.fspath(self.path)}: {e.strerror}") from None
         self._fd = self._f.fileno() if hasattr(self._f, "fileno") and self._own else None
@@ -594,9 +594,9 @@ class TraceReader:
 
     def __init__(self, source: str | os.PathLike | BinaryIO) -> None:
         self._own = isinstance(source, (str, os.PathLike))
-        self.path = os.fspath(source) if self._own else getattr(source, "name", "<trace>")
+        self.path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<trace>")
         try:
-            self._f: BinaryIO = open(source, "rb") if self._own else source  # type: ignore[arg-type]
+            self._f: BinaryIO = open(source, "rb") if isinstance(source, (str, os.PathLike)) else source
             self._f.seek(0, io.SEEK_END)
             self.size = self._f.tell()
             self._f.seek(0)
@@ -935,7 +935,7 @@ class TraceReader:
     def loss_records(self) -> list[dict]:
         """Every loss record in order (scans the trace once when not yet iterated)."""
         if self._losses is None:
-            losses = []
+            losses: list[dict] = []
             for i in range(len(self.frames)):
                 losses.extend(r for r in self._records(i) if r.get("t") == "loss")
             self._losses = losses

@@ -701,7 +701,8 @@ def write_json(rep: Report, path: str) -> None:
 def _body_spans(data: bytes) -> list[tuple[int, int]] | None:
     """[start, end) of each HTTP/1.x message body with a Content-Length; None when the
     stream is not such messages (RFC 9112 §6.3)."""
-    out, pos = [], 0
+    out: list[tuple[int, int]] = []
+    pos = 0
     while pos < len(data):
         end = data.find(b"\r\n\r\n", pos)
         if end < 0 or not data.startswith(b"HTTP/1.", pos):
@@ -842,9 +843,9 @@ def compare(conv: Conversations, replayed: list[Any], ignore: Ignore | None = No
                     pre_keys.update(d["keys"])
                 if not res.other:
                     res.cause = "state before capture"
-                first = (res.other or res.pre_capture)[0]
-                res.first_difference = (f"reply {first['n']} to {first['command']}: "
-                                        f"{first['recorded']} -> {first['replayed']}")
+                d0 = (res.other or res.pre_capture)[0]
+                res.first_difference = (f"reply {d0['n']} to {d0['command']}: "
+                                        f"{d0['recorded']} -> {d0['replayed']}")
                 la = [f"{d['command']}  => {d['recorded']}" for d in diffs[:30]]
                 lb = [f"{d['command']}  => {d['replayed']}" for d in diffs[:30]]
                 res.diff = side_by_side(la, lb, width=56, context=0)

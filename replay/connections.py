@@ -116,7 +116,8 @@ class Addr:
 
 def _family_name(fam: Any) -> str:
     if isinstance(fam, int):
-        return {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}.get(fam, "inet")
+        names: dict[int, str] = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
+        return names.get(fam, "inet")
     f = str(fam).lower().replace("af_", "")
     return {"inet": "inet", "inet6": "inet6", "unix": "unix", "local": "unix", "tcp": "inet",
             "tcp6": "inet6", "udp": "inet", "udp6": "inet6"}.get(f, "inet")
@@ -428,7 +429,7 @@ class _Builder:
             self._table(tgid)[fd] = st
             return st
         listener = None
-        if inbound:
+        if inbound and local is not None:   # (inbound implies a local address)
             listener = next((l.addr for l in self.listeners if l.addr.port == local.port), local)
         st.conn = self._new("inbound" if inbound else ("datagram" if proto == "udp" else "outbound"),
                             proto, fd, tgid, local=local, peer=peer, listener=listener,
@@ -709,7 +710,9 @@ def reconstruct(trace: Any) -> Conversations:
                     b.redactions.setdefault(key, []).extend(spans)
         losses = None
         try:
-            losses = reader.losses if not callable(getattr(reader, "losses", None)) else reader.losses()
+            losses = getattr(reader, "losses", None)   # a TraceReader property; a method on test readers
+            if callable(losses):
+                losses = losses()
         except (TraceError, AttributeError, TypeError):
             losses = None
         conv = b.finish(losses if isinstance(losses, dict) else None)

@@ -182,7 +182,8 @@ class Sandbox:
         if pid == 0:  # stage 2
             code = 127
             try:
-                os.close(sync_r), os.close(ctl_w), os.close(rep_r), os.close(status_r)
+                for fd in (sync_r, ctl_w, rep_r, status_r):
+                    os.close(fd)
                 code = self._stage2(me, prog, sync_w, ctl_r, rep_w, status_w)
             except BaseException as e:  # noqa: BLE001 - report any failure as one line
                 _say(sync_w, f"err {_describe(e)}")
@@ -419,7 +420,8 @@ class Sandbox:
                 os._exit(code)
         _say(sync_w, f"pid {tracee}")
         os.close(sync_w)
-        os.close(ctl_r), os.close(rep_w)
+        os.close(ctl_r)
+        os.close(rep_w)
         _, status = os.waitpid(tracee, 0)
         try:
             os.write(status_w, f"exit {status}\n".encode())

@@ -136,9 +136,9 @@ def check_spec(spec: SandboxSpec) -> None:
         raise ReplayError(f"--rootfs {root!r} is not a usable directory; nothing was run")
     if not os.path.isdir(root):
         raise ReplayError(f"--rootfs {root}: no such directory; nothing was run")
-    for what, v in (("uid", spec.uid), ("gid", spec.gid)):
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < ID_COUNT:
-            raise _bad(what, v)
+    for what, n in (("uid", spec.uid), ("gid", spec.gid)):
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < ID_COUNT:
+            raise _bad(what, n)
     if spec.first_pid is not None and (not isinstance(spec.first_pid, int) or not 2 <= spec.first_pid < (1 << 22)):
         raise _bad("pid", spec.first_pid)
     for pth in spec.expose:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -34,7 +33,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from dr import schema
 from dr.formats.trace import Event, Payload
 

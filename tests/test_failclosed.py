@@ -159,7 +159,10 @@ def test_sigkilled_replay_leaves_nothing_after_the_next_run(write_trace, tmp_pat
     trace = _attach_trace(write_trace, [sys.executable, "-c", "import time; time.sleep(60)"])
     p = subprocess.Popen(DR + ["replay", trace], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     tmp = tempfile.gettempdir()
-    mine = lambda: [n for n in os.listdir(tmp) if n.startswith((f"dr-replay-{p.pid}-", f"dr-streams-{p.pid}-"))]
+
+    def mine() -> list[str]:
+        return [n for n in os.listdir(tmp) if n.startswith((f"dr-replay-{p.pid}-", f"dr-streams-{p.pid}-"))]
+
     deadline = time.monotonic() + 60
     while len(mine()) < 2 and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.05)

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from dr import schema
-from dr.errors import DrError, TraceTruncated
+from dr.errors import DrError
 from dr.formats.trace import Event, ProcEvent, TraceReader
 
 pytestmark = [pytest.mark.root]

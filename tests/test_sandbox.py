@@ -33,9 +33,7 @@ Budget: about 45 s (two captures, eleven replays).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys

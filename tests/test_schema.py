@@ -75,7 +75,7 @@ def test_io_uring_setup_is_unsupported_and_named():
 
 
 def test_rules_point_at_declared_syscalls_and_args():
-    for nr, _i, arg, kind, rule, param, _elem, _size in schema.RULES:
+    for nr, _i, arg, _kind, rule, param, _elem, _size in schema.RULES:
         sc = schema.by_nr(nr)
         assert sc is not None and arg < len(sc.args), (nr, arg)
         if Rule(rule) in (Rule.ARG, Rule.DEREF, Rule.CNT, Rule.MIN_RET_ARG):

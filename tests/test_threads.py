@@ -372,7 +372,7 @@ def test_asynchronous_signal_registers_recorded_and_early_delivery_reported(work
     r = replay(trace, "--report", str(report))
     rep = json.loads(report.read_text())
     assert rep["signals_delivered_early"] == 1
-    assert any(n.startswith(f"SIGALRM interrupted thread") and f"{alrm['ip']:#x}" in n for n in rep["notes"])
+    assert any(n.startswith("SIGALRM interrupted thread") and f"{alrm['ip']:#x}" in n for n in rep["notes"])
     if r.returncode != 0:   # delivered at setitimer's return, the loop counted less
         d = rep["divergences"][0]
         assert d["signal"].startswith("SIGALRM interrupted thread") and d["expected"].startswith("write(1")

@@ -79,9 +79,9 @@ for _info in app.registered_commands:
     _name = _info.name or (_info.callback.__name__ if _info.callback else "")
     if _info.short_help is None and _name in SHORT_HELP:
         _info.short_help = SHORT_HELP[_name]
-for _info in app.registered_groups:  # typer.Typer settings default to a placeholder, not None
-    if not isinstance(_info.short_help, str) and _info.name in SHORT_HELP:
-        _info.short_help = SHORT_HELP[_info.name]
+for _group in app.registered_groups:  # typer.Typer settings default to a placeholder, not None
+    if not isinstance(_group.short_help, str) and _group.name in SHORT_HELP:
+        _group.short_help = SHORT_HELP[_group.name]
 
 
 def fail(message: str, code: int = ExitCode.ERROR) -> "typer.Exit":

@@ -107,8 +107,8 @@ def verify_cmd(bundle: Path = typer.Argument(..., metavar="FILE", help="Bundle t
     from dr.formats.stats import plural
 
     res = verify(str(bundle))
-    for n in res.notes:
-        typer.echo(f"dr: note: {n}", err=True)
+    for note in res.notes:
+        typer.echo(f"dr: note: {note}", err=True)
     ev = ", ".join(f"{k}: {plural(v, 'syscall')}" for k, v in res.events.items())
     n = len(res.members)
     typer.echo(f"ok: {bundle}: {plural(n, 'member')} {'matches' if n == 1 else 'match'} "

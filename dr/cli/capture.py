@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from dr.cli import app
+
+if TYPE_CHECKING:   # rich loads only when the status line shows
+    from rich.text import Text
 
 CAPTURE_EPILOG = """\
 Examples:
@@ -205,7 +208,7 @@ def _comm(pid: int) -> str:
         return "?"
 
 
-def _status_line(r) -> "object":
+def _status_line(r) -> Text:
     from rich.text import Text
 
     return Text(f"dr capture: {r.events:,} syscalls  {_human(r.payload_bytes)} payload  "

@@ -10,11 +10,10 @@ ExitCode.TRUNCATED.
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import IO, Iterator, Optional
 
 import typer
 
@@ -111,7 +110,7 @@ def _cut_short(reader) -> None:
 
 @contextmanager
 def _output(path: Path | None, inputs: tuple[Path, ...] = (), *,
-            binary: bool = False) -> Iterator[TextIO | str | None]:
+            binary: bool = False) -> Iterator[IO | str | None]:
     """Where an exporter writes ``path`` (rules: :mod:`dr.formats.output`).
 
     ``path`` None or "-": stdout (text exporters). Binary exporters, which

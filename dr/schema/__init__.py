@@ -62,7 +62,8 @@ def by_name(name: str) -> Syscall:
 
 def by_nr(nr: int, arch: str = "x86_64") -> Syscall | None:
     """The syscall with number ``nr`` on ``arch`` (x86_64 or aarch64), or None."""
-    return _index()[1 if arch == "x86_64" else 2].get(nr)
+    _, x86, a64 = _index()
+    return (x86 if arch == "x86_64" else a64).get(nr)
 
 
 def name_of(nr: int, arch: str = "x86_64") -> str:

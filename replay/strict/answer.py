@@ -12,7 +12,7 @@ import signal
 import stat as stat_mod
 import struct
 import time
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from dr.errors import ReplayError
 from dr.replay import notify
@@ -23,6 +23,12 @@ from dr.replay.strict.races import race_hint
 from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
+
+if TYPE_CHECKING:
+    from dr.replay.divergence import ReplayReport
+    from dr.replay.sandbox import Sandbox
+    from dr.replay.strict.core import ReplayOptions
+    from dr.replay.strict.script import Script
 
 _PROC_EXE = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/exe")
 #: Divergences a data race between threads can cause (a different call, arguments or bytes).
@@ -37,6 +43,29 @@ _OPEN_HOW = struct.Struct("<QQQ")
 class Answers:
     """Mixed into :class:`~dr.replay.strict.session.ReplaySession`: its state
     (``sb``, ``script``, ``report``, ``threads``, ...) is the session's."""
+
+    # The session's state these helpers use, declared for the type checker
+    # (ReplaySession.__init__ sets each; see its comments for what they hold).
+    opts: ReplayOptions
+    script: Script
+    report: ReplayReport
+    sb: Sandbox | None
+    threads: dict[int, Thread]
+    rekey: dict[int, tuple[Thread, int]]
+    exe: dict[int, str]
+    vforked: set[int]
+    cwd: dict[int, str]
+    dirpaths: dict[tuple[int, int], str]
+    devnull: int
+    rootfd: int
+    console: dict[int, dict[int, int]]
+    held_exits: dict[int, list[tuple[Notif, int]]]
+    owned: dict[int, set[int]]
+    out: BinaryIO
+    err: BinaryIO
+
+    if TYPE_CHECKING:   # the session's method; no stub at run time to shadow it
+        def _consume(self, pos: int, th: Thread) -> None: ...
 
     # -------------------------------------------------------------- divergences
     def _div(self, kind: str, message: str, tid: int | None, index: int | None, *,
@@ -253,7 +282,7 @@ class Answers:
 
     def is_owned(self, th: Thread, fd: int) -> bool:
         own = self.owned.get(th.host_tgid)
-        return bool(own) and fd in own
+        return own is not None and fd in own
 
     def show(self, fd: int, data: bytes) -> None:
         if not self.opts.show_output or fd not in (1, 2) or not data:

@@ -58,7 +58,9 @@ def load_script(path: str) -> Script:
         if meta.get("mode") not in (None, "spawn"):
             raise ReplayError(f"{path} was captured in {meta.get('mode')} mode; strict replay needs a "
                               "spawn-mode trace (dr capture -- CMD)")
-        events, all_events, pos_in_all = [], [], []
+        events: list[Event] = []
+        all_events: list[Event] = []
+        pos_in_all: list[int] = []
         per_tid: dict[int, deque] = {}
         signals: dict[int, list[int]] = {}
         last_pos: dict[int, int] = {}

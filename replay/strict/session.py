@@ -505,6 +505,7 @@ class ReplaySession(Answers):
         (number, arguments, instruction) notified again while the recorded child does
         not exist. It runs natively again with the same child tid and is no new event;
         anything else is the thread's next clone."""
+        assert th.native_clone is not None   # the caller checked
         nr, args, ip, child = th.native_clone
         if (nr, args, ip) != (n.nr, n.args, n.ip):
             th.native_clone = None

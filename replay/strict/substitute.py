@@ -238,23 +238,23 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
                 continue
             want = len(data)
             if a.rule == _R_ARG:
-                cap = (args[a.size] & 0xFFFFFFFF) * (a.elem or 1)
+                cap: int | None = (args[a.size] & 0xFFFFFFFF) * (a.elem or 1)
             else:
                 cap = capacity(sc, i, args, n.pid)
                 if a.rule == _R_RET and 0 <= ev.ret < want:
                     want = ev.ret
             if cap is not None and cap < want:
                 want = cap
-            cur_b = notify.read_mem(n.pid, cur_v, want if want < MAX_INPUT else MAX_INPUT)
-            s.report.compared_bytes += len(cur_b)
+            got = notify.read_mem(n.pid, cur_v, want if want < MAX_INPUT else MAX_INPUT)
+            s.report.compared_bytes += len(got)
             if s.script.redacted:
                 spans = s.script.redacted.get((ev.tid, ev.seq, i))
                 if spans:
-                    cur_b = _unmask(cur_b, data, spans)
-                    s.report.redacted_bytes += sum(min(ln, max(0, len(cur_b) - st)) for st, ln in spans)
-            if cur_b != data:
+                    got = _unmask(got, data, spans)
+                    s.report.redacted_bytes += sum(min(ln, max(0, len(got) - st)) for st, ln in spans)
+            if got != data:
                 s.diverge("payload", f"{ev.name} of thread {th.tid}: the {a.name} bytes differ from "
-                           "the recording", th, ev, n, payload_diff(data, cur_b))
+                           "the recording", th, ev, n, payload_diff(data, got))
             continue
         if k in (Kind.PATH, Kind.STR):
             cur = notify.read_cstr(n.pid, cur_v, 4096) if cur_v else None
@@ -273,7 +273,8 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
                 want = min(want, ev.ret)
             cur_b = notify.read_mem(n.pid, cur_v, min(want, cap if cap is not None else want, MAX_INPUT))
         elif k == Kind.IOV_IN and cur_v:
-            iov = read_iov(n.pid, cur_v, capacity(sc, i, args) // 16 if capacity(sc, i, args) else 0)
+            c = capacity(sc, i, args)
+            iov = read_iov(n.pid, cur_v, c // 16 if c else 0)
             check_iov(s, n, th, ev, a, iov, 0)
             cur_b = gather(n.pid, iov, len(rec.data))
         elif k == Kind.SOCKADDR_IN and cur_v:
@@ -375,7 +376,8 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
             # give each message its recorded msg_len (sendmmsg(2), recvmmsg(2)).
             hdr = ev.payloads.get(i | (Sub.HEADER << 4))
             if hdr is not None and addr and ev.ret > 0:
-                cnt = min(ev.ret, capacity(sc, i, args) // MMSGHDR if capacity(sc, i, args) else 0,
+                c = capacity(sc, i, args)
+                cnt = min(ev.ret, c // MMSGHDR if c else 0,
                           len(hdr.data) // MMSGHDR)
                 for m in range(cnt):
                     plan.append((addr + m * MMSGHDR + 56, hdr.data[m * MMSGHDR + 56:m * MMSGHDR + 60]))
