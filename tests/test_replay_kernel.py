@@ -470,3 +470,39 @@ def _descendants(pid: int, comm: str) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+# ----------------------------------------------------------------------------- request-sized out-buffers
+
+REQ_OUT = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+int main(void) {
+    char name[16] = "";
+    int sig = -1;
+    prctl(PR_SET_NAME, "req-out");
+    prctl(PR_SET_PDEATHSIG, SIGUSR1);
+    prctl(PR_GET_NAME, name);
+    prctl(PR_GET_PDEATHSIG, &sig);
+    int fd = open("/etc/passwd", O_RDONLY);   /* not a file of the run: fcntl is substituted */
+    struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
+    int r = fcntl(fd, F_GETLK, &fl);          /* nobody holds it: l_type comes back F_UNLCK */
+    struct f_owner_ex own = {.type = 7, .pid = 7};
+    int r2 = fcntl(fd, F_GETOWN_EX, &own);    /* no owner: {F_OWNER_TID 0, 0} */
+    printf("name=%s sig=%d getlk=%d type=%d ownex=%d %d %d\n", name, sig, r, fl.l_type, r2,
+           own.type, own.pid);
+    return 0;
+}
+"""
+
+
+def test_request_sized_out_buffers_are_written_back(work):
+    """fcntl and prctl getters whose buffer the request sizes (F_GETLK, F_GETOWN_EX,
+    PR_GET_NAME, PR_GET_PDEATHSIG): replay writes what the kernel wrote."""
+    out = faithful(work, "req_out", REQ_OUT)
+    assert out.startswith(b"name=req-out sig=10 getlk=0 type=2 ownex=0 0 0"), out

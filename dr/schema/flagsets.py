@@ -252,8 +252,30 @@ PRCTL_BUFFERS: dict[int, tuple[str, int]] = {
     15: ("in", 16),        # PR_SET_NAME: char[16]
     16: ("out", 16),       # PR_GET_NAME: char[16] (TASK_COMM_LEN)
     19: ("out", 4),        # PR_GET_ENDIAN
+    25: ("out", 4),        # PR_GET_TSC: int
     37: ("out", 4),        # PR_GET_CHILD_SUBREAPER: int
     40: ("out", 8),        # PR_GET_TID_ADDRESS: int **
+}
+
+# ptrace(2) requests whose data argument points at a buffer: request -> (direction, bytes).
+# A replayed tracer's calls are answered from the recording (its tracee is replayed as an
+# ordinary supervised process), so what the kernel wrote for it must be in the trace.
+# Sizes: struct user_regs_struct 216, user_fpregs_struct 512, siginfo_t 128
+# (arch/x86/include/asm/user_64.h); PEEK* store the word at *data (ptrace(2), "C library/kernel
+# differences").
+PTRACE_BUFFERS: dict[int, tuple[str, int]] = {
+    1: ("out", 8),         # PTRACE_PEEKTEXT
+    2: ("out", 8),         # PTRACE_PEEKDATA
+    3: ("out", 8),         # PTRACE_PEEKUSER
+    12: ("out", 216),      # PTRACE_GETREGS
+    13: ("in", 216),       # PTRACE_SETREGS
+    14: ("out", 512),      # PTRACE_GETFPREGS
+    15: ("in", 512),       # PTRACE_SETFPREGS
+    0x4201: ("out", 8),    # PTRACE_GETEVENTMSG: unsigned long
+    0x4202: ("out", 128),  # PTRACE_GETSIGINFO
+    0x4203: ("in", 128),   # PTRACE_SETSIGINFO
+    0x420A: ("out", 8),    # PTRACE_GETSIGMASK (data: sigset_t, addr: its size)
+    0x420B: ("in", 8),     # PTRACE_SETSIGMASK
 }
 
 #: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
@@ -261,4 +283,5 @@ REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
     "ioctl": (1, 2, IOCTL_BUFFERS),
     "fcntl": (1, 2, FCNTL_BUFFERS),
     "prctl": (0, 1, PRCTL_BUFFERS),
+    "ptrace": (0, 3, PTRACE_BUFFERS),
 }

@@ -260,7 +260,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("getrusage", 98, 165, R, int_("who"), struct_out("ru", 144, "rusage")),
     S("sysinfo", 99, 179, R, struct_out("info", 112, "sysinfo")),
     S("times", 100, 153, R, struct_out("tbuf", 32, "tms")),
-    S("ptrace", 101, 117, U, int_("request"), int_("pid"), uint("addr"), uint("data")),
+    S("ptrace", 101, 117, R, int_("request"), int_("pid"), hex_("addr"), hex_("data")),
     S("getuid", 102, 174, R),
     S("syslog", 103, 116, R, int_("type"), out("buf", RET), int_("len")),
     S("getgid", 104, 176, R),

@@ -18,7 +18,7 @@ from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.strict.core import (IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKADDR_MAX, Thread, s32)
-from dr.schema import Beh, Kind, Rule, Sub
+from dr.schema import Beh, Kind, Rule, Sub, flagsets
 
 if TYPE_CHECKING:
     from dr.replay.strict.session import ReplaySession
@@ -364,9 +364,11 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     splan = plan_of(sc)
     if ev.ret > 0 and splan.ret_bounds:
         check_ret(s, n, th, ev, splan)
-    if not splan.outputs:
-        return
     plan: list[tuple[int, bytes]] = []
+    if sc.nr in REQUEST_ARGS:
+        _plan_request(s, n, th, ev, sc, plan)
+    elif not splan.outputs:
+        return
     iov_plan: list[tuple[list[tuple[int, int]], bytes]] = []
     for i, a in splan.outputs:
         k = a.kind
@@ -415,6 +417,26 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
         s.report.substituted_bytes += len(data)
     for iov, data in iov_plan:
         s.report.substituted_bytes += scatter(n.pid, iov, data)
+
+
+#: Calls whose buffer's size and direction come with a request argument (fcntl, prctl,
+#: ptrace; ioctl has its own handler): nr -> (request argument, buffer argument).
+REQUEST_ARGS = {schema.by_name(name).nr: (r, b) for name, (r, b, _t) in flagsets.REQUEST_BUFFERS.items()
+                if name != "ioctl"}
+
+
+def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Syscall,
+                  plan: list[tuple[int, bytes]]) -> None:
+    """The out-buffer of a request the schema sizes (F_GETLK's struct flock, PR_GET_NAME's
+    name, PTRACE_GETREGS's registers): the bytes the kernel wrote, from the recording."""
+    ra, ba = REQUEST_ARGS[sc.nr]
+    want = schema.REQUEST_BUFFERS.get((sc.nr, n.args[ra] & 0xFFFFFFFF))
+    rec = ev.payloads.get(ba)
+    if want is None or want[0] == "in" or rec is None or ev.ret < 0 or not n.args[ba]:
+        return
+    if len(rec.data) > want[1]:
+        too_long(s, th, ev, sc.args[ba], len(rec.data), want[1])
+    plan.append((n.args[ba], rec.data))
 
 
 def check_iov(s: ReplaySession, n: Notif, th: Thread, ev: Any, a: Any, iov: list[tuple[int, int]],
