@@ -404,8 +404,8 @@ _LOOKAHEAD = 32
 
 
 def fresh_in_recording(s: ReplaySession, th: Thread, fd: int) -> bool:
-    """Whether an open with O_CREAT (neither O_EXCL nor O_TRUNC) of a file absent from
-    the replay host made a new empty file in the recording: the thread's next calls on
+    """Whether an open with O_CREAT (neither O_EXCL nor O_TRUNC) made a new empty file
+    in the recording (the replay host's file, if any, is not that evidence): the thread's next calls on
     ``fd`` say so -- an fstat showing st_size > 0, or a read returning bytes, before
     any write means the file had content before the run (its reads then come from the
     trace, as for any file that existed)."""

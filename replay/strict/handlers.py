@@ -121,8 +121,7 @@ def open_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         node = None   # the recording created it anew: the name we hold is stale
     if node is None and fm.may_model(p) and (
             (flags & fmodel.O_TMPFILE_FULL) == fmodel.O_TMPFILE_FULL or (flags & os.O_CREAT and (
-                flags & (os.O_EXCL | os.O_TRUNC) or not fmodel.exists_in_root(s.rootfd, p)
-                and fmodel.fresh_in_recording(s, th, ev.ret)))):
+                flags & (os.O_EXCL | os.O_TRUNC) or fmodel.fresh_in_recording(s, th, ev.ret)))):
         # The run makes this file: a node of the file model (one memfd, found again by
         # its names), its I/O native, so reads, mmap, sendfile and exec see its writes.
         node = fm.create("" if flags & fmodel.O_TMPFILE_FULL == fmodel.O_TMPFILE_FULL else p)
