@@ -328,9 +328,14 @@ class Answers:
                     real = os.readlink(f"/proc/self/fd/{fd}")
                 except OSError:
                     real = "/proc/"
-                if (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)) and not is_virtual(real):
+                if stat_mod.S_ISDIR(mode) and not is_virtual(real):
                     return fd
+                if stat_mod.S_ISREG(mode) and not is_virtual(real):
+                    # Only the recording's bytes: see dr.replay.strict.files.
+                    return self.files.vet(p, fd, flags)
                 os.close(fd)
+            elif p in self.files.records:
+                return self.files.vet(p, -1, flags)
         if flags & 0o3:  # written to: a memfd, so mmap of it works as on a file
             return os.memfd_create("dr-replay", os.MFD_CLOEXEC)
         return os.dup(self.devnull)

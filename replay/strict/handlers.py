@@ -19,6 +19,7 @@ from dr import schema
 from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import Notif
+from dr.replay.strict import files as fmodel
 from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
                                    SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.procfs import nthreads
@@ -64,6 +65,10 @@ def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     if s.opts.show_output:
         show_writes(s, n, ev, sc)
     nr = sc.nr
+    if nr in fmodel.MOVE_NRS:
+        moved = fmodel.move(s, n, th, ev, pos)
+        if moved is not None:
+            return moved
     if nr in NATIVE_ON_OWNED:
         own = s.owned.get(th.host_tgid)
         if own and s32(n.args[0]) in own:
@@ -81,6 +86,8 @@ def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
             return ok
         finally:
             os.close(src)
+    if nr in fmodel.PATH_CALLS and ev.ret >= 0:
+        s.files.on_path_call(s, th, ev)   # rename/link/unlink/truncate move names, not data
     if pos in s.script.signals:
         s.deliver_signals(th, pos)
     return s.listener.reply(n.id, ev.ret)
@@ -106,17 +113,26 @@ def open_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         dirfd, path_arg, flags = AT_FDCWD, n.args[0], n.args[1]
     path = notify.read_cstr(n.pid, path_arg) if path_arg else b""
     s.gone_check(n)
-    created = bool(flags & os.O_CREAT) and bool(flags & (os.O_EXCL | os.O_TRUNC)) and bool(flags & 3)
-    if created:
-        # The run makes this file's whole content: back it with a memfd and let
-        # its I/O run natively, so mmap sharing works (POSIX semaphores).
-        src = os.memfd_create("dr-replay-file", os.MFD_CLOEXEC)
+    flags &= 0xFFFFFFFF
+    fm = s.files
+    p = fm.resolve(s, th, dirfd, path)
+    node = fm.lookup(p)
+    if node is not None and flags & os.O_CREAT and flags & os.O_EXCL:
+        node = None   # the recording created it anew: the name we hold is stale
+    if node is None and fm.may_model(p) and (
+            (flags & fmodel.O_TMPFILE_FULL) == fmodel.O_TMPFILE_FULL or (flags & os.O_CREAT and (
+                flags & (os.O_EXCL | os.O_TRUNC) or fmodel.fresh_in_recording(s, th, ev.ret)))):
+        # The run makes this file: a node of the file model (one memfd, found again by
+        # its names), its I/O native, so reads, mmap, sendfile and exec see its writes.
+        node = fm.create("" if flags & fmodel.O_TMPFILE_FULL == fmodel.O_TMPFILE_FULL else p)
+    if node is not None:
+        src = fm.open_fd(node, flags)
         s.last_open_path = ""
     else:
-        src = s.open_source(th, dirfd, path, flags & 0xFFFFFFFF)
+        src = s.open_source(th, dirfd, path, flags)
     try:
         ok = s.addfd_reply(n, th, pos, src, ev.ret, schema.cloexec_of(sc, n.args, ev.payload(2)))
-        if ok and created:
+        if ok and node is not None:
             s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
         if ok and s.last_open_path and stat_mod.S_ISDIR(os.fstat(src).st_mode):
             s.dirpaths[(th.host_tgid, ev.ret)] = s.last_open_path  # for later openat(dirfd, ...)
@@ -157,6 +173,17 @@ def dup(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     sc = SC.get(ev.nr)
     assert sc is not None
     if sc.fd_effect == FdEffect.DUP_CMD and (n.args[1] & 0xFFFFFFFF) not in (F_DUPFD, F_DUPFD_CLOEXEC):
+        # fcntl(F_GETLK, ...): the kernel's answer is the recorded struct (file locks on
+        # the model's files are answered from the recording, as sqlite's WAL reads them).
+        kind = schema.REQUEST_BUFFERS.get((sc.nr, n.args[1] & 0xFFFFFFFF))
+        rec = ev.payload(2)
+        if kind is not None and kind[0] in ("out", "inout") and rec is not None and n.args[2] \
+                and ev.ret >= 0:
+            if len(rec) > kind[1]:
+                too_long(s, th, ev, sc.args[2], len(rec), kind[1])
+            s.gone_check(n)
+            notify.write_mem(n.pid, n.args[2], rec)
+            s.report.substituted_bytes += len(rec)
         return regular(s, n, th, ev, pos)
     compare_inputs(s, n, th, ev, sc)
     if ev.ret < 0:
@@ -255,6 +282,12 @@ def execve(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     if rec:
         path = rec.rstrip(b"\0").decode(errors="surrogateescape")
         s.exe[th.host_tgid] = os.path.normpath(os.path.join(s.cwd.get(th.host_tgid, "/"), path))
+        node = s.files.lookup(s.exe[th.host_tgid])
+        if node is not None:
+            # A file the run wrote: the kernel execs a copy at its path in the sandbox.
+            s.files.materialize(node, s.exe[th.host_tgid], th.host_tgid)
+        else:
+            s.files.exec_check(s.exe[th.host_tgid], s.rootfd)
     ok = s.cont(n, th, pos)
     if ok and th.host_tid != th.host_tgid:
         s.exec_from_thread(th)

@@ -44,6 +44,10 @@ class Script:
     #: (position, signal) -> the user registers where an asynchronous signal interrupted
     #: its thread between syscalls (signal_regs with orig_ax -1; see dr.schema.layout)
     async_at: dict[tuple[int, int], dict] = field(default_factory=dict)
+    #: the ``files`` records (dr.capture.files): None when the trace has none (an older capture)
+    files: list[dict] | None = None
+    #: sha256 -> {offset: bytes} of the ``blob`` records (files the capture stored)
+    blobs: dict[str, dict[int, bytes]] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -81,6 +85,8 @@ def load_script(path: str) -> Script:
         alias: dict[int, int] = {}       # recorded tid -> the thread whose events they are
         owner: list[int] = []            # events[i] was made by thread owner[i]
         seen: set[int] = set()           # every recorded tid
+        files: list[dict] | None = None
+        blobs: dict[str, dict[int, bytes]] = {}
         ended: set[int] = set()          # tids with an EXIT event
         for rec in r.stream():
             if isinstance(rec, Event):
@@ -108,7 +114,12 @@ def load_script(path: str) -> Script:
                 per_tid.setdefault(tid, deque()).append(pos)
                 last_pos[tid] = pos
             elif isinstance(rec, dict):
-                if rec.get("t") == "redactions":
+                if rec.get("t") == "files" and isinstance(rec.get("files"), list):
+                    files = (files or []) + [f for f in rec["files"] if isinstance(f, dict)]
+                elif rec.get("t") == "blob" and isinstance(rec.get("sha256"), str) and isinstance(
+                        rec.get("offset"), int) and isinstance(rec.get("data"), bytes):
+                    blobs.setdefault(rec["sha256"], {})[rec["offset"]] = rec["data"]
+                elif rec.get("t") == "redactions":
                     from dr.formats.redact import spans_by_slot
                     for k, v in spans_by_slot([rec]).items():
                         redacted.setdefault(k, []).extend(v)
@@ -178,7 +189,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo, async_at)
+                  outlived, siginfo, async_at, files, blobs)
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:

@@ -25,6 +25,7 @@ from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NATIVE_BLOCKING, NO_
                                    NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
                                    PASSTHROUGH, RESTARTS, SC, SOFT, THREAD_LOCAL, VDSO_NAMES, soft_key, Gone, GoneNotif,
                                    ReplayOptions, Status, StepResult, Stop, Thread)
+from dr.replay.strict.files import FileModel
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import nthreads, ns_ids, ppid, task_exists as _task_exists, which_in_root
 from dr.replay.strict.script import load_script
@@ -77,6 +78,7 @@ class ReplaySession(Answers):
         self.console: dict[int, dict[int, int]] = {}   # host tgid -> {fd: 1|2} of the replay's stdout/stderr
         self.held_exits: dict[int, list[tuple[Notif, int]]] = {}  # parent host tgid -> exits held
         self.owned: dict[int, set[int]] = {}  # host tgid -> fds of files this run created (memfd, native I/O)
+        self.files = FileModel(self.script.files, self.script.blobs)   # the recording's view of files
         self.children: deque = deque()   # recorded child tids of replayed clones, not yet seen
         self._poll: Any = None
         self._ready: list[tuple[int, int]] = []   # what poll() returns for "one notification"
@@ -182,6 +184,7 @@ class ReplaySession(Answers):
                 except OSError:
                     pass
         self.pidfds.clear()
+        self.files.close()
         self.devnull = self.rootfd = -1
 
     def run(self) -> StepResult:

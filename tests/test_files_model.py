@@ -1,0 +1,247 @@
+"""The file model of strict replay (dr.replay.strict.files): files the run makes
+persist by identity across opens, renames, links, unlinks and truncates; mmap,
+sendfile and exec see the bytes the program wrote; files that existed before the
+run reach the tracee only with the recording's bytes.
+
+Recorded with the real capture, replayed under the real seccomp supervisor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dr.errors import ReplayError
+from dr.replay.strict.files import FileModel
+
+DR = str(Path(sys.executable).with_name("dr"))
+
+
+def _notify_supported() -> bool:
+    try:
+        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def work():
+    d = Path(tempfile.mkdtemp(prefix="dr-test-files-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def build(work: Path, name: str, src: str) -> Path:
+    (work / f"{name}.c").write_text(src)
+    subprocess.run(["gcc", "-O1", "-o", str(work / name), str(work / f"{name}.c")], check=True,
+                   capture_output=True, timeout=60)
+    return work / name
+
+
+def record(work: Path, name: str, *cmd: str) -> tuple[Path, bytes]:
+    trace = work / f"{name}.drt"
+    r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", *cmd], capture_output=True,
+                       timeout=120, cwd=str(work))
+    assert r.returncode == 0, r.stderr.decode()
+    return trace, r.stdout
+
+
+def replay(trace: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([DR, "replay", str(trace), "--show-output", "--stall-timeout", "20"],
+                          capture_output=True, timeout=120, cwd="/")
+
+
+LIFECYCLE = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    char buf[64];
+    int fd = open("config.lock", O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0 || write(fd, "key=value\n", 10) != 10) return 1;
+    close(fd);
+    if (rename("config.lock", "config")) return 2;
+    fd = open("config", O_RDWR);
+    ssize_t n = read(fd, buf, sizeof buf);
+    printf("reopened: %zd bytes: %.*s", n, (int)n, buf);
+    if (ftruncate(fd, 4096)) return 3;
+    char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return 4;
+    printf("mapped: %.9s\n", m);
+    memcpy(m + 10, "mapped=yes\n", 11);
+    munmap(m, 4096);
+    if (ftruncate(fd, 21)) return 5;
+    close(fd);
+    int a = open("config", O_RDONLY), b = open("config", O_RDONLY);
+    n = read(a, buf, 4);
+    printf("two opens, own offsets: %.*s/", (int)n, buf);
+    n = read(b, buf, 3);
+    printf("%.*s\n", (int)n, buf);
+    close(b);
+    fflush(stdout);
+    off_t off = 0;
+    if (sendfile(1, a, &off, 21) != 21) return 6;
+    close(a);
+    if (link("config", "config.bak") || unlink("config")) return 7;
+    fd = open("config.bak", O_RDONLY);
+    n = read(fd, buf, sizeof buf);
+    printf("after link+unlink: %zd bytes\n", n);
+    close(fd);
+    fd = open("hello.sh", O_WRONLY | O_CREAT | O_TRUNC, 0755);
+    dprintf(fd, "#!/bin/sh\necho from the written script\n");
+    close(fd);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) { execl("./hello.sh", "hello.sh", (char *)NULL); _exit(127); }
+    int st;
+    waitpid(p, &st, 0);
+    printf("script exit %d\n", WEXITSTATUS(st));
+    unlink("hello.sh");
+    unlink("config.bak");
+    return 0;
+}
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification")
+@pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)")
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs")
+def test_written_renamed_reopened_mapped_sent_and_execd_file_replays_faithfully(work):
+    exe = build(work, "lifecycle", LIFECYCLE)
+    trace, out = record(work, "lifecycle", str(exe))
+    assert b"mapped=yes" in out and b"from the written script" in out
+    r = replay(trace)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out     # sendfile's bytes and the exec'd script's output included
+    assert b"faithful" in r.stderr
+
+
+READER = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(void) {
+    char buf[64];
+    int fd = open("data.txt", O_RDONLY);
+    ssize_t n = read(fd, buf, sizeof buf);
+    printf("read: %.*s", (int)n, buf);
+    char *m = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    printf("mapped: %.*s", (int)n, m);
+    return 0;
+}
+"""
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification")
+@pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)")
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs")
+def test_changed_root_only_host_file_never_reaches_the_tracee(work):
+    data = work / "data.txt"
+    data.write_text("recorded content\n")
+    exe = build(work, "reader", READER)
+    trace, out = record(work, "reader", str(exe))
+    assert out == b"read: recorded content\nmapped: recorded content\n"
+    data.write_text("HOST-SECRET changed!\n")
+    os.chmod(data, 0o600)
+    r = replay(trace)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out      # the mapped bytes are the trace's stored copy
+    assert b"HOST-SECRET" not in r.stdout + r.stderr
+
+
+def _model(tmp: Path, content: bytes, blob: bytes | None) -> tuple[FileModel, int]:
+    f = tmp / "lib.so"
+    f.write_bytes(content)
+    sha = hashlib.sha256(b"recorded").hexdigest()
+    rec = {"path": str(f), "how": ["map"], "sha256": sha, "size": 8}
+    blobs = {sha: {0: blob}} if blob is not None else {}
+    return FileModel([rec], blobs), os.open(f, os.O_RDONLY)
+
+
+def test_mapped_file_changed_on_host_is_served_from_the_trace(tmp_path):
+    fm, host = _model(tmp_path, b"changed!", b"recorded")
+    fd = fm.vet(str(tmp_path / "lib.so"), host, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 64, 0) == b"recorded"
+    finally:
+        os.close(fd)
+        fm.close()
+
+
+def test_mapped_file_with_no_recorded_bytes_stops_naming_it(tmp_path):
+    for blob in (None, b"forged!!"):   # absent, or not matching its sha256
+        fm, host = _model(tmp_path, b"changed!", blob)
+        with pytest.raises(ReplayError, match="lib.so"):
+            fm.vet(str(tmp_path / "lib.so"), host, os.O_RDONLY)
+        fm.close()
+
+
+def test_host_file_matching_the_recording_is_used(tmp_path):
+    fm, host = _model(tmp_path, b"recorded", None)
+    assert fm.vet(str(tmp_path / "lib.so"), host, os.O_RDONLY) == host
+    os.close(host)
+    fm.close()
+
+
+def test_file_only_read_gets_no_host_bytes(tmp_path):
+    fm = FileModel([], {})
+    f = tmp_path / "secret"
+    f.write_bytes(b"root only")
+    fd = fm.vet(str(f), os.open(f, os.O_RDONLY), os.O_RDONLY)
+    assert os.pread(fd, 64, 0) == b""
+    os.close(fd)
+
+
+TOOLS = {
+    "git": """set -e
+git init -q .
+git config user.email dr@example.org
+git config user.name dr
+echo hello > a.txt
+git add a.txt
+GIT_AUTHOR_DATE=2020-01-01T00:00:00Z GIT_COMMITTER_DATE=2020-01-01T00:00:00Z git commit -q -m first
+git log --format='%H %s'
+""",
+    "sqlite3": """set -e
+sqlite3 db.sqlite 'PRAGMA journal_mode=WAL; CREATE TABLE t(k TEXT, v INT); INSERT INTO t VALUES ("a", 1);'
+sqlite3 db.sqlite 'INSERT INTO t VALUES ("b", 2); SELECT k, v FROM t ORDER BY k; PRAGMA journal_mode;'
+""",
+}
+
+
+@pytest.mark.root
+@pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification")
+@pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)")
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_tool_replays_faithfully_after_its_files_are_deleted(work, tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    d = work / "repo"
+    d.mkdir()
+    (d / "run.sh").write_text(TOOLS[tool])
+    trace = work / f"{tool}.drt"
+    r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", "sh", "run.sh"], capture_output=True,
+                       timeout=120, cwd=str(d))
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.strip()
+    shutil.rmtree(d)     # the repository / database and the script exist only in the trace now
+    rp = replay(trace)
+    assert rp.returncode == 0, rp.stderr.decode()
+    assert rp.stdout == r.stdout
+    assert b"faithful" in rp.stderr
