@@ -149,9 +149,6 @@ class Answers:
                 # Already queued by the kernel (a released child's SIGCHLD): a
                 # thread-directed copy would not merge with it and run the handler twice.
                 continue
-            regs = self.script.async_at.get((pos, sig))
-            if regs is not None:
-                self.early_signal(th, pos, sig, regs)
             try:
                 info = self.script.siginfo.get((pos, sig))
                 if info is not None:
@@ -161,21 +158,6 @@ class Answers:
                 self.report.signals_delivered += 1
             except OSError:
                 pass
-
-    def early_signal(self, th: Thread, pos: int, sig: int, regs: dict) -> None:
-        """Say so at a signal the recording shows interrupting user code between
-        syscalls (its registers have orig_ax -1): replay queues it as the thread's
-        previous call returns, before instructions the recorded thread ran first,
-        since delivery at the recorded instruction is not implemented. A later
-        divergence of that thread names it."""
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
-        ev = self.script.events[pos]
-        text = (f"{name} interrupted thread {th.tid} between syscalls in the recording (at ip "
-                f"{regs.get('ip', 0):#x}, after event #{ev.index} {ev.name}); replay delivers it as "
-                "that call returns, earlier than recorded")
-        self.report.signals_early += 1
-        self.report.notes.append(text)
-        th.early_signal = text
 
     def hold_exit(self, n: Notif, th: Thread) -> bool:
         """Hold a child process's exit when its parent handles SIGCHLD (the recording

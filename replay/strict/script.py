@@ -41,9 +41,10 @@ class Script:
     outlived: set[int] = field(default_factory=set)  # tids alive when the capture ended
     #: (position, signal) -> the siginfo a recorded rt_(tg)sigqueueinfo sent with it
     siginfo: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    #: (position, signal) -> the user registers where an asynchronous signal interrupted
-    #: its thread between syscalls (signal_regs with orig_ax -1; see dr.schema.layout)
-    async_at: dict[tuple[int, int], dict] = field(default_factory=dict)
+    #: position -> the asynchronous signals, in order, that interrupted its thread between
+    #: that call and its next one, each with the user registers where it did (signal_regs
+    #: with orig_ax -1; see dr.schema.layout); delivered there (replay/strict/asyncsig.py)
+    async_seq: dict[int, list[tuple[int, dict]]] = field(default_factory=dict)
     #: the ``files`` records (dr.capture.files): None when the trace has none (an older capture)
     files: list[dict] | None = None
     #: sha256 -> {offset: bytes} of the ``blob`` records (files the capture stored)
@@ -73,7 +74,7 @@ def load_script(path: str) -> Script:
         sent: set[int] = set()   # signal numbers some recorded call sent
         queued: dict[tuple[int, int], bytes] = {}   # (target tgid, sig) -> siginfo sent with it
         siginfo: dict[tuple[int, int], bytes] = {}  # (position, sig) -> siginfo to deliver
-        async_at: dict[tuple[int, int], dict] = {}
+        async_at: list[tuple[int, int, dict]] = []   # (position, sig, registers) in trace order
         exited: set[int] = set()         # tids with an exit/exit_group event of their own
         group_exit: set[int] = set()     # tgids some thread of which called exit_group
         last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
@@ -133,7 +134,7 @@ def load_script(path: str) -> Script:
                     signals.setdefault(p, []).append(int(rec.arg0))
                     delivered.append((p, int(rec.arg0)))
                     if rec.regs and rec.regs.get("orig_ax", 0) >= (1 << 63):
-                        async_at[(p, int(rec.arg0))] = rec.regs
+                        async_at.append((p, int(rec.arg0), rec.regs))
                     info = queued.pop((rec.tgid or rec.tid, int(rec.arg0)), None)
                     if info is not None:
                         siginfo[(p, int(rec.arg0))] = info
@@ -173,6 +174,16 @@ def load_script(path: str) -> Script:
             sync_faults += 1
             if not signals[p]:
                 del signals[p]
+    # A signal that interrupted user code between syscalls is delivered at its
+    # recorded state, not at a syscall boundary: out of ``signals`` (a repeat is
+    # not merged there, each has its own state). A fault is left to the program.
+    async_seq: dict[int, list[tuple[int, dict]]] = {}
+    for p, sg, regs in async_at:
+        if sg in signals.get(p, ()) and not (sg in SYNC_FAULTS and sg not in sent):
+            signals[p].remove(sg)
+            if not signals[p]:
+                del signals[p]
+            async_seq.setdefault(p, []).append((sg, regs))
     _spread_repeats(signals, per_tid)
     tgid_of = {t: ev.tgid or ev.tid for t, ev in zip(owner, events)}
     # How each process ended: a process that ended (group_dead) with no exit_group
@@ -189,7 +200,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo, async_at, files, blobs)
+                  outlived, siginfo, async_seq, files, blobs)
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:

@@ -21,6 +21,7 @@ from dr.replay.divergence import ReplayReport, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.sandbox import Sandbox, SandboxSpec
 from dr.replay.strict.answer import Answers
+from dr.replay.strict.asyncsig import AsyncDelivery
 from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NATIVE_BLOCKING, NO_DELIVER, NO_EXIT, NR,
                                    NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
                                    PASSTHROUGH, RESTARTS, SC, SOFT, THREAD_LOCAL, VDSO_NAMES, soft_key, Gone, GoneNotif,
@@ -84,6 +85,7 @@ class ReplaySession(Answers):
         self._ready: list[tuple[int, int]] = []   # what poll() returns for "one notification"
         self._pid_unreg = False
         self.last_progress = time.monotonic()
+        self.asig = AsyncDelivery(self)
         self.out = self.opts.stdout or sys.stdout.buffer
         self.err = self.opts.stderr or sys.stderr.buffer
         vp = self.script.meta.get("vdso_patched")
@@ -701,9 +703,13 @@ class ReplaySession(Answers):
         self.last_progress = _monotonic()
 
     def _answer(self, n: Notif, th: Thread, pos: int, ev: Any) -> None:
+        if pos in self.script.async_seq:
+            self.asig.arm(th, pos)   # signals to deliver at recorded states after this call
         try:
             handler = handler_for(ev.nr)
             ok = handler(self, n, th, ev, pos)
+            if self.asig.armed:
+                self.asig.run(th)
         except Gone:
             ok = False
         except MemoryFault as e:
