@@ -110,7 +110,7 @@ class Delivery:
         raise NotImplementedError
 
     def _build_plan(self) -> None:
-        plan = []
+        plan: list[PlanItem] = []
         for c in self.inbound:
             t_open = c.opened_ns if c.opened_ns is not None else (c.chunks[0].ts_exit - 1 if c.chunks else 0)
             plan.append((t_open, -1, "open", c, None))

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from dr.replay.divergence import ReplayReport
     from dr.replay.sandbox import Sandbox
     from dr.replay.strict.core import ReplayOptions
+    from dr.replay.strict.files import FileModel
     from dr.replay.strict.script import Script
 
 _PROC_EXE = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/exe")
@@ -56,6 +57,7 @@ class Answers:
     vforked: set[int]
     cwd: dict[int, str]
     dirpaths: dict[tuple[int, int], str]
+    files: FileModel
     devnull: int
     rootfd: int
     console: dict[int, dict[int, int]]
