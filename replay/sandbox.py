@@ -315,7 +315,7 @@ class Sandbox:
             self._status = int(data[1])
         else:
             self._status = -int(signal.SIGKILL)
-        self._reap_stage2()
+        # Stage 2 is not reaped here: it lives on while orphans run (reaped by close()).
         return self._status
 
     def _reap_stage2(self) -> None:
@@ -345,6 +345,13 @@ class Sandbox:
             if fd >= 0:
                 os.close(fd)
                 setattr(self, attr, -1)
+        # Stage 2 outlives the tracee while orphans run; the replay is over now, so
+        # the namespace goes (SIGKILL of stage 2: init and every orphan die with it).
+        if self.stage2 > 0:
+            try:
+                os.kill(self.stage2, signal.SIGKILL)
+            except OSError:
+                pass
         self._reap_stage2()
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
@@ -427,7 +434,9 @@ class Sandbox:
             os.write(status_w, f"exit {status}\n".encode())
         except OSError:
             pass
-        os.kill(init, signal.SIGKILL)
+        # Not init's end yet: an orphan the tracee left (reparented to init) may
+        # still have recorded calls to make, and killing init tears the whole pid
+        # namespace down. Init ends when dr closes its control pipe (Sandbox.close).
         os.waitpid(init, 0)
         return 0
 

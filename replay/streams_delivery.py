@@ -12,6 +12,7 @@ another connection (its receive queue, :mod:`dr.replay.sockdiag`).
 from __future__ import annotations
 
 import bisect
+import errno
 import select
 import socket
 import threading
@@ -161,7 +162,12 @@ class Delivery:
 
     def _connect(self, c: Connection) -> socket.socket:
         tgt = c.listener or c.local
-        assert tgt is not None
+        if tgt is None:
+            # Accepted on a socket the trace never names (opened before the capture
+            # and absent from its fd snapshot): nothing to connect to; reported per
+            # connection like any other failed open, never a traceback.
+            raise OSError(errno.EDESTADDRREQ, "the trace does not say which address it was accepted on "
+                          "(its listening socket predates the capture and is not in its fd snapshot)")
         host = tgt.host
         if tgt.is_wildcard:
             host = c.local.host if c.local and not c.local.is_wildcard else (

@@ -177,8 +177,13 @@ def load_script(path: str) -> Script:
     # A signal that interrupted user code between syscalls is delivered at its
     # recorded state, not at a syscall boundary: out of ``signals`` (a repeat is
     # not merged there, each has its own state). A fault is left to the program.
+    # SIGCHLD too stays at its call: replay's children really exit, and the kernel's
+    # own SIGCHLD is timed by holding their exits to the parent's recorded delivery
+    # points (answer.hold_exit); a second, supervisor-sent copy would race with it.
     async_seq: dict[int, list[tuple[int, dict]]] = {}
     for p, sg, regs in async_at:
+        if sg == signal.SIGCHLD:
+            continue
         if sg in signals.get(p, ()) and not (sg in SYNC_FAULTS and sg not in sent):
             signals[p].remove(sg)
             if not signals[p]:
