@@ -93,6 +93,7 @@ class CaptureOptions:
     poll_interval: float = 0.02
     flush_interval: float = 1.0
     patch_vdso: bool = True              # spawn: make every image's vDSO time functions enter the kernel
+    ptrace_tree: bool = True             # spawn: follow the tree's execs (False: the first image only)
     aslr: bool = False                   # spawn: keep address-space randomization (replay turns it off)
     zstd_level: int = 1
     redact: bool = False                 # mask secrets before anything reaches disk
@@ -323,7 +324,7 @@ class CaptureSession:
                 meta["command"] = list(o.command)
                 # how every image of the tree was prepared (replay runs them the same way)
                 meta["aslr"] = bool(o.aslr)
-                meta["vdso_every_exec"] = bool(o.patch_vdso)
+                meta["vdso_every_exec"] = bool(o.patch_vdso and o.ptrace_tree)
             if o.pid:
                 meta["procs"] = procs
             if self.redactor is not None:
@@ -379,13 +380,16 @@ class CaptureSession:
         from dr.capture import snapshot
         from dr.vdso import patch_vdso
 
+        tree = self.spawn
+        assert tree is not None and self.child is not None   # forked by start()
+
         def first(pid: int) -> dict:
             facts = snapshot.process_facts(pid)
             self.vdso_patched = patch_vdso(pid)
+            if not self.opts.ptrace_tree:
+                tree.detach()   # let the command go at this stop: its own ptrace then works
             return facts
 
-        tree = self.spawn
-        assert tree is not None and self.child is not None   # forked by start()
         tree.on_first_exec = first
         tree.patch = patch_vdso
         try:

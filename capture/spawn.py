@@ -187,7 +187,7 @@ class SpawnTree:
                 if _ptrace(PTRACE_SEIZE, root, 0, opts) != 0:
                     err = ctypes.get_errno()
                     self._first_error = (f"cannot follow the command's execs (ptrace: {os.strerror(err)}); "
-                                         "capture it with --no-vdso-patch")
+                                         "capture it with --first-image-only")
                     self._first.set()
                     os.kill(root, signal.SIGKILL)
             self._say_go()

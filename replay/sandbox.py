@@ -285,8 +285,21 @@ class Sandbox:
                 self._exec_pipe_open = False
                 return True
             if data.startswith("err "):
-                raise ReplayError(f"cannot start the tracee: {data[4:]}")
+                raise ReplayError(f"cannot start the tracee: {data[4:]}{self._hidden_hint()}")
         return False
+
+    def _hidden_hint(self) -> str:
+        """Why a program under a private directory is not there: the sandbox gives the
+        replay an empty /tmp (and /run, ...) and exposes only a regular executable
+        file there, not a symlink, an interpreter's environment or the files it needs."""
+        exe = os.path.normpath(self.spec.exe or (self.spec.argv[0] if self.spec.argv else ""))
+        rel = exe.lstrip("/")
+        hidden = next((d for d in PRIVATE_DIRS if rel == d or rel.startswith(d + "/")), None)
+        if not exe.startswith("/") or hidden is None:
+            return ""
+        return (f" (replay gives the program an empty private /{hidden}, where only a regular "
+                "executable file is shown: keep the program, its interpreter's environment "
+                "and its files outside /tmp, /run, /var/tmp and /dev/shm when capturing)")
 
     def set_next_pid(self, pid: int) -> bool:
         """Make the next task created in the sandbox get ``pid`` (ns_last_pid = pid - 1)."""

@@ -254,3 +254,50 @@ def test_job_control_stop_lets_the_task_go_so_its_parent_can_ptrace_it(tmp_path)
     assert p.stdout.decode().split("\n")[:2] == ["seize 0", "child 7"]
     r, _ = events_of(out)
     assert r.summary["spawn_released"] == 1
+
+
+SEIZE_RUNNING_C = r"""
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ptrace.h>
+#include <sys/wait.h>
+int main(void) {
+    int p[2], st;
+    char c;
+    pipe(p);
+    pid_t child = fork();
+    if (child == 0) { read(p[0], &c, 1); _exit(7); }
+    long r = ptrace(PTRACE_SEIZE, child, NULL, NULL);   /* a running child: no stop first */
+    printf("seize %s\n", r == 0 ? "ok" : strerror(errno));
+    if (r == 0) {
+        ptrace(PTRACE_INTERRUPT, child, NULL, NULL);
+        waitpid(child, &st, 0);
+        printf("stopped %d\n", WIFSTOPPED(st));
+        ptrace(PTRACE_DETACH, child, NULL, NULL);
+    }
+    write(p[1], "x", 1);
+    waitpid(child, &st, 0);
+    printf("child exit %d\n", WEXITSTATUS(st));
+    return 0;
+}
+"""
+
+
+def test_first_image_only_lets_a_program_ptrace_its_running_child(tmp_path):
+    """The spawn tracer holds the tree, so a program's PTRACE_SEIZE of its running
+    child fails with EPERM; --first-image-only prepares the first image and lets
+    the tree go, and the program runs (and replays) as it does untraced."""
+    exe = cc(tmp_path, "seize", SEIZE_RUNNING_C)
+    native = subprocess.run([exe], capture_output=True, timeout=30).stdout
+    assert native == b"seize ok\nstopped 1\nchild exit 7\n"
+    held = dr("capture", "-q", "-o", tmp_path / "a.drt", "--", exe, timeout=60)
+    assert held.stdout.startswith(b"seize Operation not permitted")   # what the flag is for
+    out = tmp_path / "b.drt"
+    p = dr("capture", "-q", "--first-image-only", "-o", out, "--", exe, timeout=60)
+    assert p.returncode == 0 and p.stdout == native, p.stderr.decode()
+    r, _ = events_of(out)
+    assert r.meta["vdso_every_exec"] is False
+    rep = dr("replay", "--show-output", out, timeout=60)
+    assert rep.returncode == 0 and rep.stdout == native, rep.stderr.decode()

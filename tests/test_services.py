@@ -451,7 +451,7 @@ def test_service_in_its_own_mount_pid_net_namespaces_and_root(tmp_path):
             os.makedirs(dst, exist_ok=True)
             shutil.copy(lib, dst)
         port = free_port()
-        box = subprocess.Popen(["unshare", "-m", "-p", "-n", "-f", "--propagation", "private", "sh", "-c",
+        box = subprocess.Popen(["unshare", "-m", "-p", "-n", "-f", "--kill-child", "--propagation", "private", "sh", "-c",
                                 f"mount -t proc proc {root}/proc && ip link set lo up && exec chroot {root} "
                                 f"/opt/svc/redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -66,6 +66,11 @@ def capture(
     max_size: Optional[str] = typer.Option(None, "--max-size", help="Stop when the trace reaches BYTES."),
     no_follow: bool = typer.Option(False, "--no-follow", help="Only the named process (all its threads): not its existing descendants, nor children made by fork/clone."),
     ringbuf_size: str = typer.Option("64M", "--ringbuf-size", help="BPF ring buffer size (a power of two)."),
+    first_image_only: bool = typer.Option(False, "--first-image-only",
+                                          help="Spawn mode: prepare only the command's own image and do not "
+                                               "ptrace its tree (a program that ptraces its children gets "
+                                               "EPERM otherwise); time that programs it execs read through "
+                                               "the vDSO is then not recorded."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line and no summary."),
     verify: bool = typer.Option(False, "--verify",
                                 help="After a spawn-mode capture, replay it at once and say "
@@ -126,7 +131,8 @@ def capture(
                           max_size=parse_size(max_size) if max_size else None,
                           follow=not no_follow, ringbuf_size=parse_size(ringbuf_size),
                           redact=redact or redact_rules is not None,
-                          redact_rules=str(redact_rules) if redact_rules else None)
+                          redact_rules=str(redact_rules) if redact_rules else None,
+                          ptrace_tree=not first_image_only)
     session = CaptureSession(opts)
 
     stop_signal: list[int] = []
