@@ -1000,6 +1000,20 @@ class TraceReader:
     def __iter__(self) -> Iterator[Event]:
         return self.events()
 
+    def cut_where(self) -> str:
+        """Where a trace cut short ends, in words: "cut short" + this, in every command's message.
+
+        A partial frame at the end (capture killed mid-write, file cut by hand):
+        the byte where the readable part ends and the file's size. A file that
+        ends on a frame boundary: the byte, and that the closing record is missing.
+        """
+        n = len(self.frames)
+        if self.end < self.size:
+            return (f"at byte {self.end:,} of {self.size:,} (the last {self.size - self.end:,} bytes are an "
+                    f"incomplete frame; it reads up to the end of frame {n}, the last complete one)")
+        return (f"at byte {self.end:,}, the end of frame {n}, without the capture's closing record "
+                "(dr capture was killed or ran out of space)")
+
 
 def _nr(s: str | int) -> int:
     if isinstance(s, int):

@@ -611,7 +611,9 @@ class Report:
     def verdict(self) -> str:
         if self.error:
             return "ERROR"
-        return "IDENTICAL" if self.all_identical else "DIFFERS"
+        if not self.all_identical:
+            return "DIFFERS"
+        return "INCOMPLETE" if self.cut_short else "IDENTICAL"   # the cut-off part was not compared
 
     def explain(self) -> list[str]:
         """The redis separation in words (empty for other protocols)."""

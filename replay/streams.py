@@ -99,6 +99,8 @@ class StreamsSession(Delivery):
         from dr.replay import compare
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
+        #: Where a trace cut short ends ("at byte N of M ..."), None for a complete trace.
+        self.cut_where: str | None = cut_where(trace) if self.conversations.cut_short else None
         self.rootfs = recorded_root(self.meta, rootfs)
         self.argv = recorded_command(self.meta, cmd, root=self.rootfs)
         self.new_build = bool(cmd) and other_build(self.meta, self.argv)
@@ -216,6 +218,11 @@ class StreamsSession(Delivery):
 
     def _start(self) -> Step:
         if not self.inbound:
+            if self.cut_where is not None:
+                # Not an idle service: the recording's connections may be in the part that is gone.
+                raise ReplayError(f"the trace was cut short {self.cut_where}; the part it holds shows no "
+                                  "accepted TCP connection, so nothing was replayed or compared",
+                                  exit_code=ExitCode.INCOMPLETE)
             raise ReplayError("the trace shows no accepted TCP connection to replay; was the "
                               "service idle during the capture?")
         self._build_plan()
@@ -460,6 +467,8 @@ def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = No
         conv = trace if isinstance(trace, Conversations) else reconstruct(trace)
         failed_conv = conv
         sess = StreamsSession(conv, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode)
+        if conv.cut_short and conv is not trace:
+            sess.cut_where = cut_where(trace)   # the file itself says where it ends
         while True:
             st = sess.step()
             if progress is not None and st.kind in ("opened", "sent", "shutdown"):
@@ -479,7 +488,25 @@ def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = No
             sess.close()
     if report:
         compare.write_json(rep, report)
-    return StreamsResult(rep, int(ExitCode.OK if rep.all_identical else ExitCode.DIVERGED))
+    if not rep.all_identical:
+        return StreamsResult(rep, int(ExitCode.DIVERGED))
+    # Every compared response matched; a trace cut short leaves the rest of the
+    # recording uncompared (as strict replay: exit INCOMPLETE, not OK).
+    return StreamsResult(rep, int(ExitCode.INCOMPLETE if rep.cut_short else ExitCode.OK))
+
+
+def cut_where(trace: Any) -> str:
+    """Where ``trace`` (a path or TraceReader) was cut short, in words (TraceReader.cut_where)."""
+    from dr.formats.trace import TraceReader
+    try:
+        if isinstance(trace, TraceReader):
+            return trace.cut_where()
+        if isinstance(trace, (str, os.PathLike)):
+            with TraceReader(trace) as r:
+                return r.cut_where()
+    except DrError:
+        pass
+    return "after its last complete frame"   # reconstructed conversations: the file is not at hand
 
 
 
@@ -538,4 +565,9 @@ def cli_streams(trace: str, cmd: str | list[str] | None = None, ignore: str | No
     sys.stdout.write(res.report.text(verbose=verbose) + "\n")
     if report:
         sys.stdout.write(f"report: {report}\n")
+    if res.exit_code == ExitCode.INCOMPLETE:
+        # Strict replay's wording for the same status (dr/cli/replay.py).
+        sys.stderr.write(f"dr replay: incomplete: every compared response matched, but not everything was "
+                         f"compared: the trace was cut short {cut_where(trace)}; only the "
+                         f"{len(res.report.connections)} connection(s) it holds were replayed\n")
     return res.exit_code

@@ -51,6 +51,11 @@ def session_report(self: Any) -> Any:
                          + (" (the recorded process's own: it ran in a container)"
                             if isinstance(self.meta.get("root"), dict) and not self.meta["root"].get("same", True)
                             else ""))
+    if self.cut_where is not None:
+        # Not compared: what the recording held after the cut (strict replay's not_compared).
+        rep.notes.insert(0, f"not compared: the trace was cut short {self.cut_where}; only the "
+                            f"{len(self.inbound)} connection(s) it holds were replayed and compared, "
+                            "and whatever the recording held after the cut was not")
     rep.listening = [{"recorded": r, "replayed": p} for r, p in self.listen_map]
     if self.mode_note:
         rep.notes.append(self.mode_note)

@@ -113,7 +113,7 @@ def test_trace_cut_short_replays_what_it_holds_and_says_so(write_trace):
     meta = _meta([PY, "-c", ECHO_SVC, str(port), str(dep)], port)
     trace = write_trace(_echo_events(Clock(), port, dep), meta, summary=None)
     res = run_streams(str(trace))
-    assert res.exit_code == ExitCode.OK and res.report.identical == 3
+    assert res.exit_code == ExitCode.INCOMPLETE and res.report.identical == 3   # the cut part is not compared
     assert res.report.cut_short and res.report.to_dict()["cut_short"] is True
     assert "the trace was cut short: it holds 3 connection(s)" in res.report.summary()
 
