@@ -370,7 +370,14 @@ class CaptureSession:
                 ex = exec_argv(pid)
             except OSError:
                 ex = None
-            out.append({"pid": pid, "ppid": ppid, "tids": tids, "exec": ex})
+            # Names and the fd table, as for the target: dr stats and show name a
+            # worker's threads and its inherited fds (stderr, the listening socket).
+            try:
+                fds = snapshot._fds(pid)
+            except (OSError, ValueError):
+                fds = None
+            out.append({"pid": pid, "ppid": ppid, "tids": tids, "exec": ex,
+                        "threads": snapshot.thread_names(pid), "fds": fds})
             self.attached_threads += len(tids)
         self.attached_procs = 1 + len(out)
         return out

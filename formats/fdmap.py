@@ -246,7 +246,8 @@ class FdMap:
     """The fd tables of every traced process, updated event by event.
 
     ``meta`` is the trace metadata; its ``fds`` snapshot (``[{fd, type, path,
-    local, peer, state, ...}]``) seeds the table of ``meta["pid"]``. Threads
+    local, peer, state, ...}]``) seeds the table of ``meta["pid"]``, each
+    ``procs`` entry's ``fds`` that of its ``pid``. Threads
     share their process's table (keyed by tgid); a fork copies it (the copies
     share :class:`OpenFile` objects). All methods are total: odd or missing
     data leaves the table as it was, never raises.
@@ -264,6 +265,11 @@ class FdMap:
         self._cwd_default = meta.get("cwd") if isinstance(meta.get("cwd"), str) else None
         if isinstance(pid, int):
             self._seed(pid, meta.get("fds"))
+        procs = meta.get("procs")
+        for p in procs if isinstance(procs, list) else ():
+            # attach mode: each descendant attached at start has its own snapshot
+            if isinstance(p, dict) and isinstance(p.get("pid"), int) and p["pid"] != pid:
+                self._seed(p["pid"], p.get("fds"))
 
     # -- queries
 

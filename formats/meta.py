@@ -65,7 +65,8 @@ META_KEYS: dict[str, MetaKey] = {k.name: k for k in (
     MetaKey("threads", (_L,), "the target's threads at start [{tid, name}] (comm)"),
     MetaKey("exec", (_D,), "attach mode: the command line at exec from the initial stack "
                             "{execfn, argv, rewritten, lost} (argv may have been retitled since)"),
-    MetaKey("procs", (_L,), "attach mode with --pid: descendants attached at start [{pid, ppid, tids, exec}]"),
+    MetaKey("procs", (_L,), "attach mode with --pid: descendants attached at start "
+                            "[{pid, ppid, tids, exec, threads, fds}] (threads and fds as the target's)"),
     MetaKey("root", (_D,), "the target's root directory {path, dev, ino, same} (a container's)"),
     MetaKey("nspid", (_L,), "the target's pid in each pid namespace, the host's first"),
 )}

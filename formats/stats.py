@@ -158,6 +158,7 @@ class Stats:
     flagged: dict[str, int] = field(default_factory=dict)  # events by EVENT_FLAGS name
     truncated: bool = False
     complete: bool = True
+    cut_where: str = ""   # a trace cut short: where it ends (TraceReader.cut_where)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -180,6 +181,7 @@ class Stats:
         return {
             "trace": self.path,
             "complete": self.complete,
+            "cut_short": ("cut short " + self.cut_where) if self.truncated else None,
             "mode": m.get("mode"), "pid": m.get("pid"), "argv": m.get("argv"),
             "events": self.events, "errors": self.errors,
             "duration_ns": max(0, self.last_ns - self.first_ns),
@@ -195,18 +197,37 @@ class Stats:
 
 
 def _thread_names(meta: dict[str, Any]) -> dict[int, str]:
+    """tid -> comm from the snapshot: the target's ``threads`` and, in attach mode,
+    each descendant's (``procs``); a descendant recorded without names is named
+    after the file it executed, as the kernel names a task at exec."""
     names: dict[int, str] = {}
-    th = meta.get("threads")
-    if isinstance(th, list):
-        for t in th:
-            if isinstance(t, dict) and isinstance(t.get("tid"), int):
-                names[t["tid"]] = str(t.get("name") or t.get("comm") or "")
-    elif isinstance(th, dict):
-        for k, v in th.items():
-            try:
-                names[int(k)] = str(v.get("name") if isinstance(v, dict) else v)
-            except (TypeError, ValueError):
-                pass
+
+    def add(th: Any) -> None:
+        if isinstance(th, list):
+            for t in th:
+                if isinstance(t, dict) and isinstance(t.get("tid"), int):
+                    names[t["tid"]] = str(t.get("name") or t.get("comm") or "")
+        elif isinstance(th, dict):
+            for k, v in th.items():
+                try:
+                    names[int(k)] = str(v.get("name") if isinstance(v, dict) else v)
+                except (TypeError, ValueError):
+                    pass
+
+    procs = meta.get("procs")
+    for p in procs if isinstance(procs, list) else ():
+        if not isinstance(p, dict):
+            continue
+        ex = p.get("exec")
+        ex = ex if isinstance(ex, dict) else {}
+        argv = ex.get("argv") if isinstance(ex.get("argv"), list) else []
+        file = ex.get("execfn") or (argv[0] if argv else None)
+        if isinstance(file, str) and file and isinstance(p.get("tids"), list):
+            for tid in p["tids"]:
+                if isinstance(tid, int):
+                    names[tid] = os.path.basename(file)[:15]
+        add(p.get("threads"))
+    add(meta.get("threads"))
     return names
 
 
@@ -344,6 +365,10 @@ def compute(reader: TraceReader) -> Stats:
         fs.kind = f.kind
         fs.label = f.label()
         fs.fds = sorted({f"{tg}:{fd}" for tg, fd in f.fds})
+        if not fs.label and f.kind == "unknown" and f.fds:
+            # Neither a snapshot nor a recorded open names it: say that, not "unknown".
+            tg, fd = min(f.fds)
+            fs.label = f"fd {fd} of pid {tg} (opened before the capture; not in its snapshot)"
         if f.is_socket:
             fs.proto = f.proto
             fs.local = str(f.local) if f.local else ""
@@ -360,6 +385,7 @@ def compute(reader: TraceReader) -> Stats:
     st.losses = dict(reader.losses)
     st.truncated = reader.truncated
     st.complete = not reader.truncated
+    st.cut_where = reader.cut_where() if reader.truncated else ""
     return st
 
 
@@ -521,7 +547,7 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None,
               f"{dur / 1e9:.3f} s, {plural(len(st.threads), 'thread')}"
               + (f", mode {m['mode']}" if m.get("mode") else "") + (f" — {what}" if what else ""))
     if st.truncated:
-        con.print("note: the trace was cut short; these numbers cover what was read")
+        con.print(f"note: the trace was cut short {st.cut_where}; these numbers cover what was read")
 
     t = table("syscalls", "syscall", "calls", "errors", "p50 µs", "p99 µs", "max µs", "total µs",
               left=("syscall", "errors"), flex=("errors",))
@@ -579,7 +605,10 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None,
     con.print()
     if st.losses and st.lost:
         con.print("losses: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.losses.items()) if v)
-                  + f" (total {st.lost:,})")
+                  + f" (total {st.lost:,})" + ("; and the trace was cut short" if st.truncated else ""))
+    elif st.truncated:
+        # Not "none": whatever the capture recorded after the cut is missing from every table.
+        con.print(f"losses: trace cut short {st.cut_where}; none counted in what was read")
     else:
         con.print("losses: none")
     if st.flagged:

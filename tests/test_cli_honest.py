@@ -92,3 +92,72 @@ def test_replay_of_a_trace_cut_after_its_connections_compares_what_it_holds(serv
     assert doc["verdict"] == "INCOMPLETE" and doc["cut_short"] is True and doc["identical"] == 10
     # the whole trace still replays faithfully: the difference is the cut alone
     assert dr("replay", service_trace).returncode == ExitCode.OK
+
+
+# --------------------------------------------------------------------------- 2. dr stats
+
+CHILD = r'''
+import sys, threading, time
+def tick():
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+        f.write("ticker")
+    print("ready", flush=True)
+    while True:
+        sys.stderr.write("tick\n"); sys.stderr.flush(); time.sleep(0.02)
+threading.Thread(target=tick, daemon=True).start()
+while True:
+    time.sleep(0.02)
+'''
+
+
+@pytest.fixture(scope="module")
+def tree_trace(tmp_path_factory):
+    """``dr capture --pid`` of a shell that only waits for its child, which writes to stderr
+    (a file) from a thread named "ticker": the work is in a descendant attached at start."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (eBPF capture)")
+    out = tmp_path_factory.mktemp("tree")
+    err = out / "child.err"
+    sh = subprocess.Popen(["sh", "-c", f'"$0" -c "$1" 2>{err} & wait', PY, CHILD],
+                          stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert sh.stdout is not None and sh.stdout.readline() == b"ready\n"
+        r = dr("capture", "-q", "--pid", sh.pid, "--duration", "1", "-o", out / "t.drt")
+        assert r.returncode == 0, r.stderr
+    finally:
+        os.killpg(sh.pid, 9)
+        sh.wait()
+    return out / "t.drt", err
+
+
+@root_only
+def test_stats_names_a_descendants_threads_and_stderr(tree_trace):
+    trace, err = tree_trace
+    with TraceReader(trace) as r:
+        (child,) = r.meta["procs"]
+    st = json.loads(dr("stats", trace, "--json").stdout)
+    names = {t["tid"]: t["name"] for t in st["threads"] if t["tgid"] == child["pid"]}
+    assert "ticker" in names.values(), names                     # its comm, from the snapshot
+    writer = next(t for t in st["threads"] if t["name"] == "ticker")
+    assert writer["tid"] != child["pid"] and writer["bytes_out"] >= 5
+    rows = {g["label"]: g for g in st["file_groups"]}
+    assert str(err) in rows and rows[str(err)]["fds"] == [f"{child['pid']}:2"], rows
+    assert rows[str(err)]["bytes_out"] == writer["bytes_out"]
+    text = dr("stats", trace).stdout
+    assert "unknown" not in text and str(err) in text and "ticker" in text
+
+
+@root_only
+def test_stats_of_a_trace_cut_short_says_where_not_no_losses(tree_trace, tmp_path):
+    trace, _ = tree_trace
+    size = trace.stat().st_size
+    short = cut(trace, tmp_path / "short.drt", size - 3)
+    with TraceReader(short) as r:
+        end = r.end
+    res = dr("stats", short)
+    assert res.returncode == ExitCode.TRUNCATED
+    where = f"cut short at byte {end:,} of {size - 3:,}"
+    assert "losses: none" not in res.stdout
+    assert f"losses: trace {where}" in res.stdout
+    assert res.stderr.count("\n") == 1 and where in res.stderr
+    assert json.loads(dr("stats", short, "--json").stdout)["cut_short"].startswith(where)

@@ -103,8 +103,8 @@ def _bar(label: str, trace: Path, output: Path | None):
 
 def _cut_short(reader) -> None:
     """Tell the user the trace was cut short, and exit TRUNCATED."""
-    typer.echo(f"dr: trace {reader.path} was cut short (no summary record); "
-               "the output covers everything up to its last complete frame", err=True)
+    typer.echo(f"dr: trace {reader.path} was cut short {reader.cut_where()}; "
+               "the output covers everything up to there", err=True)
     raise typer.Exit(int(ExitCode.TRUNCATED))
 
 
