@@ -60,7 +60,7 @@ from dr.errors import BundleError, DrError, ExitCode, OutputError, TraceError, U
 __all__ = [
     "BUNDLE_FORMAT_VERSION", "BundleInfo", "OpenBundle", "CreateResult", "VerifyResult",
     "create", "verify", "info", "open_bundle", "check_binaries", "is_bundle", "elf_build_id",
-    "open_trace_or_bundle",
+    "open_trace_or_bundle", "stored_files_text", "human_size",
 ]
 
 #: One integer for the bundle layout (members, manifest keys). Bump it when a
@@ -316,6 +316,27 @@ class _Stats:
         self._bound: dict[tuple[int, int], str] = {}  # (tgid, fd) -> address bound, until listen
         self.first_ts: int | None = None
         self.last_ts: int | None = None
+        # Files whose bytes the trace carries (blob records): sha256 -> [bytes, source],
+        # source "capture" (stored by dr capture) or "host" (added by dr bundle create).
+        self.blobs: dict[str, list[Any]] = {}
+        self.paths: dict[str, str] = {}   # sha256 -> a path the trace's files records name
+
+    def blob(self, rec: dict[str, Any], source: str) -> None:
+        data = rec.get("data")
+        b = self.blobs.setdefault(rec["sha256"], [0, source])
+        b[0] += len(data) if isinstance(data, (bytes, bytearray)) else 0
+
+    def stored_files(self) -> dict[str, Any]:
+        """The manifest's account of the file bytes inside the trace (what, how much, from where)."""
+        files = [{"path": self.paths.get(sha), "sha256": sha, "bytes": n, "source": src}
+                 for sha, (n, src) in sorted(self.blobs.items(), key=lambda kv: (-kv[1][0], kv[0]))]
+
+        def part(src: str) -> dict[str, int]:
+            mine = [f for f in files if f["source"] == src]
+            return {"files": len(mine), "bytes": sum(f["bytes"] for f in mine)}
+        return {"files": len(files), "bytes": sum(f["bytes"] for f in files),
+                "stored_by_capture": part("capture"), "added_at_bundle_time": part("host"),
+                "list": files}
 
     def add(self, ev: Any) -> None:
         self.events += 1
@@ -398,8 +419,13 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
                         flush()
                         if rec.get("t") == "blob" and isinstance(rec.get("sha256"), str):
                             have.add(rec["sha256"])
+                            stats.blob(rec, "capture")
                         elif rec.get("t") == "files":
-                            _add_host_files(w, rec, have)
+                            for f in rec.get("files") or ():
+                                if isinstance(f, dict) and isinstance(f.get("sha256"), str) \
+                                        and isinstance(f.get("path"), str):
+                                    stats.paths.setdefault(f["sha256"], f["path"])
+                            _add_host_files(w, rec, have, stats)
                         w.write_record(rec)
                         continue
                     if isinstance(rec, Event):
@@ -420,7 +446,7 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
         return meta, r.summary, r.truncated, r.losses
 
 
-def _add_host_files(w: Any, rec: dict[str, Any], have: set[str]) -> None:
+def _add_host_files(w: Any, rec: dict[str, Any], have: set[str], stats: _Stats) -> None:
     """Blob records for the files a trace identified but did not store (unmodified
     package files): read from this host when their sha256 still matches, so the
     bundle holds every file the programs mapped or executed. Only files every
@@ -444,8 +470,9 @@ def _add_host_files(w: Any, rec: dict[str, Any], have: set[str]) -> None:
                 off = 0
                 # Chunks as read; a reader joins them and checks the hash (TraceReader.blob).
                 while (data := fh.read(_CHUNK)) or off == 0:
-                    w.write_record({"t": "blob", "sha256": sha, "offset": off, "size": size,
-                                    "data": data})
+                    blob = {"t": "blob", "sha256": sha, "offset": off, "size": size, "data": data}
+                    w.write_record(blob)
+                    stats.blob(blob, "host")
                     w.flush()
                     off += len(data)
                     if not data:
@@ -477,6 +504,31 @@ def _member_name(src: str, taken: set[str]) -> str:
         i += 1
     taken.add(name)
     return name
+
+
+def human_size(n: float) -> str:
+    """1.1 MiB, 36.0 KiB, 512 B."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def stored_files_text(sf: Any) -> str:
+    """A trace's ``stored_files`` (manifest) in words: "12 files' bytes, 1.1 MiB: 1 stored
+    by dr capture, 11 added from this host at bundle time"; "" when it carries none."""
+    if not isinstance(sf, dict) or not sf.get("files"):
+        return ""
+    n = sf["files"]
+    parts = []
+    for key, words in (("stored_by_capture", "stored by dr capture"),
+                       ("added_at_bundle_time", "added from this host at bundle time")):
+        k = (sf.get(key) or {}).get("files") or 0
+        if k:
+            parts.append(f"{'all' if k == n and n > 1 else k} {words}")
+    return (f"{n} {'file' if n == 1 else 'files'}' bytes, {human_size(sf.get('bytes') or 0)}"
+            + (f": {', '.join(parts)}" if parts else ""))
 
 
 def _listening(f: dict) -> bool:
@@ -512,6 +564,17 @@ def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]]
         lost = sum(v for v in losses.values() if isinstance(v, int))
         L.append("- Losses: " + ("none" if not lost else ", ".join(f"{k} {v}" for k, v in
                                                                       sorted(losses.items()))))
+        sf = tinfo.get("stored_files") or {}
+        if sf.get("files"):
+            L.append(f"- Files inside the trace: {stored_files_text(sf)}; the bytes of files the "
+                     "programs mapped or executed, which dr replay uses instead of the replay host's")
+            for f in sf["list"][:10]:
+                L.append(f"  - `{f.get('path') or f['sha256'][:16]}` {human_size(f['bytes'])}"
+                         f"{' (from this host)' if f.get('source') == 'host' else ''}")
+            if len(sf["list"]) > 10:
+                L.append(f"  - ... and {len(sf['list']) - 10} more (manifest.json: traces[].stored_files)")
+        else:
+            L.append("- Files inside the trace: none (replay uses the replay host's files)")
         L += ["", "Top syscalls:", "", "| syscall | count |", "|---|---:|"]
         for name, n in st.syscalls.most_common(10):
             L.append(f"| {name} | {n} |")
@@ -534,6 +597,12 @@ def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]]
         if len(fds) > 20:
             L.append(f"- ... and {len(fds) - 20} more open at start")
         L.append("")
+    bins = manifest.get("binaries") or []
+    inc = sum(1 for b in bins if b.get("member"))
+    L.append(f"Binaries: {len(bins)} recorded by identity (path, build-id, sha256); "
+             + (f"{inc} included under binaries/." if inc else
+                "none included as members (dr bundle create --include-binaries adds them)."))
+    L.append("")
     red = manifest["redaction"]
     if red["applied"]:
         counts = ", ".join(f"{k} {v}" for k, v in report.get("matches", {}).items() if v) or "no matches"
@@ -627,6 +696,7 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
                      "events": st.events, "capture": cap, "summary": _jsonable(summ),
                      "losses": _jsonable(losses),
                      "top_syscalls": dict(st.syscalls.most_common(10)),
+                     "stored_files": st.stored_files(),
                      "connections": [{"direction": k, "address": a, "count": n}
                                      for (k, a), n in sorted(st.connections.items())]}
             tinfos.append(tinfo)

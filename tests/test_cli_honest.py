@@ -161,3 +161,38 @@ def test_stats_of_a_trace_cut_short_says_where_not_no_losses(tree_trace, tmp_pat
     assert f"losses: trace {where}" in res.stdout
     assert res.stderr.count("\n") == 1 and where in res.stderr
     assert json.loads(dr("stats", short, "--json").stdout)["cut_short"].startswith(where)
+
+
+# --------------------------------------------------------------------------- 3. dr bundle create
+
+
+@root_only
+def test_bundle_says_which_file_bytes_it_carries(tmp_path):
+    trace, drb = tmp_path / "t.drt", tmp_path / "t.drb"
+    r = dr("capture", "-q", "-o", trace, "--", "/bin/true")
+    assert r.returncode == 0, r.stderr
+    r = dr("bundle", "create", trace, "-o", drb)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(dr("bundle", "info", drb, "--json").stdout)
+    (t,) = info["manifest"]["traces"]
+    sf = t["stored_files"]
+    # what the bundled trace really holds: its blob records, by content hash
+    from dr.formats.bundle import open_bundle
+    with open_bundle(drb) as ob, TraceReader(ob.traces[0]) as tr:
+        held: dict[str, int] = {}
+        for rec in tr.stream():
+            if isinstance(rec, dict) and rec.get("t") == "blob":
+                held[rec["sha256"]] = held.get(rec["sha256"], 0) + len(rec["data"])
+    assert held and {f["sha256"]: f["bytes"] for f in sf["list"]} == held
+    assert sf["files"] == len(held) and sf["bytes"] == sum(held.values())
+    by_capture, at_bundle = sf["stored_by_capture"]["files"], sf["added_at_bundle_time"]["files"]
+    assert by_capture + at_bundle == len(held)
+    libc = next(f for f in sf["list"] if (f["path"] or "").endswith("/libc.so.6"))
+    assert libc["source"] == "host"   # an unmodified package file: added from this host
+    line = r.stdout.strip()
+    assert f"1 trace (with {len(held)} files' bytes, " in line and ", 0 binaries included;" in line
+    if by_capture:
+        assert f"{by_capture} stored by dr capture" in line
+    readme = dr("bundle", "info", drb).stdout
+    assert f"- Files inside the trace: {len(held)} files' bytes" in readme and "libc.so.6" in readme
+    assert "Binaries: 2 recorded by identity" in readme and "none included as members" in readme

@@ -71,7 +71,7 @@ def create_cmd(
                                          help="TOML redaction rules added to the built-in ones."),
 ) -> None:
     """Bundle traces into one verifiable file; redacts personal data and secrets by default."""
-    from dr.formats.bundle import create
+    from dr.formats.bundle import create, stored_files_text
     from dr.formats.stats import plural
 
     from dr.cli.progress import reading
@@ -90,9 +90,13 @@ def create_cmd(
     else:
         redaction = "NOT redacted (--no-redact)"
     included = sum(1 for b in res.manifest['binaries'] if b.get('member'))
+    # What the bytes are: the traces carry the files the programs mapped or executed.
+    bundled = res.manifest["traces"]
+    files = [stored_files_text(t.get("stored_files")) for t in bundled]
+    carried = "; ".join(f for f in files if f)
     typer.echo(f"wrote {res.path} ({plural(res.size, 'byte')}): "
-               f"{plural(len(res.manifest['traces']), 'trace')}, "
-               f"{plural(included, 'binary', 'binaries')} included; {redaction}")
+               f"{plural(len(bundled), 'trace')}" + (f" (with {carried})" if carried else "")
+               + f", {plural(included, 'binary', 'binaries')} included; {redaction}")
 
 
 @bundle_app.command("verify", epilog=VERIFY_EPILOG,
