@@ -42,7 +42,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from dr import schema
 from dr.capture.advice import loss_advice
@@ -252,9 +252,12 @@ class CaptureSession:
 
     # ------------------------------------------------------------------ start
 
-    def start(self) -> None:
+    def start(self, loading: Callable[[], None] | None = None) -> None:
         """Snapshot the target, load and attach the probes, start tracing.
 
+        ``loading`` is called once the target and output checked out, just
+        before the probes are compiled (seconds; tens under load), so the CLI
+        can say it is working without a line before a one-line error.
         Raises the errors named in the module doc; on error nothing stays
         attached and a spawned child is killed.
         """
@@ -294,6 +297,8 @@ class CaptureSession:
             facts = None if o.command else snapshot.process_facts(tgid)
             cfg = ProbeConfig(snaplen=o.snaplen, tid=tid_filter, follow=o.follow and not tid_filter,
                               orphan_exits=not o.command, ringbuf_size=o.ringbuf_size)
+            if loading is not None:
+                loading()
             self.probes = Probes.load(cfg)
             self.ring = RingBuffer(self.probes.ringbuf_fd, self.probes.ringbuf_bytes, self.probes.inflight)
             if not o.command:

@@ -196,3 +196,20 @@ def test_bundle_says_which_file_bytes_it_carries(tmp_path):
     readme = dr("bundle", "info", drb).stdout
     assert f"- Files inside the trace: {len(held)} files' bytes" in readme and "libc.so.6" in readme
     assert "Binaries: 2 recorded by identity" in readme and "none included as members" in readme
+
+
+# --------------------------------------------------------------------------- 4. dr capture start-up
+
+
+@root_only
+def test_capture_says_it_is_loading_probes_before_recording(tmp_path):
+    r = dr("capture", "-o", tmp_path / "t.drt", "--", "/bin/true")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == "dr capture: loading probes..."
+    assert lines[1].startswith("dr capture: recording the command into ")
+    quiet = dr("capture", "-q", "-o", tmp_path / "q.drt", "--", "/bin/true")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    # an error found before compiling stays one line
+    bad = dr("capture", "--pid", "999999999", "-o", tmp_path / "n.drt")
+    assert bad.stderr.splitlines() == ["dr: no process with pid 999999999; check the pid"]

@@ -143,7 +143,9 @@ def capture(
     old_term = signal.signal(signal.SIGTERM, on_signal)
     old_int = signal.signal(signal.SIGINT, on_signal)
     try:
-        session.start()
+        # Compiling the probes takes seconds (tens on a loaded host): say so first.
+        session.start(loading=None if quiet else
+                      lambda: typer.echo("dr capture: loading probes...", err=True))
         if not quiet:
             # Loading the probes takes seconds: say when recording really begins.
             what = f"pid {pid}" if pid else (f"tid {tid}" if tid else "the command")
