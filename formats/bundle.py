@@ -615,6 +615,13 @@ def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]]
     return "\n".join(L) + "\n"
 
 
+def _not_a_file(path: str | os.PathLike[str]) -> str:
+    """Why ``path`` is no readable regular file, in strerror's words (as TraceReader says it)."""
+    if os.path.isdir(path):
+        return os.strerror(errno.EISDIR)
+    return "not a regular file" if os.path.exists(path) else os.strerror(errno.ENOENT)
+
+
 def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
            note: str | None = None, ticket: str | None = None, include_binaries: bool = False,
            redact: bool = True, rules: str | os.PathLike[str] | None = None,
@@ -635,13 +642,11 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
         raise UsageError("--rules and --no-redact contradict each other; drop one")
     for t in traces:
         if not os.path.isfile(t):
-            # A missing input is an operational error (ExitCode.ERROR), as in every dr command.
-            what = ("is a directory" if os.path.isdir(t) else
-                    "is not a regular file" if os.path.exists(t) else "does not exist")
-            raise DrError(f"cannot read trace {os.fspath(t)}: it {what}")
+            # A missing input is an operational error (ExitCode.ERROR), worded as in every
+            # dr command: "cannot read trace X: No such file or directory" (strerror).
+            raise DrError(f"cannot read trace {os.fspath(t)}: {_not_a_file(t)}")
     if rules is not None and not os.path.isfile(rules):  # a missing input file: ERROR, not USAGE
-        what = "is a directory" if os.path.isdir(rules) else "does not exist"
-        raise DrError(f"cannot read redaction rules {os.fspath(rules)}: it {what}")
+        raise DrError(f"cannot read redaction rules {os.fspath(rules)}: {_not_a_file(rules)}")
     out = os.fspath(out)
     from dr.formats.output import check_output, output_path
     inputs = [*traces, *([rules] if rules is not None else [])]

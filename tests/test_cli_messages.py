@@ -135,3 +135,17 @@ def test_capture_and_replay_count_the_same_syscalls(tmp_path):
     assert m, r.stderr
     total, answered, native = (int(g.replace(",", "")) for g in m.groups())
     assert total == recorded and answered + native == recorded and answered > 0
+
+
+@pytest.mark.parametrize("argv,what", [
+    (["show"], "trace"), (["stats"], "trace"), (["export", "jsonl"], "trace"),
+    (["bundle", "create", "-o", "{d}/b.drb"], "trace"), (["bundle", "verify"], "bundle"),
+    (["bundle", "info"], "bundle"),
+])
+def test_a_missing_file_is_worded_the_same_by_every_command(run_dr, tmp_path, argv, what):
+    missing = tmp_path / "nope.drt"
+    args = [a.format(d=tmp_path) for a in argv]
+    args = args[:2] + [str(missing)] + args[2:] if argv[0] == "bundle" else args + [str(missing)]
+    code, out, err = run_dr(*args)
+    assert (code, out) == (1, "")
+    assert err == f"dr: cannot read {what} {missing}: No such file or directory\n"
