@@ -55,6 +55,15 @@ def service_trace(tmp_path_factory):
     return out / "t.drt"
 
 
+def answered(trace: Path) -> int:
+    """Connections the demo service answered and shut down, in the complete frames so far."""
+    try:
+        with TraceReader(trace) as r:
+            return sum(1 for ev in r.events(syscalls={"shutdown"}) if ev.ret >= 0)
+    except Exception:  # noqa: BLE001 - not written yet, or mid-write: try again
+        return 0
+
+
 def cut(trace: Path, dest: Path, at: int) -> Path:
     dest.write_bytes(trace.read_bytes()[:at])
     return dest
@@ -92,6 +101,42 @@ def test_replay_of_a_trace_cut_after_its_connections_compares_what_it_holds(serv
     assert doc["verdict"] == "INCOMPLETE" and doc["cut_short"] is True and doc["identical"] == 10
     # the whole trace still replays faithfully: the difference is the cut alone
     assert dr("replay", service_trace).returncode == ExitCode.OK
+
+
+@root_only
+def test_capture_killed_with_sigkill_replays_as_incomplete(tmp_path):
+    """The real thing: dr capture --pid killed with SIGKILL while the service works."""
+    import signal
+    import time
+
+    from dr.demo import load
+    from dr.demo.harness import Capture, free_port, start_line_server, stop
+    kv_port, svc_port = free_port(), free_port()
+    kv = start_line_server([PY, "-m", "dr.demo.kv", "--port", str(kv_port)], tmp_path / "kv.log")
+    svc = start_line_server([PY, "-m", "dr.demo.service", "--port", str(svc_port),
+                             "--kv", f"127.0.0.1:{kv_port}"], tmp_path / "svc.log")
+    cap = Capture(svc.pid, tmp_path / "k.drt", tmp_path / "capture.log")
+    try:
+        cap.start()
+        load.run(svc_port, 6, 2, pause_s=0.01)
+        # The capture flushes a frame at least every second: wait (bounded) until the
+        # six connections are on disk, then kill it mid-capture.
+        deadline = time.monotonic() + 30
+        while answered(tmp_path / "k.drt") < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cap.proc is not None
+        os.kill(cap.proc.pid, signal.SIGKILL)
+        cap.proc.wait()
+    finally:
+        stop(kv)
+        stop(svc)
+    with TraceReader(tmp_path / "k.drt") as r:
+        assert r.truncated
+        where = f"cut short at byte {r.end:,}"
+    res = dr("replay", tmp_path / "k.drt")
+    assert res.returncode == ExitCode.INCOMPLETE, res.stdout + res.stderr
+    assert f"not compared: the trace was {where}" in res.stdout
+    assert "INCOMPLETE: 6 of 6 connection(s) identical" in res.stdout
 
 
 # --------------------------------------------------------------------------- 2. dr stats
