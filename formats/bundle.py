@@ -320,6 +320,7 @@ class _Stats:
         # source "capture" (stored by dr capture) or "host" (added by dr bundle create).
         self.blobs: dict[str, list[Any]] = {}
         self.paths: dict[str, str] = {}   # sha256 -> a path the trace's files records name
+        self.cut_where = ""   # a source trace cut short: where it ends (TraceReader.cut_where)
 
     def blob(self, rec: dict[str, Any], source: str) -> None:
         data = rec.get("data")
@@ -443,6 +444,7 @@ def _rewrite_trace(src: str, dst: str, redactor: Any | None, stats: _Stats) -> A
         except BaseException:
             w.close(None)
             raise
+        stats.cut_where = r.cut_where() if r.truncated else ""
         return meta, r.summary, r.truncated, r.losses
 
 
@@ -559,7 +561,7 @@ def _readme(manifest: dict[str, Any], per_trace: list[tuple[dict, _Stats, dict]]
         L.append(f"- When: {cap.get('started') or 'unknown'}, on {cap.get('hostname') or 'unknown'} "
                  f"(Linux {cap.get('kernel') or 'unknown'})")
         L.append(f"- How long: {_fmt_ns(cap.get('duration_ns'))}; {tinfo['events']} syscalls; "
-                 f"{'complete' if tinfo['complete'] else 'CUT SHORT (no summary record)'}")
+                 f"{'complete' if tinfo['complete'] else str(tinfo.get('cut_short')).replace('cut short', 'CUT SHORT', 1)}")
         losses = tinfo.get("losses") or {}
         lost = sum(v for v in losses.values() if isinstance(v, int))
         L.append("- Losses: " + ("none" if not lost else ", ".join(f"{k} {v}" for k, v in
@@ -677,7 +679,7 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
             before = dict(redactor.matches) if redactor else {}
             meta, summary, truncated, losses = _rewrite_trace(src, dst, redactor, st)
             if truncated:
-                warnings.append(f"trace {src} was cut short (no summary record); bundled as it is")
+                warnings.append(f"trace {src} was cut short {st.cut_where}; bundled as it is")
             if redactor:
                 per_trace_report[member] = {k: v - before.get(k, 0) for k, v in redactor.matches.items()
                                             if v - before.get(k, 0)}
@@ -698,6 +700,7 @@ def create(traces: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
             }
             tinfo = {"member": member, "source": os.path.basename(src),
                      "format_version": meta.get("format_version"), "complete": not truncated,
+                     "cut_short": ("cut short " + st.cut_where) if truncated else None,
                      "events": st.events, "capture": cap, "summary": _jsonable(summ),
                      "losses": _jsonable(losses),
                      "top_syscalls": dict(st.syscalls.most_common(10)),

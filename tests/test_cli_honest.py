@@ -258,3 +258,21 @@ def test_capture_says_it_is_loading_probes_before_recording(tmp_path):
     # an error found before compiling stays one line
     bad = dr("capture", "--pid", "999999999", "-o", tmp_path / "n.drt")
     assert bad.stderr.splitlines() == ["dr: no process with pid 999999999; check the pid"]
+
+
+@root_only
+def test_bundle_of_a_trace_cut_short_says_where(service_trace, tmp_path):
+    size = service_trace.stat().st_size
+    short = cut(service_trace, tmp_path / "short.drt", size - 5)
+    with TraceReader(short) as r:
+        where = f"cut short at byte {r.end:,} of {size - 5:,}"
+    r = dr("bundle", "create", short, "-o", tmp_path / "b.drb")
+    assert r.returncode == 0 and f"trace {short} was {where}" in r.stderr, r.stderr
+    assert f"CUT SHORT at byte {r_end(short):,}" in dr("bundle", "info", tmp_path / "b.drb").stdout
+    (t,) = json.loads(dr("bundle", "info", tmp_path / "b.drb", "--json").stdout)["manifest"]["traces"]
+    assert t["complete"] is False and t["cut_short"].startswith(where)
+
+
+def r_end(trace: Path) -> int:
+    with TraceReader(trace) as r:
+        return r.end
