@@ -245,3 +245,27 @@ def test_tool_replays_faithfully_after_its_files_are_deleted(work, tool):
     assert rp.returncode == 0, rp.stderr.decode()
     assert rp.stdout == r.stdout
     assert b"faithful" in rp.stderr
+
+
+SELF_EXEC = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc > 1) { printf("again %s\n", argv[1]); return 0; }
+    printf("first\n");
+    fflush(stdout);
+    execl("/proc/self/exe", argv[0], "second", (char *)0);
+    return 1;
+}
+"""
+
+
+def test_exec_of_proc_self_exe_replays(work):
+    """/proc/self/exe is the process's own image (checked at its own exec), not a
+    host file to look up: re-executing oneself through it replays faithfully."""
+    exe = build(work, "selfexec", SELF_EXEC)
+    trace, out = record(work, "selfexec", str(exe))
+    assert out == b"first\nagain second\n"
+    r = replay(trace)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out
