@@ -17,6 +17,8 @@ tmpfs, so the tracee may write but nothing reaches the host; /tmp, /run and the
 other PRIVATE_DIRS are empty (:mod:`dr.replay.sandbox_fs`). There is no
 fallback: a part that cannot be set up stops the replay with one line. Every
 stage sets PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor.
+Stage 2 joins a memory cgroup with a hard limit before it unshares or forks, so
+the whole tree and the tmpfs pages it writes are bounded (:mod:`dr.replay.cgroup`).
 
 The filter is a hand-made classic BPF program installed with seccomp(2)
 (:func:`build_filter`), not libseccomp: Debian 12's libseccomp 2.5.4 cannot set
@@ -47,6 +49,7 @@ from typing import Iterable
 
 from dr.errors import ReplayError
 from dr.replay import notify
+from dr.replay.cgroup import MemoryCgroup, default_limit, oom_line, tmpfs_budget
 from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
                                   cerr as _cerr, make_root, mount as _mount, open_exposed, own_dirs,
                                   sweep_stale)
@@ -149,6 +152,7 @@ class Sandbox:
         self._sync_r = self._ctl_w = self._rep_r = self._status_r = -1
         self._status: int | None = None
         self._exec_pipe_open = True
+        self.cgroup: MemoryCgroup | None = None
         #: The tracee waits killably once its notification was received (Linux >= 5.19):
         #: a signal sent then stays pending until the supervisor answers.
         self.killable_wait = _kernel_at_least(5, 19)
@@ -166,6 +170,8 @@ class Sandbox:
         # Imported here, before fork, so each stage does not pay for it.
         from pyroute2 import IPRoute  # noqa: F401
         sweep_stale()
+        if spec.memory_limit is not None:  # None: --no-memory-limit (the CLI warned)
+            self.cgroup = MemoryCgroup.create(spec.memory_limit or default_limit())
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
@@ -369,6 +375,14 @@ class Sandbox:
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        if self.cgroup is not None:
+            self.cgroup.remove()  # keeps its OOM count for oom_message()
+
+    def oom_message(self) -> str:
+        """The verdict's one line when the kernel's OOM killer killed a task of the
+        sandbox (the tree reached its memory limit); "" otherwise."""
+        cg = self.cgroup
+        return oom_line(cg.limit) if cg is not None and cg.oom_kills() > 0 else ""
 
     # ------------------------------------------------------------ stage 2 (forked)
     def _stage2(self, parent: int, prog: bytes, sync_w: int, ctl_r: int, rep_w: int,
@@ -377,6 +391,9 @@ class Sandbox:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             return 1
+        if self.cgroup is not None:
+            # First, while nothing is unshared or forked: all that follows is charged there.
+            _write_file(self.cgroup.procs, str(os.getpid()))
         euid = os.geteuid()
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC
         if _libc.unshare(flags) != 0:
@@ -408,7 +425,7 @@ class Sandbox:
         _loopback_up()
         assert self._scratch
         make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed, spec.cwd, (spec.uid, spec.gid),
-                  own_dirs(spec.argv, spec.cwd))
+                  own_dirs(spec.argv, spec.cwd), tmpfs_budget(spec.memory_limit))
         os.close(rootfd)
         for fd in exposed.values():
             os.close(fd)
@@ -508,6 +525,9 @@ def _init_main(sync_w: int, ctl_r: int, rep_w: int, ready_w: int, first_pid: int
 
 def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # At the limit, the OOM killer takes the program (or a child: they inherit
+    # this), not stage 2 or init, whose forked Python heaps may have more RSS.
+    _write_file("/proc/self/oom_score_adj", "1000")
     os.dup2(sync_w, SYNC_FD, inheritable=False)
     cwd = spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else "/"
     os.chdir(cwd)

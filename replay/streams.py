@@ -91,11 +91,12 @@ class StreamsSession(Delivery):
 
     def __init__(self, trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
                  show_output: bool = False, startup_timeout: float = STARTUP_S,
-                 mode: str = "auto", rootfs: str = "/") -> None:
+                 mode: str = "auto", rootfs: str = "/", memory_limit: int | None = 0) -> None:
         if mode not in ("auto", "sandbox"):
             # There is no way to run a trace's command outside the sandbox (issue #15).
             raise UsageError(f"unknown streams mode {mode!r}; streams replay runs only in the sandbox")
         self.mode = mode
+        self.memory_limit = memory_limit  # SandboxSpec.memory_limit: 0 default, None none
         from dr.replay import compare
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
@@ -176,7 +177,8 @@ class StreamsSession(Delivery):
             return True
         tail = [ln for ln in self.output_tail(5) if ln.strip()]
         how = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
-        self.died = (f"the program {how} during the replay, after {self.connections_done()} of "
+        oom = self.sandbox.oom_message() if self.sandbox is not None else ""  # the cgroup's OOM killer
+        self.died = ((oom or f"the program {how} during the replay") + f", after {self.connections_done()} of "
                      f"{len(self.inbound)} connection(s)"
                      + (f"; its last output: {' | '.join(tail[-3:])}" if tail else ""))
         return False
@@ -270,7 +272,7 @@ class StreamsSession(Delivery):
         spec = SandboxSpec(
             argv=tuple(self.argv), env=tuple(recorded_env(self.meta).items()), exe=exe, cwd=cwd, root=self.rootfs,
             hostname=str(self.meta.get("hostname") or self.meta.get("host") or "dr-replay"),
-            first_pid=self.first_pid,
+            first_pid=self.first_pid, memory_limit=self.memory_limit,
             stdio="inherit" if self.show_output else "null",
             passthrough=frozenset(s.nr for s in schema.all_syscalls()
                                   if s.cls == schema.Class.PASSTHROUGH or s.name in UNOBSERVED))
@@ -445,7 +447,7 @@ class StreamsSession(Delivery):
 def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
                 report: str | None = None, show_output: bool = False,
                 echo: Any = None, rootfs: str = "/", mode: str = "auto",
-                progress: Any = None) -> StreamsResult:
+                progress: Any = None, memory_limit: int | None = 0) -> StreamsResult:
     """The CLI's streams replay: run the session, write ``report`` (JSON), return the verdict.
 
     ``echo``: a callable taking one line for progress (None: quiet);
@@ -459,7 +461,8 @@ def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = No
     try:
         conv = trace if isinstance(trace, Conversations) else reconstruct(trace)
         failed_conv = conv
-        sess = StreamsSession(conv, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode)
+        sess = StreamsSession(conv, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode,
+                              memory_limit=memory_limit)
         while True:
             st = sess.step()
             if progress is not None and st.kind in ("opened", "sent", "shutdown"):
@@ -504,7 +507,7 @@ def attach_mode(path: str) -> bool:
 
 def cli_streams(trace: str, cmd: str | list[str] | None = None, ignore: str | None = None,
                 report: str | None = None, show_output: bool = False, verbose: bool = False,
-                rootfs: str = "/") -> int:
+                rootfs: str = "/", memory_limit: int | None = 0) -> int:
     """``dr replay TRACE`` for an attach-mode trace: print progress and the report; the exit code.
 
     For the CLI's dispatch (dr/cli/replay.py). Raises DrError subclasses for
@@ -531,7 +534,7 @@ def cli_streams(trace: str, cmd: str | list[str] | None = None, ignore: str | No
 
     try:
         res = run_streams(trace, cmd=cmd, ignore=ignore, report=report, show_output=show_output, echo=echo,
-                          rootfs=rootfs, progress=progress if tty else None)
+                          rootfs=rootfs, progress=progress if tty else None, memory_limit=memory_limit)
     finally:
         if shown[1]:
             sys.stderr.write("\n")
