@@ -265,6 +265,10 @@ class MemoryCgroup:
             return self._ooms
         return _read_counter(self._oom_file, "oom_kill")
 
+    def oom_message(self) -> str:
+        """:func:`oom_line` once the OOM killer killed a task here, else ""."""
+        return oom_line(self.limit) if self.oom_kills() > 0 else ""
+
     def remove(self, timeout: float = 2.0) -> bool:
         """Delete the cgroup once its tasks are gone (bounded wait); False when it stays.
 
@@ -272,7 +276,8 @@ class MemoryCgroup:
         a moment to exit. Those still listed after half the wait are killed (they
         are the sandbox's: nothing else is ever put in this cgroup).
         """
-        self._ooms = _read_counter(self._oom_file, "oom_kill")
+        if self._ooms is None:  # a second call finds no file to read
+            self._ooms = _read_counter(self._oom_file, "oom_kill")
         deadline = time.monotonic() + timeout
         delay = 0.001
         killed = False

@@ -20,11 +20,7 @@ stage sets PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor
 Stage 2 joins a memory cgroup with a hard limit before it unshares or forks, so
 the whole tree and the tmpfs pages it writes are bounded (:mod:`dr.replay.cgroup`).
 
-The filter is a hand-made classic BPF program installed with seccomp(2)
-(:func:`build_filter`), not libseccomp: Debian 12's libseccomp 2.5.4 cannot set
-SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, and the program is twenty lines we can
-read: the schema's PASSTHROUGH syscalls are allowed, every other syscall
-(32-bit and x32 calls and unknown numbers too) is notified.
+The seccomp filter is :func:`dr.replay.seccomp_filter.build_filter`'s.
 
 The tracee gets the pid recorded in the trace: init writes
 ``/proc/sys/kernel/ns_last_pid`` before the tracee is forked, and
@@ -42,14 +38,14 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import tempfile
 import time
-from typing import Iterable
 
 from dr.errors import ReplayError
 from dr.replay import notify
-from dr.replay.cgroup import MemoryCgroup, default_limit, oom_line, tmpfs_budget
+from dr.replay.cgroup import MemoryCgroup, default_limit, tmpfs_budget
+from dr.replay.seccomp_filter import (INSN_SIZE, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_FLAGS,
+                                      SECCOMP_SET_MODE_FILTER, build_filter)
 from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
                                   cerr as _cerr, make_root, mount as _mount, open_exposed, own_dirs,
                                   sweep_stale)
@@ -72,54 +68,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 ADDR_NO_RANDOMIZE = 0x0040000
 
-# seccomp(2): include/uapi/linux/seccomp.h
-SECCOMP_SET_MODE_FILTER = 1
-SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
-SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
-SECCOMP_RET_KILL_PROCESS = 0x80000000
-SECCOMP_RET_USER_NOTIF = 0x7FC00000
-SECCOMP_RET_ALLOW = 0x7FFF0000
-X32_SYSCALL_BIT = 0x40000000
-
-# Classic BPF opcodes: include/uapi/linux/filter.h, bpf_common.h.
-BPF_LD_W_ABS = 0x20
-BPF_JEQ_K = 0x15
-BPF_JGE_K = 0x35
-BPF_RET_K = 0x06
-_INSN = struct.Struct("<HBBI")
-
-SECCOMP_FLAGS = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
-
 SYNC_FD = 1000
-
-
-def build_filter(passthrough: Iterable[int]) -> bytes:
-    """The classic BPF program (struct sock_filter[]) of the replay filter.
-
-    ``passthrough`` x86_64 numbers are SECCOMP_RET_ALLOW; everything else
-    (other ``seccomp_data.arch`` values and x32 numbers included) is
-    SECCOMP_RET_USER_NOTIF.
-    """
-    nrs = sorted(set(int(n) for n in passthrough))
-    if len(nrs) > 250:
-        raise ReplayError("too many passthrough syscalls for one BPF jump table")
-    # A 32-bit call (int 0x80: another seccomp_data.arch), an x32 number or one the
-    # kernel does not know (syscall(-1)) is notified, never killed: the program ran
-    # natively, so the supervisor answers what the recording shows (ENOSYS mostly).
-    prog = [
-        (BPF_LD_W_ABS, 0, 0, 4),                          # A = seccomp_data.arch
-        (BPF_JEQ_K, 1, 0, notify.AUDIT_ARCH_X86_64),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
-        (BPF_LD_W_ABS, 0, 0, 0),                          # A = seccomp_data.nr
-        (BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
-    ]
-    n = len(nrs)
-    for j, nr in enumerate(nrs):
-        prog.append((BPF_JEQ_K, n - j, 0, nr))
-    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
-    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
-    return b"".join(_INSN.pack(*i) for i in prog)
 
 
 def _prctl(opt: int, arg: int) -> None:
@@ -379,10 +328,8 @@ class Sandbox:
             self.cgroup.remove()  # keeps its OOM count for oom_message()
 
     def oom_message(self) -> str:
-        """The verdict's one line when the kernel's OOM killer killed a task of the
-        sandbox (the tree reached its memory limit); "" otherwise."""
-        cg = self.cgroup
-        return oom_line(cg.limit) if cg is not None and cg.oom_kills() > 0 else ""
+        """The verdict's one line when the sandbox reached its memory limit (an OOM kill), else ""."""
+        return self.cgroup.oom_message() if self.cgroup is not None else ""
 
     # ------------------------------------------------------------ stage 2 (forked)
     def _stage2(self, parent: int, prog: bytes, sync_w: int, ctl_r: int, rep_w: int,
@@ -554,7 +501,7 @@ def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
     class _Fprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    fprog = _Fprog(len(prog) // _INSN.size, ctypes.addressof(filt))
+    fprog = _Fprog(len(prog) // INSN_SIZE, ctypes.addressof(filt))
     os.write(SYNC_FD, b"ready\n")
     flags = SECCOMP_FLAGS
     res = notify._syscall(ctypes.c_long(notify.NR_SECCOMP), ctypes.c_long(SECCOMP_SET_MODE_FILTER),

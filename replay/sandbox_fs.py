@@ -229,7 +229,7 @@ def mount_setattr_recursive(path: str, attr_set: int) -> None:
 
 
 def _private_tmpfs(new: str, rel: str) -> None:
-    """An empty tmpfs on ``new/rel`` (when that is a directory, not a symlink such as /var/run)."""
+    """An empty scratch directory on ``new/rel`` (when that is a directory, not a symlink such as /var/run)."""
     d = os.path.join(new, rel)
     if os.path.islink(d):
         return
@@ -301,12 +301,12 @@ def _expose_file(new: str, rel: str, fd: int) -> None:
 
 
 #: Host directories whose tree of subdirectories (no files) the sandbox gets as its
-#: own writable tmpfs: a service writes its logs and cache where it always does, and
+#: own writable (scratch) directory: a service writes its logs and cache where it always does, and
 #: nothing of the host's is read or written.
 SKELETON_DIRS = ("var/log", "var/cache")
 SKELETON_DEPTH = 3
 #: Under these, a host directory the sandbox's ids cannot search (nothing of it is
-#: visible anyway; /var/lib/nginx/body is root's, 0700) becomes an empty tmpfs the
+#: visible anyway; /var/lib/nginx/body is root's, 0700) becomes an empty scratch directory the
 #: sandbox's root owns with the same mode, so a service as root inside may use and
 #: chown it as it does on its own host.
 STATE_DIRS = ("var/lib",)
@@ -329,7 +329,7 @@ def own_dirs(argv: tuple[str, ...], cwd: str) -> tuple[str, ...]:
 
 
 def _skeleton_tmpfs(new: str, rel: str) -> None:
-    """An empty tmpfs on ``new/rel`` holding the host's directory tree below it (dirs only)."""
+    """An empty scratch directory on ``new/rel`` holding the host's directory tree below it (dirs only)."""
     top = os.path.join(new, rel)
     if os.path.islink(top) or not os.path.isdir(top):
         return
@@ -356,7 +356,7 @@ def _skeleton_tmpfs(new: str, rel: str) -> None:
 
 
 def _own_unsearchable(new: str, rel: str, depth: int) -> None:
-    """Cover each directory below ``new/rel`` the sandbox cannot search with its own empty tmpfs."""
+    """Cover each directory below ``new/rel`` the sandbox cannot search with an empty scratch directory."""
     top = os.path.join(new, rel)
     if os.path.islink(top) or not os.path.isdir(top):
         return
@@ -387,7 +387,7 @@ def _make_cwd(new: str, cwd: str, ids: tuple[int, int]) -> None:
     It may lie in a private directory (a program run from /tmp/x) or below a
     host directory the sandbox's ids may not search (mkdtemp's 0700): missing
     components are made in the scratch, and a component the sandbox cannot
-    search (nothing of it is visible anyway) is covered with an empty tmpfs.
+    search (nothing of it is visible anyway) is covered with an empty scratch directory.
     When neither works (the path does not exist on this host under a host
     directory), the tracee starts in / as before. The leaf belongs to ``ids``.
     """
