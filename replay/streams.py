@@ -482,7 +482,9 @@ def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = No
             sess.close()
     if report:
         compare.write_json(rep, report)
-    return StreamsResult(rep, int(ExitCode.OK if rep.all_identical else ExitCode.DIVERGED))
+    # A task killed at the sandbox's memory limit is never a faithful replay.
+    killed = sess is not None and sess.sandbox is not None and bool(sess.sandbox.oom_message())
+    return StreamsResult(rep, int(ExitCode.OK if rep.all_identical and not killed else ExitCode.DIVERGED))
 
 
 

@@ -248,3 +248,25 @@ def test_no_memory_limit_warns_and_a_too_small_limit_is_one_line(work):
     assert r.stderr.decode().splitlines() == [
         "dr: a memory limit of 4 MiB is not usable: give at least 32 MiB (dr replay --memory-limit SIZE); "
         "nothing was run"]
+
+
+def test_streams_replay_names_the_limit_when_the_service_is_killed(write_trace):
+    """Attach-mode (streams) replay: a service that touches 3x the limit on its first
+    request is OOM-killed; the report's first note says it was the memory limit."""
+    from test_services import _echo_events, _meta
+    from test_streams import ECHO_SVC, PY, Clock
+
+    from dr.errors import ExitCode
+    from dr.replay.streams import run_streams
+    port, dep = 9113, 9213
+    hog = ECHO_SVC.replace("    c.close()\n", "    c.close()\n    hog = b'x' * (192 << 20)\n")
+    assert hog != ECHO_SVC
+    trace = write_trace(_echo_events(Clock(), port, dep, [b"w1", b"w2", b"w3"]),
+                        _meta([PY, "-c", hog, str(port), str(dep)], port))
+    res = run_streams(str(trace), memory_limit=64 << 20)
+    assert res.exit_code == ExitCode.DIVERGED
+    # Seen mid-plan, the note also says after how many connections; seen at the end, not.
+    assert res.report.notes[0].startswith("the program was killed: the sandbox's memory limit (64 MiB) was "
+                                          "reached (raise it with dr replay --memory-limit SIZE)"), \
+        res.report.notes
+    assert leftover_cgroups(os.getpid()) == []
