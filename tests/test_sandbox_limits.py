@@ -270,3 +270,24 @@ def test_streams_replay_names_the_limit_when_the_service_is_killed(write_trace):
                                           "reached (raise it with dr replay --memory-limit SIZE)"), \
         res.report.notes
     assert leftover_cgroups(os.getpid()) == []
+
+
+def test_a_cgroup_left_by_a_killed_dr_is_swept_by_the_next_replay(work):
+    parent = _cgroup_parent()
+    assert parent is not None
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = os.path.join(parent, f"dr-replay-{gone.pid}-7")     # its dr is dead: swept
+    live = os.path.join(parent, f"dr-replay-{os.getpid()}-7")  # ours is alive: kept
+    os.mkdir(stale)
+    os.mkdir(live)
+    try:
+        hog = build(work, "hog", HOG_C)
+        r, _ = replay(record(work, "hog1s", str(hog), "1"))
+        assert r.returncode == 0, r.stderr.decode()
+        assert not os.path.exists(stale)
+        assert os.path.isdir(live)
+    finally:
+        for d in (stale, live):
+            if os.path.isdir(d):
+                os.rmdir(d)
