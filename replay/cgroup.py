@@ -192,7 +192,7 @@ def find_parent() -> tuple[str, int]:
     parent, why1 = _v1_parent(own, mounts)
     if parent is not None:
         return parent, 1
-    raise CgroupUnavailable(f"cannot bound the replay's memory: {why1}; {why2}; nothing was run "
+    raise CgroupUnavailable(f"cannot bound the replay's memory: {why2}; {why1}; nothing was run "
                             "(dr replay --no-memory-limit runs without the bound)")
 
 
