@@ -335,6 +335,8 @@ class StreamsSession(Delivery):
             if not missing:
                 break
             if (status := self._exited()) is not None:
+                if oom := self.sandbox.oom_message():  # killed at the sandbox's memory limit
+                    raise ReplayError(f"{oom}, before it listened on {missing[0]}")
                 raise ReplayError(f"{shlex.join(self.argv)} exited with status {status} "
                                   f"before listening on {missing[0]}{self._log_hint()}")
             if time.monotonic() > deadline:

@@ -251,24 +251,21 @@ def test_no_memory_limit_warns_and_a_too_small_limit_is_one_line(work):
 
 
 def test_streams_replay_names_the_limit_when_the_service_is_killed(write_trace):
-    """Attach-mode (streams) replay: a service that touches 3x the limit on its first
-    request is OOM-killed; the report's first note says it was the memory limit."""
+    """Attach-mode (streams) replay: a service that touches 3x the limit as it starts is
+    OOM-killed before it listens; the replay's one line says it was the memory limit.
+    (Killed mid-replay instead, the report's first note says the same: StreamsSession.died.)"""
     from test_services import _echo_events, _meta
     from test_streams import ECHO_SVC, PY, Clock
 
-    from dr.errors import ExitCode
+    from dr.errors import ReplayError
     from dr.replay.streams import run_streams
     port, dep = 9113, 9213
-    hog = ECHO_SVC.replace("    c.close()\n", "    c.close()\n    hog = b'x' * (192 << 20)\n")
-    assert hog != ECHO_SVC
-    trace = write_trace(_echo_events(Clock(), port, dep, [b"w1", b"w2", b"w3"]),
-                        _meta([PY, "-c", hog, str(port), str(dep)], port))
-    res = run_streams(str(trace), memory_limit=64 << 20)
-    assert res.exit_code == ExitCode.DIVERGED
-    # Seen mid-plan, the note also says after how many connections; seen at the end, not.
-    assert res.report.notes[0].startswith("the program was killed: the sandbox's memory limit (64 MiB) was "
-                                          "reached (raise it with dr replay --memory-limit SIZE)"), \
-        res.report.notes
+    hog = "hog = b'x' * (192 << 20)\n" + ECHO_SVC
+    trace = write_trace(_echo_events(Clock(), port, dep, [b"w1"]), _meta([PY, "-c", hog, str(port), str(dep)], port))
+    with pytest.raises(ReplayError) as e:
+        run_streams(str(trace), memory_limit=64 << 20)
+    assert e.value.message == ("the program was killed: the sandbox's memory limit (64 MiB) was reached (raise it "
+                               f"with dr replay --memory-limit SIZE), before it listened on 127.0.0.1:{port}")
     assert leftover_cgroups(os.getpid()) == []
 
 
