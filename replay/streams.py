@@ -97,6 +97,7 @@ class StreamsSession(Delivery):
             raise UsageError(f"unknown streams mode {mode!r}; streams replay runs only in the sandbox")
         self.mode = mode
         self.memory_limit = memory_limit  # SandboxSpec.memory_limit: 0 default, None none
+        self.oom = ""  # the sandbox's OOM line, kept when it is closed (oom_message)
         from dr.replay import compare
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
@@ -177,7 +178,7 @@ class StreamsSession(Delivery):
             return True
         tail = [ln for ln in self.output_tail(5) if ln.strip()]
         how = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
-        oom = self.sandbox.oom_message() if self.sandbox is not None else ""  # the cgroup's OOM killer
+        oom = self.oom_message()
         self.died = ((oom or f"the program {how} during the replay") + f", after {self.connections_done()} of "
                      f"{len(self.inbound)} connection(s)"
                      + (f"; its last output: {' | '.join(tail[-3:])}" if tail else ""))
@@ -335,7 +336,7 @@ class StreamsSession(Delivery):
             if not missing:
                 break
             if (status := self._exited()) is not None:
-                if oom := self.sandbox.oom_message():  # killed at the sandbox's memory limit
+                if oom := self.oom_message():  # killed at the sandbox's memory limit
                     raise ReplayError(f"{oom}, before it listened on {missing[0]}")
                 raise ReplayError(f"{shlex.join(self.argv)} exited with status {status} "
                                   f"before listening on {missing[0]}{self._log_hint()}")
@@ -394,6 +395,10 @@ class StreamsSession(Delivery):
     def _compare(self) -> Any:
         return session_report(self)
 
+    def oom_message(self) -> str:
+        """The one line when the cgroup's OOM killer killed a task of the sandbox, else ""."""
+        return self.sandbox.oom_message() if self.sandbox is not None else self.oom
+
     def _stop_program(self) -> None:
         self.stopping = True
         if self.sandbox is not None:
@@ -401,6 +406,7 @@ class StreamsSession(Delivery):
             if self.supervisor is not None:
                 self.supervisor.stop()
             self.sandbox.close()
+            self.oom = self.sandbox.oom_message()
             self.sandbox = None
         p = self.proc
         if p is not None and p.poll() is None:
@@ -485,7 +491,7 @@ def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = No
     if report:
         compare.write_json(rep, report)
     # A task killed at the sandbox's memory limit is never a faithful replay.
-    killed = sess is not None and sess.sandbox is not None and bool(sess.sandbox.oom_message())
+    killed = sess is not None and bool(sess.oom_message())
     return StreamsResult(rep, int(ExitCode.OK if rep.all_identical and not killed else ExitCode.DIVERGED))
 
 
