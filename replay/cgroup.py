@@ -5,8 +5,9 @@ tmpfs mounts, until the host runs out. The whole sandbox tree (stage 2, init,
 the tracee and its descendants) therefore runs in a memory cgroup of its own,
 created below dr's own memory cgroup and named ``dr-replay-<pid>-<n>``:
 
-- cgroup v2 when dr's own cgroup is on a cgroup2 hierarchy whose memory
-  controller it may enable for a child (``memory.max``, ``memory.swap.max`` 0);
+- cgroup v2 when dr's own cgroup is on a cgroup2 hierarchy with the memory
+  controller (``memory.max``, ``memory.swap.max`` 0); beside dr's cgroup when
+  that one holds processes and so may not give controllers to a child;
 - else cgroup v1's memory hierarchy (``memory.limit_in_bytes``, and
   ``memory.memsw.limit_in_bytes`` when swap accounting exists, so swapping out
   does not lift the limit).
@@ -142,7 +143,8 @@ def _below(mount_root: str, mount_point: str, path: str) -> str | None:
 
 
 def _v2_parent(own: dict[str, str], mounts: list) -> tuple[str | None, str]:
-    """dr's own cgroup2 directory when its children may get the memory controller."""
+    """Where to make the sandbox's cgroup on cgroup2: dr's own cgroup when its children
+    may get the memory controller, else its parent's (beside dr's); None and why."""
     path = own.get("")
     if path is None:
         return None, "dr is in no cgroup2 hierarchy"
@@ -159,12 +161,20 @@ def _v2_parent(own: dict[str, str], mounts: list) -> tuple[str | None, str]:
             with open(os.path.join(d, "cgroup.subtree_control")) as f:
                 if "memory" in f.read().split():
                     return d, ""
-            # Fails with EBUSY when dr's cgroup holds processes and is not the root
-            # ("no internal processes"): then dr needs a delegated cgroup of its own.
+        except OSError as e:
+            return None, f"cannot read dr's cgroup2 {d}: {e.strerror}"
+        try:
             with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
                 f.write("+memory")
             return d, ""
         except OSError as e:
+            # EBUSY: dr's cgroup holds processes (a login session's scope), and v2 lets
+            # no populated non-root cgroup give controllers to children. Its parent does
+            # give memory (dr's cgroup has it), and holds no process by the same rule:
+            # the sandbox's cgroup goes beside dr's, below the same ancestors' bounds.
+            parent = os.path.dirname(d)
+            if os.path.normpath(d) != os.path.normpath(point) and os.access(parent, os.W_OK):
+                return parent, ""
             return None, (f"cannot enable the memory controller below dr's cgroup2 {d}: {e.strerror} "
                           "(run dr in a cgroup of its own, e.g. systemd-run --scope -p Delegate=yes)")
     return None, "no cgroup2 hierarchy is mounted"
