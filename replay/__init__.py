@@ -50,7 +50,7 @@ class ReplayResult:
 def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...] | None = None,
                  show_output: bool = False, keep_going: bool = False,
                  report_path: str | None = None, stall_timeout: float = 10.0,
-                 stdout: Any = None, stderr: Any = None) -> ReplayResult:
+                 stdout: Any = None, stderr: Any = None, memory_limit: int | None = 0) -> ReplayResult:
     """Strict replay of a spawn-mode trace; never raises for a divergence.
 
     Raises TraceError for a bad trace, ReplayError/NotSupported when the
@@ -60,7 +60,7 @@ def replay_trace(trace_path: str, *, rootfs: str = "/", command: tuple[str, ...]
 
     opts = ReplayOptions(rootfs=rootfs, command=command, show_output=show_output,
                          keep_going=keep_going, stall_timeout=stall_timeout,
-                         stdout=stdout, stderr=stderr)
+                         stdout=stdout, stderr=stderr, memory_limit=memory_limit)
     s = None
     try:
         with _interruptible():

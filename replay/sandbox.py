@@ -17,12 +17,10 @@ tmpfs, so the tracee may write but nothing reaches the host; /tmp, /run and the
 other PRIVATE_DIRS are empty (:mod:`dr.replay.sandbox_fs`). There is no
 fallback: a part that cannot be set up stops the replay with one line. Every
 stage sets PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor.
+Stage 2 joins a memory cgroup with a hard limit before it unshares or forks, so
+the whole tree and the tmpfs pages it writes are bounded (:mod:`dr.replay.cgroup`).
 
-The filter is a hand-made classic BPF program installed with seccomp(2)
-(:func:`build_filter`), not libseccomp: Debian 12's libseccomp 2.5.4 cannot set
-SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, and the program is twenty lines we can
-read: the schema's PASSTHROUGH syscalls are allowed, every other syscall
-(32-bit and x32 calls and unknown numbers too) is notified.
+The seccomp filter is :func:`dr.replay.seccomp_filter.build_filter`'s.
 
 The tracee gets the pid recorded in the trace: init writes
 ``/proc/sys/kernel/ns_last_pid`` before the tracee is forked, and
@@ -40,17 +38,18 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import tempfile
 import time
-from typing import Iterable
 
 from dr.errors import ReplayError
 from dr.replay import notify
+from dr.replay.cgroup import MemoryCgroup, default_limit, tmpfs_budget
 from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
                                   cerr as _cerr, make_root, mount as _mount, open_exposed, own_dirs,
                                   sweep_stale)
 from dr.replay.sandbox_spec import HOST_ID_BASE, ID_COUNT, PRIVATE_DIRS, SandboxSpec, check_spec, id_maps
+from dr.replay.seccomp_filter import (INSN_SIZE, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_FLAGS,
+                                      SECCOMP_SET_MODE_FILTER, build_filter)
 
 __all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "sweep_stale", "SECCOMP_FLAGS",
            "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS", "SCRATCH_PREFIX", "LOG_PREFIX", "id_maps"]
@@ -69,54 +68,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 ADDR_NO_RANDOMIZE = 0x0040000
 
-# seccomp(2): include/uapi/linux/seccomp.h
-SECCOMP_SET_MODE_FILTER = 1
-SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
-SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
-SECCOMP_RET_KILL_PROCESS = 0x80000000
-SECCOMP_RET_USER_NOTIF = 0x7FC00000
-SECCOMP_RET_ALLOW = 0x7FFF0000
-X32_SYSCALL_BIT = 0x40000000
-
-# Classic BPF opcodes: include/uapi/linux/filter.h, bpf_common.h.
-BPF_LD_W_ABS = 0x20
-BPF_JEQ_K = 0x15
-BPF_JGE_K = 0x35
-BPF_RET_K = 0x06
-_INSN = struct.Struct("<HBBI")
-
-SECCOMP_FLAGS = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
-
 SYNC_FD = 1000
-
-
-def build_filter(passthrough: Iterable[int]) -> bytes:
-    """The classic BPF program (struct sock_filter[]) of the replay filter.
-
-    ``passthrough`` x86_64 numbers are SECCOMP_RET_ALLOW; everything else
-    (other ``seccomp_data.arch`` values and x32 numbers included) is
-    SECCOMP_RET_USER_NOTIF.
-    """
-    nrs = sorted(set(int(n) for n in passthrough))
-    if len(nrs) > 250:
-        raise ReplayError("too many passthrough syscalls for one BPF jump table")
-    # A 32-bit call (int 0x80: another seccomp_data.arch), an x32 number or one the
-    # kernel does not know (syscall(-1)) is notified, never killed: the program ran
-    # natively, so the supervisor answers what the recording shows (ENOSYS mostly).
-    prog = [
-        (BPF_LD_W_ABS, 0, 0, 4),                          # A = seccomp_data.arch
-        (BPF_JEQ_K, 1, 0, notify.AUDIT_ARCH_X86_64),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
-        (BPF_LD_W_ABS, 0, 0, 0),                          # A = seccomp_data.nr
-        (BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),
-        (BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF),
-    ]
-    n = len(nrs)
-    for j, nr in enumerate(nrs):
-        prog.append((BPF_JEQ_K, n - j, 0, nr))
-    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
-    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
-    return b"".join(_INSN.pack(*i) for i in prog)
 
 
 def _prctl(opt: int, arg: int) -> None:
@@ -149,6 +101,7 @@ class Sandbox:
         self._sync_r = self._ctl_w = self._rep_r = self._status_r = -1
         self._status: int | None = None
         self._exec_pipe_open = True
+        self.cgroup: MemoryCgroup | None = None
         #: The tracee waits killably once its notification was received (Linux >= 5.19):
         #: a signal sent then stays pending until the supervisor answers.
         self.killable_wait = _kernel_at_least(5, 19)
@@ -166,6 +119,8 @@ class Sandbox:
         # Imported here, before fork, so each stage does not pay for it.
         from pyroute2 import IPRoute  # noqa: F401
         sweep_stale()
+        if spec.memory_limit is not None:  # None: --no-memory-limit (the CLI warned)
+            self.cgroup = MemoryCgroup.create(spec.memory_limit or default_limit())
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
@@ -369,6 +324,12 @@ class Sandbox:
         if self._scratch:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+        if self.cgroup is not None:
+            self.cgroup.remove()  # keeps its OOM count for oom_message()
+
+    def oom_message(self) -> str:
+        """The verdict's one line when the sandbox reached its memory limit (an OOM kill), else ""."""
+        return self.cgroup.oom_message() if self.cgroup is not None else ""
 
     # ------------------------------------------------------------ stage 2 (forked)
     def _stage2(self, parent: int, prog: bytes, sync_w: int, ctl_r: int, rep_w: int,
@@ -377,6 +338,9 @@ class Sandbox:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             return 1
+        if self.cgroup is not None:
+            # First, while nothing is unshared or forked: all that follows is charged there.
+            _write_file(self.cgroup.procs, str(os.getpid()))
         euid = os.geteuid()
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC
         if _libc.unshare(flags) != 0:
@@ -408,7 +372,7 @@ class Sandbox:
         _loopback_up()
         assert self._scratch
         make_root(self._scratch, f"/proc/self/fd/{rootfd}", exposed, spec.cwd, (spec.uid, spec.gid),
-                  own_dirs(spec.argv, spec.cwd))
+                  own_dirs(spec.argv, spec.cwd), tmpfs_budget(spec.memory_limit))
         os.close(rootfd)
         for fd in exposed.values():
             os.close(fd)
@@ -508,6 +472,9 @@ def _init_main(sync_w: int, ctl_r: int, rep_w: int, ready_w: int, first_pid: int
 
 def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # At the limit, the OOM killer takes the program (or a child: they inherit
+    # this), not stage 2 or init, whose forked Python heaps may have more RSS.
+    _write_file("/proc/self/oom_score_adj", "1000")
     os.dup2(sync_w, SYNC_FD, inheritable=False)
     cwd = spec.cwd if spec.cwd and os.path.isdir(spec.cwd) else "/"
     os.chdir(cwd)
@@ -534,7 +501,7 @@ def _tracee_main(spec: SandboxSpec, prog: bytes, sync_w: int) -> None:
     class _Fprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    fprog = _Fprog(len(prog) // _INSN.size, ctypes.addressof(filt))
+    fprog = _Fprog(len(prog) // INSN_SIZE, ctypes.addressof(filt))
     os.write(SYNC_FD, b"ready\n")
     flags = SECCOMP_FLAGS
     res = notify._syscall(ctypes.c_long(notify.NR_SECCOMP), ctypes.c_long(SECCOMP_SET_MODE_FILTER),

@@ -5,8 +5,11 @@ namespaces, as root of the namespace (a host id of the unprivileged range).
 Each top-level directory of the chosen root is an overlay whose upper layer is
 the scratch tmpfs; directories overlay refuses are split further, and at the
 end bound read-only down to every submount (mount_setattr AT_RECURSIVE);
-PRIVATE_DIRS are empty tmpfs. Also: the sweep of scratch directories and logs
-a killed dr left behind.
+PRIVATE_DIRS are empty directories of the scratch tmpfs. The scratch has a
+``size=`` and ``nr_inodes=`` bound (:func:`dr.replay.cgroup.tmpfs_budget`)
+that every writable place of the sandbox shares: each is carved out of it
+(:func:`_carve`), never a tmpfs of its own, so one budget covers them all.
+Also: the sweep of scratch directories and logs a killed dr left behind.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 NR_PIVOT_ROOT = 155
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+#: Bounds of the sandbox's /dev tmpfs: it holds the nodes above (bound from the host).
+DEV_SIZE = 1 << 20
+DEV_INODES = 1024
+#: The scratch's directory of :func:`_carve`'s directories.
+CARVED = "carved"
 
 
 def cerr(what: str) -> OSError:
@@ -58,7 +66,7 @@ def mount(src: str | None, target: str, fstype: str | None, flags: int, data: st
 
 
 def make_root(scratch: str, root: str, exposed: dict[str, int], cwd: str = "/", ids: tuple[int, int] = (0, 0),
-              own: tuple[str, ...] = ()) -> None:
+              own: tuple[str, ...] = (), budget: tuple[int, int] = (1 << 30, 1 << 17)) -> None:
     """Build the tracee's root under the scratch tmpfs and pivot into it.
 
     An overlay of the whole root fails in a user namespace when the root
@@ -70,18 +78,21 @@ def make_root(scratch: str, root: str, exposed: dict[str, int], cwd: str = "/", 
     reached through an overlay (overlay does not cross mounts), and a host
     Unix socket seen through one refuses connect(2) (the overlay inode is
     not the bound inode). /proc is mounted by init, /dev holds a few nodes,
-    the directories of PRIVATE_DIRS and the top level are scratch tmpfs.
+    the directories of PRIVATE_DIRS and the top level are scratch tmpfs,
+    ``budget`` (bytes, inodes) bounds it all.
     """
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-    upper, work, new = (os.path.join(scratch, d) for d in ("upper", "work", "root"))
-    for d in (upper, work, new):
+    size, inodes = budget
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={size},nr_inodes={inodes}")
+    upper, work, new, carved = (os.path.join(scratch, d) for d in ("upper", "work", "root", CARVED))
+    for d in (upper, work, new, carved):
         os.mkdir(d)
     _overlay_tree(root, new, upper, work, top=True, own=own)
     dev = os.path.join(new, "dev")
     if not os.path.isdir(dev):
         os.mkdir(dev)
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
+    # Its own small tmpfs (noexec, unlike the scratch): a few nodes and what a program adds.
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, f"mode=0755,size={DEV_SIZE},nr_inodes={DEV_INODES}")
     for n in DEV_NODES:
         host = f"/dev/{n}"
         if not os.path.exists(host):
@@ -218,7 +229,7 @@ def mount_setattr_recursive(path: str, attr_set: int) -> None:
 
 
 def _private_tmpfs(new: str, rel: str) -> None:
-    """An empty tmpfs on ``new/rel`` (when that is a directory, not a symlink such as /var/run)."""
+    """An empty scratch directory on ``new/rel`` (when that is a directory, not a symlink such as /var/run)."""
     d = os.path.join(new, rel)
     if os.path.islink(d):
         return
@@ -226,7 +237,22 @@ def _private_tmpfs(new: str, rel: str) -> None:
         if not os.path.isdir(os.path.dirname(d)):
             return
         os.mkdir(d)
-    mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" if rel != "run" else "mode=0755")
+    _carve(new, d, 0o1777 if rel != "run" else 0o755)
+
+
+def _carve(new: str, target: str, mode: int) -> None:
+    """Cover ``target`` with a fresh empty directory of the scratch tmpfs (bound there).
+
+    What a program writes in it counts against the scratch's size and inode
+    bounds, shared with the overlays' upper layer and every other carved place:
+    a tmpfs of its own each would multiply the budget. The bind keeps the
+    scratch's nosuid and nodev.
+    """
+    carved = os.path.join(os.path.dirname(new), CARVED)
+    d = os.path.join(carved, str(len(os.listdir(carved))))
+    os.mkdir(d)
+    os.chmod(d, mode)  # not masked by the umask, and keeps the sticky bit
+    mount(d, target, None, MS_BIND)
 
 
 def open_exposed(rootfd: int, spec: SandboxSpec) -> dict[str, int]:
@@ -275,12 +301,12 @@ def _expose_file(new: str, rel: str, fd: int) -> None:
 
 
 #: Host directories whose tree of subdirectories (no files) the sandbox gets as its
-#: own writable tmpfs: a service writes its logs and cache where it always does, and
+#: own writable (scratch) directory: a service writes its logs and cache where it always does, and
 #: nothing of the host's is read or written.
 SKELETON_DIRS = ("var/log", "var/cache")
 SKELETON_DEPTH = 3
 #: Under these, a host directory the sandbox's ids cannot search (nothing of it is
-#: visible anyway; /var/lib/nginx/body is root's, 0700) becomes an empty tmpfs the
+#: visible anyway; /var/lib/nginx/body is root's, 0700) becomes an empty scratch directory the
 #: sandbox's root owns with the same mode, so a service as root inside may use and
 #: chown it as it does on its own host.
 STATE_DIRS = ("var/lib",)
@@ -303,7 +329,7 @@ def own_dirs(argv: tuple[str, ...], cwd: str) -> tuple[str, ...]:
 
 
 def _skeleton_tmpfs(new: str, rel: str) -> None:
-    """An empty tmpfs on ``new/rel`` holding the host's directory tree below it (dirs only)."""
+    """An empty scratch directory on ``new/rel`` holding the host's directory tree below it (dirs only)."""
     top = os.path.join(new, rel)
     if os.path.islink(top) or not os.path.isdir(top):
         return
@@ -320,7 +346,7 @@ def _skeleton_tmpfs(new: str, rel: str) -> None:
     except OSError:
         pass
     mode = stat.S_IMODE(os.stat(top).st_mode)
-    mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode:o}")
+    _carve(new, top, mode)
     for d, m in dirs:
         try:
             os.mkdir(os.path.join(top, d), m)
@@ -330,7 +356,7 @@ def _skeleton_tmpfs(new: str, rel: str) -> None:
 
 
 def _own_unsearchable(new: str, rel: str, depth: int) -> None:
-    """Cover each directory below ``new/rel`` the sandbox cannot search with its own empty tmpfs."""
+    """Cover each directory below ``new/rel`` the sandbox cannot search with an empty scratch directory."""
     top = os.path.join(new, rel)
     if os.path.islink(top) or not os.path.isdir(top):
         return
@@ -348,7 +374,7 @@ def _own_unsearchable(new: str, rel: str, depth: int) -> None:
             if not os.access(full, os.X_OK):
                 try:
                     mode = stat.S_IMODE(os.stat(full).st_mode)
-                    mount("tmpfs", full, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode:o}")
+                    _carve(new, full, mode)
                 except OSError:
                     pass
             elif level + 1 < depth:
@@ -361,7 +387,7 @@ def _make_cwd(new: str, cwd: str, ids: tuple[int, int]) -> None:
     It may lie in a private directory (a program run from /tmp/x) or below a
     host directory the sandbox's ids may not search (mkdtemp's 0700): missing
     components are made in the scratch, and a component the sandbox cannot
-    search (nothing of it is visible anyway) is covered with an empty tmpfs.
+    search (nothing of it is visible anyway) is covered with an empty scratch directory.
     When neither works (the path does not exist on this host under a host
     directory), the tracee starts in / as before. The leaf belongs to ``ids``.
     """
@@ -379,7 +405,7 @@ def _make_cwd(new: str, cwd: str, ids: tuple[int, int]) -> None:
                 if i == len(parts) - 1:
                     os.chown(nxt, *ids)
             elif not os.access(nxt, os.X_OK):
-                mount("tmpfs", nxt, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+                _carve(new, nxt, 0o755)
                 if i == len(parts) - 1:
                     os.chown(nxt, *ids)
             cur = nxt

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from dr.errors import ReplayError
+from dr.replay.cgroup import MAX_LIMIT, MIN_LIMIT, format_size
 
 __all__ = ["SandboxSpec", "check_spec", "id_maps", "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS"]
 
@@ -37,7 +38,9 @@ class SandboxSpec:
     or "inherit"; ``passthrough`` the syscall numbers the filter allows;
     ``expose`` absolute paths of regular files (the executable) bound
     read-only at the same path inside, even below a private directory such as
-    /tmp (``exe`` is always exposed).
+    /tmp (``exe`` is always exposed); ``memory_limit`` the bytes the whole
+    sandbox tree may use (its memory cgroup's hard limit, :mod:`dr.replay.cgroup`):
+    0 for the default, None for no cgroup at all (``--no-memory-limit``).
     """
 
     argv: tuple[str, ...]
@@ -52,6 +55,7 @@ class SandboxSpec:
     stdio: str = "null"
     passthrough: frozenset[int] = field(default_factory=frozenset)
     expose: tuple[str, ...] = ()
+    memory_limit: int | None = 0
 
 
 #: Limits on what a trace supplies to execve (linux/binfmts.h MAX_ARG_STRLEN; ARG_MAX of 2 MiB).
@@ -102,6 +106,7 @@ def check_spec(spec: SandboxSpec) -> None:
     one string, each without NUL and under MAX_ARG_STRLEN, all under ARG_MAX.
     env: names without '=' or NUL. exe, cwd: absolute, without NUL. root: an
     existing directory. uid, gid: inside the mapped range. first_pid: 2..2^22.
+    memory_limit: None, 0 (the default) or MIN_LIMIT..MAX_LIMIT bytes.
     Raises ReplayError (one line, exit 1).
     """
     host = _clean_str("hostname", spec.hostname, limit=64)
@@ -144,5 +149,11 @@ def check_spec(spec: SandboxSpec) -> None:
     for pth in spec.expose:
         if not _clean_str("file path", pth, limit=4096).startswith("/") or "/../" in pth + "/":
             raise _bad("file path", pth)
+    lim = spec.memory_limit
+    if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool)
+                            or not (lim == 0 or MIN_LIMIT <= lim <= MAX_LIMIT)):
+        shown = format_size(lim) if isinstance(lim, int) else repr(lim)
+        raise ReplayError(f"a memory limit of {shown} is not usable: give at least "
+                          f"{MIN_LIMIT >> 20} MiB (dr replay --memory-limit SIZE); nothing was run")
     if spec.stdio not in ("null", "inherit"):
         raise ReplayError(f"unknown stdio mode {spec.stdio!r}")

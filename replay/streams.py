@@ -91,11 +91,13 @@ class StreamsSession(Delivery):
 
     def __init__(self, trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
                  show_output: bool = False, startup_timeout: float = STARTUP_S,
-                 mode: str = "auto", rootfs: str = "/") -> None:
+                 mode: str = "auto", rootfs: str = "/", memory_limit: int | None = 0) -> None:
         if mode not in ("auto", "sandbox"):
             # There is no way to run a trace's command outside the sandbox (issue #15).
             raise UsageError(f"unknown streams mode {mode!r}; streams replay runs only in the sandbox")
         self.mode = mode
+        self.memory_limit = memory_limit  # SandboxSpec.memory_limit: 0 default, None none
+        self.oom = ""  # the sandbox's OOM line, kept when it is closed (oom_message)
         from dr.replay import compare
         self.conversations: Conversations = trace if isinstance(trace, Conversations) else reconstruct(trace)
         self.meta = self.conversations.meta
@@ -178,7 +180,8 @@ class StreamsSession(Delivery):
             return True
         tail = [ln for ln in self.output_tail(5) if ln.strip()]
         how = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
-        self.died = (f"the program {how} during the replay, after {self.connections_done()} of "
+        oom = self.oom_message()
+        self.died = ((oom or f"the program {how} during the replay") + f", after {self.connections_done()} of "
                      f"{len(self.inbound)} connection(s)"
                      + (f"; its last output: {' | '.join(tail[-3:])}" if tail else ""))
         return False
@@ -277,7 +280,7 @@ class StreamsSession(Delivery):
         spec = SandboxSpec(
             argv=tuple(self.argv), env=tuple(recorded_env(self.meta).items()), exe=exe, cwd=cwd, root=self.rootfs,
             hostname=str(self.meta.get("hostname") or self.meta.get("host") or "dr-replay"),
-            first_pid=self.first_pid,
+            first_pid=self.first_pid, memory_limit=self.memory_limit,
             stdio="inherit" if self.show_output else "null",
             passthrough=frozenset(s.nr for s in schema.all_syscalls()
                                   if s.cls == schema.Class.PASSTHROUGH or s.name in UNOBSERVED))
@@ -340,6 +343,8 @@ class StreamsSession(Delivery):
             if not missing:
                 break
             if (status := self._exited()) is not None:
+                if oom := self.oom_message():  # killed at the sandbox's memory limit
+                    raise ReplayError(f"{oom}, before it listened on {missing[0]}")
                 raise ReplayError(f"{shlex.join(self.argv)} exited with status {status} "
                                   f"before listening on {missing[0]}{self._log_hint()}")
             if time.monotonic() > deadline:
@@ -397,6 +402,10 @@ class StreamsSession(Delivery):
     def _compare(self) -> Any:
         return session_report(self)
 
+    def oom_message(self) -> str:
+        """The one line when the cgroup's OOM killer killed a task of the sandbox, else ""."""
+        return self.sandbox.oom_message() if self.sandbox is not None else self.oom
+
     def _stop_program(self) -> None:
         self.stopping = True
         if self.sandbox is not None:
@@ -404,6 +413,7 @@ class StreamsSession(Delivery):
             if self.supervisor is not None:
                 self.supervisor.stop()
             self.sandbox.close()
+            self.oom = self.sandbox.oom_message()
             self.sandbox = None
         p = self.proc
         if p is not None and p.poll() is None:
@@ -452,7 +462,7 @@ class StreamsSession(Delivery):
 def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = None,
                 report: str | None = None, show_output: bool = False,
                 echo: Any = None, rootfs: str = "/", mode: str = "auto",
-                progress: Any = None) -> StreamsResult:
+                progress: Any = None, memory_limit: int | None = 0) -> StreamsResult:
     """The CLI's streams replay: run the session, write ``report`` (JSON), return the verdict.
 
     ``echo``: a callable taking one line for progress (None: quiet);
@@ -466,7 +476,8 @@ def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = No
     try:
         conv = trace if isinstance(trace, Conversations) else reconstruct(trace)
         failed_conv = conv
-        sess = StreamsSession(conv, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode)
+        sess = StreamsSession(conv, cmd=cmd, ignore=ignore, show_output=show_output, rootfs=rootfs, mode=mode,
+                              memory_limit=memory_limit)
         if conv.cut_short and conv is not trace:
             sess.cut_where = cut_where(trace)   # the file itself says where it ends
         while True:
@@ -488,7 +499,9 @@ def run_streams(trace: Any, cmd: str | list[str] | None = None, ignore: Any = No
             sess.close()
     if report:
         compare.write_json(rep, report)
-    if not rep.all_identical:
+    # A task killed at the sandbox's memory limit is never a faithful replay.
+    killed = sess is not None and bool(sess.oom_message())
+    if not rep.all_identical or killed:
         return StreamsResult(rep, int(ExitCode.DIVERGED))
     # Every compared response matched; a trace cut short leaves the rest of the
     # recording uncompared (as strict replay: exit INCOMPLETE, not OK).
@@ -531,7 +544,7 @@ def attach_mode(path: str) -> bool:
 
 def cli_streams(trace: str, cmd: str | list[str] | None = None, ignore: str | None = None,
                 report: str | None = None, show_output: bool = False, verbose: bool = False,
-                rootfs: str = "/") -> int:
+                rootfs: str = "/", memory_limit: int | None = 0) -> int:
     """``dr replay TRACE`` for an attach-mode trace: print progress and the report; the exit code.
 
     For the CLI's dispatch (dr/cli/replay.py). Raises DrError subclasses for
@@ -558,7 +571,7 @@ def cli_streams(trace: str, cmd: str | list[str] | None = None, ignore: str | No
 
     try:
         res = run_streams(trace, cmd=cmd, ignore=ignore, report=report, show_output=show_output, echo=echo,
-                          rootfs=rootfs, progress=progress if tty else None)
+                          rootfs=rootfs, progress=progress if tty else None, memory_limit=memory_limit)
     finally:
         if shown[1]:
             sys.stderr.write("\n")

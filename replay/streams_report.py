@@ -30,6 +30,9 @@ def session_report(self: Any) -> Any:
     if not rep.all_identical or self.died:
         # The program's last words may explain a difference (a traceback behind a 500).
         rep.output_tail = self.output_tail()
+    oom = self.oom_message()
+    if oom and not (self.died or "").startswith(oom):
+        rep.notes.insert(0, oom)  # a task killed at the memory limit, seen after the plan's end
     if self.died:
         rep.notes.insert(0, self.died)
         for r in rep.connections:

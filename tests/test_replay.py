@@ -337,7 +337,13 @@ def test_unprivileged_user_replays(http_trace, work):
     shared = work / "shared.drt"
     shutil.copy(trace, shared)
     os.chmod(shared, 0o644)
+    # No memory cgroup may be made by nobody: fail closed in one line, nothing run...
     r = replay(shared, user="65534")
+    assert r.returncode == 1 and r.stdout == b"", r.stderr.decode()
+    assert r.stderr.decode().startswith("dr: cannot bound the replay's memory: ")
+    assert len(r.stderr.splitlines()) == 1
+    # ...unless the user says so (a warning line), and then the replay is the same.
+    r = replay(shared, "--no-memory-limit", user="65534")
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout == body
 

@@ -541,8 +541,12 @@ def test_streams_replay_runs_unprivileged(echo_trace, tmp_path):
         shutil.copyfile(trace, mine)
         os.chmod(mine, 0o644)
         dr = str(Path(PY).with_name("dr"))
-        r = subprocess.run(["runuser", "-u", "nobody", "--", dr, "replay", str(mine), "--report", f"{d}/r.json"],
+        # nobody may make no memory cgroup: fail closed in one line, unless told (docs/security.md)
+        r = subprocess.run(["runuser", "-u", "nobody", "--", dr, "replay", str(mine)],
                            cwd=d, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.startswith("dr: cannot bound the replay's memory: "), r.stderr
+        r = subprocess.run(["runuser", "-u", "nobody", "--", dr, "replay", str(mine), "--report", f"{d}/r.json",
+                            "--no-memory-limit"], cwd=d, capture_output=True, text=True, timeout=60)
         assert "Traceback" not in r.stderr, r.stderr
         assert r.returncode == 0, r.stdout + r.stderr
         assert r.stdout.strip().splitlines()[-2] == "IDENTICAL: 3 of 3 connection(s) identical"

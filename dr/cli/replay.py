@@ -46,6 +46,11 @@ def replay_cmd(
     strict_binaries: bool = typer.Option(False, "--strict-binaries",
                                          help="Bundles: refuse when this host's binaries differ."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail in the report."),
+    memory_limit: Optional[str] = typer.Option(None, "--memory-limit", metavar="SIZE",
+                                               help="Memory the replayed program may use (64M, 2G; default: "
+                                                    "min(4G, half of RAM)); tmpfs writes count."),
+    no_memory_limit: bool = typer.Option(False, "--no-memory-limit",
+                                         help="DANGEROUS: no memory cgroup; the program may exhaust the host."),
 ) -> None:
     """Replay a trace or bundle in an isolated sandbox: no network, recorded time and ids.
 
@@ -65,6 +70,7 @@ def replay_cmd(
 
     from dr.errors import DrError, UsageError
 
+    limit = _memory_limit(memory_limit, no_memory_limit)
     if not os.path.exists(trace):
         raise DrError(f"{trace}: no such file; give a trace written by dr capture")
     if report and report != "-":
@@ -92,19 +98,19 @@ def replay_cmd(
             if command and cmd:
                 raise UsageError("give the other build either with --cmd or after --, not both")
             code = cli_streams(trace, cmd=list(command) if command else cmd, ignore=ignore, report=report,
-                               show_output=show_output, verbose=verbose, rootfs=rootfs)
+                               show_output=show_output, verbose=verbose, rootfs=rootfs, memory_limit=limit)
             raise typer.Exit(int(code))
         if cmd or ignore:
             raise UsageError("--cmd and --ignore are for traces recorded with --pid (streams replay); "
                              "for a spawn-mode trace give the command after --")
-        _strict(trace, rootfs, command, show_output, keep_going, report, stall_timeout)
+        _strict(trace, rootfs, command, show_output, keep_going, report, stall_timeout, limit)
     finally:
         if bundle is not None:
             bundle.close()
 
 
 def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: bool,
-            keep_going: bool, report: Optional[str], stall_timeout: float) -> None:
+            keep_going: bool, report: Optional[str], stall_timeout: float, memory_limit: int | None) -> None:
     import sys
 
     from dr.replay import replay_trace
@@ -117,7 +123,7 @@ def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: 
     with nullcontext() if show_output else reading("dr replay: reading", trace):
         res = replay_trace(trace, rootfs=rootfs, command=tuple(command) if command else None,
                            show_output=show_output, keep_going=keep_going, report_path=report,
-                           stall_timeout=stall_timeout)
+                           stall_timeout=stall_timeout, memory_limit=memory_limit)
     rep = res.report
     for note in rep.notes:
         sys.stderr.write(f"dr replay: note: {note}\n")
@@ -146,6 +152,27 @@ def _strict(trace: str, rootfs: str, command: Optional[List[str]], show_output: 
         sys.stderr.write(f"dr replay: diverged after {rep.events_replayed:,} of the {rep.events_total:,} "
                          f"syscalls answered from the trace ({total} recorded{natively})\n")
     raise typer.Exit(int(res.exit_code))
+
+
+def _memory_limit(size: Optional[str], unbounded: bool) -> int | None:
+    """SandboxSpec.memory_limit from the flags: bytes, 0 (the default) or None (no cgroup)."""
+    import sys
+
+    from dr.errors import UsageError
+
+    if unbounded:
+        if size is not None:
+            raise UsageError("give either --memory-limit or --no-memory-limit, not both")
+        sys.stderr.write("dr: warning: --no-memory-limit: the replayed program runs without a memory "
+                         "cgroup and may exhaust this host's memory\n")
+        return None
+    if size is None:
+        return 0
+    from dr.cli.capture import parse_size
+    value = parse_size(size)
+    if value <= 0:  # 0 would mean "the default" to the sandbox
+        raise UsageError(f"--memory-limit {size}: give a size such as 256M or 2G")
+    return value
 
 
 def _recorded_syscalls(trace: str) -> int | None:

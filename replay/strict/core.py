@@ -103,7 +103,8 @@ class ReplayOptions:
     ``show_output`` copies the tracee's writes to fds 1 and 2 to ``stdout``/
     ``stderr``; ``keep_going`` records payload/argument divergences and goes
     on; ``stall_timeout`` seconds without progress before the replay is
-    declared stuck.
+    declared stuck; ``memory_limit`` the sandbox's memory bound
+    (:attr:`dr.replay.sandbox.SandboxSpec.memory_limit`: 0 default, None none).
     """
 
     rootfs: str = "/"
@@ -114,6 +115,7 @@ class ReplayOptions:
     reorder_after: float = 0.25
     stdout: BinaryIO | None = None
     stderr: BinaryIO | None = None
+    memory_limit: int | None = 0
 
 
 @dataclass(slots=True)

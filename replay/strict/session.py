@@ -158,7 +158,7 @@ class ReplaySession(Answers):
             gid=int(meta.get("gid") or 0) if isinstance(meta.get("gid"), int) else 0,
             first_pid=main_tid if isinstance(main_tid, int) and 1 < main_tid < (1 << 22) else (
                 pid if isinstance(pid, int) else None),
-            stdio="null", passthrough=PASSTHROUGH)
+            stdio="null", passthrough=PASSTHROUGH, memory_limit=self.opts.memory_limit)
 
     def start(self) -> None:
         """Start the sandboxed tracee; raises ReplayError/NotSupported."""
@@ -277,6 +277,9 @@ class ReplaySession(Answers):
         return CONTINUE
 
     def _finish(self, res: StepResult) -> StepResult:
+        oom = self.sb.oom_message() if self.sb is not None else ""
+        if oom:  # whatever else went wrong, the memory limit is why: one line, an error
+            res = StepResult(Status.ERROR, oom)
         self.done = res
         r = self.report
         r.wall_s = time.monotonic() - r.started
