@@ -140,7 +140,7 @@ def test_capture_and_replay_count_the_same_syscalls(tmp_path):
 @pytest.mark.parametrize("argv,what", [
     (["show"], "trace"), (["stats"], "trace"), (["export", "jsonl"], "trace"),
     (["bundle", "create", "-o", "{d}/b.drb"], "trace"), (["bundle", "verify"], "bundle"),
-    (["bundle", "info"], "bundle"),
+    (["bundle", "info"], "bundle"), (["replay"], "trace"),
 ])
 def test_a_missing_file_is_worded_the_same_by_every_command(run_dr, tmp_path, argv, what):
     missing = tmp_path / "nope.drt"

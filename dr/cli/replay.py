@@ -72,7 +72,7 @@ def replay_cmd(
 
     limit = _memory_limit(memory_limit, no_memory_limit)
     if not os.path.exists(trace):
-        raise DrError(f"{trace}: no such file; give a trace written by dr capture")
+        raise DrError(f"cannot read trace {trace}: No such file or directory")
     if report and report != "-":
         from dr.formats.output import check_output
         check_output(report, (trace,), "the report")  # refused before anything runs
