@@ -224,6 +224,20 @@ def _status_line(r) -> Text:
                 style="bold red" if r.lost else "")
 
 
+def _size_note(s) -> str:
+    """What the trace's size is made of: the compression of the recorded events, and
+    the bytes of files the programs mapped or executed that capture stored beside them
+    (those can make a short run's trace larger than its events)."""
+    files = s.files or {}
+    stored, stored_bytes = int(files.get("stored") or 0), int(files.get("stored_bytes") or 0)
+    if stored:
+        return (f" (events {_human(s.raw_bytes)} before compression, and the bytes of {stored} mapped "
+                f"or executed file(s), {_human(stored_bytes)})")
+    if s.raw_bytes and s.compression_ratio >= 1:
+        return f" ({s.compression_ratio:.1f}x smaller than the {_human(s.raw_bytes)} recorded)"
+    return ""
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -250,8 +264,7 @@ def _print_summary(s, output: str, pid: int | None = None) -> None:
     con.print(f"  syscalls {s.events:,} ({s.events / dur if dur else 0:,.0f}/s), "
               f"process events {s.proc_events:,} (fork, exec, exit, signals), "
               f"payload {_human(s.payload_bytes)}, trace {_human(s.trace_bytes)}"
-              + (f" ({s.compression_ratio:.1f}x smaller than the {_human(s.raw_bytes)} recorded)"
-                 if s.raw_bytes and s.compression_ratio else ""))
+              + _size_note(s))
     if s.redaction is not None:
         found = {k: v for k, v in s.redaction.get("matches", {}).items() if v}
         con.print("  redacted: " + (", ".join(f"{k} {v:,}" for k, v in found.items())
