@@ -533,3 +533,32 @@ def test_sysv_shared_memory_runs_in_the_sandbox_ipc_namespace(work):
     segment is the replay's, never the host's): the child's bytes reach the parent."""
     out = faithful(work, "sysvshm", SYSV_SHM)
     assert out == b"parent reads: written by the child\n"
+
+
+PIDFD_STDOUT = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+int main(void) {
+    int p[2];
+    char c;
+    pipe(p);
+    pid_t child = fork();
+    if (child == 0) { read(p[0], &c, 1); return 0; }
+    int pidfd = syscall(SYS_pidfd_open, child, 0);
+    int out = syscall(SYS_pidfd_getfd, pidfd, 1, 0);   /* the child's stdout */
+    write(out, "through the child's stdout\n", 27);
+    write(p[1], "x", 1);
+    wait(NULL);
+    return 0;
+}
+"""
+
+
+def test_stdout_taken_with_pidfd_getfd_is_shown(work):
+    """An fd taken from another process's stdout with pidfd_getfd is the console too:
+    --show-output prints what was written through it, as the recording did."""
+    out = faithful(work, "pidfdout", PIDFD_STDOUT)
+    assert out == b"through the child's stdout\n"

@@ -61,6 +61,7 @@ class Answers:
     devnull: int
     rootfd: int
     console: dict[int, dict[int, int]]
+    pidfd_target: dict[tuple[int, int], int]
     held_exits: dict[int, list[tuple[Notif, int]]]
     owned: dict[int, set[int]]
     out: BinaryIO

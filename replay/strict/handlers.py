@@ -83,6 +83,8 @@ def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
                 # The program makes all of a memfd's content: its I/O runs natively
                 # (so mmap, exec and sendfile of it see what was written).
                 s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
+            if ok and sc.name in ("pidfd_open", "pidfd_getfd"):
+                _pidfd_console(s, th, sc.name, n, ev.ret)
             return ok
         finally:
             os.close(src)
@@ -91,6 +93,23 @@ def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     if pos in s.script.signals:
         s.deliver_signals(th, pos)
     return s.listener.reply(n.id, ev.ret)
+
+
+def _pidfd_console(s: ReplaySession, th: Thread, name: str, n: Notif, fd: int) -> None:
+    """pidfd_getfd of another process's stdout/stderr is that console too (its
+    bytes are shown with --show-output): remember each pidfd's process, and give
+    the fd taken through it the console role it has in that process."""
+    if name == "pidfd_open":
+        # A child not seen yet (its first call still to come) has the fds it
+        # inherited at fork: the caller's own console map stands for it.
+        pid = s32(n.args[0])
+        s.pidfd_target[(th.host_tgid, fd)] = next(
+            (t.host_tgid for t in s.threads.values() if t.rec_tgid == pid and t.host_tgid in s.console),
+            th.host_tgid)
+        return
+    target = s.pidfd_target.get((th.host_tgid, s32(n.args[0])))
+    if target is not None:
+        s.set_console(th, fd, s.console.get(target, {}).get(s32(n.args[1])))
 
 
 @handles("open", "openat", "openat2", "creat")

@@ -77,6 +77,7 @@ class ReplaySession(Answers):
         self.main_exited = False
         self.warned_mmsg = False
         self.console: dict[int, dict[int, int]] = {}   # host tgid -> {fd: 1|2} of the replay's stdout/stderr
+        self.pidfd_target: dict[tuple[int, int], int] = {}   # (host tgid, pidfd) -> its process's host tgid
         self.held_exits: dict[int, list[tuple[Notif, int]]] = {}  # parent host tgid -> exits held
         self.owned: dict[int, set[int]] = {}  # host tgid -> fds of files this run created (memfd, native I/O)
         self.files = FileModel(self.script.files, self.script.blobs)   # the recording's view of files
