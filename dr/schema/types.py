@@ -149,7 +149,8 @@ class Beh(enum.IntFlag):
                 run itself created.
     COUNTS_IN   the success value counts the bytes taken from its BUF_IN buffer
                 (write, pwrite64, sendto), so it is bounded by the size argument.
-    SIZE_QUERY  a zero size argument asks for the needed count (getgroups(2)).
+    SIZE_QUERY  a zero size argument asks for the needed count (getgroups(2), the xattr
+                getters and listers).
     STREAM      its payload is the data stream of its fd (read, send, recvmsg,
                 ...), not a structure or a name.
     """
