@@ -70,7 +70,8 @@ def capture(
                                           help="Spawn mode: prepare only the command's own image and do not "
                                                "ptrace its tree (a program that ptraces its children gets "
                                                "EPERM otherwise); time that programs it execs read through "
-                                               "the vDSO is then not recorded."),
+                                               "the vDSO is then not recorded, and the capture ends with "
+                                               "the command's first process."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line and no summary."),
     verify: bool = typer.Option(False, "--verify",
                                 help="After a spawn-mode capture, replay it at once and say "
