@@ -562,3 +562,57 @@ def test_stdout_taken_with_pidfd_getfd_is_shown(work):
     --show-output prints what was written through it, as the recording did."""
     out = faithful(work, "pidfdout", PIDFD_STDOUT)
     assert out == b"through the child's stdout\n"
+
+
+OWN_FILTER = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/ucontext.h>
+static volatile int traps;
+static void on_sys(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)si;
+    traps++;
+    ((ucontext_t *)uc)->uc_mcontext.gregs[REG_RAX] = 42;
+}
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sys;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSYS, &sa, NULL);
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pipe2, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ESRCH),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_geteuid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+    int p[2];
+    long e = syscall(SYS_pipe2, p, 0);
+    int err = errno;
+    long uid = syscall(SYS_geteuid);
+    printf("filter %ld pipe2 %ld %s geteuid %ld traps %d\n", r, e, strerror(err), uid, traps);
+    return 0;
+}
+"""
+
+
+def test_a_filter_the_program_installs_acts_in_replay(work):
+    """The program's own seccomp filter is installed for real in replay: its
+    SECCOMP_RET_ERRNO and SECCOMP_RET_TRAP answers (and the SIGSYS handler's
+    result) come out as recorded."""
+    out = faithful(work, "ownfilter", OWN_FILTER)
+    assert out == b"filter 0 pipe2 -1 No such process geteuid 42 traps 1\n"

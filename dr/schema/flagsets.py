@@ -279,9 +279,17 @@ PTRACE_BUFFERS: dict[int, tuple[str, int]] = {
 }
 
 #: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
+#: seccomp(2) operation -> its ``uargs`` buffer (include/uapi/linux/seccomp.h).
+SECCOMP_BUFFERS: dict[int, tuple[str, int]] = {
+    1: ("in", 16),         # SECCOMP_SET_MODE_FILTER: struct sock_fprog
+    2: ("in", 4),          # SECCOMP_GET_ACTION_AVAIL: u32 action
+    3: ("out", 6),         # SECCOMP_GET_NOTIF_SIZES: struct seccomp_notif_sizes
+}
+
 REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
     "ioctl": (1, 2, IOCTL_BUFFERS),
     "fcntl": (1, 2, FCNTL_BUFFERS),
     "prctl": (0, 1, PRCTL_BUFFERS),
     "ptrace": (0, 3, PTRACE_BUFFERS),
+    "seccomp": (0, 2, SECCOMP_BUFFERS),
 }

@@ -316,7 +316,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("modify_ldt", 154, None, U, int_("func"), ptr("ptr"), uint("bytecount")),
     S("pivot_root", 155, 41, U, path("new_root"), path("put_old")),
     S("_sysctl", 156, None, U),
-    S("prctl", 157, 167, R, enum("option", "prctl"), hex_("arg2"), hex_("arg3"), hex_("arg4"), hex_("arg5")),
+    S("prctl", 157, 167, I, enum("option", "prctl"), hex_("arg2"), hex_("arg3"), hex_("arg4"), hex_("arg5")),
     S("arch_prctl", 158, None, P, enum("option", "arch_prctl"), hex_("arg2")),
     S("adjtimex", 159, 171, R, struct_io("txc_p", 208, "timex")),
     S("setrlimit", 160, 164, R, enum("resource", "rlimit"), struct_in("rlim", 16, "rlimit")),
@@ -476,7 +476,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("sched_setattr", 314, 274, R, int_("pid"), struct_in("uattr", 48, "sched_attr"), hex_("flags")),
     S("sched_getattr", 315, 275, R, int_("pid"), out("uattr", ARG, 2), uint("usize"), hex_("flags")),
     S("renameat2", 316, 276, R, fd("olddfd"), path("oldname"), fd("newdfd"), path("newname"), hex_("flags")),
-    S("seccomp", 317, 277, R, uint("op"), hex_("flags"), struct_in("uargs", 16, "sock_fprog")),
+    S("seccomp", 317, 277, I, uint("op"), hex_("flags"), ptr("uargs")),   # by op: flagsets.SECCOMP_BUFFERS
     S("getrandom", 318, 278, R, out("buf", RET), uint("count"), flags("flags", "grnd")),
     S("memfd_create", 319, 279, R, str_("uname"), flags("flags", "mfd"), ret="fd"),
     S("kexec_file_load", 320, 294, U),

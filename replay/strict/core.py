@@ -60,7 +60,10 @@ NATIVE_ON_OWNED = schema.with_flag(Beh.FILE_IO)
 CREATES_FD = schema.with_fd_effect(FdEffect.NEW)
 NO_EXIT = schema.EVENT_FLAGS["NO_EXIT"]
 #: Signals the CPU raises on the program's own instructions (a fault, int3, ud2).
-SYNC_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP})
+# SIGSYS is a seccomp filter's SECCOMP_RET_TRAP: the program's own filters are installed
+# natively in replay (handlers.seccomp_), so the kernel raises it again at the same call.
+SYNC_FAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP,
+                         signal.SIGSYS})
 #: Calls sending a signal (schema Order.SIGNAL): nr -> index of the signal argument.
 SENDERS = {nr: next((i for i, a in enumerate(SC[nr].args) if a.kind == Kind.SIGNAL), 1)
            for nr in schema.with_order(Order.SIGNAL)}
