@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,6 +10,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable  # the project venv's python (can import bcc)
+DR = str(Path(sys.executable).with_name("dr"))  # the venv's dr command
+
+
+def notify_supported() -> bool:
+    """Whether the kernel offers seccomp user notification (what every replay needs)."""
+    try:
+        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
+    except OSError:
+        return False
+
+
+NEEDS_NOTIFY = pytest.mark.skipif(not notify_supported(), reason="kernel lacks seccomp user notification")
+
+
+def build_c(work: Path, name: str, src: str, *flags: str) -> Path:
+    """Compile ``src`` with gcc -O1 into ``work/name`` (``flags``: libraries, -static, ...)."""
+    c = work / f"{name}.c"
+    c.write_text(src)
+    exe = work / name
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(c), *flags], check=True, capture_output=True,
+                   timeout=60)
+    return exe
 
 
 @pytest.fixture

@@ -15,25 +15,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-DR = str(Path(sys.executable).with_name("dr"))
+from conftest import DR, NEEDS_NOTIFY, build_c
 
 
-def _notify_supported() -> bool:
-    try:
-        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
-    except OSError:
-        return False
 
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification"),
+    NEEDS_NOTIFY,
     pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
     pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the programs"),
     pytest.mark.skipif(os.uname().machine != "x86_64", reason="debug registers of x86_64"),
@@ -111,14 +105,6 @@ def work():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def build(work: Path, name: str, src: str) -> Path:
-    c = work / f"{name}.c"
-    c.write_text(src)
-    exe = work / name
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(c)], check=True, timeout=60)
-    return exe
-
-
 def record(trace: Path, *cmd: str) -> bytes:
     r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", *cmd], capture_output=True,
                        timeout=120, cwd=str(trace.parent))
@@ -151,7 +137,7 @@ def assert_same_numbers(work: Path, trace: Path, recorded: bytes, runs: int) -> 
 def test_count_until_sigalrm_replays_the_recorded_count(work):
     """The loop counts until the timer's SIGALRM sets the flag: the replay's
     SIGALRM is delivered at the recorded pass, so it prints the recorded count."""
-    exe = build(work, "alarm_count", ALARM_COUNT)
+    exe = build_c(work, "alarm_count", ALARM_COUNT)
     trace = work / "alarm_count.drt"
     out = record(trace, str(exe))
     count = int(out.split()[1])
@@ -163,7 +149,7 @@ def test_count_until_sigalrm_replays_the_recorded_count(work):
 def test_repeated_itimer_interrupts_replay_each_interrupted_value(work):
     """A periodic ITIMER_REAL interrupts the computation 4 times; the handler
     keeps the value and pass it interrupted: the replay prints the same four."""
-    exe = build(work, "itimer_values", ITIMER_VALUES)
+    exe = build_c(work, "itimer_values", ITIMER_VALUES)
     trace = work / "itimer_values.drt"
     out = record(trace, str(exe))
     assert out.count(b"signal ") == 4
@@ -175,7 +161,7 @@ def test_state_never_reached_is_said_at_that_signal(work):
     """The recorded registers hold a time-stamp counter value that never comes
     back: the thread reaches its next syscall first; replay says so at that
     signal (never a silent delivery elsewhere) and the divergence names it."""
-    exe = build(work, "unreachable", UNREACHABLE)
+    exe = build_c(work, "unreachable", UNREACHABLE)
     trace = work / "unreachable.drt"
     out = record(trace, str(exe))
     if out != b"stopped 1\n":

@@ -12,23 +12,17 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from conftest import DR, NEEDS_NOTIFY, build_c
+
 from dr.errors import ReplayError
 from dr.replay.strict.files import FileModel
 
-DR = str(Path(sys.executable).with_name("dr"))
 
-
-def _notify_supported() -> bool:
-    try:
-        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
-    except OSError:
-        return False
 
 
 @pytest.fixture()
@@ -37,13 +31,6 @@ def work():
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-def build(work: Path, name: str, src: str) -> Path:
-    (work / f"{name}.c").write_text(src)
-    subprocess.run(["gcc", "-O1", "-o", str(work / name), str(work / f"{name}.c")], check=True,
-                   capture_output=True, timeout=60)
-    return work / name
 
 
 def record(work: Path, name: str, *cmd: str) -> tuple[Path, bytes]:
@@ -117,11 +104,11 @@ int main(void) {
 
 
 @pytest.mark.root
-@pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification")
+@NEEDS_NOTIFY
 @pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)")
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs")
 def test_written_renamed_reopened_mapped_sent_and_execd_file_replays_faithfully(work):
-    exe = build(work, "lifecycle", LIFECYCLE)
+    exe = build_c(work, "lifecycle", LIFECYCLE)
     trace, out = record(work, "lifecycle", str(exe))
     assert b"mapped=yes" in out and b"from the written script" in out
     r = replay(trace)
@@ -148,13 +135,13 @@ int main(void) {
 
 
 @pytest.mark.root
-@pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification")
+@NEEDS_NOTIFY
 @pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)")
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs")
 def test_changed_root_only_host_file_never_reaches_the_tracee(work):
     data = work / "data.txt"
     data.write_text("recorded content\n")
-    exe = build(work, "reader", READER)
+    exe = build_c(work, "reader", READER)
     trace, out = record(work, "reader", str(exe))
     assert out == b"read: recorded content\nmapped: recorded content\n"
     data.write_text("HOST-SECRET changed!\n")
@@ -226,7 +213,7 @@ sqlite3 db.sqlite 'INSERT INTO t VALUES ("b", 2); SELECT k, v FROM t ORDER BY k;
 
 
 @pytest.mark.root
-@pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification")
+@NEEDS_NOTIFY
 @pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)")
 @pytest.mark.parametrize("tool", sorted(TOOLS))
 def test_tool_replays_faithfully_after_its_files_are_deleted(work, tool):
@@ -263,7 +250,7 @@ int main(int argc, char **argv) {
 def test_exec_of_proc_self_exe_replays(work):
     """/proc/self/exe is the process's own image (checked at its own exec), not a
     host file to look up: re-executing oneself through it replays faithfully."""
-    exe = build(work, "selfexec", SELF_EXEC)
+    exe = build_c(work, "selfexec", SELF_EXEC)
     trace, out = record(work, "selfexec", str(exe))
     assert out == b"first\nagain second\n"
     r = replay(trace)

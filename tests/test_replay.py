@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 from functools import partial
@@ -23,19 +22,14 @@ from pathlib import Path
 
 import pytest
 
-DR = str(Path(sys.executable).with_name("dr"))
+from conftest import DR, NEEDS_NOTIFY
 
 
-def _notify_supported() -> bool:
-    try:
-        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
-    except OSError:
-        return False
 
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification"),
+    NEEDS_NOTIFY,
     pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
 ]
 

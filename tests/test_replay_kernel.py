@@ -11,25 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-DR = str(Path(sys.executable).with_name("dr"))
+from conftest import DR, NEEDS_NOTIFY, build_c
 
 
-def _notify_supported() -> bool:
-    try:
-        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
-    except OSError:
-        return False
 
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification"),
+    NEEDS_NOTIFY,
     pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
     pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs"),
 ]
@@ -41,15 +35,6 @@ def work():
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-def build(work: Path, name: str, src: str, *libs: str) -> Path:
-    c = work / f"{name}.c"
-    c.write_text(src)
-    exe = work / name
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(c), *libs], check=True, capture_output=True,
-                   timeout=60)
-    return exe
 
 
 def record(work: Path, name: str, *cmd: str) -> tuple[Path, bytes]:
@@ -67,7 +52,7 @@ def replay(trace: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def faithful(work: Path, name: str, src: str, *libs: str) -> bytes:
     """Build, record and replay ``src``; assert the replay is faithful with the same stdout."""
-    exe = build(work, name, src, *libs)
+    exe = build_c(work, name, src, *libs)
     trace, out = record(work, name, str(exe))
     r = replay(trace)
     assert r.returncode == 0, r.stderr.decode()
@@ -169,7 +154,7 @@ int main(void) {
 def test_sigchld_without_sa_restart_fork_loop_faithful_every_time(work):
     """SIGCHLD (no SA_RESTART) at a native clone: the kernel restarts the clone
     (ERESTARTNOINTR), which replay must not count as a second clone."""
-    exe = build(work, "chldloop", SIGCHLD_LOOP)
+    exe = build_c(work, "chldloop", SIGCHLD_LOOP)
     for i in range(5):
         trace, out = record(work, f"chldloop{i}", str(exe))
         r = replay(trace)
@@ -314,7 +299,7 @@ def test_orphan_is_recorded_to_its_end_and_compared(work):
 def test_orphan_outliving_the_recording_is_never_called_faithful(work):
     """A capture stopped (--duration) while an orphan still runs: its later output
     was not recorded, so replay cannot compare it and must not say faithful."""
-    exe = build(work, "orphan3", ORPHAN.replace("{0, 300 * 1000 * 1000}", "{3, 0}"))
+    exe = build_c(work, "orphan3", ORPHAN.replace("{0, 300 * 1000 * 1000}", "{3, 0}"))
     trace = work / "orphan3.drt"
     subprocess.run([DR, "capture", "-q", "--duration", "1", "-o", str(trace), "--", str(exe)],
                    capture_output=True, timeout=120, cwd=str(work))
@@ -340,7 +325,7 @@ int main(void) {
 
 
 def test_write_truncated_at_snaplen_is_not_faithful(work):
-    exe = build(work, "bigwrite", BIG_WRITE)
+    exe = build_c(work, "bigwrite", BIG_WRITE)
     trace = work / "bigwrite.drt"
     r = subprocess.run([DR, "capture", "-q", "--snaplen", "64K", "-o", str(trace), "--", str(exe)],
                        capture_output=True, timeout=120)

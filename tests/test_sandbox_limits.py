@@ -21,16 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import DR, NEEDS_NOTIFY, build_c
+
 from conftest import ROOT
 
-DR = str(Path(sys.executable).with_name("dr"))
 
-
-def _notify_supported() -> bool:
-    try:
-        return "user_notif" in Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
-    except OSError:
-        return False
 
 
 def _cgroup_parent() -> str | None:
@@ -43,7 +38,7 @@ def _cgroup_parent() -> str | None:
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(not _notify_supported(), reason="kernel lacks seccomp user notification"),
+    NEEDS_NOTIFY,
     pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
     pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs"),
     pytest.mark.skipif(_cgroup_parent() is None, reason="no memory cgroup (v1 or v2) to put the sandbox in"),
@@ -107,14 +102,6 @@ def work():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def build(work: Path, name: str, src: str, *flags: str) -> Path:
-    c = work / f"{name}.c"
-    c.write_text(src)
-    exe = work / name
-    subprocess.run(["gcc", "-O1", *flags, "-o", str(exe), str(c)], check=True, capture_output=True, timeout=60)
-    return exe
-
-
 def record(work: Path, name: str, *cmd: str) -> Path:
     trace = work / f"{name}.drt"
     r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", *cmd], capture_output=True,
@@ -151,7 +138,7 @@ def running(exe: Path) -> list[int]:
 
 
 def test_malloc_past_the_limit_ends_with_one_oom_line(work):
-    hog = build(work, "hog", HOG_C)
+    hog = build_c(work, "hog", HOG_C)
     trace = record(work, "hog192", str(hog), "192")   # 3x the limit below
     r, pid = replay(trace, "--memory-limit", "64M")
     err = r.stderr.decode()
@@ -163,7 +150,7 @@ def test_malloc_past_the_limit_ends_with_one_oom_line(work):
 
 
 def test_the_same_program_under_a_larger_limit_is_faithful(work):
-    hog = build(work, "hog", HOG_C)
+    hog = build_c(work, "hog", HOG_C)
     trace = record(work, "hog192b", str(hog), "192")
     r, pid = replay(trace, "--memory-limit", "512M")
     assert r.returncode == 0, r.stderr.decode()
@@ -172,7 +159,7 @@ def test_the_same_program_under_a_larger_limit_is_faithful(work):
 
 
 def test_ordinary_replay_is_faithful_under_the_default_limit(work):
-    hog = build(work, "hog", HOG_C)
+    hog = build_c(work, "hog", HOG_C)
     trace = record(work, "hog8", str(hog), "8")
     r, pid = replay(trace)
     assert r.returncode == 0, r.stderr.decode()
@@ -184,7 +171,7 @@ def test_a_200_mib_file_in_tmp_under_strict_replay_is_stopped_by_the_limit(work)
     # Strict replay keeps a file the run creates in a memfd (replay/strict/files.py)
     # that the tracee writes natively: its pages are charged to the sandbox's cgroup,
     # so 200 MiB under a 64 MiB limit is an OOM kill, reported as such.
-    fill = build(work, "fill", FILL_C)
+    fill = build_c(work, "fill", FILL_C)
     trace = record(work, "fill", str(fill), "200", "/tmp/dr-test-limits-fill")
     os.unlink("/tmp/dr-test-limits-fill")
     r, pid = replay(trace, "--memory-limit", "64M")
@@ -223,7 +210,7 @@ def test_private_dirs_share_the_scratch_budget_and_fill_with_enospc(work):
     """/tmp, /dev/shm and /var/tmp are carved out of one scratch tmpfs of half the limit:
     a file in /tmp gets ENOSPC at that budget, and then the others have no room either."""
     from dr.replay.cgroup import tmpfs_budget
-    fill = build(work, "fill-static", FILL_C, "-static")
+    fill = build_c(work, "fill-static", FILL_C, "-static")
     limit = 96 << 20
     budget = tmpfs_budget(limit)[0] >> 20
     r = subprocess.run([sys.executable, "-c", SUPERVISOR, str(limit), str(fill), "200", "/tmp/a", "/dev/shm/b",
@@ -238,7 +225,7 @@ def test_private_dirs_share_the_scratch_budget_and_fill_with_enospc(work):
 
 
 def test_no_memory_limit_warns_and_a_too_small_limit_is_one_line(work):
-    hog = build(work, "hog", HOG_C)
+    hog = build_c(work, "hog", HOG_C)
     trace = record(work, "hog1", str(hog), "1")
     r, _ = replay(trace, "--no-memory-limit")
     assert r.returncode == 0, r.stderr.decode()
@@ -279,7 +266,7 @@ def test_a_cgroup_left_by_a_killed_dr_is_swept_by_the_next_replay(work):
     os.mkdir(stale)
     os.mkdir(live)
     try:
-        hog = build(work, "hog", HOG_C)
+        hog = build_c(work, "hog", HOG_C)
         r, _ = replay(record(work, "hog1s", str(hog), "1"))
         assert r.returncode == 0, r.stderr.decode()
         assert not os.path.exists(stale)
