@@ -47,7 +47,8 @@ from dr.replay.cgroup import MemoryCgroup, default_limit, tmpfs_budget
 from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
                                   cerr as _cerr, make_root, mount as _mount, open_exposed, own_dirs,
                                   sweep_stale)
-from dr.replay.sandbox_spec import HOST_ID_BASE, ID_COUNT, PRIVATE_DIRS, SandboxSpec, check_spec, id_maps
+from dr.replay.sandbox_spec import (HOST_ID_BASE, ID_COUNT, PRIVATE_DIRS, SandboxSpec, check_spec, id_maps,
+                                    private_dir_of)
 from dr.replay.seccomp_filter import (INSN_SIZE, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_FLAGS,
                                       SECCOMP_SET_MODE_FILTER, build_filter)
 
@@ -249,7 +250,7 @@ class Sandbox:
         file there, not a symlink, an interpreter's environment or the files it needs."""
         exe = os.path.normpath(self.spec.exe or (self.spec.argv[0] if self.spec.argv else ""))
         rel = exe.lstrip("/")
-        hidden = next((d for d in PRIVATE_DIRS if rel == d or rel.startswith(d + "/")), None)
+        hidden = private_dir_of(rel)
         if not exe.startswith("/") or hidden is None:
             return ""
         return (f" (replay gives the program an empty private /{hidden}, where only a regular "

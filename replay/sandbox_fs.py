@@ -21,7 +21,7 @@ import stat
 import tempfile
 
 from dr.replay import notify
-from dr.replay.sandbox_spec import PRIVATE_DIRS, SandboxSpec
+from dr.replay.sandbox_spec import PRIVATE_DIRS, SandboxSpec, private_dir_of
 
 __all__ = ["make_root", "open_exposed", "own_dirs", "mount_setattr_recursive", "sweep_stale", "mount", "cerr",
            "SCRATCH_PREFIX", "LOG_PREFIX"]
@@ -269,7 +269,7 @@ def open_exposed(rootfd: int, spec: SandboxSpec) -> dict[str, int]:
     base = os.readlink(f"/proc/self/fd/{rootfd}")
     for path in {*spec.expose, *([spec.exe] if spec.exe and spec.exe.startswith("/") else [])}:
         rel = os.path.normpath(path).lstrip("/")
-        if ".." in rel.split("/") or not any(rel == d or rel.startswith(d + "/") for d in PRIVATE_DIRS):
+        if ".." in rel.split("/") or private_dir_of(rel) is None:
             continue
         try:
             fd = os.open(rel, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rootfd)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dr.errors import ReplayError
 from dr.replay.cgroup import MAX_LIMIT, MIN_LIMIT, format_size
 
-__all__ = ["SandboxSpec", "check_spec", "id_maps", "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS"]
+__all__ = ["SandboxSpec", "check_spec", "id_maps", "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS", "private_dir_of"]
 
 #: Host ids the sandbox's ids 0..ID_COUNT-1 map to when dr runs as root: an
 #: unprivileged range no host account uses (above the 100000.. blocks of
@@ -25,6 +25,12 @@ HOST_ID_BASE = 2_000_000_000
 #: Directories that are always a private, empty tmpfs inside the sandbox: no
 #: host socket, lock or scratch (another replay's included) is reachable there.
 PRIVATE_DIRS = ("tmp", "run", "var/tmp", "var/run", "dev/shm")
+
+
+def private_dir_of(rel: str) -> str | None:
+    """The PRIVATE_DIRS entry that holds ``rel`` (a path relative to the root), if any."""
+    return next((d for d in PRIVATE_DIRS if rel == d or rel.startswith(d + "/")), None)
+
 
 @dataclass(frozen=True, slots=True)
 class SandboxSpec:

@@ -115,33 +115,29 @@ def _pidfd_console(s: ReplaySession, th: Thread, name: str, n: Notif, fd: int) -
 SECCOMP_SET_MODE_STRICT, SECCOMP_SET_MODE_FILTER = 0, 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 PR_SET_SECCOMP = 22
+NR_SECCOMP = schema.by_name("seccomp").nr
 
 
-@handles("seccomp")
-def seccomp_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
-    """A filter the program installs on itself is installed for real: it decides its
-    later calls as it did at capture (SECCOMP_RET_ERRNO and RET_TRAP act before
-    anything is recorded or notified; the kernel evaluates every filter and the most
-    restrictive action wins over dr's notification). It can only restrict the
-    tracee itself. A listener filter (its fd is the program's) is answered as recorded."""
-    op, flags = n.args[0] & 0xFFFFFFFF, n.args[1]
-    if (ev.ret >= 0 and op in (SECCOMP_SET_MODE_STRICT, SECCOMP_SET_MODE_FILTER)
-            and not flags & SECCOMP_FILTER_FLAG_NEW_LISTENER):
-        sc = SC.get(ev.nr)
-        assert sc is not None
-        compare_inputs(s, n, th, ev, sc)
-        return s.cont(n, th, pos)
-    return regular(s, n, th, ev, pos)
-
-
-@handles("prctl")
-def prctl(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
-    if (n.args[0] & 0xFFFFFFFF) == PR_SET_SECCOMP and ev.ret >= 0:
-        sc = SC.get(ev.nr)
-        assert sc is not None
-        compare_inputs(s, n, th, ev, sc)
-        return s.cont(n, th, pos)   # installed for real, as seccomp_ says
-    return regular(s, n, th, ev, pos)
+@handles("seccomp", "prctl")
+def own_filter(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """A filter the program installs on itself (seccomp SET_MODE_*, prctl
+    PR_SET_SECCOMP) is installed for real: it decides its later calls as it did at
+    capture (SECCOMP_RET_ERRNO and RET_TRAP act before anything is recorded or
+    notified; the kernel evaluates every filter and the most restrictive action wins
+    over dr's notification). It can only restrict the tracee itself. A listener
+    filter (its fd is the program's) and every other operation are answered as recorded."""
+    op = n.args[0] & 0xFFFFFFFF
+    if ev.nr == NR_SECCOMP:
+        installs = (op in (SECCOMP_SET_MODE_STRICT, SECCOMP_SET_MODE_FILTER)
+                    and not n.args[1] & SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    else:
+        installs = op == PR_SET_SECCOMP
+    if not (installs and ev.ret >= 0):
+        return regular(s, n, th, ev, pos)
+    sc = SC.get(ev.nr)
+    assert sc is not None
+    compare_inputs(s, n, th, ev, sc)
+    return s.cont(n, th, pos)
 
 
 @handles("open", "openat", "openat2", "creat")
