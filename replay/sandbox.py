@@ -241,21 +241,35 @@ class Sandbox:
                 self._exec_pipe_open = False
                 return True
             if data.startswith("err "):
-                raise ReplayError(f"cannot start the tracee: {data[4:]}{self._hidden_hint()}")
+                raise ReplayError(f"cannot start the tracee: {data[4:]}{self.unreachable_hint()}")
         return False
 
-    def _hidden_hint(self) -> str:
-        """Why a program under a private directory is not there: the sandbox gives the
-        replay an empty /tmp (and /run, ...) and exposes only a regular executable
-        file there, not a symlink, an interpreter's environment or the files it needs."""
-        exe = os.path.normpath(self.spec.exe or (self.spec.argv[0] if self.spec.argv else ""))
-        rel = exe.lstrip("/")
-        hidden = private_dir_of(rel)
-        if not exe.startswith("/") or hidden is None:
+    def unreachable_hint(self) -> str:
+        """Why the program may not be there for the sandbox: under a private directory
+        (an empty /tmp, /run, ... where only a regular executable file is exposed, not
+        a symlink, an interpreter's environment or the files it needs), or below a host
+        directory closed to others (/root is 0700; the sandbox's root is not host root)."""
+        exe = os.path.normpath(os.path.join(self.spec.cwd, self.spec.exe or (self.spec.argv[0] if self.spec.argv else "")))
+        if not exe.startswith("/"):
             return ""
-        return (f" (replay gives the program an empty private /{hidden}, where only a regular "
-                "executable file is shown: keep the program, its interpreter's environment "
-                "and its files outside /tmp, /run, /var/tmp and /dev/shm when capturing)")
+        hidden = private_dir_of(exe.lstrip("/"))
+        if hidden is not None:
+            return (f" (replay gives the program an empty private /{hidden}, where only a regular "
+                    "executable file is shown: keep the program, its interpreter's environment "
+                    "and its files outside /tmp, /run, /var/tmp and /dev/shm when capturing)")
+        d = os.path.dirname(exe)
+        while d != "/":
+            try:
+                mode = os.stat(d).st_mode
+            except OSError:
+                return ""
+            if not mode & 0o001:
+                return (f" ({d} is closed to other users (mode {mode & 0o777:o}) and the sandbox's root "
+                        "is not the host's root: install the program, its interpreter and its files "
+                        "where every user may read them, e.g. /usr/bin/python3 rather than a pyenv "
+                        "or virtualenv under /root)")
+            d = os.path.dirname(d)
+        return ""
 
     def set_next_pid(self, pid: int) -> bool:
         """Make the next task created in the sandbox get ``pid`` (ns_last_pid = pid - 1)."""

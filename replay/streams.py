@@ -345,8 +345,9 @@ class StreamsSession(Delivery):
             if (status := self._exited()) is not None:
                 if oom := self.oom_message():  # killed at the sandbox's memory limit
                     raise ReplayError(f"{oom}, before it listened on {missing[0]}")
+                hint = self.sandbox.unreachable_hint() if self.sandbox is not None and status in (126, 127) else ""
                 raise ReplayError(f"{shlex.join(self.argv)} exited with status {status} "
-                                  f"before listening on {missing[0]}{self._log_hint()}")
+                                  f"before listening on {missing[0]}{hint}{self._log_hint()}")
             if time.monotonic() > deadline:
                 raise ReplayError(f"the replayed program never listened on {missing[0]} (a recorded "
                                   f"listening socket) within {self.startup_timeout:.0f} s{self._log_hint()}")

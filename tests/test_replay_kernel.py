@@ -601,3 +601,31 @@ def test_a_filter_the_program_installs_acts_in_replay(work):
     result) come out as recorded."""
     out = faithful(work, "ownfilter", OWN_FILTER)
     assert out == b"filter 0 pipe2 -1 No such process geteuid 42 traps 1\n"
+
+
+def test_script_started_by_a_relative_path_replays(work):
+    """`dr capture -- ./run.sh`: the tracee execs the path as recorded, from the recorded
+    working directory, so the interpreter opens "./run.sh" as it did at capture."""
+    script = work / "run.sh"
+    script.write_text("#!/bin/sh\necho started as $0\n")
+    script.chmod(0o755)
+    trace, out = record(work, "relscript", "./run.sh")
+    assert out == b"started as ./run.sh\n"
+    r = replay(trace)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out
+
+
+def test_program_below_a_closed_directory_is_named_as_the_cause():
+    """A program below a 0700 directory (pyenv or a venv in /root): the sandbox's root
+    is not host root, so it cannot be started; replay says which directory and why."""
+    closed = Path(tempfile.mkdtemp(prefix="dr-test-closed-", dir="/var/lib"))
+    try:
+        os.chmod(closed, 0o700)
+        shutil.copy("/bin/true", closed / "prog")
+        trace, _ = record(closed, "closed", str(closed / "prog"))
+        r = replay(trace)
+        assert r.returncode == 1
+        assert f"{closed} is closed to other users (mode 700)".encode() in r.stderr, r.stderr.decode()
+    finally:
+        shutil.rmtree(closed, ignore_errors=True)

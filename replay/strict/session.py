@@ -136,11 +136,13 @@ class ReplaySession(Answers):
         if self.opts.command and "/" not in argv[0]:
             exe = which_in_root(argv[0], self.opts.rootfs)
         cwd = meta.get("cwd")
+        expose: tuple[str, ...] = ()
         if exe and not exe.startswith("/") and isinstance(cwd, str) and cwd.startswith("/"):
             # A command started as ./prog: the sandbox exposes the executable by its
-            # absolute path (its directory may be private there, /tmp), so resolve it
-            # against the recorded working directory.
-            exe = os.path.normpath(os.path.join(cwd, exe))
+            # absolute path (its directory may be private there, /tmp), and the tracee
+            # execs it as recorded, from the recorded working directory: a script's
+            # interpreter then opens the path the recording shows ("./run.sh").
+            expose = (os.path.normpath(os.path.join(cwd, exe)),)
         self.first_exe = os.path.normpath(os.path.join(str(meta.get("cwd") or "/"), exe or argv[0]))
         env = meta.get("env")
         env_items: tuple[tuple[str, str], ...] = ()
@@ -159,7 +161,7 @@ class ReplaySession(Answers):
             gid=int(meta.get("gid") or 0) if isinstance(meta.get("gid"), int) else 0,
             first_pid=main_tid if isinstance(main_tid, int) and 1 < main_tid < (1 << 22) else (
                 pid if isinstance(pid, int) else None),
-            stdio="null", passthrough=PASSTHROUGH, memory_limit=self.opts.memory_limit)
+            stdio="null", passthrough=PASSTHROUGH, memory_limit=self.opts.memory_limit, expose=expose)
 
     def start(self) -> None:
         """Start the sandboxed tracee; raises ReplayError/NotSupported."""
