@@ -328,10 +328,37 @@ class AsyncDelivery:
         """Stop the running thread (a syscall it sleeps in restarts transparently)
         and take the breakpoint off; the thread is left stopped."""
         _ptrace(_PTRACE_INTERRUPT, tid)
-        if self._stop(tid, wake, time.monotonic() + self.s.opts.stall_timeout) is None:
+        deadline = time.monotonic() + self.s.opts.stall_timeout
+        status = self._stop(tid, wake, deadline)
+        if status is None:
             raise _Gone()
         _ptrace(_PTRACE_POKEUSER, tid, _DEBUGREG + 7 * 8, 0)
+        # The breakpoint may have fired as the interrupt came: its SIGTRAP is then
+        # queued behind the interrupt's stop, and delivered untraced after detach it
+        # would kill the program (SIGTRAP's default action). Let the thread dequeue
+        # it (no user instruction runs before pending signals) and stop on it; the
+        # detach without a signal drops it.
+        if not self._stopped_on_trap(status) and self._trap_pending(tid):
+            _ptrace(_PTRACE_CONT, tid, 0, 0)
+            if self._stop(tid, wake, deadline) is None:
+                raise _Gone()
         return why
+
+    @staticmethod
+    def _stopped_on_trap(status: int) -> bool:
+        return os.WIFSTOPPED(status) and status >> 16 == 0 and os.WSTOPSIG(status) == signal.SIGTRAP
+
+    @staticmethod
+    def _trap_pending(tid: int) -> bool:
+        """SIGTRAP in the thread's own pending set (a debug exception is sent to the thread)."""
+        try:
+            with open(f"/proc/{tid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("SigPnd:"):
+                        return bool(int(line.split()[1], 16) & (1 << (signal.SIGTRAP - 1)))
+        except OSError:
+            pass
+        return False
 
     @staticmethod
     def _in_syscall(tid: int) -> tuple[int, str] | None:
