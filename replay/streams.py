@@ -62,7 +62,8 @@ from dr.replay.streams_command import inside_root, other_build, recorded_command
 from dr.replay.streams_delivery import Delivery, PlanItem, ReplayedConn, Step
 from dr.replay.streams_outbound import Outbound, OutboundMiss
 from dr.replay.streams_report import failure_report, session_report
-from dr.replay.streams_watch import PATIENCE_S, QUIET_MIN_S, QUIET_S, WAIT_S, Activity, listen_matches, listening
+from dr.replay.streams_watch import (PATIENCE_S, QUIET_MIN_S, QUIET_S, WAIT_S, Activity, ended, listen_matches,
+    listening)
 
 __all__ = ["StreamsSession", "Step", "ReplayedConn", "OutboundMiss", "StreamsResult", "run_streams",
            "recorded_command", "recorded_root", "other_build", "is_attach_trace", "attach_mode", "cli_streams",
@@ -70,6 +71,8 @@ __all__ = ["StreamsSession", "Step", "ReplayedConn", "OutboundMiss", "StreamsRes
 
 #: How long the program may take to open its recorded listening sockets.
 STARTUP_S = 20.0
+#: Longest wait for the exit status of a program the kernel shows ended (a zombie).
+EXIT_STATUS_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -326,6 +329,11 @@ class StreamsSession(Delivery):
             return self.proc.poll()
         if self.sandbox is not None:
             st = self.sandbox.exit_status(0)
+            if st is None and ended(self.pid):
+                # The kernel says it ended; its status comes once the sandbox's stage 2
+                # has reaped it, which a loaded machine may delay: wait for it (bounded),
+                # or a death would go unnoticed until the plan ran out.
+                st = self.sandbox.exit_status(EXIT_STATUS_WAIT_S)
             return None if st is None else (os.waitstatus_to_exitcode(st) if st >= 0 else st)
         return None
 
@@ -390,6 +398,7 @@ class StreamsSession(Delivery):
                     break
                 self._cv.wait(0.02)
         with self._cv:
+            self.drain()
             for sk in self._socks.values():
                 self._unwatch(sk.fileno())
                 try:

@@ -246,15 +246,16 @@ class Delivery:
                 if entry is not None:
                     self._receive(fd, *entry)
 
-    def _receive(self, fd: int, c: Connection, sk: socket.socket) -> None:
+    def _receive(self, fd: int, c: Connection, sk: socket.socket) -> bool:
+        """Read once what ``sk`` holds; whether bytes came (more may follow)."""
         rc = self.replayed[c.id]
         with self._cv:  # held while receiving: _finish closes the sockets under it
             if self._ep_socks.get(fd) is None:
-                return
+                return False
             try:
                 data: bytes | None = sk.recv(65536, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                return
+                return False
             except OSError as e:
                 data = None
                 rc.error = rc.error or f"receive failed: {e.strerror or e}"
@@ -270,6 +271,15 @@ class Delivery:
                 self._pending.pop(c.id, None)
                 self._unwatch(fd)
             self._cv.notify_all()
+            return bool(data)
+
+    def drain(self) -> None:
+        """Read what every watched socket already holds (caller holds _cv): a program
+        that ended, or is about to be stopped, may have sent it after the reader's
+        last look."""
+        for fd, (c, sk) in list(self._ep_socks.items()):
+            while self._receive(fd, c, sk):
+                pass
 
     def _unwatch(self, fd: int) -> None:
         """Stop reading ``fd`` (caller holds _cv)."""

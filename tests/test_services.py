@@ -131,8 +131,9 @@ def test_a_service_that_dies_is_noticed_at_once_with_its_last_words(write_trace)
     took = time.monotonic() - t0
     rep = res.report
     assert res.exit_code == ExitCode.DIVERGED and rep.identical == 1
-    # Connection 2's request may have gone out before the exit was seen: sent, never answered.
-    assert re.match(r"the program exited with status 3 during the replay, after [12] of 8 connection", rep.notes[0])
+    # The requests of connections 2 and 3 may go out while the program is still exiting
+    # (a loaded machine): sent, never answered.
+    assert re.match(r"the program exited with status 3 during the replay, after [123] of 8 connection", rep.notes[0])
     assert "fatal: out of cheese" in rep.notes[0]
     assert all(c.status != "identical" for c in rep.connections[1:])
     gone = [c for c in rep.connections if c.first_difference == "not replayed: the program had exited"]
