@@ -458,7 +458,8 @@ def test_decompression_bomb_refused(made, tmp_path):
 
 
 def test_oversized_member_refused_before_reading(made, tmp_path, monkeypatch):
-    monkeypatch.setattr(B, "MAX_MEMBER_BYTES", 1 << 20)
+    from dr.formats import bundle_read
+    monkeypatch.setattr(bundle_read, "MAX_MEMBER_BYTES", 1 << 20)
     d, _trace, _res = made
     path = tmp_path / "big.drb"
     items = members(d / "incident.drb")[:4]
