@@ -4,7 +4,7 @@ The bomb of the issue: a valid metadata frame, then 40 zstd frames that each
 declare 256 MiB of zeros (a ~330 KB file that inflates to 10 GiB). Every
 reader (show, stats, bundle verify, bundle create, replay) must refuse it in
 one line, in under a second of CPU and under 100 MB of peak RSS, measured on
-the dr process itself (os.wait4). Budget rules: dr/formats/trace.py
+the dr process itself (os.wait4). Budget rules: dr/formats/trace_spec.py
 (MAX_FRAME_RAW, MAX_RATIO, FRAME_FLOOR, TOTAL_FLOOR).
 """
 
