@@ -45,7 +45,7 @@ class Units:
         return self.n
 
     def _end(self) -> int:
-        from dr.replay.compare import _resp_value_end
+        from dr.replay.compare_proto import _resp_value_end
         if self.proto == "resp":
             return _resp_value_end(self.buf, 0)
         return http_end(self.buf)
