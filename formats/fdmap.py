@@ -18,7 +18,8 @@ Use it in capture order, looking up *before* applying each event::
             text = fdm.describe(rec.tgid, fd)   # "3</etc/hosts>" style text, or ""
         fdm.apply(rec)                          # Event, ProcEvent or dict (ignored)
 
-:func:`transfers` says which bytes an event moved across which fd.
+:func:`dr.formats.transfers.transfers` says which bytes an event moved across which fd
+(re-exported here, with the address model of :mod:`dr.formats.sockaddr`).
 
 Layouts: struct sockaddr_in / sockaddr_in6 / sockaddr_un (include/uapi/linux/in.h,
 in6.h, un.h; ip(7), ipv6(7), unix(7)); struct mmsghdr (recvmmsg(2)).
@@ -33,9 +34,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from dr.formats.sockaddr import SockAddr, parse_addr_text, parse_sockaddr
+from dr.formats.transfers import Transfer, transfers
+
 from dr import schema
-from dr.formats import sockaddr as _sockaddr
-from dr.schema import Sub
+from dr.schema import s32 as _s32
 
 __all__ = ["SockAddr", "OpenFile", "FdMap", "Transfer", "transfers", "parse_sockaddr",
            "parse_addr_text", "sock_label"]
@@ -50,112 +53,10 @@ CLOSE_RANGE_CLOEXEC = 4
 EINTR, EINPROGRESS = 4, 115
 
 
-def _s32(v: int) -> int:
-    """An fd or int argument: the low 32 bits of a register, signed."""
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
 def _cstr(b: bytes | None) -> str | None:
     if b is None:
         return None
     return b.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-# --------------------------------------------------------------------------- addresses
-
-
-@dataclass(frozen=True, slots=True)
-class SockAddr:
-    """A socket address: ``family`` (AF_INET, AF_INET6, AF_UNIX or other),
-    ``host`` (dotted or colon text; "" for unix), ``port`` (host order),
-    ``path`` (unix: the path, "@name" for the abstract namespace, "" unnamed).
-    """
-
-    family: int
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @property
-    def is_inet(self) -> bool:
-        return self.family in (AF_INET, AF_INET6)
-
-    @property
-    def unspecified(self) -> bool:
-        """0.0.0.0 / :: (a wildcard bind): not the address a peer saw."""
-        if not self.is_inet:
-            return False
-        try:
-            return ipaddress.ip_address(self.host).is_unspecified
-        except ValueError:
-            return True
-
-    def __str__(self) -> str:
-        if self.family == AF_INET:
-            return f"{self.host}:{self.port}"
-        if self.family == AF_INET6:
-            return f"[{self.host}]:{self.port}"
-        if self.family == AF_UNIX:
-            return self.path
-        return f"family {self.family}"
-
-    def as_dict(self) -> dict[str, Any]:
-        if self.is_inet:
-            return {"family": "inet6" if self.family == AF_INET6 else "inet",
-                    "host": self.host, "port": self.port}
-        if self.family == AF_UNIX:
-            return {"family": "unix", "path": self.path}
-        return {"family": self.family}
-
-
-def parse_sockaddr(raw: bytes | None) -> SockAddr | None:
-    """Decode a ``struct sockaddr`` (see :mod:`dr.formats.sockaddr`); None when unusable."""
-    a = _sockaddr.decode(raw)
-    if a is None:
-        return None
-    if a.family in (AF_INET, AF_INET6):
-        return SockAddr(a.family, a.host, a.port)
-    if a.family == AF_UNIX:
-        return SockAddr(AF_UNIX, path=a.host)
-    return SockAddr(a.family)
-
-
-def parse_addr_text(v: Any) -> SockAddr | None:
-    """An address from the metadata fd snapshot.
-
-    Accepts ``"1.2.3.4:80"``, ``"[::1]:80"``, ``"/run/x.sock"``, ``"@abstract"``,
-    ``[host, port]`` and ``{"host"|"addr": ..., "port": ..., "path": ...}``.
-    """
-    if v is None or v == "":
-        return None
-    if isinstance(v, dict):
-        if v.get("path") is not None:
-            return SockAddr(AF_UNIX, path=str(v["path"]))
-        host = v.get("host", v.get("addr", v.get("ip")))
-        if host is None:
-            return None
-        return _inet(str(host), v.get("port", 0))
-    if isinstance(v, (list, tuple)) and len(v) >= 2:
-        return _inet(str(v[0]), v[1])
-    if isinstance(v, str):
-        if v.startswith("/") or v.startswith("@"):
-            return SockAddr(AF_UNIX, path=v)
-        if v.startswith("["):
-            host, _, port = v[1:].partition("]:")
-            return _inet(host, port)
-        host, _, port = v.rpartition(":")
-        if host:
-            return _inet(host, port)
-    return None
-
-
-def _inet(host: str, port: Any) -> SockAddr | None:
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-        return SockAddr(AF_INET6 if ip.version == 6 else AF_INET, str(ip), int(port or 0))
-    except (ValueError, TypeError):
-        return None
 
 
 # --------------------------------------------------------------------------- open files
@@ -683,131 +584,3 @@ def _handler(nr: int):
         if len(_BY_NR) < 4096:  # a hostile trace's random numbers must not grow it without bound
             _BY_NR[nr] = h
         return h
-
-
-# --------------------------------------------------------------------------- transfers
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """Bytes one syscall moved across one fd.
-
-    ``direction``: "in" (the kernel handed bytes to the tracee: read, recv) or
-    "out" (write, send). ``nbytes``: the true count (from the return value).
-    ``data``: the bytes captured (may be shorter than nbytes when the payload
-    was truncated at snaplen; None when the call moves bytes dr does not copy,
-    as sendfile and splice). ``addr``: the datagram's address when the call
-    names one (sendto/recvfrom, msg_name). ``messages``: for sendmmsg/recvmmsg,
-    the byte count of each message.
-    """
-
-    fd: int
-    direction: str
-    nbytes: int
-    data: bytes | None
-    addr: SockAddr | None = None
-    messages: tuple[int, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        return self.data is not None and len(self.data) >= self.nbytes
-
-
-_IN_KINDS = {schema.Kind.BUF_OUT, schema.Kind.IOV_OUT, schema.Kind.MSG_OUT, schema.Kind.MMSG_OUT}
-_OUT_KINDS = {schema.Kind.BUF_IN, schema.Kind.IOV_IN, schema.Kind.MSG_IN, schema.Kind.MMSG_IN}
-_ADDR_KINDS = (schema.Kind.SOCKADDR_IN, schema.Kind.SOCKADDR_OUT)
-
-
-def _io_table() -> dict[int, tuple[int, str, int, int]]:
-    """nr -> (fd arg, direction, data arg, kind) for the calls whose payload is
-    the data stream of their fd (schema flag STREAM), read off the schema."""
-    out = {}
-    for sc in schema.all_syscalls():
-        if not sc.has(schema.Beh.STREAM):
-            continue
-        addr = [i for i, a in enumerate(sc.args) if a.kind in _ADDR_KINDS]
-        if addr:
-            _ADDR_NR[sc.nr] = addr[0]
-        fds = [i for i, a in enumerate(sc.args) if a.kind == schema.Kind.FD]
-        data = [i for i, a in enumerate(sc.args) if a.kind in _IN_KINDS or a.kind in _OUT_KINDS]
-        if fds and data:
-            a = sc.args[data[0]]
-            out[sc.nr] = (fds[0], "in" if a.kind in _IN_KINDS else "out", data[0], int(a.kind))
-            msg = [i for i, x in enumerate(sc.args) if x.kind == schema.Kind.FLAGS and x.ctype == "msg"]
-            if msg and a.kind in _IN_KINDS:
-                _PEEK_ARG[sc.nr] = msg[0]
-    return out
-
-
-#: nr -> index of the MSG_* flags argument of receiving calls (MSG_PEEK leaves the bytes queued).
-_PEEK_ARG: dict[int, int] = {}
-MSG_PEEK = 0x2
-
-
-_IO: dict[int, tuple[int, str, int, int]] | None = None
-#: Calls that move bytes between two fds without a user buffer: nr -> (in fd arg, out fd arg).
-_FD_TO_FD_NR = {s.nr: s.beh.moves for s in schema.all_syscalls() if s.beh.moves}
-#: nr -> the argument holding the datagram's address (sendto, recvfrom).
-_ADDR_NR: dict[int, int] = {}
-_MMSG = (int(schema.Kind.MMSG_IN), int(schema.Kind.MMSG_OUT))
-_MSG = (int(schema.Kind.MSG_IN), int(schema.Kind.MSG_OUT))
-#: sizeof(struct mmsghdr) on x86_64: struct msghdr (56) + unsigned msg_len + padding.
-MMSGHDR_SIZE, MMSG_LEN_OFF = 64, 56
-
-
-def io_syscalls() -> dict[str, str]:
-    """Names of the calls :func:`transfers` reports, with their direction ("in"/"out")."""
-    global _IO
-    if _IO is None:
-        _IO = _io_table()
-    names = {schema.name_of(nr): d for nr, (_f, d, _a, _k) in _IO.items()}
-    names.update({schema.name_of(nr): "in+out" for nr in _FD_TO_FD_NR})
-    return names
-
-
-def transfers(ev: Any) -> list[Transfer]:
-    """The bytes ``ev`` moved across fds: [] for calls that move none or failed.
-
-    read/write/pread64/readv/writev/recvfrom/sendto/recvmsg/sendmsg/
-    recvmmsg/sendmmsg and friends give one Transfer (none for a MSG_PEEK
-    receive, whose bytes are received again); sendfile/splice/tee/
-    copy_file_range give two (in on the source fd, out on the target, no data).
-    """
-    global _IO
-    if _IO is None:
-        _IO = _io_table()
-    if ev.ret <= 0 or ev.flags & schema.EVENT_FLAGS["NO_EXIT"]:
-        return []
-    spec = _IO.get(ev.nr)
-    if spec is None:
-        pair = _FD_TO_FD_NR.get(ev.nr)
-        if pair is None:
-            return []
-        # the bytes, when capture read them from the source file (Sub.MOVED)
-        moved = ev.payload(pair[0], schema.Sub.MOVED)
-        return [Transfer(_s32(ev.args[pair[0]]), "in", ev.ret, moved),
-                Transfer(_s32(ev.args[pair[1]]), "out", ev.ret, moved)]
-    fd_arg, direction, data_arg, kind = spec
-    peek = _PEEK_ARG.get(ev.nr)
-    if peek is not None and ev.args[peek] & MSG_PEEK:
-        return []  # recv(MSG_PEEK): the same bytes are received again later
-    data = ev.payload(data_arg)
-    addr = None
-    addr_arg = _ADDR_NR.get(ev.nr)
-    if addr_arg is not None:
-        addr = parse_sockaddr(ev.payload(addr_arg))
-    elif kind in _MSG or kind in _MMSG:
-        addr = parse_sockaddr(ev.payload(data_arg, Sub.NAME))
-    if kind in _MMSG:
-        # ret counts messages; each mmsghdr's msg_len holds its byte count.
-        hdr = ev.payload(data_arg, Sub.HEADER) or b""
-        lens = []
-        for i in range(ev.ret):
-            off = i * MMSGHDR_SIZE + MMSG_LEN_OFF
-            if off + 4 > len(hdr):
-                break
-            lens.append(struct.unpack_from("<I", hdr, off)[0])
-        if len(lens) != ev.ret:
-            lens = [len(data or b"")]
-        return [Transfer(_s32(ev.args[fd_arg]), direction, sum(lens), data, addr, tuple(lens))]
-    return [Transfer(_s32(ev.args[fd_arg]), direction, ev.ret, data, addr)]

@@ -9,9 +9,11 @@ aarch64 (linux/socket.h).
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 
@@ -81,3 +83,99 @@ def proc_net(hexaddr: str) -> RawAddr:
     if len(raw) == 4:
         return RawAddr(AF_INET, socket.inet_ntop(socket.AF_INET, raw), int(p, 16))
     return RawAddr(AF_INET6, socket.inet_ntop(socket.AF_INET6, raw), int(p, 16))
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+@dataclass(frozen=True, slots=True)
+class SockAddr:
+    """A socket address: ``family`` (AF_INET, AF_INET6, AF_UNIX or other),
+    ``host`` (dotted or colon text; "" for unix), ``port`` (host order),
+    ``path`` (unix: the path, "@name" for the abstract namespace, "" unnamed).
+    """
+
+    family: int
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @property
+    def is_inet(self) -> bool:
+        return self.family in (AF_INET, AF_INET6)
+
+    @property
+    def unspecified(self) -> bool:
+        """0.0.0.0 / :: (a wildcard bind): not the address a peer saw."""
+        if not self.is_inet:
+            return False
+        try:
+            return ipaddress.ip_address(self.host).is_unspecified
+        except ValueError:
+            return True
+
+    def __str__(self) -> str:
+        if self.family == AF_INET:
+            return f"{self.host}:{self.port}"
+        if self.family == AF_INET6:
+            return f"[{self.host}]:{self.port}"
+        if self.family == AF_UNIX:
+            return self.path
+        return f"family {self.family}"
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.is_inet:
+            return {"family": "inet6" if self.family == AF_INET6 else "inet",
+                    "host": self.host, "port": self.port}
+        if self.family == AF_UNIX:
+            return {"family": "unix", "path": self.path}
+        return {"family": self.family}
+
+
+def parse_sockaddr(raw: bytes | None) -> SockAddr | None:
+    """Decode a ``struct sockaddr`` (:func:`decode`); None when unusable."""
+    a = decode(raw)
+    if a is None:
+        return None
+    if a.family in (AF_INET, AF_INET6):
+        return SockAddr(a.family, a.host, a.port)
+    if a.family == AF_UNIX:
+        return SockAddr(AF_UNIX, path=a.host)
+    return SockAddr(a.family)
+
+
+def parse_addr_text(v: Any) -> SockAddr | None:
+    """An address from the metadata fd snapshot.
+
+    Accepts ``"1.2.3.4:80"``, ``"[::1]:80"``, ``"/run/x.sock"``, ``"@abstract"``,
+    ``[host, port]`` and ``{"host"|"addr": ..., "port": ..., "path": ...}``.
+    """
+    if v is None or v == "":
+        return None
+    if isinstance(v, dict):
+        if v.get("path") is not None:
+            return SockAddr(AF_UNIX, path=str(v["path"]))
+        host = v.get("host", v.get("addr", v.get("ip")))
+        if host is None:
+            return None
+        return _inet(str(host), v.get("port", 0))
+    if isinstance(v, (list, tuple)) and len(v) >= 2:
+        return _inet(str(v[0]), v[1])
+    if isinstance(v, str):
+        if v.startswith("/") or v.startswith("@"):
+            return SockAddr(AF_UNIX, path=v)
+        if v.startswith("["):
+            host, _, port = v[1:].partition("]:")
+            return _inet(host, port)
+        host, _, port = v.rpartition(":")
+        if host:
+            return _inet(host, port)
+    return None
+
+
+def _inet(host: str, port: Any) -> SockAddr | None:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+        return SockAddr(AF_INET6 if ip.version == 6 else AF_INET, str(ip), int(port or 0))
+    except (ValueError, TypeError):
+        return None

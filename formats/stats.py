@@ -22,9 +22,11 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, TextIO
 
-from dr import schema
-from dr.formats.fdmap import FdMap, OpenFile, transfers
+from dr.formats.fdmap import FdMap, OpenFile
 from dr.formats.trace import Event, ProcEvent, TraceReader
+from dr.formats.transfers import transfers
+
+from dr import schema
 
 __all__ = ["Stats", "SyscallStats", "FileStats", "FileGroup", "ThreadStats", "compute", "render",
            "file_groups", "DEFAULT_TOP", "pair_loopback_ends", "Comms",

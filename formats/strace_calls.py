@@ -9,10 +9,12 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from dr import schema
-from dr.formats.strace_decode import REQUEST_DECODERS, _clone_flags, _dec_int, _enum, _ptr, _s32, format_flags, quote
+from dr.formats.strace_decode import REQUEST_DECODERS, _clone_flags, _dec_int, _enum, _ptr, format_flags, quote
 from dr.formats.trace import Event
+
+from dr import schema
 from dr.schema import Sub
+from dr.schema import s32 as _s32
 
 if TYPE_CHECKING:   # strace_format imports this module: the Formatter type only, never at run time
     from dr.formats.strace_format import Formatter

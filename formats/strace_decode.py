@@ -107,16 +107,6 @@ def _enum(value: int, setname: str) -> str:
     return hex(value) if setname == "ioctl" else str(value)
 
 
-def _s64(v: int) -> int:
-    v &= 0xFFFFFFFFFFFFFFFF
-    return v - (1 << 64) if v & (1 << 63) else v
-
-
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & (1 << 31) else v
-
-
 def _sig(v: int) -> str:
     try:
         return _signal.Signals(v).name

@@ -15,14 +15,25 @@ import struct
 import time
 from dataclasses import dataclass
 
-from dr import schema
 from dr.formats.strace_calls import SPECIAL as _SPECIAL
 from dr.formats.strace_calls import _ret_fcntl
-from dr.formats.strace_decode import (STRUCTS as _STRUCTS, _dec_epoll, _dec_pollfds,
-                                      _enum, _ptr, _s32, _s64, _sig, decode_sockaddr, format_flags,
-                                      quote)
+from dr.formats.strace_decode import STRUCTS as _STRUCTS
+from dr.formats.strace_decode import (
+    _dec_epoll,
+    _dec_pollfds,
+    _enum,
+    _ptr,
+    _sig,
+    decode_sockaddr,
+    format_flags,
+    quote,
+)
 from dr.formats.trace import Event, ProcEvent
+
+from dr import schema
 from dr.schema import Kind, Rule, Sub
+from dr.schema import s32 as _s32
+from dr.schema import s64 as _s64
 from dr.schema.classes import TRACE_CLASSES
 
 __all__ = ["ShowOptions", "Formatter", "is_failed", "is_successful"]

@@ -36,8 +36,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from dr.errors import TraceError
 from dr.formats import sockaddr as _sockaddr
+
+from dr.errors import TraceError
 
 __all__ = [
     "IN", "OUT", "Addr", "Chunk", "Message", "Exchange", "Connection", "Listener",

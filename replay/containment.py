@@ -37,9 +37,11 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from dr.replay import notify
+
 from dr import schema
 from dr.errors import DrError
-from dr.replay import notify
+from dr.schema import s32 as _s32
 
 __all__ = ["Refusal", "check", "host_owned"]
 
@@ -81,11 +83,6 @@ def host_owned(st: os.stat_result) -> bool:
         return False  # unprivileged dr maps one id; the kernel alone decides then
     inside = range(HOST_ID_BASE, HOST_ID_BASE + ID_COUNT)
     return st.st_uid not in inside and st.st_gid not in inside
-
-
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >= 1 << 31 else v
 
 
 def _open_in(tid: int, path: bytes, dirfd_arg: int, flags: int) -> int:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import struct
 from typing import Iterable
 
-from dr.errors import ReplayError
 from dr.replay import notify
+
+from dr.errors import ReplayError
 
 __all__ = ["build_filter", "SECCOMP_FLAGS", "SECCOMP_SET_MODE_FILTER", "SECCOMP_FILTER_FLAG_NEW_LISTENER",
            "INSN_SIZE"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from dr.errors import DrError
 from dr.replay.connections import Conversations
+
+from dr.errors import DrError
 
 __all__ = ["session_report", "failure_report"]
 

@@ -37,10 +37,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from dr import schema
-from dr.errors import DrError
 from dr.replay import containment, notify
 from dr.replay.connections import WAITS
+
+from dr import schema
+from dr.errors import DrError
 
 __all__ = ["UNOBSERVED", "VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
 

@@ -23,7 +23,7 @@ __all__ = [
     "Arg", "Beh", "Behaviour", "Class", "FdEffect", "Kind", "Order", "Rule", "Sub", "Syscall",
     "RecordLayout", "with_order", "with_fd_effect", "with_flag", "cloexec_of",
     "by_name", "by_nr", "name_of", "all_syscalls", "record", "FLAGS", "ENUMS",
-    "EVENT_FLAGS", "PROC_EVENTS", "LOSS_CAUSES", "CHUNK", "SNAPLEN_DEFAULT",
+    "EVENT_FLAGS", "PROC_EVENTS", "LOSS_CAUSES", "CHUNK", "SNAPLEN_DEFAULT", "s32", "s64",
 ]
 
 FLAGS = _tables.FLAGS
@@ -38,6 +38,18 @@ RULES = _tables.RULES
 ENTRY_RULES = getattr(_tables, "ENTRY_RULES", ())   # getattr: the generator imports this package before writing _tables
 REQUEST_BUFFERS = getattr(_tables, "REQUEST_BUFFERS", {})
 MAX_RULES = _tables.MAX_RULES
+
+
+def s32(v: int) -> int:
+    """An fd or int argument as the kernel sees it: a register's low 32 bits, signed."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def s64(v: int) -> int:
+    """A register (argument or return value) as a signed 64-bit integer."""
+    v &= 0xFFFFFFFFFFFFFFFF
+    return v - (1 << 64) if v & (1 << 63) else v
 
 
 def _mk(name: str, row: tuple) -> Syscall:
