@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from dr import schema
 from dr.errors import ExitCode
 from dr.formats import stats as S
+from dr.formats import stats_render as R
 from dr.formats.fdmap import FdMap, parse_sockaddr, transfers
 from dr.formats.trace import Event, Payload, ProcEvent, TraceReader
 
@@ -161,7 +162,7 @@ def test_stats_rich_tables_on_terminal(http_trace):
 
     buf = io.StringIO()
     with TraceReader(http_trace) as r:
-        S.render(S.compute(r), buf, rich_output=True)
+        R.render(S.compute(r), buf, rich_output=True)
     assert "connections" in buf.getvalue() and "127.0.0.1:8000" in buf.getvalue()
 
 
@@ -315,7 +316,7 @@ def test_stats_groups_files_names_threads_and_limits_rows(write_trace, run_dr):
     assert code == 0
     rows = [ln for ln in out.splitlines() if ln.startswith("/srv/index.html")]
     assert len(rows) == 1 and rows[0].split()[1:3] == ["34", "340"]
-    assert f"... and {len(groups) - S.DEFAULT_TOP} more (--top 0 shows all)" in out
+    assert f"... and {len(groups) - R.DEFAULT_TOP} more (--top 0 shows all)" in out
     code, out, _ = run_dr("stats", path, "--top", "0")
     assert "more (--top 0" not in out and sum(ln.startswith("/tmp/f") for ln in out.splitlines()) == 25
     doc = json.loads(run_dr("stats", path, "--json")[1])

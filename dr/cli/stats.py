@@ -140,9 +140,9 @@ def stats_cmd(
     """Counts, errors by errno and latency per syscall; bytes per fd and connection; threads; losses."""
     import json
 
-    from dr.formats.stats import compute, render
-
     from dr.cli.progress import reading
+    from dr.formats.stats import compute
+    from dr.formats.stats_render import render
 
     with _open(trace, trace_name) as r:
         with reading("dr stats: reading", trace):
