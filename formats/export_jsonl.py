@@ -15,11 +15,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator, TextIO
 
-from dr.formats.stats import _ret_is_error, errno_name
-from dr.formats.trace import Event, ProcEvent, TraceReader
-
 from dr import schema
 from dr.schema import Sub
+from dr.formats.stats import errno_name, _ret_is_error
+from dr.formats.trace import Event, ProcEvent, TraceReader
 
 __all__ = ["export_jsonl", "records", "event_obj", "JsonlResult"]
 

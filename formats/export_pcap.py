@@ -30,11 +30,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from dr.formats.fdmap import AF_INET6, AF_UNIX, SOCK_DGRAM, FdMap, OpenFile, SockAddr, transfers
+from dr.errors import OutputError
+from dr.formats.fdmap import (AF_INET6, AF_UNIX, SOCK_DGRAM, FdMap, OpenFile, SockAddr,
+                              transfers)
 from dr.formats.stats import pair_loopback_ends
 from dr.formats.trace import Event, ProcEvent, TraceReader
-
-from dr.errors import OutputError
 
 __all__ = ["export_pcap", "PcapResult", "StreamInfo", "realtime_offset_ns", "SEGMENT"]
 

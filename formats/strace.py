@@ -44,13 +44,13 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from dr.formats.stats import plural
-from dr.formats.strace_decode import decode_sockaddr, format_flags, quote
-from dr.formats.strace_format import _ENTRY_LOST, _NO_EXIT, Formatter, ShowOptions, is_failed, is_successful
-from dr.formats.trace import Event, ProcEvent, TraceReader
-
 from dr import schema
 from dr.errors import UsageError
+from dr.formats.stats import plural
+from dr.formats.strace_decode import decode_sockaddr, format_flags, quote
+from dr.formats.strace_format import (_ENTRY_LOST, _NO_EXIT, Formatter, ShowOptions, is_failed,
+                                      is_successful)
+from dr.formats.trace import Event, ProcEvent, TraceReader
 from dr.schema.classes import TRACE_CLASSES
 
 __all__ = ["ShowOptions", "Formatter", "show_lines", "summary_lines", "end_notices", "parse_trace_expr",

@@ -41,40 +41,16 @@ import socket
 import tempfile
 import time
 
+from dr.errors import ReplayError
 from dr.replay import notify
 from dr.replay.cgroup import MemoryCgroup, default_limit, tmpfs_budget
-from dr.replay.sandbox_fs import (
-    LOG_PREFIX,
-    MNT_DETACH,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
-    SCRATCH_PREFIX,
-    make_root,
-    open_exposed,
-    own_dirs,
-    sweep_stale,
-)
-from dr.replay.sandbox_fs import cerr as _cerr
-from dr.replay.sandbox_fs import mount as _mount
-from dr.replay.sandbox_spec import (
-    HOST_ID_BASE,
-    ID_COUNT,
-    PRIVATE_DIRS,
-    SandboxSpec,
-    check_spec,
-    id_maps,
-    private_dir_of,
-)
-from dr.replay.seccomp_filter import (
-    INSN_SIZE,
-    SECCOMP_FILTER_FLAG_NEW_LISTENER,
-    SECCOMP_FLAGS,
-    SECCOMP_SET_MODE_FILTER,
-    build_filter,
-)
-
-from dr.errors import ReplayError
+from dr.replay.sandbox_fs import (LOG_PREFIX, MNT_DETACH, MS_NODEV, MS_NOEXEC, MS_NOSUID, SCRATCH_PREFIX,
+                                  cerr as _cerr, make_root, mount as _mount, open_exposed, own_dirs,
+                                  sweep_stale)
+from dr.replay.sandbox_spec import (HOST_ID_BASE, ID_COUNT, PRIVATE_DIRS, SandboxSpec, check_spec, id_maps,
+                                    private_dir_of)
+from dr.replay.seccomp_filter import (INSN_SIZE, SECCOMP_FILTER_FLAG_NEW_LISTENER, SECCOMP_FLAGS,
+                                      SECCOMP_SET_MODE_FILTER, build_filter)
 
 __all__ = ["SandboxSpec", "Sandbox", "build_filter", "check_spec", "sweep_stale", "SECCOMP_FLAGS",
            "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS", "SCRATCH_PREFIX", "LOG_PREFIX", "id_maps"]

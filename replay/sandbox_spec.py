@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from dr.replay.cgroup import MAX_LIMIT, MIN_LIMIT, format_size
-
 from dr.errors import ReplayError
+from dr.replay.cgroup import MAX_LIMIT, MIN_LIMIT, format_size
 
 __all__ = ["SandboxSpec", "check_spec", "id_maps", "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS", "private_dir_of"]
 

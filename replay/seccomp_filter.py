@@ -12,9 +12,8 @@ from __future__ import annotations
 import struct
 from typing import Iterable
 
-from dr.replay import notify
-
 from dr.errors import ReplayError
+from dr.replay import notify
 
 __all__ = ["build_filter", "SECCOMP_FLAGS", "SECCOMP_SET_MODE_FILTER", "SECCOMP_FILTER_FLAG_NEW_LISTENER",
            "INSN_SIZE"]

@@ -56,14 +56,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dr.errors import DrError, ExitCode, ReplayError, UsageError
 from dr.replay.connections import Addr, Connection, Conversations, reconstruct
 from dr.replay.streams_command import inside_root, other_build, recorded_command, recorded_env, recorded_root, which
 from dr.replay.streams_delivery import Delivery, PlanItem, ReplayedConn, Step
 from dr.replay.streams_outbound import Outbound, OutboundMiss
 from dr.replay.streams_report import failure_report, session_report
-from dr.replay.streams_watch import PATIENCE_S, QUIET_MIN_S, QUIET_S, WAIT_S, Activity, ended, listen_matches, listening
-
-from dr.errors import DrError, ExitCode, ReplayError, UsageError
+from dr.replay.streams_watch import (PATIENCE_S, QUIET_MIN_S, QUIET_S, WAIT_S, Activity, ended, listen_matches,
+    listening)
 
 __all__ = ["StreamsSession", "Step", "ReplayedConn", "OutboundMiss", "StreamsResult", "run_streams",
            "recorded_command", "recorded_root", "other_build", "is_attach_trace", "attach_mode", "cli_streams",
@@ -267,18 +267,11 @@ class StreamsSession(Delivery):
             self.outputs.append(ob)
 
     def _start_sandbox(self) -> None:
+        from dr import schema
         from dr.replay.netns import NetNS
         from dr.replay.sandbox import Sandbox, SandboxSpec
-        from dr.replay.streams_supervisor import (
-            UNOBSERVED,
-            ConnClock,
-            RecordedRandom,
-            StreamsSupervisor,
-            VirtualClock,
-            WakeClock,
-        )
-
-        from dr import schema
+        from dr.replay.streams_supervisor import (UNOBSERVED, ConnClock, RecordedRandom, StreamsSupervisor,
+                                                  VirtualClock, WakeClock)
         exe = self.argv[0] if "/" in self.argv[0] else (which(self.argv[0]) or self.argv[0])
         cwd = inside_root(self.meta, str(self.meta.get("cwd") or "/"))
         pid = self.meta.get("pid")

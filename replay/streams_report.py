@@ -12,9 +12,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from dr.replay.connections import Conversations
-
 from dr.errors import DrError
+from dr.replay.connections import Conversations
 
 __all__ = ["session_report", "failure_report"]
 

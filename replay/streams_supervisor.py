@@ -37,11 +37,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from dr.replay import containment, notify
-from dr.replay.connections import WAITS
-
 from dr import schema
 from dr.errors import DrError
+from dr.replay import containment, notify
+from dr.replay.connections import WAITS
 
 __all__ = ["UNOBSERVED", "VirtualClock", "WakeClock", "RecordedRandom", "ConnClock", "StreamsSupervisor"]
 

@@ -14,15 +14,14 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
+from dr.errors import ReplayError
 from dr.replay import notify
 from dr.replay.divergence import Divergence, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
-from dr.replay.strict.core import AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32
-from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
+from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.races import race_hint
+from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
 from dr.replay.strict.substitute import capacity
-
-from dr.errors import ReplayError
 from dr.schema import Kind, Rule
 
 if TYPE_CHECKING:

@@ -40,7 +40,6 @@ from typing import Any
 
 from dr.replay import notify
 from dr.replay.strict.core import PASSTHROUGH, Thread
-
 from dr.schema.layout import SIGNAL_REGS
 
 __all__ = ["AsyncDelivery", "HIT_BUDGET"]

@@ -10,9 +10,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from dr.replay.divergence import Divergence
-
 from dr import schema
+from dr.replay.divergence import Divergence
 from dr.schema import Beh, Class, FdEffect, Kind, Order
 
 NR = {s.name: s.nr for s in schema.all_syscalls()}

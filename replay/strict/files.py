@@ -35,12 +35,11 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dr import schema
+from dr.errors import ReplayError
 from dr.replay import notify
 from dr.replay.strict.core import AT_FDCWD, s32
 from dr.replay.strict.procfs import is_virtual
-
-from dr import schema
-from dr.errors import ReplayError
 
 if TYPE_CHECKING:
     from dr.replay.strict.core import Thread

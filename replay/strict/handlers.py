@@ -15,29 +15,15 @@ import stat as stat_mod
 import struct
 from typing import TYPE_CHECKING, Any, Callable
 
+from dr import schema
 from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import Notif
 from dr.replay.strict import files as fmodel
-from dr.replay.strict.core import (
-    AT_FDCWD,
-    CREATES_FD,
-    I32PAIR,
-    NATIVE_ON_OWNED,
-    NR_EXIT_GROUP,
-    SC,
-    SENDERS,
-    UNSUPPORTED_NRS,
-    Status,
-    StepResult,
-    Stop,
-    Thread,
-    s32,
-)
+from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
+                                   SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.procfs import nthreads
 from dr.replay.strict.substitute import compare_inputs, show_writes, too_long, write_outputs
-
-from dr import schema
 from dr.schema import FdEffect
 
 if TYPE_CHECKING:

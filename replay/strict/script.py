@@ -8,10 +8,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
-
 from dr import schema
 from dr.errors import ReplayError
+from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
 
 __all__ = ["Script", "load_script"]
 

@@ -14,49 +14,23 @@ from collections import deque
 from time import monotonic as _monotonic
 from typing import Any
 
+from dr import schema
+from dr.errors import ReplayError, TraceError
 from dr.replay import notify
 from dr.replay.divergence import ReplayReport, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.sandbox import Sandbox, SandboxSpec
 from dr.replay.strict.answer import Answers
 from dr.replay.strict.asyncsig import AsyncDelivery
-from dr.replay.strict.core import (
-    CLONES,
-    CONTINUE,
-    EXITS,
-    NATIVE_BLOCKING,
-    NO_DELIVER,
-    NO_EXIT,
-    NR,
-    NR_EXECVE,
-    NR_EXIT,
-    NR_EXIT_GROUP,
-    NR_RESTART_SYSCALL,
-    OWN_ORDER,
-    PASSTHROUGH,
-    RESTARTS,
-    SC,
-    SOFT,
-    THREAD_LOCAL,
-    VDSO_NAMES,
-    Gone,
-    GoneNotif,
-    ReplayOptions,
-    Status,
-    StepResult,
-    Stop,
-    Thread,
-    soft_key,
-)
+from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NATIVE_BLOCKING, NO_DELIVER, NO_EXIT, NR,
+                                   NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
+                                   PASSTHROUGH, RESTARTS, SC, SOFT, THREAD_LOCAL, VDSO_NAMES, soft_key, Gone, GoneNotif,
+                                   ReplayOptions, Status, StepResult, Stop, Thread)
 from dr.replay.strict.files import FileModel
 from dr.replay.strict.handlers import handler_for
-from dr.replay.strict.procfs import ns_ids, nthreads, ppid, which_in_root
-from dr.replay.strict.procfs import task_exists as _task_exists
+from dr.replay.strict.procfs import nthreads, ns_ids, ppid, task_exists as _task_exists, which_in_root
 from dr.replay.strict.script import load_script
 from dr.replay.strict.substitute import write_outputs
-
-from dr import schema
-from dr.errors import ReplayError, TraceError
 
 __all__ = ["ReplaySession"]
 

@@ -13,12 +13,11 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dr import schema
 from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import MemoryFault, Notif
-from dr.replay.strict.core import IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKADDR_MAX, Thread, s32
-
-from dr import schema
+from dr.replay.strict.core import (IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKADDR_MAX, Thread, s32)
 from dr.schema import Beh, Kind, Rule, Sub, flagsets
 
 if TYPE_CHECKING:
