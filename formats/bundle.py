@@ -50,6 +50,9 @@ from collections import Counter
 from typing import Any, Sequence
 
 import zstandard
+
+from dr import __version__
+from dr.errors import DrError, OutputError, TraceError, UsageError
 from dr.formats.bundle_read import check_binaries, info, open_bundle, open_trace_or_bundle, verify
 from dr.formats.bundle_spec import (
     _CHUNK,
@@ -68,9 +71,6 @@ from dr.formats.bundle_spec import (
     is_bundle,
 )
 from dr.formats.bundle_text import _readme, _sockaddr, _wall, human_size, stored_files_text
-
-from dr import __version__
-from dr.errors import DrError, OutputError, TraceError, UsageError
 
 __all__ = [
     "BUNDLE_FORMAT_VERSION", "BundleInfo", "OpenBundle", "CreateResult", "VerifyResult",

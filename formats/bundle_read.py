@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 import zstandard
+
+from dr.errors import BundleError, DrError, ExitCode, OutputError, UsageError
 from dr.formats.bundle_spec import (
     _CHUNK,
     _HEAD,
@@ -43,8 +45,6 @@ from dr.formats.bundle_spec import (
     elf_build_id,
     is_bundle,
 )
-
-from dr.errors import BundleError, DrError, ExitCode, OutputError, UsageError
 
 # --------------------------------------------------------------------------- reading (hostile input)
 

@@ -27,12 +27,11 @@ import signal
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from dr import schema
 from dr.formats.fdmap import FdMap
 from dr.formats.stats import Comms, _ret_is_error, errno_name, process_name
 from dr.formats.trace import Event, ProcEvent, TraceReader
 from dr.formats.transfers import transfers
-
-from dr import schema
 from dr.schema import s32 as _s32
 
 __all__ = ["export_perfetto", "PerfettoResult"]

@@ -34,10 +34,9 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from dr import schema
 from dr.formats.sockaddr import SockAddr, parse_addr_text, parse_sockaddr
 from dr.formats.transfers import Transfer, transfers
-
-from dr import schema
 from dr.schema import s32 as _s32
 
 __all__ = ["SockAddr", "OpenFile", "FdMap", "Transfer", "transfers", "parse_sockaddr",

@@ -37,10 +37,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from dr import schema
 from dr.formats.redact_rules import BUILTIN_RULES, Policy, Rule, load_policy, luhn_ok
 from dr.formats.trace_spec import _RB_LEN_MASK, RB_BUSY, RB_DISCARD, RB_HDR
-
-from dr import schema
 
 __all__ = [
     "MASK", "REDACTIONS_RECORD", "BUILTIN_RULES", "Rule", "Policy", "Redactor",

@@ -22,11 +22,10 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from dr import schema
 from dr.formats.fdmap import FdMap, OpenFile
 from dr.formats.trace import Event, ProcEvent, TraceReader
 from dr.formats.transfers import transfers
-
-from dr import schema
 
 __all__ = ["Stats", "SyscallStats", "FileStats", "FileGroup", "ThreadStats", "compute",
            "file_groups", "pair_loopback_ends", "Comms",

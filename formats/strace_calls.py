@@ -9,10 +9,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from dr import schema
 from dr.formats.strace_decode import REQUEST_DECODERS, _clone_flags, _dec_int, _enum, _ptr, format_flags, quote
 from dr.formats.trace import Event
-
-from dr import schema
 from dr.schema import Sub
 from dr.schema import s32 as _s32
 

@@ -15,6 +15,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from dr import schema
 from dr.formats.strace_calls import SPECIAL as _SPECIAL
 from dr.formats.strace_calls import _ret_fcntl
 from dr.formats.strace_decode import STRUCTS as _STRUCTS
@@ -29,8 +30,6 @@ from dr.formats.strace_decode import (
     quote,
 )
 from dr.formats.trace import Event, ProcEvent
-
-from dr import schema
 from dr.schema import Kind, Rule, Sub
 from dr.schema import s32 as _s32
 from dr.schema import s64 as _s64

@@ -37,6 +37,9 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import msgpack
 import zstandard
+
+from dr import schema
+from dr.errors import OutputError
 from dr.formats.trace_read import TraceReader, open_trace  # noqa: F401  (the public reader, re-exported)
 from dr.formats.trace_spec import (  # noqa: F401  (re-exported: readers and tests use trace.X)
     _EV_PREFIX,
@@ -70,9 +73,6 @@ from dr.formats.trace_spec import (  # noqa: F401  (re-exported: readers and tes
     ProcEvent,
     _pad8,
 )
-
-from dr import schema
-from dr.errors import OutputError
 
 __all__ = [
     "FORMAT_VERSION", "MAGIC", "HEADER", "TraceWriter", "TraceReader", "Event", "Payload",

@@ -9,6 +9,9 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import msgpack
 import zstandard
+
+from dr import schema
+from dr.errors import TraceError, TraceTruncated, UsageError
 from dr.formats.trace_spec import (
     _EVD,
     _EVT,
@@ -40,9 +43,6 @@ from dr.formats.trace_spec import (
     ProcEvent,
     _attach_regs,
 )
-
-from dr import schema
-from dr.errors import TraceError, TraceTruncated, UsageError
 
 # --------------------------------------------------------------------------- decoding
 

@@ -11,9 +11,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from dr.formats.sockaddr import SockAddr, parse_sockaddr
-
 from dr import schema
+from dr.formats.sockaddr import SockAddr, parse_sockaddr
 from dr.schema import Sub
 from dr.schema import s32 as _s32
 

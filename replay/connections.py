@@ -35,9 +35,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from dr.formats import sockaddr as _sockaddr
-
 from dr.errors import TraceError
+from dr.formats import sockaddr as _sockaddr
 
 __all__ = [
     "IN", "OUT", "Addr", "Chunk", "Message", "Exchange", "Connection", "Listener",

@@ -37,10 +37,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from dr.replay import notify
-
 from dr import schema
 from dr.errors import DrError
+from dr.replay import notify
 from dr.schema import s32 as _s32
 
 __all__ = ["Refusal", "check", "host_owned"]
