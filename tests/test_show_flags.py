@@ -182,6 +182,17 @@ def test_pid_filter_output_file_and_thread_prefixes(recorded, tmp_path):
     assert r.stdout.count("+++ exited with 0 +++") == 1  # the process's own end, once
 
 
+def test_a_filter_matching_nothing_says_so(recorded):
+    """An empty listing from a mistyped pid looks like a quiet process: dr says which
+    filters matched nothing (exit 0, as strace's), and a match prints no such line."""
+    trace, _ = recorded
+    r = dr("show", str(trace), "-p", "999999", "-Z")
+    assert r.returncode == 0 and r.stdout == ""
+    assert "dr show: no syscall matched -p 999999 -Z;" in r.stderr
+    r = dr("show", str(trace), "-e", "trace=openat")
+    assert r.stdout and "no syscall matched" not in r.stderr
+
+
 def test_show_into_a_closed_pipe_exits_zero(recorded):
     trace, _ = recorded
     r = subprocess.run(f"{sys.executable} -m dr show {trace} | head -1", shell=True, cwd=ROOT,

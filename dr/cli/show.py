@@ -124,7 +124,13 @@ def show(
                 out.flush()
             else:
                 with bar:
-                    _write_lines(out, show_lines(reader, opts))
+                    shown = _write_lines(out, show_lines(reader, opts))
+                given = _filters_given(pid=pid, tid=tid, expr=expr, since=since, until=until,
+                                       successful=successful, failed=failed)
+                if shown == 0 and given:
+                    # An empty listing is otherwise indistinguishable from a mistyped filter.
+                    sys.stderr.write(f"dr show: no syscall matched {given}; `dr stats` lists the "
+                                     "trace's processes, threads and time span\n")
         except BrokenPipeError:
             from dr.cli import reader_gone
             raise reader_gone() from None
@@ -137,10 +143,28 @@ def show(
             raise typer.Exit(int(ExitCode.TRUNCATED))
 
 
-def _write_lines(out, lines) -> None:
+def _filters_given(**given) -> str:
+    """The filters of the command line, as typed (e.g. "-p 4242 --since 1.5"), or ""."""
+    flag = {"pid": "-p", "tid": "--tid", "expr": "-e", "since": "--since", "until": "--until",
+            "successful": "-z", "failed": "-Z"}
+    out = []
+    for name, v in given.items():
+        if v in (None, False, [], ""):
+            continue
+        if v is True:
+            out.append(flag[name])
+        else:
+            out.extend(f"{flag[name]} {x}" for x in (v if isinstance(v, list) else [v]))
+    return " ".join(out)
+
+
+def _write_lines(out, lines) -> int:
+    """Write the listing in batches; the number of lines written."""
     batch: list[str] = []
+    n = 0
     try:
         for line in lines:
+            n += 1
             batch.append(line)
             if len(batch) >= 512:
                 out.write("\n".join(batch) + "\n")
@@ -149,6 +173,7 @@ def _write_lines(out, lines) -> None:
         if batch:  # what was decoded before a corrupt frame is still shown
             out.write("\n".join(batch) + "\n")
         out.flush()
+    return n
 
 
 @contextmanager
