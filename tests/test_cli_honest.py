@@ -260,6 +260,17 @@ def test_capture_says_it_is_loading_probes_before_recording(tmp_path):
     assert bad.stderr.splitlines() == ["dr: no process with pid 999999999; check the pid"]
 
 
+def test_capture_says_whose_exit_status_it_returns(tmp_path):
+    """Spawn mode exits with the command's status; 3 is also dr's LOSS, so the line
+    says it was the command's, even with -q; with --verify the verify result wins."""
+    r = dr("capture", "-q", "-o", tmp_path / "t.drt", "--", "/bin/sh", "-c", "exit 3")
+    assert r.returncode == 3
+    assert r.stderr.splitlines() == ["dr: the command ended with status 3; dr exits with 3, the command's"]
+    v = dr("capture", "-q", "--verify", "-o", tmp_path / "v.drt", "--", "/bin/sh", "-c", "exit 3")
+    assert "dr: the command ended with status 3; dr exits with the verify result" in v.stderr
+    assert v.returncode == 0 and "the replay was faithful" in v.stderr, v.stderr
+
+
 @root_only
 def test_bundle_of_a_trace_cut_short_says_where(service_trace, tmp_path):
     size = service_trace.stat().st_size

@@ -202,10 +202,17 @@ def capture(
             code = int(ExitCode.LOSS)
     if verify:
         code = _verify(str(output)) or code
-    if opts_cmd and summary.exit_status and not verify:
-        # spawn mode exits with the command's status; a command that succeeded
-        # while events were lost still exits with LOSS
-        code = summary.exit_status if summary.exit_status > 0 else 128 - summary.exit_status
+    if opts_cmd and summary.exit_status:
+        # Spawn mode exits with the command's status (a command that succeeded while
+        # events were lost still exits with LOSS). A status can be one of dr's own codes
+        # (3 is LOSS too), so the line says whose it is, -q or not.
+        st = summary.exit_status
+        status = f"status {st}" if st > 0 else f"signal {-st}"
+        if verify:
+            typer.echo(f"dr: the command ended with {status}; dr exits with the verify result", err=True)
+        else:
+            code = st if st > 0 else 128 - st
+            typer.echo(f"dr: the command ended with {status}; dr exits with {code}, the command's", err=True)
     raise typer.Exit(code)
 
 
