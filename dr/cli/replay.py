@@ -41,7 +41,7 @@ def replay_cmd(
     report: Optional[str] = typer.Option(None, "--report", metavar="FILE.json", help="Write a JSON report to this file."),
     keep_going: bool = typer.Option(False, "--keep-going", help="Record payload divergences and go on."),
     stall_timeout: float = typer.Option(10.0, "--stall-timeout", metavar="SECONDS", help="Seconds without progress before giving up."),
-    cmd: Optional[str] = typer.Option(None, "--cmd", metavar="CMD", help="Attach-mode traces: run this build instead."),
+    cmd: Optional[str] = typer.Option(None, "--cmd", metavar="CMD", help="Attach-mode traces: run this build instead. One word naming a file replaces the recorded executable and keeps the recorded arguments; several words (shell-quoted) are the whole command line. The command after -- follows the same rule."),
     ignore: Optional[str] = typer.Option(None, "--ignore", metavar="FILE.toml", help="Attach-mode traces: TOML file of expected noise."),
     strict_binaries: bool = typer.Option(False, "--strict-binaries",
                                          help="Bundles: refuse when this host's binaries differ."),
