@@ -26,6 +26,7 @@ import glob
 import hashlib
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -58,6 +59,8 @@ class FileUse:
 def _interp(path: str) -> str | None:
     """PT_INTERP of an ELF64 little-endian executable (its dynamic loader), or None."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):   # replaced by a fifo or device since
+            return None
         with open(path, "rb") as f:
             head = f.read(64)
             if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
@@ -170,6 +173,45 @@ def _package_of(path: str, index: dict[str, tuple[str, str]]) -> tuple[str, str]
     return None
 
 
+class _NotRegular(Exception):
+    """The path names a device, fifo, socket or directory (the message says which)."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_regular(path: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file ``path`` (read to its size at open) and its stat.
+
+    A program may map a device (``/dev/zero``: reading it never ends, and a capture
+    that hashed it grew until the OOM killer took it) or a fifo (opening it blocks).
+    Opening a device can also act on it (a watchdog arms, a tape rewinds), and
+    capture must not change the host: only a path that stats as a regular file is
+    opened, without blocking, and the open file is checked again.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotRegular(_kind(st.st_mode))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):   # replaced since the stat
+            raise _NotRegular(_kind(st.st_mode))
+        parts, left = [], st.st_size
+        while left > 0 and (chunk := os.read(fd, min(left, BLOB_CHUNK))):
+            parts.append(chunk)
+            left -= len(chunk)
+        return b"".join(parts), st
+    finally:
+        os.close(fd)
+
+
 def identify(use: FileUse, index: dict[str, tuple[str, str]]) -> tuple[dict, bytes | None]:
     """The ``files`` entry of one file and its bytes when they must be stored (else None)."""
     rec: dict = {"path": use.path, "how": sorted(use.how), "written": use.written}
@@ -177,11 +219,12 @@ def identify(use: FileUse, index: dict[str, tuple[str, str]]) -> tuple[dict, byt
         rec["unavailable"] = "a memfd: its bytes are the writes the trace holds"
         return rec, None
     try:
-        with open(use.path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
+        data, st = _read_regular(use.path)
     except OSError as e:
         rec["unavailable"] = e.strerror or str(e)
+        return rec, None
+    except _NotRegular as e:
+        rec["unavailable"] = f"not a regular file ({e}): no bytes to store"
         return rec, None
     rec.update({"dev": st.st_dev, "ino": st.st_ino, "size": len(data), "mtime_ns": st.st_mtime_ns,
                 "sha256": hashlib.sha256(data).hexdigest()})
