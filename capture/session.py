@@ -146,6 +146,7 @@ class Summary:
         return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
 
     spawn_released: int = 0     # spawn: tasks let go at a job-control stop (their execs not prepared)
+    outlived: list[int] | None = None   # spawn: processes still running OUTLIVE_GRACE s after the command
 
     @property
     def incomplete(self) -> list[str]:
@@ -177,6 +178,7 @@ class Summary:
                 **({"files": self.files} if self.files is not None else {}),
                 **({"moved": self.moved} if self.moved is not None else {}),
                 **({"spawn_released": self.spawn_released} if self.spawn_released else {}),
+                **({"outlived": self.outlived} if self.outlived else {}),
                 **({"redaction": self.redaction} if self.redaction is not None else {}),
                 **({"attached": self.attached} if self.attached is not None else {}),
                 **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
@@ -576,6 +578,7 @@ class CaptureSession:
             ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode,
             files=self._files, moved=self._moved,
             spawn_released=len(self.spawn.released) if self.spawn is not None else 0,
+            outlived=list(self.spawn.outlived) if self.spawn is not None else None,
             attached={"processes": self.attached_procs, "threads": self.attached_threads}
             if self.attached_procs else None)
         if self.probes is not None:

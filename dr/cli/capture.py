@@ -186,6 +186,11 @@ def capture(
         # --duration / --max-size end the capture, not the command.
         typer.echo(f"dr: the command (pid {session.child}) keeps running untraced; "
                    "dr exits without waiting for it", err=True)
+    if summary.outlived:
+        # The capture ends with the command (dr.capture.spawn): a daemon it started runs on.
+        pids = ", ".join(map(str, summary.outlived[:10])) + (" ..." if len(summary.outlived) > 10 else "")
+        typer.echo(f"dr: {len(summary.outlived)} process(es) of the command's tree outlived it and "
+                   f"keep running untraced (pid {pids}); the trace ends with the command", err=True)
     if summary.error:
         typer.echo(f"dr: {summary.error}; the trace keeps everything up to its last complete frame",
                    err=True)
