@@ -111,3 +111,18 @@ def test_a_pid_namespace_init_that_faults_dies_of_it_as_untraced(tmp_path):
 
     r = TraceReader(out)
     assert r.summary["exit_status"] == 0 and not r.losses and "outlived" not in r.summary
+
+
+def test_a_command_killed_by_a_signal_is_named_so_its_status_is_not_read_as_dr_crashing(tmp_path):
+    exe = build_c(tmp_path, "aborts", '#include <stdlib.h>\nint main(void) { abort(); }\n')
+    out = tmp_path / "a.drt"
+    p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", str(exe)],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 134     # 128 + SIGABRT, as a shell passes it on
+    assert p.stderr.decode().splitlines() == [
+        "dr: the command was killed by SIGABRT; dr exits 134 as a shell would "
+        "(the capture itself ended normally)"]
+    from dr.formats.trace import TraceReader
+
+    r = TraceReader(out)
+    assert r.summary["exit_status"] == -6 and r.summary["stop_reason"] == "target exited"

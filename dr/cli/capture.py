@@ -211,7 +211,20 @@ def capture(
         # spawn mode exits with the command's status; a command that succeeded
         # while events were lost still exits with LOSS
         code = summary.exit_status if summary.exit_status > 0 else 128 - summary.exit_status
+        if summary.exit_status < 0:
+            # Said even with -q: exit 134 alone reads as dr itself aborting.
+            typer.echo(f"dr: the command was killed by {_signame(-summary.exit_status)}; dr exits "
+                       f"{code} as a shell would (the capture itself ended normally)", err=True)
     raise typer.Exit(code)
+
+
+def _signame(sig: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def _comm(pid: int) -> str:
