@@ -93,3 +93,18 @@ def test_a_mapped_device_is_listed_never_read(tmp_path):
     z = files["/dev/zero"]
     assert z["how"] == ["map"] and "character device" in z["unavailable"] and "sha256" not in z
     assert r.summary["files"]["stored_bytes"] < 1 << 20
+
+
+def test_a_file_above_the_store_limit_is_hashed_in_chunks_and_said_not_stored(tmp_path):
+    """Files were read whole into memory: a multi-GiB mapped file could cost dr the OOM
+    killer. Above the limit only the hash is kept (read in chunks), and the entry says so."""
+    from dr.capture.files import BLOB_CHUNK, FileUse, identify
+
+    big = tmp_path / "big.bin"
+    body = os.urandom(BLOB_CHUNK) * 2 + b"tail"
+    big.write_bytes(body)
+    rec, data = identify(FileUse(str(big), {"map"}), {}, store_max=BLOB_CHUNK)
+    assert data is None and rec["stored"] is False and "hash only" in rec["not_stored"]
+    assert rec["sha256"] == hashlib.sha256(body).hexdigest() and rec["size"] == len(body)
+    small, kept = identify(FileUse(str(big), {"map"}), {}, store_max=len(body))
+    assert kept == body and small["stored"] and "not_stored" not in small
