@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Callable
 
 from dr import schema
 from dr.capture.advice import loss_advice
+from dr.capture.spawn import OUTLIVE_GRACE
 from dr.capture.summary import LOST_CAUSES, RING_IO, Summary
 from dr.errors import DrError, OutputError, TargetError, UsageError
 
@@ -383,7 +384,7 @@ class CaptureSession:
 
     def _child_exited(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the spawned command's exit (reaped by its tracer thread)."""
-        if self.spawn is None or not self.spawn.exited.wait(timeout):
+        if self.spawn is None or not self.spawn.command_exited.wait(timeout):
             return False
         self.exit_status = self.spawn.exit_status
         self.child = None
@@ -471,6 +472,9 @@ class CaptureSession:
                     pass
                 self._child_exited(0.7)
         err = self._error
+        if self.spawn is not None and self.spawn.command_exited.is_set():
+            # the rest of the tree's grace (dr.capture.spawn): who outlived the command
+            self.spawn.exited.wait(OUTLIVE_GRACE + 1.0)
         if self.probes is not None:
             self.probes.untrace_all()
         try:

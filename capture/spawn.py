@@ -23,7 +23,7 @@ such tasks). Until then, a debugger cannot attach to a task of the tree.
 All ptrace requests come from the tracer thread (the kernel ties a tracee to
 the thread that attached it); that thread also reaps the tree, so the exit
 status of the command is known from :attr:`SpawnTree.exit_status` once
-:attr:`SpawnTree.exited` is set. Without ``trace_execs`` the thread only
+:attr:`SpawnTree.command_exited` is set (:attr:`SpawnTree.exited`: the thread is done). Without ``trace_execs`` the thread only
 waits for the command.
 
 The tree ends with the command: once it exited, the rest of the tree has
@@ -100,7 +100,8 @@ class SpawnTree:
         self.no_aslr = no_aslr
         self.pid: int | None = None
         self.exit_status: int | None = None
-        self.exited = threading.Event()
+        self.exited = threading.Event()           # the tracer thread is done
+        self.command_exited = threading.Event()   # the command was reaped: exit_status is known
         self.images = 0            # exec stops handled (images prepared)
         self.patch_errors: list[str] = []
         self.released: list[int] = []   # tasks let go at a job-control stop (see _stopped)
@@ -221,6 +222,7 @@ class SpawnTree:
                 self._first_error = f"spawn tracer failed: {e}"
                 self._first.set()
         finally:
+            self.command_exited.set()
             self.exited.set()
 
     def _loop(self, root: int) -> None:
@@ -247,6 +249,7 @@ class SpawnTree:
                 if pid == root:
                     deadline = time.monotonic() + OUTLIVE_GRACE
                     self.exit_status = os.waitstatus_to_exitcode(status)
+                    self.command_exited.set()   # its pid may be reused from now on
                     if not self._first.is_set():
                         self._first_error = (f"cannot execute {self.argv[0]} "
                                              f"(exit status {self.exit_status})")
