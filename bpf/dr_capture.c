@@ -65,6 +65,7 @@
 #define DR_CLONE_THREAD 0x00010000
 #define DR_EINTR 4
 #define DR_ERESTART_RESTARTBLOCK 516   /* include/linux/errno.h */
+#define DR_PAGE 4096        /* x86_64 base page: a probe read faults page by page */
 
 /* user-space visible counters (stats map) */
 enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3,
@@ -91,6 +92,8 @@ struct dr_job {
 	u32 cnt;        /* iovec entries */
 	u16 slot;       /* arg | Sub << 4 */
 	u16 type;       /* J_* */
+	u32 upto;       /* len is what the kernel may touch at most (see run_jobs), not what it did */
+	u32 pad;
 };
 
 struct dr_work {
@@ -102,6 +105,8 @@ struct dr_work {
 	u64 left;         /* bytes still to copy for the current job */
 	u64 off;          /* offset of data[0] in the current job's buffer */
 	u32 started, req;   /* req: the request's buffer (reqbufs value) of this call */
+	u32 bypage;       /* the current job is read one page at a time (a piece faulted) */
+	u32 upto;         /* build_jobs: the jobs it adds now are J_PLAIN upper bounds */
 	struct dr_job jobs[DR_MAX_JOBS];
 	/* struct dr_payload header, then 2 * DR_CHUNK bytes of data: a chunk may
 	 * start anywhere below DR_CHUNK, and the verifier bounds pos + len. */
@@ -340,6 +345,7 @@ static __always_inline void add_job(struct dr_work *w, u16 slot, u16 type, u64 a
 	j->cnt = cnt;
 	j->slot = slot;
 	j->type = type;
+	j->upto = type == J_PLAIN && w->upto;
 	w->njobs = n + 1;
 }
 
@@ -357,6 +363,7 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 	w->njobs = 0;
 	w->job = 0;
 	w->started = 0;
+	w->upto = 0;
 	if (nr < 0 || nr >= DR_NR_MAX)
 		return;
 	for (int i = 0; i < DR_MAX_RULES; i++) {
@@ -404,6 +411,11 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 		}
 		if (kind == DR_K_ARGV || (r->valid & 2))   /* r->valid & 2: read at entry */
 			continue;
+		/* A size from the return value is what the kernel moved; any other
+		 * (a structure's size, a count or request argument) is the most it
+		 * may touch: capget writes one cap_user_data for version 1, a name
+		 * is read to its NUL. */
+		w->upto = rule != DR_R_RET && rule != DR_R_MIN_RET_ARG;
 		if (rule == DR_R_REQ) {
 			/* ioctl, fcntl, prctl: the size came with the request, looked
 			 * up at entry (one map lookup fewer for the verifier here) */
@@ -468,6 +480,7 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			add_job(w, slot | (DR_SUB_HEADER << 4), J_PLAIN, addr, pos_ret * r->elem, 0);
 		}
 	}
+	w->upto = 0;   /* jobs the copier adds (a msghdr's parts) are exact */
 }
 
 /* A successful execve/execveat: path, argv and envp are read from the new
@@ -493,6 +506,7 @@ static __always_inline void build_exec_jobs(struct dr_work *w, s64 nr, u64 sp)
 	w->njobs = 0;
 	w->job = 0;
 	w->started = 0;
+	w->upto = 0;
 	w->seg_addr = 0;   /* the scan's results go through the map value, so */
 	w->seg_left = 0;   /* the verifier joins the loop's exits into one state */
 	u64 argc = 0, argv0 = 0;
@@ -595,13 +609,19 @@ static __always_inline void run_jobs(struct dr_work *w, const int at_exit, const
 			w->off = 0;
 			w->seg_left = 0;
 			w->seg_addr = 0;
+			w->bypage = 0;
 			w->left = j->len;
 			if (j->type == J_PLAIN) {
 				w->seg_addr = j->addr;
 				w->seg_left = j->len;
 			} else if (j->type == J_STR) {
 				long n = bpf_probe_read_user_str(data, DR_STR_MAX, (void *)j->addr);
-				if (n < 0) {
+				if (n < 0 && at_exit && w->ev.ret < 0) {
+					/* A failed call whose string is not in memory now: the
+					 * kernel, which faults pages in, did not read it (it
+					 * failed first: quotactl's EINVAL for a bad command) or
+					 * could not (EFAULT). Nothing was read, nothing lost. */
+				} else if (n < 0) {
 					copy_fault(w);
 				} else {
 					n = n > 0 ? n - 1 : 0;   /* the NUL is not part of the string */
@@ -695,10 +715,33 @@ static __always_inline void run_jobs(struct dr_work *w, const int at_exit, const
 		u64 n = w->seg_left;
 		if (n > room)
 			n = room;
+		if (w->bypage) {
+			u64 pg = DR_PAGE - (w->seg_addr & (DR_PAGE - 1));
+			if (n > pg)
+				n = pg;
+		}
 		n &= (2 * DR_CHUNK - 1);
 		if (n > DR_CHUNK)
 			n = DR_CHUNK;
 		if (bpf_probe_read_user(data + pos, n, (void *)w->seg_addr)) {
+			/* A probe cannot fault a page in: some page of the piece is
+			 * not present. At exit, read it again a page at a time and
+			 * keep what the readable pages hold. A page still unreadable
+			 * after the call was neither read nor written by the kernel
+			 * (it faults pages in): for an upper-bound size (j->upto) the
+			 * buffer the kernel used ends there, and nothing is lost (a
+			 * name read to its NUL just before an unmapped page). For a
+			 * size the kernel moved (a return value) it is a copy fault. */
+			if (at_exit && j->type == J_PLAIN && !w->bypage) {
+				w->bypage = 1;
+				continue;
+			}
+			if (at_exit && j->upto) {
+				j->total = w->off + w->pos;
+				w->seg_left = 0;
+				w->left = 0;
+				continue;
+			}
 			copy_fault(w);
 			w->idx = j->cnt;
 			continue;
@@ -870,17 +913,16 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 				u64 n = j->len;
 				if (n > DR_CHUNK)
 					n = DR_CHUNK;
-				if (bpf_probe_read_user(w->buf + sizeof(struct dr_syscall_event_data), n,
-							(void *)j->addr)) {
-					copy_fault(w);
-				} else {
+				if (!bpf_probe_read_user(w->buf + sizeof(struct dr_syscall_event_data), n,
+							 (void *)j->addr)) {
 					emit_event_data(w, j, n);
 					ring_end();
 					return 0;
 				}
-			} else if (w->njobs) {
-				run_jobs(w, 1, DR_STEPS);
+				/* a page of it is not readable: the copier takes what is */
 			}
+			if (w->njobs)
+				run_jobs(w, 1, DR_STEPS);
 		}
 	}
 	emit_event(w);

@@ -10,6 +10,7 @@ Modules, one responsibility each:
 - :mod:`dr.capture.moved`    bytes sendfile & co moved from files, added at the end
 - :mod:`dr.capture.advice`   loss advice naming the cause
 - :mod:`dr.capture.session`  :class:`CaptureSession`: start, step, stop
+- :mod:`dr.capture.summary`  :class:`Summary`: the summary record, why a trace is incomplete
 
 Importing this package imports nothing heavy; :mod:`dr.capture.session`
 imports BCC only when a capture starts.

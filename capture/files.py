@@ -18,6 +18,9 @@ installed Debian package (its md5 matches /var/lib/dpkg/info/*.md5sums) and
 was not written during the capture; a file that vanished is recorded as
 unavailable. The content is read when the capture ends: a file rewritten
 during the capture is marked ``written`` (the trace holds the writes).
+Only regular files are read, in chunks: a mapped device or fifo is listed as
+unavailable, and a file above :data:`STORE_MAX` is hashed but not stored
+(``not_stored``), so dr's memory stays bounded whatever the programs map.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import glob
 import hashlib
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -39,6 +43,9 @@ O_ACCMODE, O_CREAT, O_TRUNC = 0o3, 0o100, 0o1000
 PT_INTERP = 3
 #: Bytes of file content per blob record (frames stay small for readers with a budget).
 BLOB_CHUNK = 1 << 20
+#: Largest file whose bytes are stored (they are held in memory until written); a larger
+#: one is identified (its hash read in chunks) but not stored, and its entry says so.
+STORE_MAX = 256 << 20
 DPKG_INFO = "/var/lib/dpkg/info"
 
 _NR = {n: schema.by_name(n).nr for n in (
@@ -58,6 +65,8 @@ class FileUse:
 def _interp(path: str) -> str | None:
     """PT_INTERP of an ELF64 little-endian executable (its dynamic loader), or None."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):   # replaced by a fifo or device since
+            return None
         with open(path, "rb") as f:
             head = f.read(64)
             if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
@@ -170,29 +179,90 @@ def _package_of(path: str, index: dict[str, tuple[str, str]]) -> tuple[str, str]
     return None
 
 
-def identify(use: FileUse, index: dict[str, tuple[str, str]]) -> tuple[dict, bytes | None]:
+class _NotRegular(Exception):
+    """The path names a device, fifo, socket or directory (the message says which)."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+@dataclass
+class _Content:
+    st: os.stat_result
+    size: int               # bytes read (the size at open, unless the file shrank)
+    sha256: str
+    md5: str | None         # with want_md5 only
+    data: bytes | None      # None when larger than keep_max
+
+
+def _read_regular(path: str, keep_max: int, want_md5: bool) -> _Content:
+    """The regular file ``path``, read in chunks to its size at open: hashes, and its bytes
+    when there are at most ``keep_max`` of them (memory stays bounded for any file).
+
+    A program may map a device (``/dev/zero``: reading it never ends, and a capture
+    that hashed it grew until the OOM killer took it) or a fifo (opening it blocks).
+    Opening a device can also act on it (a watchdog arms, a tape rewinds), and
+    capture must not change the host: only a path that stats as a regular file is
+    opened, without blocking, and the open file is checked again.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotRegular(_kind(st.st_mode))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):   # replaced since the stat
+            raise _NotRegular(_kind(st.st_mode))
+        h, m = hashlib.sha256(), (hashlib.md5() if want_md5 else None)
+        parts: list[bytes] | None = [] if st.st_size <= keep_max else None
+        left = st.st_size
+        while left > 0 and (chunk := os.read(fd, min(left, BLOB_CHUNK))):
+            h.update(chunk)
+            if m is not None:
+                m.update(chunk)
+            if parts is not None:
+                parts.append(chunk)
+            left -= len(chunk)
+        return _Content(st, st.st_size - left, h.hexdigest(), m.hexdigest() if m else None,
+                        b"".join(parts) if parts is not None else None)
+    finally:
+        os.close(fd)
+
+
+def identify(use: FileUse, index: dict[str, tuple[str, str]],
+             store_max: int = STORE_MAX) -> tuple[dict, bytes | None]:
     """The ``files`` entry of one file and its bytes when they must be stored (else None)."""
     rec: dict = {"path": use.path, "how": sorted(use.how), "written": use.written}
     if use.path.startswith("/memfd:"):
         rec["unavailable"] = "a memfd: its bytes are the writes the trace holds"
         return rec, None
+    pkg = _package_of(use.path, index)
     try:
-        with open(use.path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
+        c = _read_regular(use.path, store_max, want_md5=pkg is not None)
     except OSError as e:
         rec["unavailable"] = e.strerror or str(e)
         return rec, None
-    rec.update({"dev": st.st_dev, "ino": st.st_ino, "size": len(data), "mtime_ns": st.st_mtime_ns,
-                "sha256": hashlib.sha256(data).hexdigest()})
-    pkg = _package_of(use.path, index)
-    unmodified = pkg is not None and hashlib.md5(data).hexdigest() == pkg[1]
+    except _NotRegular as e:
+        rec["unavailable"] = f"not a regular file ({e}): no bytes to store"
+        return rec, None
+    rec.update({"dev": c.st.st_dev, "ino": c.st.st_ino, "size": c.size, "mtime_ns": c.st.st_mtime_ns,
+                "sha256": c.sha256})
+    unmodified = pkg is not None and c.md5 == pkg[1]
     if pkg is not None:
         rec["package"] = pkg[0]
         rec["package_unmodified"] = unmodified
     keep = use.written or not unmodified
+    if keep and c.data is None:
+        keep = False
+        rec["not_stored"] = f"larger than {store_max / (1 << 20):g} MiB: identified by its hash only"
     rec["stored"] = keep
-    return rec, (data if keep else None)
+    return rec, (c.data if keep else None)
 
 
 def write_files(writer, trace_path: str) -> dict:

@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Callable
 
 from dr import schema
 from dr.capture.advice import loss_advice
+from dr.capture.spawn import OUTLIVE_GRACE
+from dr.capture.summary import LOST_CAUSES, RING_IO, Summary
 from dr.errors import DrError, OutputError, TargetError, UsageError
 
 if TYPE_CHECKING:   # loaded in start(): importing dr.capture.session loads no BCC
@@ -55,15 +57,9 @@ if TYPE_CHECKING:   # loaded in start(): importing dr.capture.session loads no B
     from dr.formats.redact import Redactor
     from dr.formats.trace import TraceWriter
 
-#: Loss causes that mean data is missing (TRUNCATED keeps the first snaplen bytes by design).
-LOST_CAUSES = ("RINGBUF_EVENT", "RINGBUF_PAYLOAD", "COPY_FAULT", "ENTRY_MAP_FULL", "RINGBUF_PROC",
-               "COPY_STEPS")
-
 #: Largest trace (bytes) read back at the end of a capture for moved bytes and files.
 POST_PASS_MAX_TRACE = 256 << 20
 
-#: Syscalls whose I/O happens outside any syscall the probes see.
-RING_IO = ("io_uring_setup",)
 
 
 class Status(enum.Enum):
@@ -113,73 +109,6 @@ class StepResult:
     lost: int
     elapsed: float
     error: str | None = None
-
-
-@dataclass
-class Summary:
-    """The end of a capture: what the ``summary`` record holds, plus the numbers printed."""
-
-    events: int
-    payload_bytes: int
-    losses: dict[str, int]
-    duration_ns: int
-    stop_reason: str
-    exit_status: int | None
-    syscalls: dict[str, int]
-    trace_bytes: int
-    raw_bytes: int
-    proc_events: int
-    walks: int = 0        # drains that had to walk record headers (a probe was mid-write)
-    walk_ns: int = 0
-    error: str | None = None
-    redaction: dict | None = None   # Redactor.report(): counts per rule, never values
-    ring_fill_at_loss: dict | None = None   # {min, max} bytes pending in the ring at failed reservations
-    ring_retries: int = 0   # records written only after a failed reservation attempt (not lost)
-    attached: dict | None = None   # attach mode: {processes, threads} traced from the start
-
-    mode: str = "attach"
-    files: dict | None = None   # dr.capture.files.write_files: {files, stored, stored_bytes, seconds}
-    moved: dict | None = None   # dr.capture.moved: {calls, with_bytes, bytes} of sendfile & co
-
-    @property
-    def lost(self) -> int:
-        return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
-
-    spawn_released: int = 0     # spawn: tasks let go at a job-control stop (their execs not prepared)
-
-    @property
-    def incomplete(self) -> list[str]:
-        """Why the trace does not hold everything the program saw (empty: it does)."""
-        why = []
-        rings = sum(self.syscalls.get(n, 0) for n in RING_IO)
-        if rings:
-            why.append(f"the program called io_uring_setup ({rings}x): I/O submitted through "
-                       "an io_uring ring is not in the trace")
-        if self.lost and self.mode == "spawn":
-            why.append(f"{self.lost} events or payloads were lost")
-        return why
-
-    def advice(self) -> list[str]:
-        return loss_advice(self.losses, self.ring_fill_at_loss)
-
-    @property
-    def compression_ratio(self) -> float:
-        return self.raw_bytes / self.trace_bytes if self.trace_bytes else 0.0
-
-    def record(self) -> dict:
-        return {"events": self.events, "payload_bytes": self.payload_bytes,
-                "losses": self.losses, "duration_ns": self.duration_ns,
-                "stop_reason": self.stop_reason, "exit_status": self.exit_status,
-                "syscalls": self.syscalls, "proc_events": self.proc_events,
-                "truncated_payloads": self.losses.get("TRUNCATED", 0),
-                "ring_bytes": self.raw_bytes, "ring_walks": self.walks, "ring_walk_ns": self.walk_ns,
-                "ring_retries": self.ring_retries, "incomplete": self.incomplete,
-                **({"files": self.files} if self.files is not None else {}),
-                **({"moved": self.moved} if self.moved is not None else {}),
-                **({"spawn_released": self.spawn_released} if self.spawn_released else {}),
-                **({"redaction": self.redaction} if self.redaction is not None else {}),
-                **({"attached": self.attached} if self.attached is not None else {}),
-                **({"ring_fill_at_loss": self.ring_fill_at_loss} if self.ring_fill_at_loss else {})}
 
 
 def _tgid_of(tid: int) -> int:
@@ -455,7 +384,7 @@ class CaptureSession:
 
     def _child_exited(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the spawned command's exit (reaped by its tracer thread)."""
-        if self.spawn is None or not self.spawn.exited.wait(timeout):
+        if self.spawn is None or not self.spawn.command_exited.wait(timeout):
             return False
         self.exit_status = self.spawn.exit_status
         self.child = None
@@ -543,6 +472,9 @@ class CaptureSession:
                     pass
                 self._child_exited(0.7)
         err = self._error
+        if self.spawn is not None and self.spawn.command_exited.is_set():
+            # the rest of the tree's grace (dr.capture.spawn): who outlived the command
+            self.spawn.exited.wait(OUTLIVE_GRACE + 1.0)
         if self.probes is not None:
             self.probes.untrace_all()
         try:
@@ -576,6 +508,7 @@ class CaptureSession:
             ring_fill_at_loss=None, ring_retries=counters.get("ring_retries", 0), mode=self.mode,
             files=self._files, moved=self._moved,
             spawn_released=len(self.spawn.released) if self.spawn is not None else 0,
+            outlived=list(self.spawn.outlived) if self.spawn is not None else None,
             attached={"processes": self.attached_procs, "threads": self.attached_threads}
             if self.attached_procs else None)
         if self.probes is not None:
@@ -668,4 +601,6 @@ class CaptureSession:
             self.spawn.detach()
 
 
-__all__ = ["CaptureSession", "CaptureOptions", "StepResult", "Summary", "Status", "LOST_CAUSES"]
+# Summary, its constants and loss_advice stay importable from here (dr.capture.summary).
+__all__ = ["CaptureSession", "CaptureOptions", "StepResult", "Summary", "Status", "LOST_CAUSES", "RING_IO",
+           "loss_advice"]

@@ -23,8 +23,23 @@ such tasks). Until then, a debugger cannot attach to a task of the tree.
 All ptrace requests come from the tracer thread (the kernel ties a tracee to
 the thread that attached it); that thread also reaps the tree, so the exit
 status of the command is known from :attr:`SpawnTree.exit_status` once
-:attr:`SpawnTree.exited` is set. Without ``trace_execs`` the thread only
+:attr:`SpawnTree.command_exited` is set (:attr:`SpawnTree.exited`: the thread is done). Without ``trace_execs`` the thread only
 waits for the command.
+
+The tree ends with the command: once it exited, the rest of the tree has
+:data:`OUTLIVE_GRACE` seconds to exit too (a shell's last pipeline, a child
+being reaped), then the tracer thread ends. A daemon the command started, or
+a child it left blocked, would otherwise hold the capture open for ever. The
+thread's exit detaches every task it still traces (the kernel's exit_ptrace:
+no stop, no signal), so those tasks run on untraced, as they would without
+dr; :attr:`SpawnTree.outlived` lists their processes.
+
+One thing tracing changes that the tracer undoes: the init of a pid
+namespace that faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE with no handler) dies
+of it untraced, but the kernel keeps a *traced* init unkillable, so the
+signal passed on is dropped and the instruction faults again, for ever. Such
+a task is detached at that stop, without the signal: it faults once more,
+untraced, and dies as it would have.
 """
 
 from __future__ import annotations
@@ -33,12 +48,14 @@ import ctypes
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 from dr.errors import TargetError
 
 PTRACE_CONT = 7
 PTRACE_DETACH = 17
+PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_SEIZE = 0x4206
 PTRACE_O_TRACEFORK = 0x02
@@ -52,6 +69,10 @@ ADDR_NO_RANDOMIZE = 0x0040000
 GROUP_STOPS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 #: How long to wait for the command's first exec stop (it execs right after "go").
 FIRST_EXEC_TIMEOUT = 60.0
+#: Seconds the rest of the tree has to exit after the command did (then it runs on untraced).
+OUTLIVE_GRACE = 2.0
+#: Faults that re-execute the faulting instruction when the signal is dropped.
+REFAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
@@ -79,10 +100,14 @@ class SpawnTree:
         self.no_aslr = no_aslr
         self.pid: int | None = None
         self.exit_status: int | None = None
-        self.exited = threading.Event()
+        self.exited = threading.Event()           # the tracer thread is done
+        self.command_exited = threading.Event()   # the command was reaped: exit_status is known
         self.images = 0            # exec stops handled (images prepared)
         self.patch_errors: list[str] = []
         self.released: list[int] = []   # tasks let go at a job-control stop (see _stopped)
+        self.outlived: list[int] = []   # processes still running when the tree ended (class doc)
+        self.faulted_inits: list[int] = []   # pid-namespace inits let go to die of a fault
+        self._tasks: set[int] = set()   # traced tasks seen alive
         self.patched: dict[str, int] = {}
         self._first = threading.Event()
         self._facts: dict | None = None
@@ -197,20 +222,34 @@ class SpawnTree:
                 self._first_error = f"spawn tracer failed: {e}"
                 self._first.set()
         finally:
+            self.command_exited.set()
             self.exited.set()
 
     def _loop(self, root: int) -> None:
         flags = WALL if self.trace_execs else 0
+        self._tasks.add(root)
+        deadline: float | None = None    # set when the command exited (class doc)
         while True:
             try:
-                pid, status = os.waitpid(-1 if self.trace_execs else root, flags)
+                pid, status = os.waitpid(-1 if self.trace_execs else root,
+                                         flags if deadline is None else flags | os.WNOHANG)
             except ChildProcessError:
                 return
             except InterruptedError:
                 continue
+            if pid == 0:   # WNOHANG: nothing happened
+                assert deadline is not None
+                if time.monotonic() >= deadline:
+                    self.outlived = _processes(self._tasks)
+                    return   # the thread's exit detaches what it still traces
+                time.sleep(0.01)
+                continue
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self._tasks.discard(pid)
                 if pid == root:
+                    deadline = time.monotonic() + OUTLIVE_GRACE
                     self.exit_status = os.waitstatus_to_exitcode(status)
+                    self.command_exited.set()   # its pid may be reused from now on
                     if not self._first.is_set():
                         self._first_error = (f"cannot execute {self.argv[0]} "
                                              f"(exit status {self.exit_status})")
@@ -220,6 +259,7 @@ class SpawnTree:
                 continue
             if not os.WIFSTOPPED(status):
                 continue
+            self._tasks.add(pid)
             self._stopped(pid, status)
 
     def _stopped(self, pid: int, status: int) -> None:
@@ -235,10 +275,17 @@ class SpawnTree:
                 # can ptrace it (a program that stops a child to attach to it would
                 # else get EPERM). Its later execs are no longer prepared: counted.
                 self.released.append(pid)
+                self._tasks.discard(pid)
                 _ptrace(PTRACE_DETACH, pid, 0, 0)
                 return
         elif event == 0:
             inject = sig      # a signal on its way to the tracee: deliver it unchanged
+            if sig in REFAULTS and _kernel_sent(pid) and _unkillable_init(pid, sig):
+                # (class doc) detached without the signal: it faults again, untraced, and dies
+                self.faulted_inits.append(pid)
+                self._tasks.discard(pid)
+                _ptrace(PTRACE_DETACH, pid, 0, 0)
+                return
         # fork/vfork/clone events: the new task is attached; nothing else to do.
         _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, inject)
 
@@ -259,4 +306,42 @@ class SpawnTree:
             self.patch_errors.append(f"pid {pid}: {getattr(e, 'message', e)}")
 
 
-__all__ = ["SpawnTree", "ADDR_NO_RANDOMIZE"]
+def _status_fields(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _kernel_sent(pid: int) -> bool:
+    """Whether the signal of ``pid``'s signal-delivery-stop was raised by the kernel (a
+    fault: si_code > 0), not sent by a process."""
+    info = ctypes.create_string_buffer(128)
+    if _ptrace(PTRACE_GETSIGINFO, pid, 0, ctypes.addressof(info)) != 0:
+        return False
+    return int.from_bytes(info.raw[8:12], "little", signed=True) > 0
+
+
+def _unkillable_init(pid: int, sig: int) -> bool:
+    """Whether ``pid`` is the init of a pid namespace below dr's and does not catch ``sig``."""
+    st = _status_fields(pid)
+    nspid = st.get("NSpid", "").split()
+    try:
+        caught = int(st.get("SigCgt", "0"), 16) >> (sig - 1) & 1
+    except ValueError:
+        return False
+    return len(nspid) > 1 and nspid[-1] == "1" and not caught
+
+
+def _processes(tids: set[int]) -> list[int]:
+    """The processes (tgids) of the tasks in ``tids`` that are still alive."""
+    out = set()
+    for tid in tids:
+        tgid = _status_fields(tid).get("Tgid", "").strip()
+        if tgid.isdigit():
+            out.add(int(tgid))
+    return sorted(out)
+
+
+__all__ = ["SpawnTree", "ADDR_NO_RANDOMIZE", "OUTLIVE_GRACE"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import build_c
 
 PY = sys.executable
 
@@ -58,3 +59,52 @@ def test_mapped_data_file_and_script_interpreter_identified_bytes_kept(tmp_path)
     with open_bundle(bundle) as ob:
         tr = TraceReader(ob.traces[0])
         assert tr.blob(exe["sha256"]) is not None
+
+
+DEV_ZERO = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+int main(void) {
+    int fd = open("/dev/zero", O_RDWR);
+    char *p = mmap(NULL, 1 << 21, PROT_READ, MAP_PRIVATE, fd, 0);
+    char *s = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED || s == MAP_FAILED) return 1;
+    s[0] = 7;
+    printf("zero %d %d\n", p[4096], s[0]);
+    return 0;
+}
+"""
+
+
+def test_a_mapped_device_is_listed_never_read(tmp_path):
+    """Mapping /dev/zero: the capture ends at once and names the device; it used to
+    hash /dev/zero's endless bytes until the OOM killer took dr."""
+    exe = build_c(tmp_path, "devzero", DEV_ZERO)
+    out = tmp_path / "z.drt"
+    p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", str(exe)],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == b"zero 0 7\n"
+    from dr.formats.trace import TraceReader
+
+    r = TraceReader(out)
+    files = {f["path"]: f for f in r.file_records}
+    z = files["/dev/zero"]
+    assert z["how"] == ["map"] and "character device" in z["unavailable"] and "sha256" not in z
+    assert r.summary["files"]["stored_bytes"] < 1 << 20
+
+
+def test_a_file_above_the_store_limit_is_hashed_in_chunks_and_said_not_stored(tmp_path):
+    """Files were read whole into memory: a multi-GiB mapped file could cost dr the OOM
+    killer. Above the limit only the hash is kept (read in chunks), and the entry says so."""
+    from dr.capture.files import BLOB_CHUNK, FileUse, identify
+
+    big = tmp_path / "big.bin"
+    body = os.urandom(BLOB_CHUNK) * 2 + b"tail"
+    big.write_bytes(body)
+    rec, data = identify(FileUse(str(big), {"map"}), {}, store_max=BLOB_CHUNK)
+    assert data is None and rec["stored"] is False and "hash only" in rec["not_stored"]
+    assert rec["sha256"] == hashlib.sha256(body).hexdigest() and rec["size"] == len(body)
+    small, kept = identify(FileUse(str(big), {"map"}), {}, store_max=len(body))
+    assert kept == body and small["stored"] and "not_stored" not in small

@@ -162,3 +162,61 @@ def test_sleep_request_read_at_entry_remainder_kept_and_msg_trunc_length_apart(t
     rf = [e for e in events if e.nr == nr("recvfrom")][0]
     assert rf.ret == 100 and rf.payload(1) == b"datagramxx"   # true length apart from the 10 bytes copied
     assert 'recvfrom(4, "datagramxx", 10, MSG_TRUNC, NULL, NULL) = 100' in shown
+
+
+EDGE_C = r"""
+#define _GNU_SOURCE
+#include <linux/capability.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+/* n bytes that end where an unmapped page begins */
+static void *at_edge(size_t n) {
+    char *p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(p + 4096, 4096);
+    return p + 4096 - n;
+}
+int main(void) {
+    char *name = at_edge(3);
+    memcpy(name, "nm", 3);
+    long r1 = prctl(PR_SET_NAME, name);
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_1, 0};
+    struct __user_cap_data_struct *d = at_edge(sizeof *d);   /* version 1: one of them */
+    long r2 = syscall(SYS_capget, &h, d);
+    char *fresh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    long r3 = syscall(SYS_quotactl, 0x12345678, fresh, 0, NULL);     /* EINVAL before the path */
+    long r4 = syscall(SYS_nanosleep, fresh + 64, NULL);   /* {0, 0}, read by the kernel only */
+    printf("%ld %ld %ld %ld eff %x\n", r1, r2, r3, r4, d->effective);
+    return 0;
+}
+"""
+
+
+def test_buffers_ending_at_an_unmapped_page_record_what_the_kernel_used(tmp_path):
+    """A name read to its NUL and a version-1 capget end right before an unmapped page:
+    the trace holds the bytes the kernel read or wrote, and nothing counts as lost; a
+    quotactl that failed before reading its path has no path and no loss; a request the
+    kernel read from a page the probe could not (never touched before the call) is
+    counted as the one loss."""
+    exe = cc(tmp_path, "edge", EDGE_C)
+    out = tmp_path / "e.drt"
+    p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", exe],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 3, p.stderr.decode()          # the one genuine loss
+    printed = p.stdout.decode().split()
+    assert printed[:4] == ["0", "0", "-1", "0"]
+    from dr.formats.trace import TraceReader
+
+    r = TraceReader(out)
+    assert r.losses == {"COPY_FAULT": 1}
+    by = {e.name: e for e in r.events() if e.name in ("prctl", "capget", "quotactl", "nanosleep")}
+    assert by["prctl"].payload(1) == b"nm\0" and not by["prctl"].flags
+    data = by["capget"].payload(1)
+    assert len(data) == 12 and not by["capget"].flags
+    assert "%x" % struct.unpack_from("<I", data)[0] == printed[5]    # what the program saw
+    assert by["quotactl"].payloads == {} and not by["quotactl"].flags
+    assert by["nanosleep"].flags & 4                                  # COPY_FAILED: the lost one

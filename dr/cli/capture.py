@@ -186,6 +186,11 @@ def capture(
         # --duration / --max-size end the capture, not the command.
         typer.echo(f"dr: the command (pid {session.child}) keeps running untraced; "
                    "dr exits without waiting for it", err=True)
+    if summary.outlived:
+        # The capture ends with the command (dr.capture.spawn): a daemon it started runs on.
+        pids = ", ".join(map(str, summary.outlived[:10])) + (" ..." if len(summary.outlived) > 10 else "")
+        typer.echo(f"dr: {len(summary.outlived)} process(es) of the command's tree outlived it and "
+                   f"keep running untraced (pid {pids}); the trace ends with the command", err=True)
     if summary.error:
         typer.echo(f"dr: {summary.error}; the trace keeps everything up to its last complete frame",
                    err=True)
@@ -205,15 +210,29 @@ def capture(
     if opts_cmd and summary.exit_status:
         # Spawn mode exits with the command's status (a command that succeeded while
         # events were lost still exits with LOSS). A status can be one of dr's own codes
-        # (3 is LOSS too), so the line says whose it is, -q or not.
+        # (3 is LOSS too), and exit 134 alone reads as dr itself aborting, so the line
+        # says whose it is, -q or not.
         st = summary.exit_status
-        status = f"status {st}" if st > 0 else f"signal {-st}"
         if verify:
+            status = f"status {st}" if st > 0 else f"killed by {_signame(-st)}"
             typer.echo(f"dr: the command ended with {status}; dr exits with the verify result", err=True)
+        elif st > 0:
+            code = st
+            typer.echo(f"dr: the command ended with status {st}; dr exits with {code}, the command's", err=True)
         else:
-            code = st if st > 0 else 128 - st
-            typer.echo(f"dr: the command ended with {status}; dr exits with {code}, the command's", err=True)
+            code = 128 - st
+            typer.echo(f"dr: the command was killed by {_signame(-st)}; dr exits {code} as a shell would "
+                       "(the capture itself ended normally)", err=True)
     raise typer.Exit(code)
+
+
+def _signame(sig: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def _comm(pid: int) -> str:

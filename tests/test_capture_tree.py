@@ -1,0 +1,128 @@
+"""How a spawn-mode capture ends with the command's tree. Needs root.
+
+The capture ends with the command: what it leaves running (a daemon, a child
+blocked for ever) runs on untraced and is named; a traced pid-namespace init
+that faults dies as it would untraced instead of faulting for ever.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import build_c
+
+PY = sys.executable
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="dr capture needs root (CAP_BPF)"),
+]
+
+DAEMON_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    int p[2];
+    char c;
+    pipe(p);
+    pid_t child = fork();
+    if (child == 0) {
+        setsid();
+        write(p[1], "x", 1);
+        sleep(600);
+        return 0;
+    }
+    read(p[0], &c, 1);
+    printf("daemon %d\n", child);
+    return 0;
+}
+"""
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_a_daemon_the_command_leaves_runs_on_untraced_and_the_capture_ends(tmp_path):
+    exe = build_c(tmp_path, "daemon", DAEMON_C)
+    out = tmp_path / "d.drt"
+    t0 = time.monotonic()
+    # files, not pipes: the daemon keeps a copy of stdout and stderr
+    with open(tmp_path / "stdout", "w+b") as so, open(tmp_path / "stderr", "w+b") as se:
+        p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", str(exe)],
+                           stdout=so, stderr=se, timeout=120)
+        took = time.monotonic() - t0
+        so.seek(0)
+        se.seek(0)
+        daemon, err = int(so.read().split()[1]), se.read().decode()
+    try:
+        assert p.returncode == 0, err
+        assert took < 60    # the capture used to wait for the daemon's 600 s sleep
+        assert "outlived it and keep running untraced (pid %d)" % daemon in err
+        st = _status(daemon)
+        assert st["State"].startswith("S") and st["TracerPid"].strip() == "0"
+        from dr.formats.trace import TraceReader
+
+        r = TraceReader(out)
+        assert r.summary["outlived"] == [daemon] and r.summary["exit_status"] == 0
+        assert r.summary["stop_reason"] == "target exited" and not r.losses
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+
+
+NS_INIT_SEGV_C = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    if (unshare(CLONE_NEWPID) != 0) { perror("unshare"); return 2; }
+    pid_t c = fork();
+    if (c == 0) {
+        printf("init %d\n", getpid());
+        fflush(stdout);
+        *(volatile int *)0 = 1;
+        return 3;
+    }
+    int st;
+    waitpid(c, &st, 0);
+    printf("signaled %d sig %d\n", WIFSIGNALED(st), WTERMSIG(st));
+    return 0;
+}
+"""
+
+
+def test_a_pid_namespace_init_that_faults_dies_of_it_as_untraced(tmp_path):
+    exe = build_c(tmp_path, "nsinit", NS_INIT_SEGV_C)
+    native = subprocess.run([str(exe)], capture_output=True, timeout=30)
+    out = tmp_path / "n.drt"
+    p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", str(exe)],
+                       capture_output=True, timeout=120)   # used to spin in the fault for ever
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == native.stdout == b"init 1\nsignaled 1 sig 11\n"
+    from dr.formats.trace import TraceReader
+
+    r = TraceReader(out)
+    assert r.summary["exit_status"] == 0 and not r.losses and "outlived" not in r.summary
+
+
+def test_a_command_killed_by_a_signal_is_named_so_its_status_is_not_read_as_dr_crashing(tmp_path):
+    exe = build_c(tmp_path, "aborts", '#include <stdlib.h>\nint main(void) { abort(); }\n')
+    out = tmp_path / "a.drt"
+    p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", str(exe)],
+                       capture_output=True, timeout=120)
+    assert p.returncode == 134     # 128 + SIGABRT, as a shell passes it on
+    assert p.stderr.decode().splitlines() == [
+        "dr: the command was killed by SIGABRT; dr exits 134 as a shell would "
+        "(the capture itself ended normally)"]
+    from dr.formats.trace import TraceReader
+
+    r = TraceReader(out)
+    assert r.summary["exit_status"] == -6 and r.summary["stop_reason"] == "target exited"
