@@ -214,8 +214,8 @@ def capture(
         # says whose it is, -q or not.
         st = summary.exit_status
         if verify:
-            how = f"status {st}" if st > 0 else f"killed by {_signame(-st)}"
-            typer.echo(f"dr: the command ended with {how}; dr exits with the verify result", err=True)
+            how = f"ended with status {st}" if st > 0 else f"was killed by {_signame(-st)}"
+            typer.echo(f"dr: the command {how}; dr exits with the verify result", err=True)
         elif st > 0:
             code = st
             typer.echo(f"dr: the command ended with status {st}; dr exits with {code}, the command's", err=True)
