@@ -262,7 +262,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("times", 100, 153, R, struct_out("tbuf", 32, "tms")),
     S("ptrace", 101, 117, R, int_("request"), int_("pid"), hex_("addr"), hex_("data")),
     S("getuid", 102, 174, R),
-    S("syslog", 103, 116, R, int_("type"), out("buf", RET), int_("len")),
+    S("syslog", 103, 116, R, int_("type"), hex_("buf"), int_("len")),    # by type: flagsets.SYSLOG_BUFFERS
     S("getgid", 104, 176, R),
     S("setuid", 105, 146, R, uint("uid")),
     S("setgid", 106, 144, R, uint("gid")),
@@ -517,7 +517,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("mount_setattr", 442, 442, U, fd("dfd"), path("path"), hex_("flags"), ptr("uattr"), uint("usize")),
     S("quotactl_fd", 443, 443, U, fd("fd"), uint("cmd"), uint("id"), ptr("addr")),
     S("landlock_create_ruleset", 444, 444, R, inb("attr", ARG, 1), uint("size"), hex_("flags")),
-    S("landlock_add_rule", 445, 445, U, int_("ruleset_fd"), int_("rule_type"), ptr("rule_attr"), hex_("flags")),
+    S("landlock_add_rule", 445, 445, R, fd("ruleset_fd"), int_("rule_type"), hex_("rule_attr"), hex_("flags")),  # by rule_type: flagsets
     S("landlock_restrict_self", 446, 446, R, int_("ruleset_fd"), hex_("flags")),
     S("memfd_secret", 447, 447, R, hex_("flags")),
     S("process_mrelease", 448, 448, R, fd("pidfd"), hex_("flags")),

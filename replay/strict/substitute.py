@@ -211,6 +211,8 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
                 continue  # open(2): mode is not passed without O_CREAT/O_TMPFILE: register garbage
             s.diverge("argument", f"{ev.name} of thread {th.tid}: argument {name} is "
                        f"{s32(args[i])}, recorded {s32(rargs[i])}", th, ev, n)
+    if sc.nr in REQUEST_ARGS:
+        _compare_request_in(s, n, th, ev, sc)
     if not plan.inputs:
         return
     payloads = ev.payloads
@@ -431,12 +433,42 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     name, PTRACE_GETREGS's registers): the bytes the kernel wrote, from the recording."""
     ra, ba = REQUEST_ARGS[sc.nr]
     want = schema.REQUEST_BUFFERS.get((sc.nr, n.args[ra] & 0xFFFFFFFF))
-    rec = ev.payloads.get(ba)
-    if want is None or want[0] == "in" or rec is None or ev.ret < 0 or not n.args[ba]:
+    if want is None or want[0] == "in" or ev.ret < 0 or not n.args[ba]:
         return
-    if len(rec.data) > want[1]:
-        too_long(s, th, ev, sc.args[ba], len(rec.data), want[1])
+    cap = want[1]
+    if want[0] == "ret":
+        # As many bytes as the call returns (syslog READ_ALL), within the tracee's size argument.
+        j = _ret_size_arg(sc, ba)
+        room = n.args[j] & 0xFFFFFFFF if j is not None else 0
+        if ev.ret > room:
+            s.refuse(ev, th.tid, "return value larger than the call's size argument",
+                     f"returns {ev.ret} where the tracee's {sc.args[j].name if j is not None else 'size'} "
+                     f"argument is {room}")
+        cap = ev.ret
+    rec = ev.payloads.get(ba)
+    if rec is None:
+        return
+    if len(rec.data) > cap:
+        too_long(s, th, ev, sc.args[ba], len(rec.data), cap)
     plan.append((n.args[ba], rec.data))
+
+
+def _compare_request_in(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Syscall) -> None:
+    """The in-buffer a request sizes (landlock_add_rule's rule, F_SETLK's struct flock,
+    PR_SET_NAME's name) is compared with the recording like any other input."""
+    ra, ba = REQUEST_ARGS[sc.nr]
+    want = schema.REQUEST_BUFFERS.get((sc.nr, n.args[ra] & 0xFFFFFFFF))
+    rec = ev.payloads.get(ba)
+    if want is None or want[0] != "in" or rec is None or not n.args[ba]:
+        return
+    got = notify.read_mem(n.pid, n.args[ba], min(len(rec.data), want[1]))
+    s.report.compared_bytes += len(got)
+    spans = s.script.redacted.get((ev.tid, ev.seq, ba)) if s.script.redacted else None
+    if spans:
+        got = _unmask(got, rec.data, spans)
+    if got != rec.data:
+        s.diverge("payload", f"{ev.name} of thread {th.tid}: the {sc.args[ba].name} bytes differ from "
+                   "the recording", th, ev, n, payload_diff(rec.data, got))
 
 
 def check_iov(s: ReplaySession, n: Notif, th: Thread, ev: Any, a: Any, iov: list[tuple[int, int]],

@@ -1,0 +1,94 @@
+"""Strict replay of administrative calls (kernel log, performance counters, Landlock,
+mounts, another process's memory): small C programs written for these tests,
+recorded with the real capture and replayed under the real supervisor. Each call
+is answered from the recording (an fd gets a stand-in, out-buffers come from the
+trace); none of them reaches the host kernel from the replayed program.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import NEEDS_NOTIFY
+from test_replay_kernel import faithful
+
+pytestmark = [
+    pytest.mark.root,
+    NEEDS_NOTIFY,
+    pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
+    pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs"),
+]
+
+
+@pytest.fixture(scope="module")
+def work():
+    d = Path(tempfile.mkdtemp(prefix="dr-test-admin-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+SYSLOG = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/klog.h>
+int main(void) {
+    int size = klogctl(10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 42);
+    static char buf[8192];
+    memset(buf, '#', sizeof buf);
+    int n = klogctl(3 /* SYSLOG_ACTION_READ_ALL */, buf, 4096);   /* whole records only */
+    unsigned sum = 0;
+    for (int i = 0; i < (int)sizeof buf; i++) sum = sum * 31 + (unsigned char)buf[i];
+    printf("size=%d big=%d some=%d untouched=%d sum=%u\n", size, size > 42, n > 0 && n <= 4096,
+           buf[4096] == '#', sum);
+    return 0;
+}
+"""
+
+
+def test_syslog_size_query_is_not_a_byte_count(work):
+    """syslog(SIZE_BUFFER) returns the log's size, larger than its unused len argument: not a
+    corrupt trace. READ_ALL's bytes come from the recording, no more than it returned."""
+    out = faithful(work, "syslog", SYSLOG)
+    assert b"big=1 some=1 untouched=1" in out, out
+
+
+LANDLOCK = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+struct ruleset_attr { uint64_t handled_access_fs; };
+struct path_beneath { uint64_t allowed_access; int32_t parent_fd; } __attribute__((packed));
+int main(void) {
+    struct ruleset_attr ra = {8 /* LANDLOCK_ACCESS_FS_READ_DIR */};
+    int rs = syscall(444 /* landlock_create_ruleset */, &ra, sizeof ra, 0);
+    if (rs < 0) { printf("landlock unavailable %d\n", errno); return 0; }
+    struct path_beneath pb = {8, open("/usr", O_PATH | O_CLOEXEC)};
+    int add = syscall(445 /* landlock_add_rule */, rs, 1 /* LANDLOCK_RULE_PATH_BENEATH */, &pb, 0);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    int rst = syscall(446 /* landlock_restrict_self */, rs, 0);
+    int in = open("/usr/lib", O_RDONLY | O_DIRECTORY);
+    int out = open("/etc", O_RDONLY | O_DIRECTORY);
+    printf("add=%d restrict=%d usr_lib=%d etc=%d errno=%d\n", add, rst, in >= 0, out, errno);
+    return 0;
+}
+"""
+
+
+def test_landlock_rules_are_answered_from_the_recording(work):
+    """landlock_add_rule's rule (sized by its type) is recorded; the ruleset's verdicts
+    (a directory outside the rule refused) replay as recorded."""
+    out = faithful(work, "landlock", LANDLOCK)
+    if out.startswith(b"landlock unavailable"):
+        pytest.skip("the kernel has no Landlock")
+    assert out.startswith(b"add=0 restrict=0 usr_lib=1 etc=-1 errno=13"), out
