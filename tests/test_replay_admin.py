@@ -92,3 +92,80 @@ def test_landlock_rules_are_answered_from_the_recording(work):
     if out.startswith(b"landlock unavailable"):
         pytest.skip("the kernel has no Landlock")
     assert out.startswith(b"add=0 restrict=0 usr_lib=1 etc=-1 errno=13"), out
+
+
+PERF = r"""
+#include <linux/perf_event.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(void) {
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.config = PERF_COUNT_SW_TASK_CLOCK;
+    int fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0) { perror("perf_event_open"); return 0; }
+    ioctl(fd, PERF_EVENT_IOC_ENABLE, 0);
+    volatile unsigned long x = 0;
+    for (int i = 0; i < 1000000; i++) x += i;
+    uint64_t count = 0;
+    ssize_t n = read(fd, &count, sizeof count);
+    printf("fd=%d n=%zd count=%llu\n", fd, n, (unsigned long long)count);
+    return 0;
+}
+"""
+
+
+def test_perf_event_open_is_answered_from_the_recording(work):
+    """A counter's fd is a stand-in at the recorded number and its reads return the recorded count."""
+    out = faithful(work, "perf", PERF)
+    if out.startswith(b"perf_event_open"):
+        pytest.skip("perf_event_open refused natively")
+    assert b" n=8 count=" in out and b"count=0\n" not in out, out
+
+
+MOUNTS = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+struct mount_attr_ { uint64_t set, clr, propagation, userns_fd; };
+int main(int argc, char **argv) {
+    int u = unshare(CLONE_NEWNS);
+    int p = mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL);
+    int m = mount("dr-test", argv[1], "tmpfs", 0, "size=1m,mode=0700");
+    struct statvfs sv;
+    statvfs(argv[1], &sv);
+    int fs = syscall(SYS_fsopen, "tmpfs", 0);
+    syscall(SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0);
+    int mnt = syscall(SYS_fsmount, fs, 0, 0);
+    struct mount_attr_ ma = {1 /* MOUNT_ATTR_RDONLY */, 0, 0, 0};
+    int sa = syscall(SYS_mount_setattr, mnt, "", AT_EMPTY_PATH, &ma, sizeof ma);
+    struct statvfs sv2;
+    fstatvfs(mnt, &sv2);
+    int um = umount2(argv[1], 0);
+    printf("unshare=%d private=%d mount=%d blocks=%lu setattr=%d rdonly=%d umount=%d\n", u, p, m,
+           (unsigned long)sv.f_blocks, sa, !!(sv2.f_flag & ST_RDONLY), um);
+    return 0;
+}
+"""
+
+
+def test_mounts_are_answered_from_the_recording(work):
+    """mount, umount2 and mount_setattr in a namespace of the program's own: the replay
+    answers them (and what the program learns about the mounts) from the recording."""
+    d = work / "mnt"
+    d.mkdir(exist_ok=True)
+    out = faithful(work, "mounts", MOUNTS.replace("argv[1]", f'"{d}"'))
+    assert out.startswith(b"unshare=0 private=0 mount=0 blocks=256 setattr=0 rdonly=1 umount=0"), out

@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 
 #: struct_in types whose bytes are deterministic (compared); others may hold pointers.
 COMPARED_STRUCTS = frozenset({"timespec", "timeval", "itimerval", "itimerspec", "rlimit",
-                              "sigset", "open_how", "int", "uint", "loff_t", "socklen", "fd_set"})
+                              "sigset", "open_how", "int", "uint", "loff_t", "socklen", "fd_set",
+                              "perf_event_attr"})
+#: Structures that say their own size (a u32 at this offset; 0 means the default size): only
+#: that many bytes are the tracee's, the capture's fixed-size copy may run past them
+#: (perf_event_attr.size; 0 is PERF_ATTR_SIZE_VER0).
+SELF_SIZED = {"perf_event_attr": (4, 64)}
 #: Scalar-typed arguments that carry addresses (capget's header) and so differ run to run.
 POINTER_LIKE = frozenset({"header", "dataptr", "data"})
 #: open-like calls whose mode argument only counts with O_CREAT/O_TMPFILE: nr -> flags argument.
@@ -239,6 +244,10 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
                     s.report.substituted_bytes += len(data)
                 continue
             want = len(data)
+            sized = SELF_SIZED.get(a.ctype)
+            if sized is not None and len(data) >= sized[0] + 4:
+                want = min(want, _U32.unpack_from(data, sized[0])[0] or sized[1])
+                data = data[:want]
             if a.rule == _R_ARG:
                 cap: int | None = (args[a.size] & 0xFFFFFFFF) * (a.elem or 1)
             else:
