@@ -422,6 +422,8 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			len = r->size;
 		} else if (rule == DR_R_ARG || rule == DR_R_CNT) {
 			len = pv;
+			if (rule == DR_R_CNT && r->elem)   /* an array in: element count (process_vm_readv's rvec) */
+				len *= r->elem;
 		} else if (rule == DR_R_RET) {
 			len = pos_ret;
 			if (r->elem)

@@ -169,3 +169,28 @@ def test_mounts_are_answered_from_the_recording(work):
     d.mkdir(exist_ok=True)
     out = faithful(work, "mounts", MOUNTS.replace("argv[1]", f'"{d}"'))
     assert out.startswith(b"unshare=0 private=0 mount=0 blocks=256 setattr=0 rdonly=1 umount=0"), out
+
+
+VM_RW = r"""
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+int main(void) {
+    char src[16] = "hello, world", dst[16] = "...............", got[16] = "";
+    struct iovec l = {src, 5}, r = {dst + 2, 5};
+    ssize_t w = process_vm_writev(getpid(), &l, 1, &r, 1, 0);
+    struct iovec l2 = {got, 12}, r2 = {src + 7, 5};
+    ssize_t rd = process_vm_readv(getpid(), &l2, 1, &r2, 1, 0);
+    printf("w=%zd dst=%s rd=%zd got=%s\n", w, dst, rd, got);
+    return 0;
+}
+"""
+
+
+def test_process_vm_writev_to_itself_lands(work):
+    """process_vm_writev into the program's own memory: the supervisor copies the bytes along
+    the remote iovecs (the program reads them back); process_vm_readv's bytes come from the trace."""
+    out = faithful(work, "vm_rw", VM_RW)
+    assert out.startswith(b"w=5 dst=..hello........ rd=5 got=world"), out

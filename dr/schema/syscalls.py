@@ -108,6 +108,12 @@ def array_ret(name: str, elem: int, ctype: str) -> Arg:
     return Arg(name, Kind.BUF_OUT, Rule.RET, 0, ctype, elem)
 
 
+def array_in(name: str, cnt_arg: int, elem: int, ctype: str) -> Arg:
+    """Array the tracee hands in, of as many elements as argument ``cnt_arg`` (process_vm_readv's
+    remote iovecs: addresses, not data)."""
+    return Arg(name, Kind.BUF_IN, Rule.CNT, cnt_arg, ctype, elem)
+
+
 def fdset(name: str, n_arg: int) -> Arg:
     """select's fd_set: value-result bit set of as many bits as argument ``n_arg`` (any n, > 1024 too)."""
     return Arg(name, Kind.INOUT, Rule.BITS, n_arg, "fd_set")
@@ -469,8 +475,8 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("sendmmsg", 307, 269, R, fd("fd"), mmsg_in("mmsg", 2), uint("vlen"), flags("flags", "msg")),
     S("setns", 308, 268, R, fd("fd"), hex_("flags")),
     S("getcpu", 309, 168, R, struct_out("cpup", 4, "uint"), struct_out("nodep", 4, "uint"), ptr("unused")),
-    S("process_vm_readv", 310, 270, U, int_("pid"), ptr("lvec"), uint("liovcnt"), ptr("rvec"), uint("riovcnt"), hex_("flags")),
-    S("process_vm_writev", 311, 271, U, int_("pid"), ptr("lvec"), uint("liovcnt"), ptr("rvec"), uint("riovcnt"), hex_("flags")),
+    S("process_vm_readv", 310, 270, R, int_("pid"), iov_out("lvec", 2), uint("liovcnt"), array_in("rvec", 4, 16, "iovec"), uint("riovcnt"), hex_("flags")),
+    S("process_vm_writev", 311, 271, I, int_("pid"), iov_in("lvec", 2), uint("liovcnt"), array_in("rvec", 4, 16, "iovec"), uint("riovcnt"), hex_("flags")),
     S("kcmp", 312, 272, R, int_("pid1"), int_("pid2"), int_("type"), uint("idx1"), uint("idx2")),
     S("finit_module", 313, 273, U),
     S("sched_setattr", 314, 274, R, int_("pid"), struct_in("uattr", 48, "sched_attr"), hex_("flags")),

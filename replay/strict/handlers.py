@@ -23,7 +23,8 @@ from dr.replay.strict import files as fmodel
 from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
                                    SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.procfs import nthreads
-from dr.replay.strict.substitute import compare_inputs, show_writes, too_long, write_outputs
+from dr.replay.strict.substitute import (IOV_MAX, compare_inputs, gather, read_iov, scatter, show_writes,
+                                         too_long, write_outputs)
 from dr.schema import FdEffect
 
 if TYPE_CHECKING:
@@ -413,6 +414,34 @@ def _signal_target(s: ReplaySession, name: str, args: tuple[int, ...]) -> int | 
     if name == "tkill":
         return s.script.tgid_of.get(s32(args[0]))
     return None
+
+
+@handles("process_vm_writev")
+def vm_writev(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """process_vm_writev(2) is answered from the recording, and its effect is made by the
+    supervisor: the bytes the tracee hands in (compared with the recording) are copied into
+    the target's memory along its remote iovecs, as many as the recorded count. Only a
+    process of the replayed tree can be a target (its recorded pid names it); any other is
+    outside the sandbox and is never written (its memory is not the program's to replay)."""
+    sc = SC[ev.nr]
+    compare_inputs(s, n, th, ev, sc)
+    if ev.ret > 0:
+        pid = s32(ev.args[0])
+        target = next((t for t in s.threads.values() if not t.dead and pid in (t.rec_tgid, t.tid)), None)
+        if target is None:
+            s.report.not_compared.append(f"process_vm_writev of thread {th.tid} (syscall #{ev.index}) "
+                                         f"wrote into process {pid}, which is not replayed")
+        else:
+            a = n.args
+            liov = read_iov(n.pid, a[1], min(a[2] & 0xFFFFFFFF, IOV_MAX))
+            riov = read_iov(n.pid, a[3], min(a[4] & 0xFFFFFFFF, IOV_MAX))
+            data = gather(n.pid, liov, ev.ret)
+            if len(data) < ev.ret or ev.ret > sum(ln for _b, ln in riov):
+                s.refuse(ev, th.tid, "return value larger than the call's buffers",
+                         f"returns {ev.ret} where the tracee's iovecs hold fewer bytes")
+            s.gone_check(n)
+            s.report.substituted_bytes += scatter(target.host_tid, riov, data)
+    return s.reply(n, th, pos, ev.ret)
 
 
 #: x86_64 number -> handler, for the hot path: built after every handler above registered
