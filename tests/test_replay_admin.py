@@ -194,3 +194,50 @@ def test_process_vm_writev_to_itself_lands(work):
     the remote iovecs (the program reads them back); process_vm_readv's bytes come from the trace."""
     out = faithful(work, "vm_rw", VM_RW)
     assert out.startswith(b"w=5 dst=..hello........ rd=5 got=world"), out
+
+
+PIDNS = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void *drop_stdout(void *arg) {
+    unshare(CLONE_FILES);   /* this thread's own fd table: its close leaves the process's stdout */
+    close(1);
+    return arg;
+}
+int main(void) {
+    int u = unshare(CLONE_NEWPID);
+    pid_t c = fork();
+    if (c == 0) {   /* pid 1 of the new namespace: its own child is pid 2 there */
+        pid_t g = fork();
+        if (g == 0) {
+            printf("grandchild pid %d\n", getpid());
+            fflush(stdout);
+            _exit(4);
+        }
+        int gs = 0;
+        pid_t gw = waitpid(g, &gs, 0);
+        printf("child pid %d fork=%d waited=%d status=%d\n", getpid(), g, gw == g, WEXITSTATUS(gs));
+        return 3;
+    }
+    int st = 0;
+    pid_t w = waitpid(c, &st, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, drop_stdout, NULL);
+    pthread_join(t, NULL);
+    printf("unshare=%d waited=%d status=%d\n", u, w == c, WEXITSTATUS(st));
+    return 0;
+}
+"""
+
+
+def test_pid_namespace_children_and_private_fd_tables(work):
+    """A child born in a pid namespace of the program's own (fork returns 2 there, capture
+    records its host tid) replays as that child; a thread that unshares its fd table and closes stdout leaves
+    the process's stdout open (what it prints after is shown)."""
+    out = faithful(work, "pidns", PIDNS, "-pthread")
+    assert out == (b"grandchild pid 2\nchild pid 1 fork=2 waited=1 status=4\n"
+                   b"unshare=0 waited=1 status=3\n"), out

@@ -437,7 +437,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("faccessat", 269, 48, R, fd("dfd"), path("filename"), flags("mode", "access")),
     S("pselect6", 270, 72, R, int_("n"), fdset("inp", 0), fdset("outp", 0), fdset("exp", 0), struct_io("tsp", 16, "timespec"), ptr("sig")),
     S("ppoll", 271, 73, R, array_out("ufds", 1, 8, "pollfd"), uint("nfds"), struct_io("tsp", 16, "timespec"), struct_in("sigmask", 8, "sigset"), uint("sigsetsize")),
-    S("unshare", 272, 97, R, hex_("unshare_flags")),
+    S("unshare", 272, 97, I, hex_("unshare_flags")),
     S("set_robust_list", 273, 99, P, ptr("head"), uint("len")),
     S("get_robust_list", 274, 100, P, int_("pid"), ptr("head_ptr"), ptr("len_ptr")),
     S("splice", 275, 76, R, fd("fd_in"), struct_io("off_in", 8, "loff_t"), fd("fd_out"), struct_io("off_out", 8, "loff_t"), uint("len"), flags("flags", "splice")),

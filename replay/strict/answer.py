@@ -256,7 +256,7 @@ class Answers:
     def set_console(self, th: Thread, fd: int, which: int | None) -> None:
         """Track which fds of a process are the replay's stdout (1) / stderr (2) for --show-output;
         a new object at ``fd`` also ends its being an owned file."""
-        m = self.console.setdefault(th.host_tgid, {})
+        m = self.console.setdefault(th.fdt, {})
         if which is None:
             m.pop(fd, None)
         else:

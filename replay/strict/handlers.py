@@ -254,7 +254,7 @@ def dup(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         owned = s.is_owned(th, old)
         ok = s.addfd_reply(n, th, pos, src, ev.ret, cloexec)
         if ok:
-            s.set_console(th, ev.ret, s.console.get(th.host_tgid, {}).get(old))
+            s.set_console(th, ev.ret, s.console.get(th.fdt, {}).get(old))
             if owned:
                 s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
         return ok
@@ -288,12 +288,16 @@ def clone(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     if ev.ret < 0:
         return s.reply(n, th, pos, ev.ret)
     if ev.ret > 0:
+        # The child gets the pid clone returned (the program sees it natively); its events are
+        # under its recorded tid, another number when it was born in a pid namespace of the
+        # program's own (matched to it in creation order, session._thread).
+        child = s.script.clone_child.get(pos, ev.ret)
         s.sb.set_next_pid(ev.ret)  # type: ignore[union-attr]
-        s.children.append(ev.ret)
+        s.children.append(child)
         th.native_clone = (n.nr, n.args, n.ip, ev.ret)
-        s.forked[ev.ret] = th.host_tgid
+        s.forked[child] = th.host_tgid
         if _vfork(SC[ev.nr].name, n.args, ev):
-            s.vforked.add(ev.ret)
+            s.vforked.add(child)
     return s.cont(n, th, pos)
 
 
@@ -442,6 +446,26 @@ def vm_writev(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool
             s.gone_check(n)
             s.report.substituted_bytes += scatter(target.host_tid, riov, data)
     return s.reply(n, th, pos, ev.ret)
+
+
+CLONE_FS, CLONE_FILES, CLONE_SYSVSEM = 0x200, 0x400, 0x40000
+
+
+@handles("unshare")
+def unshare(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """unshare of only the caller's own shared state (its fd table, root/cwd/umask, SysV
+    semaphore undo list) runs natively: it changes nothing outside the process, and what the
+    program does next depends on it (a thread that closes stdout in its own fd table leaves
+    its process's open). New namespaces are answered from the recording: the sandbox's stay the
+    program's only ones (mount and the like are answered from the recording too)."""
+    flags = n.args[0] & 0xFFFFFFFF
+    if not (ev.ret == 0 and flags and not flags & ~(CLONE_FS | CLONE_FILES | CLONE_SYSVSEM)):
+        return regular(s, n, th, ev, pos)
+    compare_inputs(s, n, th, ev, SC[ev.nr])
+    if flags & CLONE_FILES and not th.own_fdt:
+        th.own_fdt = -th.host_tid   # a key no process's table has
+        s.console[th.own_fdt] = dict(s.console.get(th.host_tgid, {}))
+    return s.cont(n, th, pos)
 
 
 #: x86_64 number -> handler, for the hot path: built after every handler above registered

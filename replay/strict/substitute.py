@@ -521,7 +521,7 @@ def show_writes(s: ReplaySession, n: Notif, ev: Any, sc: schema.Syscall) -> None
     if not s.opts.show_output or ev.ret <= 0 or not plan_of(sc).shows:
         return
     th = s.threads.get(n.pid)
-    which = s.console.get(th.host_tgid, {}).get(s32(n.args[0])) if th is not None else None
+    which = s.console.get(th.fdt, {}).get(s32(n.args[0])) if th is not None else None
     if which is None:
         return
     fd = which
