@@ -241,3 +241,40 @@ def test_pid_namespace_children_and_private_fd_tables(work):
     out = faithful(work, "pidns", PIDNS, "-pthread")
     assert out == (b"grandchild pid 2\nchild pid 1 fork=2 waited=1 status=4\n"
                    b"unshare=0 waited=1 status=3\n"), out
+
+
+PIDNS_KILL = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    int p[2];
+    pipe(p);
+    unshare(CLONE_NEWPID);
+    pid_t init = fork();
+    if (init == 0) {            /* pid 1 of the namespace: its children die with it */
+        for (int i = 0; i < 3; i++)
+            if (fork() == 0) { pause(); _exit(0); }
+        write(p[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    char c;
+    read(p[0], &c, 1);
+    printf("killing the namespace's init\n");
+    fflush(stdout);
+    return kill(init, SIGKILL);   /* and exit at once: its members die after us */
+}
+"""
+
+
+def test_children_of_a_killed_pid_namespace_init_do_not_hold_the_replay(work):
+    """Killing a pid namespace's init kills its other members in the recording; replay (whose
+    namespaces are the sandbox's) ends once everything recorded was replayed instead of waiting
+    for them (it hung when the first process's end was seen before their last calls)."""
+    for i in range(3):
+        out = faithful(work, f"pidns_kill{i}", PIDNS_KILL)
+        assert out == b"killing the namespace's init\n", out
