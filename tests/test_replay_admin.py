@@ -278,3 +278,34 @@ def test_children_of_a_killed_pid_namespace_init_do_not_hold_the_replay(work):
     for i in range(3):
         out = faithful(work, f"pidns_kill{i}", PIDNS_KILL)
         assert out == b"killing the namespace's init\n", out
+
+
+INIT_SIGNAL = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    unshare(CLONE_NEWPID);
+    pid_t init = fork();
+    if (init == 0) {
+        kill(getpid(), SIGQUIT);   /* pid 1, no handler: the kernel does not let it act */
+        printf("init %d survived\n", getpid());
+        return 55;
+    }
+    int st = 0;
+    waitpid(init, &st, 0);
+    printf("exited=%d status=%d\n", WIFEXITED(st), WEXITSTATUS(st));
+    return 0;
+}
+"""
+
+
+def test_an_unhandled_signal_a_pid_namespace_init_survived_does_not_kill_it(work):
+    """The recording shows SIGQUIT delivered to a namespace's init that lived on; replay's
+    process is no init, so delivering it would kill it: a recorded unhandled delivery the
+    process survived is not delivered."""
+    out = faithful(work, "init_signal", INIT_SIGNAL)
+    assert out == b"init 1 survived\nexited=1 status=55\n", out
