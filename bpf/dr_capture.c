@@ -143,6 +143,7 @@ BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit 
 BPF_HASH(reqbufs, u64, u32, 512);
 #define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
 #define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
+#define DR_REQ_RET (1U << 29)     /* out, as many bytes as the call returns (syslog READ_ALL) */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
@@ -420,7 +421,10 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			/* ioctl, fcntl, prctl: the size came with the request, looked
 			 * up at entry (one map lookup fewer for the verifier here) */
 			u32 d = w->req;
-			if (d && (!(d & DR_REQ_OUT) || ret >= 0))
+			if (d && (d & DR_REQ_RET)) {
+				if (ret > 0)
+					add_job(w, slot, J_PLAIN, addr, pos_ret, 0);
+			} else if (d && (!(d & DR_REQ_OUT) || ret >= 0))
 				add_job(w, slot, J_PLAIN, addr, d & 0xffff, 0);
 			continue;
 		}
@@ -430,6 +434,8 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			len = r->size;
 		} else if (rule == DR_R_ARG || rule == DR_R_CNT) {
 			len = pv;
+			if (rule == DR_R_CNT && r->elem)   /* an array in: element count (process_vm_readv's rvec) */
+				len *= r->elem;
 		} else if (rule == DR_R_RET) {
 			len = pos_ret;
 			if (r->elem)

@@ -130,6 +130,13 @@ def test_irregular_calls_are_the_registered_replay_handlers():
     assert irregular == set(HANDLERS)
 
 
+def test_every_handler_is_the_one_replay_dispatches_to():
+    """A handler registered after the dispatch table was built was never called (kill's)."""
+    from dr.replay.strict.handlers import HANDLERS, handler_for
+    for name, f in HANDLERS.items():
+        assert handler_for(schema.by_name(name).nr) is f, name
+
+
 def test_behaviour_is_declared_in_the_schema():
     from dr.schema import Beh, FdEffect, Order
     assert schema.by_name("clock_gettime").order == Order.TIME

@@ -278,7 +278,21 @@ PTRACE_BUFFERS: dict[int, tuple[str, int]] = {
     0x420B: ("in", 8),     # PTRACE_SETSIGMASK
 }
 
-#: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
+#: syslog(2) types whose buffer the kernel fills: "ret" is as many bytes as the call returns
+#: (SYSLOG_ACTION_READ, READ_ALL, READ_CLEAR). Every other type passes no buffer, and
+#: SIZE_BUFFER and SIZE_UNREAD return a size, not a byte count.
+SYSLOG_BUFFERS: dict[int, tuple[str, int]] = {
+    2: ("ret", 0),         # SYSLOG_ACTION_READ
+    3: ("ret", 0),         # SYSLOG_ACTION_READ_ALL
+    4: ("ret", 0),         # SYSLOG_ACTION_READ_CLEAR
+}
+
+#: landlock_add_rule(2) rule type -> its ``rule_attr`` (include/uapi/linux/landlock.h, packed).
+LANDLOCK_RULE_BUFFERS: dict[int, tuple[str, int]] = {
+    1: ("in", 12),         # LANDLOCK_RULE_PATH_BENEATH: u64 allowed_access, s32 parent_fd
+    2: ("in", 16),         # LANDLOCK_RULE_NET_PORT: u64 allowed_access, u64 port
+}
+
 #: seccomp(2) operation -> its ``uargs`` buffer (include/uapi/linux/seccomp.h).
 SECCOMP_BUFFERS: dict[int, tuple[str, int]] = {
     1: ("in", 16),         # SECCOMP_SET_MODE_FILTER: struct sock_fprog
@@ -286,10 +300,15 @@ SECCOMP_BUFFERS: dict[int, tuple[str, int]] = {
     3: ("out", 6),         # SECCOMP_GET_NOTIF_SIZES: struct seccomp_notif_sizes
 }
 
+#: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
+#: Directions: "in", "out", "inout" (also read at entry) of a fixed size, "ret" (out, as
+#: many bytes as the call returns).
 REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
     "ioctl": (1, 2, IOCTL_BUFFERS),
     "fcntl": (1, 2, FCNTL_BUFFERS),
     "prctl": (0, 1, PRCTL_BUFFERS),
     "ptrace": (0, 3, PTRACE_BUFFERS),
     "seccomp": (0, 2, SECCOMP_BUFFERS),
+    "syslog": (0, 1, SYSLOG_BUFFERS),
+    "landlock_add_rule": (1, 2, LANDLOCK_RULE_BUFFERS),
 }

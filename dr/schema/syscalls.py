@@ -108,6 +108,12 @@ def array_ret(name: str, elem: int, ctype: str) -> Arg:
     return Arg(name, Kind.BUF_OUT, Rule.RET, 0, ctype, elem)
 
 
+def array_in(name: str, cnt_arg: int, elem: int, ctype: str) -> Arg:
+    """Array the tracee hands in, of as many elements as argument ``cnt_arg`` (process_vm_readv's
+    remote iovecs: addresses, not data)."""
+    return Arg(name, Kind.BUF_IN, Rule.CNT, cnt_arg, ctype, elem)
+
+
 def fdset(name: str, n_arg: int) -> Arg:
     """select's fd_set: value-result bit set of as many bits as argument ``n_arg`` (any n, > 1024 too)."""
     return Arg(name, Kind.INOUT, Rule.BITS, n_arg, "fd_set")
@@ -262,7 +268,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("times", 100, 153, R, struct_out("tbuf", 32, "tms")),
     S("ptrace", 101, 117, R, int_("request"), int_("pid"), hex_("addr"), hex_("data")),
     S("getuid", 102, 174, R),
-    S("syslog", 103, 116, R, int_("type"), out("buf", RET), int_("len")),
+    S("syslog", 103, 116, R, int_("type"), hex_("buf"), int_("len")),    # by type: flagsets.SYSLOG_BUFFERS
     S("getgid", 104, 176, R),
     S("setuid", 105, 146, R, uint("uid")),
     S("setgid", 106, 144, R, uint("gid")),
@@ -324,8 +330,8 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("sync", 162, 81, R),
     S("acct", 163, 89, R, path("name")),
     S("settimeofday", 164, 170, R, struct_in("tv", 16, "timeval"), struct_in("tz", 8, "timezone")),
-    S("mount", 165, 40, U, path("dev_name"), path("dir_name"), path("type"), hex_("flags"), ptr("data")),
-    S("umount2", 166, 39, U, path("name"), hex_("flags")),
+    S("mount", 165, 40, R, path("dev_name"), path("dir_name"), path("type"), hex_("flags"), str_("data")),
+    S("umount2", 166, 39, R, path("name"), hex_("flags")),
     S("swapon", 167, 224, U, path("specialfile"), hex_("swap_flags")),
     S("swapoff", 168, 225, U, path("specialfile")),
     S("reboot", 169, 142, U, int_("magic1"), int_("magic2"), uint("cmd"), ptr("arg")),
@@ -431,7 +437,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("faccessat", 269, 48, R, fd("dfd"), path("filename"), flags("mode", "access")),
     S("pselect6", 270, 72, R, int_("n"), fdset("inp", 0), fdset("outp", 0), fdset("exp", 0), struct_io("tsp", 16, "timespec"), ptr("sig")),
     S("ppoll", 271, 73, R, array_out("ufds", 1, 8, "pollfd"), uint("nfds"), struct_io("tsp", 16, "timespec"), struct_in("sigmask", 8, "sigset"), uint("sigsetsize")),
-    S("unshare", 272, 97, R, hex_("unshare_flags")),
+    S("unshare", 272, 97, I, hex_("unshare_flags")),
     S("set_robust_list", 273, 99, P, ptr("head"), uint("len")),
     S("get_robust_list", 274, 100, P, int_("pid"), ptr("head_ptr"), ptr("len_ptr")),
     S("splice", 275, 76, R, fd("fd_in"), struct_io("off_in", 8, "loff_t"), fd("fd_out"), struct_io("off_out", 8, "loff_t"), uint("len"), flags("flags", "splice")),
@@ -457,7 +463,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("preadv", 295, 69, R, fd("fd"), iov_out("vec", 2), uint("vlen"), int_("pos_l"), int_("pos_h")),
     S("pwritev", 296, 70, R, fd("fd"), iov_in("vec", 2), uint("vlen"), int_("pos_l"), int_("pos_h")),
     S("rt_tgsigqueueinfo", 297, 240, I, int_("tgid"), int_("pid"), signal("sig"), struct_in("uinfo", 128, "siginfo")),
-    S("perf_event_open", 298, 241, U, ptr("attr_uptr"), int_("pid"), int_("cpu"), int_("group_fd"), hex_("flags")),
+    S("perf_event_open", 298, 241, R, struct_in("attr_uptr", 136, "perf_event_attr"), int_("pid"), int_("cpu"), int_("group_fd"), hex_("flags")),
     S("recvmmsg", 299, 243, R, fd("fd"), mmsg_out("mmsg", 2), uint("vlen"), flags("flags", "msg"), struct_io("timeout", 16, "timespec")),
     S("fanotify_init", 300, 262, R, hex_("flags"), hex_("event_f_flags")),
     S("fanotify_mark", 301, 263, R, fd("fanotify_fd"), hex_("flags"), hex_("mask"), fd("dfd"), path("pathname")),
@@ -469,8 +475,8 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("sendmmsg", 307, 269, R, fd("fd"), mmsg_in("mmsg", 2), uint("vlen"), flags("flags", "msg")),
     S("setns", 308, 268, R, fd("fd"), hex_("flags")),
     S("getcpu", 309, 168, R, struct_out("cpup", 4, "uint"), struct_out("nodep", 4, "uint"), ptr("unused")),
-    S("process_vm_readv", 310, 270, U, int_("pid"), ptr("lvec"), uint("liovcnt"), ptr("rvec"), uint("riovcnt"), hex_("flags")),
-    S("process_vm_writev", 311, 271, U, int_("pid"), ptr("lvec"), uint("liovcnt"), ptr("rvec"), uint("riovcnt"), hex_("flags")),
+    S("process_vm_readv", 310, 270, R, int_("pid"), iov_out("lvec", 2), uint("liovcnt"), array_in("rvec", 4, 16, "iovec"), uint("riovcnt"), hex_("flags")),
+    S("process_vm_writev", 311, 271, I, int_("pid"), iov_in("lvec", 2), uint("liovcnt"), array_in("rvec", 4, 16, "iovec"), uint("riovcnt"), hex_("flags")),
     S("kcmp", 312, 272, R, int_("pid1"), int_("pid2"), int_("type"), uint("idx1"), uint("idx2")),
     S("finit_module", 313, 273, U),
     S("sched_setattr", 314, 274, R, int_("pid"), struct_in("uattr", 48, "sched_attr"), hex_("flags")),
@@ -514,10 +520,10 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("faccessat2", 439, 439, R, fd("dfd"), path("filename"), flags("mode", "access"), flags("flags", "at")),
     S("process_madvise", 440, 440, U, fd("pidfd"), ptr("vec"), uint("vlen"), int_("behavior"), hex_("flags")),
     S("epoll_pwait2", 441, 441, R, fd("epfd"), array_ret("events", 12, "epoll_event"), int_("maxevents"), struct_in("timeout", 16, "timespec"), struct_in("sigmask", 8, "sigset"), uint("sigsetsize")),
-    S("mount_setattr", 442, 442, U, fd("dfd"), path("path"), hex_("flags"), ptr("uattr"), uint("usize")),
+    S("mount_setattr", 442, 442, R, fd("dfd"), path("path"), hex_("flags"), inb("uattr", ARG, 4), uint("usize")),
     S("quotactl_fd", 443, 443, U, fd("fd"), uint("cmd"), uint("id"), ptr("addr")),
     S("landlock_create_ruleset", 444, 444, R, inb("attr", ARG, 1), uint("size"), hex_("flags")),
-    S("landlock_add_rule", 445, 445, U, int_("ruleset_fd"), int_("rule_type"), ptr("rule_attr"), hex_("flags")),
+    S("landlock_add_rule", 445, 445, R, fd("ruleset_fd"), int_("rule_type"), hex_("rule_attr"), hex_("flags")),  # by rule_type: flagsets
     S("landlock_restrict_self", 446, 446, R, int_("ruleset_fd"), hex_("flags")),
     S("memfd_secret", 447, 447, R, hex_("flags")),
     S("process_mrelease", 448, 448, R, fd("pidfd"), hex_("flags")),

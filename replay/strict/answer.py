@@ -20,7 +20,7 @@ from dr.replay.divergence import Divergence, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.races import race_hint
-from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
+from dr.replay.strict.procfs import default_action, is_virtual, pending, ppid, sigchld_pending
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
 
@@ -39,6 +39,14 @@ EARLY_SIGNAL_VISIBLE = RACY | {"exit", "ended", "extra"}
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_IN_ROOT = 0x10
 _OPEN_HOW = struct.Struct("<QQQ")
+
+#: Signals whose default action ends the process (signal(7): Term and Core).
+FATAL_BY_DEFAULT = frozenset({
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGILL, signal.SIGTRAP, signal.SIGABRT,
+    signal.SIGBUS, signal.SIGFPE, signal.SIGKILL, signal.SIGUSR1, signal.SIGSEGV, signal.SIGUSR2,
+    signal.SIGPIPE, signal.SIGALRM, signal.SIGTERM, signal.SIGSTKFLT, signal.SIGXCPU,
+    signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR, signal.SIGSYS,
+    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1)})
 
 
 class Answers:
@@ -140,6 +148,7 @@ class Answers:
             raise Gone()
 
     def deliver_signals(self, th: Thread, pos: int) -> None:
+        """Deliver the signals the recording shows arriving before the call at ``pos``."""
         sigs = self.script.signals.get(pos)
         if not sigs:
             return
@@ -151,6 +160,12 @@ class Answers:
             if pending(th.host_tid, sig):
                 # Already queued by the kernel (a released child's SIGCHLD): a
                 # thread-directed copy would not merge with it and run the handler twice.
+                continue
+            if (sig in FATAL_BY_DEFAULT and self.script.deaths.get(th.rec_tgid) != sig
+                    and default_action(th.host_tid, sig)):
+                # Recorded, unhandled, and the process lived on: the kernel did not let it act
+                # (a pid namespace's init is immune to signals it does not handle, sent from
+                # inside its namespace). Delivered here it would kill a process that lived.
                 continue
             try:
                 info = self.script.siginfo.get((pos, sig))
@@ -256,7 +271,7 @@ class Answers:
     def set_console(self, th: Thread, fd: int, which: int | None) -> None:
         """Track which fds of a process are the replay's stdout (1) / stderr (2) for --show-output;
         a new object at ``fd`` also ends its being an owned file."""
-        m = self.console.setdefault(th.host_tgid, {})
+        m = self.console.setdefault(th.fdt, {})
         if which is None:
             m.pop(fd, None)
         else:

@@ -139,6 +139,13 @@ class Thread:
     restart_of: int = -1
     #: Set when an asynchronous signal was delivered to this thread earlier than recorded (answer.early_signal).
     early_signal: str = ""
+    #: Minus the host tid of a thread that unshared its fd table (unshare CLONE_FILES); 0: it
+    #: shares its process's (the console map is per fd table: ``fdt`` names it).
+    own_fdt: int = 0
+
+    @property
+    def fdt(self) -> int:
+        return self.own_fdt or self.host_tgid
 
 
 def s32(v: int) -> int:

@@ -515,7 +515,7 @@ def move(s: ReplaySession, n: Any, th: Thread, ev: Any, pos: int) -> bool | None
     src_arg, dst_arg = sc.beh.moves
     sfd, dfd = s32(n.args[src_arg]), s32(n.args[dst_arg])
     s_own, d_own = s.is_owned(th, sfd), s.is_owned(th, dfd)
-    console = s.console.get(th.host_tgid, {}).get(dfd)
+    console = s.console.get(th.fdt, {}).get(dfd)
     rec = ev.payload(src_arg, schema.Sub.MOVED)
     count = int(ev.ret)
     if not s_own and not d_own:

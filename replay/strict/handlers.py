@@ -23,7 +23,8 @@ from dr.replay.strict import files as fmodel
 from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
                                    SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.procfs import nthreads
-from dr.replay.strict.substitute import compare_inputs, show_writes, too_long, write_outputs
+from dr.replay.strict.substitute import (IOV_MAX, compare_inputs, gather, read_iov, scatter, show_writes,
+                                         too_long, write_outputs)
 from dr.schema import FdEffect
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ def dup(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         owned = s.is_owned(th, old)
         ok = s.addfd_reply(n, th, pos, src, ev.ret, cloexec)
         if ok:
-            s.set_console(th, ev.ret, s.console.get(th.host_tgid, {}).get(old))
+            s.set_console(th, ev.ret, s.console.get(th.fdt, {}).get(old))
             if owned:
                 s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
         return ok
@@ -287,12 +288,16 @@ def clone(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     if ev.ret < 0:
         return s.reply(n, th, pos, ev.ret)
     if ev.ret > 0:
+        # The child gets the pid clone returned (the program sees it natively); its events are
+        # under its recorded tid, another number when it was born in a pid namespace of the
+        # program's own (matched to it in creation order, session._thread).
+        child = s.script.clone_child.get(pos, ev.ret)
         s.sb.set_next_pid(ev.ret)  # type: ignore[union-attr]
-        s.children.append(ev.ret)
+        s.children.append(child)
         th.native_clone = (n.nr, n.args, n.ip, ev.ret)
-        s.forked[ev.ret] = th.host_tgid
+        s.forked[child] = th.host_tgid
         if _vfork(SC[ev.nr].name, n.args, ev):
-            s.vforked.add(ev.ret)
+            s.vforked.add(child)
     return s.cont(n, th, pos)
 
 
@@ -389,15 +394,6 @@ def ioctl(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     return s.reply(n, th, pos, ev.ret)
 
 
-#: x86_64 number -> handler, for the hot path.
-BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.items()}
-
-
-def handler_for(nr: int) -> Handler:
-    """The handler of syscall ``nr``: its own when IRREGULAR, else :func:`regular`."""
-    return BY_NR.get(nr, regular)
-
-
 @handles("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
 def send_signal(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     """A signal sent to a traced task is answered from the recording (the target's
@@ -422,3 +418,61 @@ def _signal_target(s: ReplaySession, name: str, args: tuple[int, ...]) -> int | 
     if name == "tkill":
         return s.script.tgid_of.get(s32(args[0]))
     return None
+
+
+@handles("process_vm_writev")
+def vm_writev(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """process_vm_writev(2) is answered from the recording, and its effect is made by the
+    supervisor: the bytes the tracee hands in (compared with the recording) are copied into
+    the target's memory along its remote iovecs, as many as the recorded count. Only a
+    process of the replayed tree can be a target (its recorded pid names it); any other is
+    outside the sandbox and is never written (its memory is not the program's to replay)."""
+    sc = SC[ev.nr]
+    compare_inputs(s, n, th, ev, sc)
+    if ev.ret > 0:
+        pid = s32(ev.args[0])
+        target = next((t for t in s.threads.values() if not t.dead and pid in (t.rec_tgid, t.tid)), None)
+        if target is None:
+            s.report.not_compared.append(f"process_vm_writev of thread {th.tid} (syscall #{ev.index}) "
+                                         f"wrote into process {pid}, which is not replayed")
+        else:
+            a = n.args
+            liov = read_iov(n.pid, a[1], min(a[2] & 0xFFFFFFFF, IOV_MAX))
+            riov = read_iov(n.pid, a[3], min(a[4] & 0xFFFFFFFF, IOV_MAX))
+            data = gather(n.pid, liov, ev.ret)
+            if len(data) < ev.ret or ev.ret > sum(ln for _b, ln in riov):
+                s.refuse(ev, th.tid, "return value larger than the call's buffers",
+                         f"returns {ev.ret} where the tracee's iovecs hold fewer bytes")
+            s.gone_check(n)
+            s.report.substituted_bytes += scatter(target.host_tid, riov, data)
+    return s.reply(n, th, pos, ev.ret)
+
+
+CLONE_FS, CLONE_FILES, CLONE_SYSVSEM = 0x200, 0x400, 0x40000
+
+
+@handles("unshare")
+def unshare(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    """unshare of only the caller's own shared state (its fd table, root/cwd/umask, SysV
+    semaphore undo list) runs natively: it changes nothing outside the process, and what the
+    program does next depends on it (a thread that closes stdout in its own fd table leaves
+    its process's open). New namespaces are answered from the recording: the sandbox's stay the
+    program's only ones (mount and the like are answered from the recording too)."""
+    flags = n.args[0] & 0xFFFFFFFF
+    if not (ev.ret == 0 and flags and not flags & ~(CLONE_FS | CLONE_FILES | CLONE_SYSVSEM)):
+        return regular(s, n, th, ev, pos)
+    compare_inputs(s, n, th, ev, SC[ev.nr])
+    if flags & CLONE_FILES and not th.own_fdt:
+        th.own_fdt = -th.host_tid   # a key no process's table has
+        s.console[th.own_fdt] = dict(s.console.get(th.host_tgid, {}))
+    return s.cont(n, th, pos)
+
+
+#: x86_64 number -> handler, for the hot path: built after every handler above registered
+#: (the signal senders were defined below it and never reached).
+BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.items()}
+
+
+def handler_for(nr: int) -> Handler:
+    """The handler of syscall ``nr``: its own when IRREGULAR, else :func:`regular`."""
+    return BY_NR.get(nr, regular)

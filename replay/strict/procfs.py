@@ -42,6 +42,23 @@ def pending(tid: int, sig: int) -> bool:
     return False
 
 
+def default_action(tid: int, sig: int) -> bool:
+    """True when thread ``tid``'s process neither catches nor ignores ``sig`` (SigCgt/SigIgn,
+    proc(5)): its delivery takes the default action. False when unknown."""
+    bit = 1 << (sig - 1)
+    seen = 0
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("SigIgn:", "SigCgt:")):
+                    seen += 1
+                    if int(line.split()[1], 16) & bit:
+                        return False
+    except (OSError, ValueError):
+        return False
+    return seen == 2
+
+
 def sigchld_pending(tgid: int) -> bool:
     """True when SIGCHLD is pending for process ``tgid`` (or it is gone)."""
     if not os.path.exists(f"/proc/{tgid}"):

@@ -49,6 +49,10 @@ class Script:
     files: list[dict] | None = None
     #: sha256 -> {offset: bytes} of the ``blob`` records (files the capture stored)
     blobs: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    #: position of a clone -> the recorded tid of its child, where that differs from the
+    #: value clone returned (a child in a pid namespace of the program's own: clone returns
+    #: its pid there, capture records the task under its host tid)
+    clone_child: dict[int, int] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -58,6 +62,7 @@ def load_script(path: str) -> Script:
     sig_kind = schema.PROC_EVENTS["SIGNAL"]
     exit_kind = schema.PROC_EVENTS["EXIT"]
     exec_kind = schema.PROC_EVENTS["EXEC"]
+    fork_kind = schema.PROC_EVENTS["FORK"]
     with TraceReader(path) as r:
         meta = r.meta if isinstance(r.meta, dict) else {}
         if meta.get("mode") not in (None, "spawn"):
@@ -89,13 +94,19 @@ def load_script(path: str) -> Script:
         files: list[dict] | None = None
         blobs: dict[str, dict[int, bytes]] = {}
         ended: set[int] = set()          # tids with an EXIT event
+        forked: dict[int, int] = {}      # parent tid -> its last FORK's child tid (precedes the clone's event)
+        clone_child: dict[int, int] = {}
         for rec in r.stream():
             if isinstance(rec, Event):
                 all_events.append(rec)
                 tid = alias.get(rec.tid, rec.tid)
                 seen.add(tid)
+                child = forked.pop(rec.tid, None) if rec.nr in CLONES and rec.ret > 0 else None
                 if rec.nr in CLONES and 0 < rec.ret < (1 << 22):
-                    seen.add(int(rec.ret))  # a child may be killed before its first call
+                    if child is not None and child != rec.ret:
+                        clone_child[len(events)] = child
+                    # a child may be killed before its first call
+                    seen.add(child if child is not None else int(rec.ret))
                 if rec.nr in SENDERS and rec.ret == 0:
                     sig = int(rec.args[SENDERS[rec.nr]]) & 0xFFFFFFFF
                     sent.add(sig)
@@ -124,6 +135,8 @@ def load_script(path: str) -> Script:
                     from dr.formats.redact import spans_by_slot
                     for k, v in spans_by_slot([rec]).items():
                         redacted.setdefault(k, []).extend(v)
+            elif isinstance(rec, ProcEvent) and rec.what == fork_kind:
+                forked[rec.tid] = int(rec.arg0)
             elif isinstance(rec, ProcEvent) and rec.what == exec_kind:
                 old = int(rec.arg0)
                 if old != rec.tid and 0 < old < (1 << 22):
@@ -205,7 +218,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo, async_seq, files, blobs)
+                  outlived, siginfo, async_seq, files, blobs, clone_child)
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:

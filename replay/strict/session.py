@@ -243,6 +243,11 @@ class ReplaySession(Answers):
         if self.main_exited and not self._pid_unreg:
             p.unregister(sb.pidfd)
             self._pid_unreg = True
+        elif self.main_exited and self.gpos >= len(self.consumed):
+            # The first tracee ended before the rest of the recording was replayed, and now all
+            # of it is: tasks still here were parked where the recording shows them killed by a
+            # death replay does not reproduce (their pid namespace's init), or are daemons.
+            return self._finish(self._ended())
         evs = p.poll(0)
         if not evs:
             now = time.monotonic()

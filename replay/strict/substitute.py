@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 
 #: struct_in types whose bytes are deterministic (compared); others may hold pointers.
 COMPARED_STRUCTS = frozenset({"timespec", "timeval", "itimerval", "itimerspec", "rlimit",
-                              "sigset", "open_how", "int", "uint", "loff_t", "socklen", "fd_set"})
+                              "sigset", "open_how", "int", "uint", "loff_t", "socklen", "fd_set",
+                              "perf_event_attr"})
+#: Structures that say their own size (a u32 at this offset; 0 means the default size): only
+#: that many bytes are the tracee's, the capture's fixed-size copy may run past them
+#: (perf_event_attr.size; 0 is PERF_ATTR_SIZE_VER0).
+SELF_SIZED = {"perf_event_attr": (4, 64)}
 #: Scalar-typed arguments that carry addresses (capget's header) and so differ run to run.
 POINTER_LIKE = frozenset({"header", "dataptr", "data"})
 #: open-like calls whose mode argument only counts with O_CREAT/O_TMPFILE: nr -> flags argument.
@@ -211,6 +216,8 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
                 continue  # open(2): mode is not passed without O_CREAT/O_TMPFILE: register garbage
             s.diverge("argument", f"{ev.name} of thread {th.tid}: argument {name} is "
                        f"{s32(args[i])}, recorded {s32(rargs[i])}", th, ev, n)
+    if sc.nr in REQUEST_ARGS:
+        _compare_request_in(s, n, th, ev, sc)
     if not plan.inputs:
         return
     payloads = ev.payloads
@@ -237,6 +244,10 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
                     s.report.substituted_bytes += len(data)
                 continue
             want = len(data)
+            sized = SELF_SIZED.get(a.ctype)
+            if sized is not None and len(data) >= sized[0] + 4:
+                want = min(want, _U32.unpack_from(data, sized[0])[0] or sized[1])
+                data = data[:want]
             if a.rule == _R_ARG:
                 cap: int | None = (args[a.size] & 0xFFFFFFFF) * (a.elem or 1)
             else:
@@ -431,12 +442,42 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     name, PTRACE_GETREGS's registers): the bytes the kernel wrote, from the recording."""
     ra, ba = REQUEST_ARGS[sc.nr]
     want = schema.REQUEST_BUFFERS.get((sc.nr, n.args[ra] & 0xFFFFFFFF))
-    rec = ev.payloads.get(ba)
-    if want is None or want[0] == "in" or rec is None or ev.ret < 0 or not n.args[ba]:
+    if want is None or want[0] == "in" or ev.ret < 0 or not n.args[ba]:
         return
-    if len(rec.data) > want[1]:
-        too_long(s, th, ev, sc.args[ba], len(rec.data), want[1])
+    cap = want[1]
+    if want[0] == "ret":
+        # As many bytes as the call returns (syslog READ_ALL), within the tracee's size argument.
+        j = _ret_size_arg(sc, ba)
+        room = n.args[j] & 0xFFFFFFFF if j is not None else 0
+        if ev.ret > room:
+            s.refuse(ev, th.tid, "return value larger than the call's size argument",
+                     f"returns {ev.ret} where the tracee's {sc.args[j].name if j is not None else 'size'} "
+                     f"argument is {room}")
+        cap = ev.ret
+    rec = ev.payloads.get(ba)
+    if rec is None:
+        return
+    if len(rec.data) > cap:
+        too_long(s, th, ev, sc.args[ba], len(rec.data), cap)
     plan.append((n.args[ba], rec.data))
+
+
+def _compare_request_in(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Syscall) -> None:
+    """The in-buffer a request sizes (landlock_add_rule's rule, F_SETLK's struct flock,
+    PR_SET_NAME's name) is compared with the recording like any other input."""
+    ra, ba = REQUEST_ARGS[sc.nr]
+    want = schema.REQUEST_BUFFERS.get((sc.nr, n.args[ra] & 0xFFFFFFFF))
+    rec = ev.payloads.get(ba)
+    if want is None or want[0] != "in" or rec is None or not n.args[ba]:
+        return
+    got = notify.read_mem(n.pid, n.args[ba], min(len(rec.data), want[1]))
+    s.report.compared_bytes += len(got)
+    spans = s.script.redacted.get((ev.tid, ev.seq, ba)) if s.script.redacted else None
+    if spans:
+        got = _unmask(got, rec.data, spans)
+    if got != rec.data:
+        s.diverge("payload", f"{ev.name} of thread {th.tid}: the {sc.args[ba].name} bytes differ from "
+                   "the recording", th, ev, n, payload_diff(rec.data, got))
 
 
 def check_iov(s: ReplaySession, n: Notif, th: Thread, ev: Any, a: Any, iov: list[tuple[int, int]],
@@ -480,7 +521,7 @@ def show_writes(s: ReplaySession, n: Notif, ev: Any, sc: schema.Syscall) -> None
     if not s.opts.show_output or ev.ret <= 0 or not plan_of(sc).shows:
         return
     th = s.threads.get(n.pid)
-    which = s.console.get(th.host_tgid, {}).get(s32(n.args[0])) if th is not None else None
+    which = s.console.get(th.fdt, {}).get(s32(n.args[0])) if th is not None else None
     if which is None:
         return
     fd = which
