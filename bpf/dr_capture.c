@@ -393,6 +393,10 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 				u64 key = ((u64)nr << 32) | (u32)pv;
 				u32 *d = reqbufs.lookup(&key);
 				w->req = d ? *d : 0;
+				/* another ioctl request with _IOC_READ: the kernel writes as
+				 * many bytes as its size bits say (asm-generic/ioctl.h) */
+				if (!d && nr == DR_NR_ioctl && (((u32)pv >> 30) & 2))
+					w->req = DR_REQ_OUT | (((u32)pv >> 16) & 0x3fff);
 				if (d && (*d & DR_REQ_ENTRY))
 					add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, *d & 0xffff, 0);
 			}

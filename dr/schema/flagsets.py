@@ -112,7 +112,10 @@ ENUMS: dict[str, dict[int, str]] = {
               0x802C542A: "TCGETS2", 0x80045200: "RNDGETENTCNT", 0x8905: "SIOCATMARK",
               0x8910: "SIOCGIFNAME", 0x8913: "SIOCGIFFLAGS", 0x8915: "SIOCGIFADDR",
               0x8919: "SIOCGIFBRDADDR", 0x891B: "SIOCGIFNETMASK", 0x8921: "SIOCGIFMTU",
-              0x8927: "SIOCGIFHWADDR", 0x8933: "SIOCGIFINDEX"},
+              0x8927: "SIOCGIFHWADDR", 0x8933: "SIOCGIFINDEX",
+              0x5415: "TIOCMGET", 0x5418: "TIOCMSET", 0x545D: "TIOCGICOUNT",
+              0x5459: "TIOCSERGETLSR", 0x5600: "VT_OPENQRY", 0x5603: "VT_GETSTATE",
+              0x4B44: "KDGKBMODE", 0x400454CA: "TUNSETIFF", 0x800454D2: "TUNGETIFF"},
     # include/uapi/linux/prctl.h
     "prctl": {1: "PR_SET_PDEATHSIG", 2: "PR_GET_PDEATHSIG", 3: "PR_GET_DUMPABLE",
               4: "PR_SET_DUMPABLE", 5: "PR_GET_UNALIGN", 9: "PR_GET_FPEMU", 11: "PR_GET_FPEXC",
@@ -226,7 +229,20 @@ IOCTL_BUFFERS: dict[int, tuple[str, int]] = {
     0x8921: ("out", 40),   # SIOCGIFMTU
     0x8927: ("out", 40),   # SIOCGIFHWADDR
     0x8933: ("out", 40),   # SIOCGIFINDEX
+    # Requests whose number does not say what the kernel writes (no _IOC_READ size, or a
+    # wrong one): tty_ioctl(4), console_ioctl(4), drivers/net/tun.c
+    0x5415: ("out", 4),    # TIOCMGET: int
+    0x5418: ("in", 4),     # TIOCMSET: int
+    0x545D: ("out", 80),   # TIOCGICOUNT: struct serial_icounter_struct
+    0x5459: ("out", 4),    # TIOCSERGETLSR: unsigned int
+    0x5600: ("out", 4),    # VT_OPENQRY: int
+    0x5603: ("out", 6),    # VT_GETSTATE: struct vt_stat
+    0x4B44: ("out", 4),    # KDGKBMODE: int
+    0x400454CA: ("out", 40),  # TUNSETIFF: _IOW, but the kernel writes the struct ifreq back
+    0x800454D2: ("out", 40),  # TUNGETIFF: _IOR(unsigned int), writes a struct ifreq
 }
+#: Any other ioctl request with _IOC_READ in its direction bits (include/uapi/asm-generic/ioctl.h)
+#: is recorded, and answered, as an out-buffer of the size in its bits 16-29.
 
 # fcntl(2) commands with a buffer argument: cmd -> (direction, bytes). "inout":
 # read at entry (Sub.ENTRY) and, when the call succeeded, at exit.
