@@ -389,15 +389,6 @@ def ioctl(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     return s.reply(n, th, pos, ev.ret)
 
 
-#: x86_64 number -> handler, for the hot path.
-BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.items()}
-
-
-def handler_for(nr: int) -> Handler:
-    """The handler of syscall ``nr``: its own when IRREGULAR, else :func:`regular`."""
-    return BY_NR.get(nr, regular)
-
-
 @handles("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
 def send_signal(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     """A signal sent to a traced task is answered from the recording (the target's
@@ -422,3 +413,16 @@ def _signal_target(s: ReplaySession, name: str, args: tuple[int, ...]) -> int | 
     if name == "tkill":
         return s.script.tgid_of.get(s32(args[0]))
     return None
+
+
+# Handlers kept in their own modules register here; then the table is complete. (It was
+# built above the signal senders, which so never ran: a kill went to `regular`.)
+from dr.replay.strict import limits as _limits  # noqa: E402,F401
+
+#: x86_64 number -> handler, for the hot path.
+BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.items()}
+
+
+def handler_for(nr: int) -> Handler:
+    """The handler of syscall ``nr``: its own when IRREGULAR, else :func:`regular`."""
+    return BY_NR.get(nr, regular)
