@@ -138,6 +138,7 @@ BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit 
 BPF_HASH(reqbufs, u64, u32, 512);
 #define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
 #define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
+#define DR_REQ_RETLEN (1U << 29)  /* min(return value, the argument after the buffer) bytes (keyctl) */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
@@ -412,8 +413,16 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			/* ioctl, fcntl, prctl: the size came with the request, looked
 			 * up at entry (one map lookup fewer for the verifier here) */
 			u32 d = w->req;
-			if (d && (!(d & DR_REQ_OUT) || ret >= 0))
-				add_job(w, slot, J_PLAIN, addr, d & 0xffff, 0);
+			if (!d || ((d & DR_REQ_OUT) && ret < 0))
+				continue;
+			len = d & 0xffff;
+			if (d & DR_REQ_RETLEN) {
+				/* the kernel copies at most the buffer's length and
+				 * returns the whole size (keyctl(2) KEYCTL_READ) */
+				u64 cap = ai < 5 ? a[ai + 1] : 0;
+				len = pos_ret < cap ? pos_ret : cap;
+			}
+			add_job(w, slot, J_PLAIN, addr, len, 0);
 			continue;
 		}
 		if (rule == DR_R_NONE)

@@ -214,7 +214,8 @@ class Probes:
             nrinfo[ct.c_int(nr)] = ct.c_uint8(bits)
         reqbufs = b["reqbufs"]
         for (nr, req), (direction, size) in schema.REQUEST_BUFFERS.items():
-            flags = (1 << 31 if direction in ("out", "inout") else 0) | (1 << 30 if direction == "inout" else 0)
+            flags = (1 << 31 if direction in ("out", "inout", "outret") else 0) \
+                | (1 << 30 if direction == "inout" else 0) | (1 << 29 if direction == "outret" else 0)
             reqbufs[ct.c_uint64(nr << 32 | req)] = ct.c_uint32(size | flags)
         rbt = b["rb"]
         self.ringbuf_fd = rbt.map_fd

@@ -51,3 +51,29 @@ def test_ioctl_read_request_out_of_table_is_written_back(work):
     out = faithful(work, "ior", IOR_GENERIC)
     assert out.startswith(b"r=0 version=5a5a5a5a"), out
     assert out != b"r=0 version=5a5a5a5a5a5a5a5a\n", out
+
+
+KEYCTL_READ = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/keyctl.h>
+int main(void) {
+    const char data[] = "recorded key payload";
+    long key = syscall(SYS_add_key, "user", "dr-test-key", data, sizeof data, KEY_SPEC_PROCESS_KEYRING);
+    char buf[64] = "stale", small[4] = "old";
+    long n = syscall(SYS_keyctl, KEYCTL_READ, key, buf, sizeof buf);
+    long m = syscall(SYS_keyctl, KEYCTL_READ, key, small, sizeof small - 1);
+    printf("n=%ld read=%s m=%ld small=%.3s\n", n, buf, m, small);
+    return 0;
+}
+"""
+
+
+def test_keyctl_read_buffer_is_written_back(work):
+    """keyctl(KEYCTL_READ) returns the whole size and copies at most the buffer's length
+    (this kernel: nothing into a short buffer): the replayed program reads the recorded
+    payload, and the short buffer keeps what it held."""
+    out = faithful(work, "keyread", KEYCTL_READ)
+    assert out == b"n=21 read=recorded key payload m=21 small=old\n", out

@@ -302,10 +302,21 @@ SECCOMP_BUFFERS: dict[int, tuple[str, int]] = {
     3: ("out", 6),         # SECCOMP_GET_NOTIF_SIZES: struct seccomp_notif_sizes
 }
 
+#: keyctl(2) operations that copy into arg3 at most arg4 bytes and return the whole size
+#: (include/uapi/linux/keyctl.h). "outret": the kernel writes min(return value, the argument
+#: after the buffer) bytes when the call succeeds; the size column is unused.
+KEYCTL_BUFFERS: dict[int, tuple[str, int]] = {
+    6: ("outret", 0),      # KEYCTL_DESCRIBE: "type;uid;gid;perm;description"
+    11: ("outret", 0),     # KEYCTL_READ: the payload
+    17: ("outret", 0),     # KEYCTL_GET_SECURITY: the LSM label
+    23: ("outret", 0),     # KEYCTL_DH_COMPUTE: the computed secret
+}
+
 REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
     "ioctl": (1, 2, IOCTL_BUFFERS),
     "fcntl": (1, 2, FCNTL_BUFFERS),
     "prctl": (0, 1, PRCTL_BUFFERS),
     "ptrace": (0, 3, PTRACE_BUFFERS),
     "seccomp": (0, 2, SECCOMP_BUFFERS),
+    "keyctl": (0, 2, KEYCTL_BUFFERS),
 }

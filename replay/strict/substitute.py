@@ -434,8 +434,11 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     rec = ev.payloads.get(ba)
     if want is None or want[0] == "in" or rec is None or ev.ret < 0 or not n.args[ba]:
         return
-    if len(rec.data) > want[1]:
-        too_long(s, th, ev, sc.args[ba], len(rec.data), want[1])
+    cap = want[1]
+    if want[0] == "outret":  # min(return value, the buffer's length in the next argument)
+        cap = min(ev.ret, n.args[ba + 1] & 0xFFFFFFFF)
+    if len(rec.data) > cap:
+        too_long(s, th, ev, sc.args[ba], len(rec.data), cap)
     plan.append((n.args[ba], rec.data))
 
 
