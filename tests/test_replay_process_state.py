@@ -64,3 +64,43 @@ def test_stack_limit_the_program_sets_is_set_for_real(work):
     limit was only answered before, so the replayed child recursed 8 times deeper)."""
     out = faithful(work, "stacklimit", STACK_LIMIT)
     assert out.startswith(b"signal=11 under_2MiB=1 depth="), out
+
+
+PROC_MEM = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/wait.h>
+static volatile int mine = 1, childs = 1;
+int main(void) {
+    int p[2];
+    char c, path[64];
+    pipe(p);
+    pid_t child = fork();
+    if (child == 0) {
+        read(p[0], &c, 1);
+        printf("child sees %d\n", childs);
+        fflush(stdout);
+        return 0;
+    }
+    int two = 2, three = 3;
+    int self = open("/proc/self/mem", O_RDWR);
+    pwrite(self, &two, sizeof two, (off_t)(uintptr_t)&mine);
+    snprintf(path, sizeof path, "/proc/%d/mem", child);
+    int other = open(path, O_RDWR);
+    pwrite(other, &three, sizeof three, (off_t)(uintptr_t)&childs);
+    write(p[1], "x", 1);
+    waitpid(child, NULL, 0);
+    printf("parent sees %d\n", mine);
+    return 0;
+}
+"""
+
+
+def test_writes_through_proc_pid_mem_change_that_memory(work):
+    """/proc/self/mem and a child's /proc/PID/mem (opened before the child's first call):
+    writes through them change that memory in replay as at capture (they were only
+    answered, so the program read its old values)."""
+    out = faithful(work, "procmem", PROC_MEM)
+    assert out == b"child sees 3\nparent sees 2\n", out

@@ -20,7 +20,8 @@ from dr.replay.divergence import Divergence, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.races import race_hint
-from dr.replay.strict.procfs import is_virtual, pending, ppid, sigchld_pending
+from dr.replay.strict.procfs import (child_by_nspid, is_virtual, mem_task, pending, ppid,
+                                     sigchld_pending)
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
 
@@ -279,6 +280,27 @@ class Answers:
         except (OSError, ValueError):
             pass
 
+    def _mem_file(self, th: Thread, p: str, flags: int) -> int | None:
+        """/proc/PID/mem of a process this replay runs (the program's own, a child's): the
+        real file of that replayed process, its I/O native (open_ marks the fd owned), so a
+        write through it changes that memory as it did at capture. The program could open
+        it itself in the sandbox; any other process's (the host's) is never opened."""
+        def host_of(tid: int) -> int | None:
+            t = next((t for t in self.threads.values() if t.tid == tid and not t.dead), None)
+            if t is not None:
+                return t.host_tid
+            # A child forked but not yet seen (its first call still to come): found among
+            # the children of the replayed tasks by its pid in the sandbox's namespace.
+            return child_by_nspid(((t.host_tgid, t.host_tid) for t in self.threads.values()
+                                   if not t.dead), tid)
+        host = mem_task(p, (th.host_tgid, th.host_tid), host_of)
+        if host is None:
+            return None
+        try:
+            return os.open(f"/proc/{host}/mem", (flags & 0o3) | os.O_CLOEXEC)
+        except OSError:
+            return None
+
     def open_source(self, th: Thread, dirfd: int, path: bytes, flags: int) -> int:
         """The supervisor-side object behind a recorded open: a real read-only file of
         the sandbox root when it exists there, else an empty memfd. Caller closes it."""
@@ -290,6 +312,12 @@ class Answers:
             else:
                 p = os.path.join(self.cwd.get(th.host_tgid, "/"), p)
         p = os.path.normpath(p) if p else p
+        self.last_open_native = False
+        mem = self._mem_file(th, p, flags) if p.startswith("/proc/") else None
+        if mem is not None:
+            self.last_open_path = p
+            self.last_open_native = True
+            return mem
         if p and _PROC_EXE.fullmatch(p) and self.exe.get(th.host_tgid):
             # The program opening its own executable (fexecve, checksums): the file
             # it was started from, inside the sandbox root.

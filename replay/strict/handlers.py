@@ -22,7 +22,7 @@ from dr.replay.notify import Notif
 from dr.replay.strict import files as fmodel
 from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
                                    SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
-from dr.replay.strict.procfs import nthreads
+from dr.replay.strict.procfs import is_proc_dir, nthreads
 from dr.replay.strict.substitute import compare_inputs, show_writes, too_long, write_outputs
 from dr.schema import FdEffect
 
@@ -179,9 +179,10 @@ def open_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         src = s.open_source(th, dirfd, path, flags)
     try:
         ok = s.addfd_reply(n, th, pos, src, ev.ret, schema.cloexec_of(sc, n.args, ev.payload(2)))
-        if ok and node is not None:
+        if ok and (node is not None or s.last_open_native):
             s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
-        if ok and s.last_open_path and stat_mod.S_ISDIR(os.fstat(src).st_mode):
+        if ok and s.last_open_path and (stat_mod.S_ISDIR(os.fstat(src).st_mode)
+                                        or is_proc_dir(s.last_open_path)):
             s.dirpaths[(th.host_tgid, ev.ret)] = s.last_open_path  # for later openat(dirfd, ...)
         return ok
     finally:
