@@ -104,3 +104,28 @@ def test_writes_through_proc_pid_mem_change_that_memory(work):
     answered, so the program read its old values)."""
     out = faithful(work, "procmem", PROC_MEM)
     assert out == b"child sees 3\nparent sees 2\n", out
+
+
+SIGPENDING = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+    sigset_t m;
+    sigemptyset(&m);
+    sigaddset(&m, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &m, NULL);
+    kill(getpid(), SIGUSR1);
+    sigemptyset(&m);
+    sigpending(&m);
+    printf("usr1 pending=%d\n", sigismember(&m, SIGUSR1));
+    return 0;
+}
+"""
+
+
+def test_sigpending_answers_what_was_pending_at_capture(work):
+    """A blocked signal the program sent itself is pending: sigpending answers the recorded
+    set (run natively, it saw none, since replay answers the kill without sending it)."""
+    out = faithful(work, "sigpending", SIGPENDING)
+    assert out == b"usr1 pending=1\n", out

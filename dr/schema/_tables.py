@@ -135,7 +135,7 @@ SYSCALLS = {
     'getsid': (124, 156, 0, 'int', (('pid', 0, 0, 0, '', 0),), (1, 0, '', (-1, 0), 0, None)),
     'capget': (125, 90, 0, 'int', (('header', 21, 1, 8, 'cap_user_header', 0), ('dataptr', 10, 1, 24, 'cap_user_data', 0)), (0, 0, '', (-1, 0), 0, None)),
     'capset': (126, 91, 0, 'int', (('header', 21, 1, 8, 'cap_user_header', 0), ('data', 9, 1, 24, 'cap_user_data', 0)), (0, 0, '', (-1, 0), 0, None)),
-    'rt_sigpending': (127, 136, 2, 'int', (('uset', 10, 2, 1, 'sigset', 0), ('sigsetsize', 1, 0, 0, '', 0)), (0, 0, '', (-1, 0), 0, None)),
+    'rt_sigpending': (127, 136, 0, 'int', (('uset', 10, 2, 1, 'sigset', 0), ('sigsetsize', 1, 0, 0, '', 0)), (0, 0, '', (-1, 0), 0, None)),
     'rt_sigtimedwait': (128, 137, 0, 'int', (('uthese', 9, 1, 8, 'sigset', 0), ('uinfo', 10, 1, 128, 'siginfo', 0), ('uts', 9, 1, 16, 'timespec', 0), ('sigsetsize', 1, 0, 0, '', 0)), (0, 0, '', (-1, 0), 0, None)),
     'rt_sigqueueinfo': (129, 138, 1, 'int', (('pid', 0, 0, 0, '', 0), ('sig', 18, 0, 0, '', 0), ('uinfo', 9, 1, 128, 'siginfo', 0)), (5, 0, '', (-1, 0), 0, None)),
     'rt_sigsuspend': (130, 133, 2, 'int', (('unewset', 6, 0, 0, '', 0), ('sigsetsize', 1, 0, 0, '', 0)), (6, 0, '', (-1, 0), 0, None)),

@@ -286,7 +286,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("getsid", 124, 156, R, int_("pid")),
     S("capget", 125, 90, R, struct_io("header", 8, "cap_user_header"), struct_out("dataptr", 24, "cap_user_data")),
     S("capset", 126, 91, R, struct_io("header", 8, "cap_user_header"), struct_in("data", 24, "cap_user_data")),
-    S("rt_sigpending", 127, 136, P, out("uset", ARG, 1, "sigset"), uint("sigsetsize")),
+    S("rt_sigpending", 127, 136, R, out("uset", ARG, 1, "sigset"), uint("sigsetsize")),
     S("rt_sigtimedwait", 128, 137, R, struct_in("uthese", 8, "sigset"), struct_out("uinfo", 128, "siginfo"), struct_in("uts", 16, "timespec"), uint("sigsetsize")),
     S("rt_sigqueueinfo", 129, 138, I, int_("pid"), signal("sig"), struct_in("uinfo", 128, "siginfo")),
     S("rt_sigsuspend", 130, 133, P, ptr("unewset"), uint("sigsetsize")),
