@@ -139,6 +139,8 @@ BPF_HASH(reqbufs, u64, u32, 512);
 #define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
 #define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
 #define DR_REQ_RETLEN (1U << 29)  /* min(return value, the argument after the buffer) bytes (keyctl) */
+#define DR_REQ_SUB (1U << 28)     /* the next argument picks the buffer: look up again with it + 1
+				   * in key bits 48-63; that value's bits 16-18 are its argument + 1 */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
@@ -393,6 +395,11 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			else if (rule == DR_R_REQ) {
 				u64 key = ((u64)nr << 32) | (u32)pv;
 				u32 *d = reqbufs.lookup(&key);
+				if (d && (*d & DR_REQ_SUB)) {   /* prctl(PR_SET_MM, sub, buf) */
+					u64 sub = pi < 5 ? a[pi + 1] : 0;
+					key |= ((sub & 0xffff) + 1) << 48;
+					d = reqbufs.lookup(&key);
+				}
 				w->req = d ? *d : 0;
 				/* another ioctl request with _IOC_READ: the kernel writes as
 				 * many bytes as its size bits say (asm-generic/ioctl.h) */
@@ -416,6 +423,11 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			if (!d || ((d & DR_REQ_OUT) && ret < 0))
 				continue;
 			len = d & 0xffff;
+			u32 bi = (d >> 16) & 7;
+			if (bi >= 1 && bi <= 6) {   /* a sub-request's buffer argument */
+				addr = a[bi - 1];
+				slot = bi - 1;
+			}
 			if (d & DR_REQ_RETLEN) {
 				/* the kernel copies at most the buffer's length and
 				 * returns the whole size (keyctl(2) KEYCTL_READ) */

@@ -216,7 +216,14 @@ class Probes:
         for (nr, req), (direction, size) in schema.REQUEST_BUFFERS.items():
             flags = (1 << 31 if direction in ("out", "inout", "outret") else 0) \
                 | (1 << 30 if direction == "inout" else 0) | (1 << 29 if direction == "outret" else 0)
+            flags |= 1 << 28 if direction == "sub" else 0
             reqbufs[ct.c_uint64(nr << 32 | req)] = ct.c_uint32(size | flags)
+        for (nr, req, subreq), (direction, size, buf_arg) in schema.REQUEST_SUB_BUFFERS.items():
+            # key: the request's, with sub-request + 1 in bits 48-63; the buffer argument
+            # + 1 in bits 16-18 of the value
+            flags = (1 << 31 if direction in ("out", "inout") else 0) | (1 << 30 if direction == "inout" else 0)
+            key = nr << 32 | req | ((subreq & 0xFFFF) + 1) << 48
+            reqbufs[ct.c_uint64(key)] = ct.c_uint32(size | flags | (buf_arg + 1) << 16)
         rbt = b["rb"]
         self.ringbuf_fd = rbt.map_fd
         self.ringbuf_bytes = self.config.ringbuf_pages() * os.sysconf("SC_PAGE_SIZE")

@@ -77,3 +77,22 @@ def test_keyctl_read_buffer_is_written_back(work):
     payload, and the short buffer keeps what it held."""
     out = faithful(work, "keyread", KEYCTL_READ)
     assert out == b"n=21 read=recorded key payload m=21 small=old\n", out
+
+
+PR_SET_MM_MAP_SIZE = r"""
+#include <stdio.h>
+#include <sys/prctl.h>
+int main(void) {
+    unsigned int size = 0;
+    int r = prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size, 0, 0);
+    printf("r=%d size=%u\n", r, size);
+    return 0;
+}
+"""
+
+
+def test_prctl_sub_operation_buffer_is_written_back(work):
+    """prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size): the sub-operation (arg2) says arg3 is an
+    out-buffer; replay writes the size the kernel wrote (it printed 0 before)."""
+    out = faithful(work, "mmsize", PR_SET_MM_MAP_SIZE)
+    assert out.startswith(b"r=0 size=") and out != b"r=0 size=0\n", out

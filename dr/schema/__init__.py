@@ -37,6 +37,7 @@ SNAPLEN_DEFAULT = _tables.SNAPLEN_DEFAULT
 RULES = _tables.RULES
 ENTRY_RULES = getattr(_tables, "ENTRY_RULES", ())   # getattr: the generator imports this package before writing _tables
 REQUEST_BUFFERS = getattr(_tables, "REQUEST_BUFFERS", {})
+REQUEST_SUB_BUFFERS = getattr(_tables, "REQUEST_SUB_BUFFERS", {})
 MAX_RULES = _tables.MAX_RULES
 
 

@@ -741,6 +741,7 @@ REQUEST_BUFFERS = {
     (157, 0x10): ('out', 16),
     (157, 0x13): ('out', 4),
     (157, 0x19): ('out', 4),
+    (157, 0x23): ('sub', 0),
     (157, 0x25): ('out', 4),
     (157, 0x28): ('out', 8),
     (101, 0x1): ('out', 8),
@@ -762,6 +763,10 @@ REQUEST_BUFFERS = {
     (250, 0xb): ('outret', 0),
     (250, 0x11): ('outret', 0),
     (250, 0x17): ('outret', 0),
+}
+# (nr, request, sub-request) -> (direction, bytes, buffer arg) of a "sub" request's buffer
+REQUEST_SUB_BUFFERS = {
+    (157, 0x23, 0xf): ('out', 4, 2),
 }
 ENTER_KINDS = [7, 8, 17]
 

@@ -271,6 +271,19 @@ PRCTL_BUFFERS: dict[int, tuple[str, int]] = {
     25: ("out", 4),        # PR_GET_TSC: int
     37: ("out", 4),        # PR_GET_CHILD_SUBREAPER: int
     40: ("out", 8),        # PR_GET_TID_ADDRESS: int **
+    35: ("sub", 0),        # PR_SET_MM: its sub-operation (arg2) says, SUB_REQUEST_BUFFERS
+}
+
+#: prctl(PR_SET_MM, sub-operation, ...) whose arg3 is a buffer: sub -> (direction, bytes).
+PR_SET_MM_BUFFERS: dict[int, tuple[str, int]] = {
+    15: ("out", 4),        # PR_SET_MM_MAP_SIZE: unsigned int, sizeof(struct prctl_mm_map)
+}
+
+#: Requests ("sub" above) whose next argument picks the buffer: (syscall, request) ->
+#: (buffer argument, {sub-request: (direction, bytes)}). The sub-request is compared in
+#: its low 16 bits (the capture's map key).
+SUB_REQUEST_BUFFERS: dict[tuple[str, int], tuple[int, dict[int, tuple[str, int]]]] = {
+    ("prctl", 35): (2, PR_SET_MM_BUFFERS),
 }
 
 # ptrace(2) requests whose data argument points at a buffer: request -> (direction, bytes).

@@ -154,6 +154,13 @@ def render_tables() -> str:
         for req, (direction, size) in sorted(table.items()):
             o.append(f"    ({nr}, {req:#x}): ({direction!r}, {size}),")
     o.append("}")
+    o.append("# (nr, request, sub-request) -> (direction, bytes, buffer arg) of a \"sub\" request's buffer")
+    o.append("REQUEST_SUB_BUFFERS = {")
+    for (name, req), (buf_arg, table) in flagsets.SUB_REQUEST_BUFFERS.items():
+        nr = next(s.nr for s in SYSCALLS if s.name == name)
+        for subreq, (direction, size) in sorted(table.items()):
+            o.append(f"    ({nr}, {req:#x}, {subreq:#x}): ({direction!r}, {size}, {buf_arg}),")
+    o.append("}")
     o.append(f"ENTER_KINDS = {sorted(int(k) for k in ENTER_KINDS)!r}")
     o.append("")
     o.append("# Record layouts: name -> (kind, struct format, field names, size, has_data)")

@@ -430,9 +430,14 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     """The out-buffer of a request the schema sizes (F_GETLK's struct flock, PR_GET_NAME's
     name, PTRACE_GETREGS's registers): the bytes the kernel wrote, from the recording."""
     ra, ba = REQUEST_ARGS[sc.nr]
-    want = schema.REQUEST_BUFFERS.get((sc.nr, n.args[ra] & 0xFFFFFFFF))
+    req = n.args[ra] & 0xFFFFFFFF
+    want = schema.REQUEST_BUFFERS.get((sc.nr, req))
+    if want is not None and want[0] == "sub":   # the next argument picks the buffer (PR_SET_MM)
+        subw = schema.REQUEST_SUB_BUFFERS.get((sc.nr, req, n.args[ra + 1] & 0xFFFF))
+        want, ba = ((subw[0], subw[1]), subw[2]) if subw is not None else (None, ba)
     rec = ev.payloads.get(ba)
-    if want is None or want[0] == "in" or rec is None or ev.ret < 0 or not n.args[ba]:
+    if want is None or want[0] not in ("out", "inout", "outret") or rec is None or ev.ret < 0 \
+            or not n.args[ba]:
         return
     cap = want[1]
     if want[0] == "outret":  # min(return value, the buffer's length in the next argument)
