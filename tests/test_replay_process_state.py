@@ -172,3 +172,32 @@ def test_ppoll_on_no_fds_unblocks_a_signal_as_sigsuspend(work):
     never ran)."""
     out = faithful(work, "ppollmask", PPOLL_SIGSUSPEND)
     assert out == b"ppoll=-1 eintr=1 handled=17 status=7\n", out
+
+
+KILLED_CHILD = r"""
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    volatile long *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    pid_t child = fork();
+    if (child == 0) {
+        for (long i = 0; i < 100000000; i++)   /* no syscall: nothing orders this */
+            ++*shared;
+        *(volatile int *)0 = 1;                /* SIGSEGV: the child ends without a call */
+        return 0;
+    }
+    int status;
+    waitpid(child, &status, 0);
+    printf("signal=%d shared=%ld\n", WTERMSIG(status), *shared);
+    return 0;
+}
+"""
+
+
+def test_wait_for_a_child_killed_by_a_signal_waits_for_its_death(work):
+    """waitpid reaping a child that faulted: answered only once the child is dead, so the
+    parent reads all the child wrote (it read a count still growing, or 0)."""
+    out = faithful(work, "killedchild", KILLED_CHILD)
+    assert out == b"signal=11 shared=100000000\n", out

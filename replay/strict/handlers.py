@@ -420,6 +420,7 @@ def _signal_target(s: ReplaySession, name: str, args: tuple[int, ...]) -> int | 
 # built above the signal senders, which so never ran: a kill went to `regular`.)
 from dr.replay.strict import limits as _limits  # noqa: E402,F401
 from dr.replay.strict import sigwait as _sigwait  # noqa: E402,F401
+from dr.replay.strict import reap as _reap  # noqa: E402,F401
 
 #: x86_64 number -> handler, for the hot path.
 BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.items()}
