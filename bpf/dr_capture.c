@@ -136,9 +136,12 @@ BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit 
 /* (nr << 32 | request) -> bytes | DR_REQ_OUT | DR_REQ_ENTRY: buffers sized by
  * a request argument (ioctl, fcntl, prctl; Rule REQ) */
 BPF_HASH(reqbufs, u64, u32, 512);
+/* the same key -> header | count offset << 16 | element << 32 of a DR_REQ_COUNTED request */
+BPF_HASH(reqcount, u64, u64, 16);
 #define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
 #define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
 #define DR_REQ_RETLEN (1U << 29)  /* min(return value, the argument after the buffer) bytes (keyctl) */
+#define DR_REQ_COUNTED (1U << 27) /* a header and an array: reqcount says how long (FS_IOC_FIEMAP) */
 #define DR_REQ_SUB (1U << 28)     /* the next argument picks the buffer: look up again with it + 1
 				   * in key bits 48-63; that value's bits 16-18 are its argument + 1 */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
@@ -427,6 +430,16 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			if (bi >= 1 && bi <= 6) {   /* a sub-request's buffer argument */
 				addr = a[bi - 1];
 				slot = bi - 1;
+			}
+			if (d & DR_REQ_COUNTED) {
+				/* the count the kernel wrote into the header */
+				u64 key = ((u64)nr << 32) | (u32)pv;
+				u64 *c = reqcount.lookup(&key);
+				u32 cnt = 0;
+				if (c)
+					bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(addr + ((*c >> 16) & 0xffff)));
+				if (c)
+					len = (*c & 0xffff) + (u64)cnt * ((*c >> 32) & 0xffff);
 			}
 			if (d & DR_REQ_RETLEN) {
 				/* the kernel copies at most the buffer's length and

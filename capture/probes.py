@@ -218,6 +218,12 @@ class Probes:
                 | (1 << 30 if direction == "inout" else 0) | (1 << 29 if direction == "outret" else 0)
             flags |= 1 << 28 if direction == "sub" else 0
             reqbufs[ct.c_uint64(nr << 32 | req)] = ct.c_uint32(size | flags)
+        counted = b["reqcount"]
+        nr_ioctl = schema.by_name("ioctl").nr
+        for req, (hdr, count_off, _cap_off, elem) in schema.IOCTL_COUNTED.items():
+            # header | count offset << 16 | element << 32; the reqbufs value says "counted"
+            reqbufs[ct.c_uint64(nr_ioctl << 32 | req)] = ct.c_uint32(hdr | 1 << 31 | 1 << 27)
+            counted[ct.c_uint64(nr_ioctl << 32 | req)] = ct.c_uint64(hdr | count_off << 16 | elem << 32)
         for (nr, req, subreq), (direction, size, buf_arg) in schema.REQUEST_SUB_BUFFERS.items():
             # key: the request's, with sub-request + 1 in bits 48-63; the buffer argument
             # + 1 in bits 16-18 of the value

@@ -29,6 +29,7 @@ __all__ = [
 FLAGS = _tables.FLAGS
 ENUMS = _tables.ENUMS
 IOCTL_BUFFERS = _tables.IOCTL_BUFFERS
+IOCTL_COUNTED = getattr(_tables, "IOCTL_COUNTED", {})
 EVENT_FLAGS = _tables.EVENT_FLAGS
 PROC_EVENTS = _tables.PROC_EVENTS
 LOSS_CAUSES = _tables.LOSS_CAUSES

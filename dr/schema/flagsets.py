@@ -115,7 +115,8 @@ ENUMS: dict[str, dict[int, str]] = {
               0x8927: "SIOCGIFHWADDR", 0x8933: "SIOCGIFINDEX",
               0x5415: "TIOCMGET", 0x5418: "TIOCMSET", 0x545D: "TIOCGICOUNT",
               0x5459: "TIOCSERGETLSR", 0x5600: "VT_OPENQRY", 0x5603: "VT_GETSTATE",
-              0x4B44: "KDGKBMODE", 0x400454CA: "TUNSETIFF", 0x800454D2: "TUNGETIFF"},
+              0x4B44: "KDGKBMODE", 0x400454CA: "TUNSETIFF", 0x800454D2: "TUNGETIFF",
+              0xC020660B: "FS_IOC_FIEMAP"},
     # include/uapi/linux/prctl.h
     "prctl": {1: "PR_SET_PDEATHSIG", 2: "PR_GET_PDEATHSIG", 3: "PR_GET_DUMPABLE",
               4: "PR_SET_DUMPABLE", 5: "PR_GET_UNALIGN", 9: "PR_GET_FPEMU", 11: "PR_GET_FPEXC",
@@ -241,6 +242,13 @@ IOCTL_BUFFERS: dict[int, tuple[str, int]] = {
     0x400454CA: ("out", 40),  # TUNSETIFF: _IOW, but the kernel writes the struct ifreq back
     0x800454D2: ("out", 40),  # TUNGETIFF: _IOR(unsigned int), writes a struct ifreq
 }
+#: ioctl requests whose buffer is a header and an array the kernel fills: request ->
+#: (header bytes, offset of the u32 count the kernel writes, offset of the u32 capacity the
+#: caller gives, element bytes). The kernel writes header + count * element bytes.
+IOCTL_COUNTED: dict[int, tuple[int, int, int, int]] = {
+    0xC020660B: (32, 20, 24, 56),   # FS_IOC_FIEMAP: struct fiemap + fm_mapped_extents fiemap_extent
+}
+
 #: Any other ioctl request with _IOC_READ in its direction bits (include/uapi/asm-generic/ioctl.h)
 #: is recorded, and answered, as an out-buffer of the size in its bits 16-29.
 

@@ -181,6 +181,7 @@ def render_tables() -> str:
     o.append(f"FLAGS = {flagsets.FLAGS!r}")
     o.append(f"ENUMS = {flagsets.ENUMS!r}")
     o.append(f"IOCTL_BUFFERS = {flagsets.IOCTL_BUFFERS!r}")
+    o.append(f"IOCTL_COUNTED = {flagsets.IOCTL_COUNTED!r}")
     o.append("# fmt: on")
     return "\n".join(o) + "\n"
 

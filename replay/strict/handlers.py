@@ -375,7 +375,13 @@ def ioctl(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     rec = ev.payload(2)
     if rec is not None and n.args[2] and ev.ret >= 0:
         kind = schema.IOCTL_BUFFERS.get(cmd)
-        if kind is not None:
+        counted = schema.IOCTL_COUNTED.get(cmd)
+        if counted is not None:
+            # header + the array the caller made room for (its capacity field)
+            hdr, _count_off, cap_off, elem = counted
+            room = struct.unpack("<I", notify.read_mem(n.pid, n.args[2] + cap_off, 4))[0]
+            cap = hdr + room * elem
+        elif kind is not None:
             cap = kind[1] if kind[0] == "out" else 0
         else:
             # _IOC_READ requests carry their size in bits 16-29 (include/uapi/asm-generic/ioctl.h).
