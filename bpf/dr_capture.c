@@ -138,6 +138,9 @@ BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit 
 BPF_HASH(reqbufs, u64, u32, 512);
 /* the same key -> header | count offset << 16 | element << 32 of a DR_REQ_COUNTED request */
 BPF_HASH(reqcount, u64, u64, 16);
+/* setsockopt (level << 32 | optname) -> count offset | pointer offset << 16 | element << 32:
+ * the option's structure points at an array the kernel fills (iptables' counters) */
+BPF_HASH(sockptr, u64, u64, 16);
 #define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
 #define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
 #define DR_REQ_RETLEN (1U << 29)  /* min(return value, the argument after the buffer) bytes (keyctl) */
@@ -365,6 +368,22 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 	w->started = 0;
 	if (nr < 0 || nr >= DR_NR_MAX)
 		return;
+	/* setsockopt whose structure points at an array the kernel fills
+	 * (iptables' counters): that array, on the optval slot, Sub POINTED.
+	 * Before the rules' loop: after it, the verifier walks it once per path. */
+	if (at_exit && nr == DR_NR_setsockopt && ret == 0) {
+		u64 key = ((u64)(u32)a[1] << 32) | (u32)a[2];
+		u64 *p = sockptr.lookup(&key);
+		if (p) {
+			u64 v = *p, ptr = 0;
+			u32 cnt = 0;
+			bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(a[3] + (v & 0xffff)));
+			bpf_probe_read_user(&ptr, sizeof(ptr), (void *)(a[3] + ((v >> 16) & 0xffff)));
+			if (ptr && cnt)
+				add_job(w, 3 | (DR_SUB_POINTED << 4), J_PLAIN, ptr,
+					(u64)cnt * ((v >> 32) & 0xffff), 0);
+		}
+	}
 	for (int i = 0; i < DR_MAX_RULES; i++) {
 		u32 key = nr * DR_MAX_RULES + i;
 		struct dr_rule *r = rules.lookup(&key);

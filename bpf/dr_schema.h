@@ -78,6 +78,7 @@
 #define DR_SUB_HEADER 3
 #define DR_SUB_ENTRY 4
 #define DR_SUB_MOVED 5
+#define DR_SUB_POINTED 6
 
 #define DR_CLASS_REGULAR 0
 #define DR_CLASS_IRREGULAR 1
@@ -90,6 +91,7 @@
 #define DR_NR_execve 59
 #define DR_NR_execveat 322
 #define DR_NR_ioctl 16
+#define DR_NR_setsockopt 54
 #define DR_NR_rt_sigreturn 15
 #define DR_NR_clone 56
 #define DR_NR_clone3 435

@@ -218,6 +218,9 @@ class Probes:
                 | (1 << 30 if direction == "inout" else 0) | (1 << 29 if direction == "outret" else 0)
             flags |= 1 << 28 if direction == "sub" else 0
             reqbufs[ct.c_uint64(nr << 32 | req)] = ct.c_uint32(size | flags)
+        pointed = b["sockptr"]
+        for (level, optname), (count_off, ptr_off, elem) in schema.SOCKOPT_POINTED.items():
+            pointed[ct.c_uint64(level << 32 | optname)] = ct.c_uint64(count_off | ptr_off << 16 | elem << 32)
         counted = b["reqcount"]
         nr_ioctl = schema.by_name("ioctl").nr
         for req, (hdr, count_off, _cap_off, elem) in schema.IOCTL_COUNTED.items():

@@ -249,6 +249,14 @@ IOCTL_COUNTED: dict[int, tuple[int, int, int, int]] = {
     0xC020660B: (32, 20, 24, 56),   # FS_IOC_FIEMAP: struct fiemap + fm_mapped_extents fiemap_extent
 }
 
+#: setsockopt options whose structure points at an array the kernel fills: (level, optname)
+#: -> (offset of the u32 element count, offset of the pointer, element bytes). Recorded on
+#: the optval slot with Sub.POINTED when the call succeeds.
+SOCKOPT_POINTED: dict[tuple[int, int], tuple[int, int, int]] = {
+    (0, 64): (84, 88, 16),    # SOL_IP, IPT_SO_SET_REPLACE: ipt_replace.num_counters, .counters (xt_counters)
+    (41, 64): (84, 88, 16),   # SOL_IPV6, IP6T_SO_SET_REPLACE: ip6t_replace, the same layout
+}
+
 #: Any other ioctl request with _IOC_READ in its direction bits (include/uapi/asm-generic/ioctl.h)
 #: is recorded, and answered, as an out-buffer of the size in its bits 16-29.
 

@@ -97,7 +97,7 @@ def render_header() -> str:
             out.append(f"#define {prefix}{m.name} {int(m)}")
         out.append("")
     out.append("/* x86_64 numbers of the syscalls the probes treat specially */")
-    for name in ("exit", "exit_group", "execve", "execveat", "ioctl", "rt_sigreturn",
+    for name in ("exit", "exit_group", "execve", "execveat", "ioctl", "setsockopt", "rt_sigreturn",
                  "clone", "clone3", "fork", "vfork"):
         nr = next((s.nr for s in SYSCALLS if s.name == name), None)
         if nr is not None:
@@ -182,6 +182,7 @@ def render_tables() -> str:
     o.append(f"ENUMS = {flagsets.ENUMS!r}")
     o.append(f"IOCTL_BUFFERS = {flagsets.IOCTL_BUFFERS!r}")
     o.append(f"IOCTL_COUNTED = {flagsets.IOCTL_COUNTED!r}")
+    o.append(f"SOCKOPT_POINTED = {flagsets.SOCKOPT_POINTED!r}")
     o.append("# fmt: on")
     return "\n".join(o) + "\n"
 

@@ -367,6 +367,8 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     plan: list[tuple[int, bytes]] = []
     if sc.nr in REQUEST_ARGS:
         _plan_request(s, n, th, ev, sc, plan)
+    elif sc.nr == NR_SETSOCKOPT:
+        _plan_pointed(s, n, th, ev, sc, plan)
     elif not splan.outputs:
         return
     iov_plan: list[tuple[list[tuple[int, int]], bytes]] = []
@@ -445,6 +447,28 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     if len(rec.data) > cap:
         too_long(s, th, ev, sc.args[ba], len(rec.data), cap)
     plan.append((n.args[ba], rec.data))
+
+
+NR_SETSOCKOPT = schema.by_name("setsockopt").nr
+
+
+def _plan_pointed(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Syscall,
+                  plan: list[tuple[int, bytes]]) -> None:
+    """The array a setsockopt option's structure points at, filled by the kernel
+    (IPT_SO_SET_REPLACE's counters): written where the tracee's own structure points,
+    at most as many elements as it says."""
+    rec = ev.payloads.get(3 | (Sub.POINTED << 4))
+    want = schema.SOCKOPT_POINTED.get((n.args[1] & 0xFFFFFFFF, n.args[2] & 0xFFFFFFFF))
+    if rec is None or want is None or ev.ret != 0 or not n.args[3]:
+        return
+    count_off, ptr_off, elem = want
+    cnt = _U32.unpack(notify.read_mem(n.pid, n.args[3] + count_off, 4))[0]
+    ptr = struct.unpack("<Q", notify.read_mem(n.pid, n.args[3] + ptr_off, 8))[0]
+    if not ptr:
+        return
+    if len(rec.data) > cnt * elem:
+        too_long(s, th, ev, sc.args[3], len(rec.data), cnt * elem)
+    plan.append((ptr, rec.data))
 
 
 def check_iov(s: ReplaySession, n: Notif, th: Thread, ev: Any, a: Any, iov: list[tuple[int, int]],
