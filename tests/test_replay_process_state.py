@@ -201,3 +201,49 @@ def test_wait_for_a_child_killed_by_a_signal_waits_for_its_death(work):
     parent reads all the child wrote (it read a count still growing, or 0)."""
     out = faithful(work, "killedchild", KILLED_CHILD)
     assert out == b"signal=11 shared=100000000\n", out
+
+
+PDEATHSIG = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+static int to_main[2];
+static void on_ill(int sig) {
+    char line[32];
+    int n = snprintf(line, sizeof line, "grandchild got %d\n", sig);
+    write(1, line, n);
+    write(to_main[1], "x", 1);
+    _exit(0);
+}
+int main(void) {
+    int ready[2];
+    char c;
+    pipe(to_main);
+    pipe(ready);
+    if (fork() == 0) {
+        if (fork() == 0) {
+            signal(SIGILL, on_ill);
+            prctl(PR_SET_PDEATHSIG, SIGILL);
+            write(ready[1], "r", 1);
+            for (;;) pause();
+        }
+        read(ready[0], &c, 1);
+        return 0;   /* the grandchild's parent dies: the kernel sends it SIGILL */
+    }
+    read(to_main[0], &c, 1);
+    wait(NULL);
+    printf("main done\n");
+    return 0;
+}
+"""
+
+
+def test_parent_death_signal_is_delivered_not_left_as_a_fault(work):
+    """PR_SET_PDEATHSIG(SIGILL): the kernel sends SIGILL when the parent dies. Replay delivers
+    it where recorded (it was taken for a fault of the program's own code and left to it,
+    so the grandchild slept on)."""
+    out = faithful(work, "pdeathsig", PDEATHSIG)
+    assert out == b"grandchild got 4\nmain done\n", out

@@ -14,6 +14,9 @@ from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUE
 
 __all__ = ["Script", "load_script"]
 
+NR_PRCTL = schema.by_name("prctl").nr
+PR_SET_PDEATHSIG = 1
+
 
 @dataclass(slots=True)
 class Script:
@@ -102,6 +105,10 @@ def load_script(path: str) -> Script:
                     info = rec.payload(SENDERS[rec.nr] + 1) if rec.nr in QUEUEINFO else None
                     if info and len(info) == 128:  # the siginfo the handler will see
                         queued[(int(rec.args[0]) & 0xFFFFFFFF, sig)] = info
+                elif rec.nr == NR_PRCTL and rec.ret == 0 and int(rec.args[0]) & 0xFFFFFFFF == PR_SET_PDEATHSIG:
+                    # The kernel sends this signal when the parent dies: sent, not a
+                    # fault of the program's own code, whatever its number (SIGILL).
+                    sent.add(int(rec.args[1]) & 0xFFFFFFFF)
                 elif rec.nr in EXITS:
                     exited.add(tid)
                     if rec.nr == NR_EXIT_GROUP:
