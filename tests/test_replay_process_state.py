@@ -247,3 +247,45 @@ def test_parent_death_signal_is_delivered_not_left_as_a_fault(work):
     so the grandchild slept on)."""
     out = faithful(work, "pdeathsig", PDEATHSIG)
     assert out == b"grandchild got 4\nmain done\n", out
+
+
+SIGNAL_IN_FUTEX = r"""
+#include <linux/futex.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+static volatile int stored;
+static void on_usr1(int sig) {
+    char line[48];
+    int n = snprintf(line, sizeof line, "handler sees stored=%d\n", stored != 0);
+    write(1, line, n);
+    _exit(0);
+}
+int main(void) {
+    signal(SIGUSR1, on_usr1);
+    pid_t parent = getpid();
+    int *word = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pid_t child = fork();
+    if (child == 0) {
+        struct timespec t = { 0, 50000000 };
+        nanosleep(&t, NULL);
+        kill(parent, SIGUSR1);   /* the parent sleeps in its futex wait by now */
+        return 0;
+    }
+    stored = child;              /* user code between the fork and the wait */
+    syscall(SYS_futex, word, FUTEX_WAIT, 0, NULL, NULL, 0);
+    return 1;
+}
+"""
+
+
+def test_signal_that_interrupted_a_native_futex_wait_is_sent_in_it(work):
+    """A signal recorded interrupting a futex wait (which runs natively) is sent once the
+    thread sleeps in it: the handler sees what the code before the wait stored (sent with
+    the previous call's answer, it ran right after fork and saw 0)."""
+    out = faithful(work, "sigfutex", SIGNAL_IN_FUTEX)
+    assert out == b"handler sees stored=1\n", out

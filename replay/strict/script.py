@@ -15,6 +15,8 @@ from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUE
 __all__ = ["Script", "load_script"]
 
 NR_PRCTL = schema.by_name("prctl").nr
+#: Passthrough waits a signal can interrupt while the thread sleeps natively.
+NATIVE_WAITS = frozenset(schema.by_name(n).nr for n in ("futex", "futex_waitv", "futex_wait")) & PASSTHROUGH
 PR_SET_PDEATHSIG = 1
 
 
@@ -52,6 +54,9 @@ class Script:
     files: list[dict] | None = None
     #: sha256 -> {offset: bytes} of the ``blob`` records (files the capture stored)
     blobs: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    #: (position, signal) -> the native wait (futex) it interrupted after that call: replay
+    #: sends it once the thread sleeps in that call (answer.deliver_signals), not before
+    in_wait: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -78,6 +83,7 @@ def load_script(path: str) -> Script:
         queued: dict[tuple[int, int], bytes] = {}   # (target tgid, sig) -> siginfo sent with it
         siginfo: dict[tuple[int, int], bytes] = {}  # (position, sig) -> siginfo to deliver
         async_at: list[tuple[int, int, dict]] = []   # (position, sig, registers) in trace order
+        in_wait: dict[tuple[int, int], int] = {}
         exited: set[int] = set()         # tids with an exit/exit_group event of their own
         group_exit: set[int] = set()     # tgids some thread of which called exit_group
         last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
@@ -142,6 +148,9 @@ def load_script(path: str) -> Script:
                     delivered.append((p, int(rec.arg0)))
                     if rec.regs and rec.regs.get("orig_ax", 0) >= (1 << 63):
                         async_at.append((p, int(rec.arg0), rec.regs))
+                    elif rec.regs and rec.regs.get("orig_ax", -1) in NATIVE_WAITS:
+                        # in a futex wait that runs natively after call p
+                        in_wait[(p, int(rec.arg0))] = int(rec.regs["orig_ax"])
                     info = queued.pop((rec.tgid or rec.tid, int(rec.arg0)), None)
                     if info is not None:
                         siginfo[(p, int(rec.arg0))] = info
@@ -212,7 +221,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo, async_seq, files, blobs)
+                  outlived, siginfo, async_seq, files, blobs, in_wait)
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:
