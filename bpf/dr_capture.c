@@ -141,9 +141,18 @@ BPF_ARRAY(nrinfo, u8, DR_NR_MAX);            /* bit 0: entry rules, bit 1: exit 
 /* (nr << 32 | request) -> bytes | DR_REQ_OUT | DR_REQ_ENTRY: buffers sized by
  * a request argument (ioctl, fcntl, prctl; Rule REQ) */
 BPF_HASH(reqbufs, u64, u32, 512);
+/* the same key -> header | count offset << 16 | element << 32 of a DR_REQ_COUNTED request */
+BPF_HASH(reqcount, u64, u64, 16);
+/* setsockopt (level << 32 | optname) -> count offset | pointer offset << 16 | element << 32:
+ * the option's structure points at an array the kernel fills (iptables' counters) */
+BPF_HASH(sockptr, u64, u64, 16);
 #define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
 #define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
-#define DR_REQ_RET (1U << 29)     /* out, as many bytes as the call returns (syslog READ_ALL) */
+#define DR_REQ_RET (1U << 26)     /* out, as many bytes as the call returns (syslog READ_ALL) */
+#define DR_REQ_RETLEN (1U << 29)  /* min(return value, the argument after the buffer) bytes (keyctl) */
+#define DR_REQ_COUNTED (1U << 27) /* a header and an array: reqcount says how long (FS_IOC_FIEMAP) */
+#define DR_REQ_SUB (1U << 28)     /* the next argument picks the buffer: look up again with it + 1
+				   * in key bits 48-63; that value's bits 16-18 are its argument + 1 */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
 BPF_PERCPU_ARRAY(inflight, struct dr_inflight, 1);
 BPF_PERCPU_ARRAY(counts, u64, DR_NR_MAX);    /* syscall events written, by nr */
@@ -367,6 +376,22 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 	w->upto = 0;
 	if (nr < 0 || nr >= DR_NR_MAX)
 		return;
+	/* setsockopt whose structure points at an array the kernel fills
+	 * (iptables' counters): that array, on the optval slot, Sub POINTED.
+	 * Before the rules' loop: after it, the verifier walks it once per path. */
+	if (at_exit && nr == DR_NR_setsockopt && ret == 0) {
+		u64 key = ((u64)(u32)a[1] << 32) | (u32)a[2];
+		u64 *p = sockptr.lookup(&key);
+		if (p) {
+			u64 v = *p, ptr = 0;
+			u32 cnt = 0;
+			bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(a[3] + (v & 0xffff)));
+			bpf_probe_read_user(&ptr, sizeof(ptr), (void *)(a[3] + ((v >> 16) & 0xffff)));
+			if (ptr && cnt)
+				add_job(w, 3 | (DR_SUB_POINTED << 4), J_PLAIN, ptr,
+					(u64)cnt * ((v >> 32) & 0xffff), 0);
+		}
+	}
 	for (int i = 0; i < DR_MAX_RULES; i++) {
 		u32 key = nr * DR_MAX_RULES + i;
 		struct dr_rule *r = rules.lookup(&key);
@@ -400,7 +425,16 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			else if (rule == DR_R_REQ) {
 				u64 key = ((u64)nr << 32) | (u32)pv;
 				u32 *d = reqbufs.lookup(&key);
+				if (d && (*d & DR_REQ_SUB)) {   /* prctl(PR_SET_MM, sub, buf) */
+					u64 sub = pi < 5 ? a[pi + 1] : 0;
+					key |= ((sub & 0xffff) + 1) << 48;
+					d = reqbufs.lookup(&key);
+				}
 				w->req = d ? *d : 0;
+				/* another ioctl request with _IOC_READ: the kernel writes as
+				 * many bytes as its size bits say (asm-generic/ioctl.h) */
+				if (!d && nr == DR_NR_ioctl && (((u32)pv >> 30) & 2))
+					w->req = DR_REQ_OUT | (((u32)pv >> 16) & 0x3fff);
 				if (d && (*d & DR_REQ_ENTRY))
 					add_job(w, slot | (DR_SUB_ENTRY << 4), J_PLAIN, addr, *d & 0xffff, 0);
 			}
@@ -421,11 +455,36 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			/* ioctl, fcntl, prctl: the size came with the request, looked
 			 * up at entry (one map lookup fewer for the verifier here) */
 			u32 d = w->req;
-			if (d && (d & DR_REQ_RET)) {
+			if (!d || ((d & DR_REQ_OUT) && ret < 0))
+				continue;
+			if (d & DR_REQ_RET) {
 				if (ret > 0)
 					add_job(w, slot, J_PLAIN, addr, pos_ret, 0);
-			} else if (d && (!(d & DR_REQ_OUT) || ret >= 0))
-				add_job(w, slot, J_PLAIN, addr, d & 0xffff, 0);
+				continue;
+			}
+			len = d & 0xffff;
+			u32 bi = (d >> 16) & 7;
+			if (bi >= 1 && bi <= 6) {   /* a sub-request's buffer argument */
+				addr = a[bi - 1];
+				slot = bi - 1;
+			}
+			if (d & DR_REQ_COUNTED) {
+				/* the count the kernel wrote into the header */
+				u64 key = ((u64)nr << 32) | (u32)pv;
+				u64 *c = reqcount.lookup(&key);
+				u32 cnt = 0;
+				if (c)
+					bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(addr + ((*c >> 16) & 0xffff)));
+				if (c)
+					len = (*c & 0xffff) + (u64)cnt * ((*c >> 32) & 0xffff);
+			}
+			if (d & DR_REQ_RETLEN) {
+				/* the kernel copies at most the buffer's length and
+				 * returns the whole size (keyctl(2) KEYCTL_READ) */
+				u64 cap = ai < 5 ? a[ai + 1] : 0;
+				len = pos_ret < cap ? pos_ret : cap;
+			}
+			add_job(w, slot, J_PLAIN, addr, len, 0);
 			continue;
 		}
 		if (rule == DR_R_NONE)

@@ -78,6 +78,7 @@
 #define DR_SUB_HEADER 3
 #define DR_SUB_ENTRY 4
 #define DR_SUB_MOVED 5
+#define DR_SUB_POINTED 6
 
 #define DR_CLASS_REGULAR 0
 #define DR_CLASS_IRREGULAR 1
@@ -90,6 +91,7 @@
 #define DR_NR_execve 59
 #define DR_NR_execveat 322
 #define DR_NR_ioctl 16
+#define DR_NR_setsockopt 54
 #define DR_NR_rt_sigreturn 15
 #define DR_NR_clone 56
 #define DR_NR_clone3 435
@@ -97,6 +99,7 @@
 #define DR_NR_vfork 58
 
 /* ioctl requests with a buffer argument: DR_IOCTL_<dir>(req) gives its size */
+#define DR_IOCTL_KDGKBMODE 0x4b44 /* out 4 */
 #define DR_IOCTL_TCGETS 0x5401 /* out 36 */
 #define DR_IOCTL_TCSETS 0x5402 /* in 36 */
 #define DR_IOCTL_TCSETSW 0x5403 /* in 36 */
@@ -105,9 +108,15 @@
 #define DR_IOCTL_TIOCOUTQ 0x5411 /* out 4 */
 #define DR_IOCTL_TIOCGWINSZ 0x5413 /* out 8 */
 #define DR_IOCTL_TIOCSWINSZ 0x5414 /* in 8 */
+#define DR_IOCTL_TIOCMGET 0x5415 /* out 4 */
+#define DR_IOCTL_TIOCMSET 0x5418 /* in 4 */
 #define DR_IOCTL_FIONREAD 0x541b /* out 4 */
 #define DR_IOCTL_FIONBIO 0x5421 /* in 4 */
 #define DR_IOCTL_TIOCGSID 0x5429 /* out 4 */
+#define DR_IOCTL_TIOCSERGETLSR 0x5459 /* out 4 */
+#define DR_IOCTL_TIOCGICOUNT 0x545d /* out 80 */
+#define DR_IOCTL_VT_OPENQRY 0x5600 /* out 4 */
+#define DR_IOCTL_VT_GETSTATE 0x5603 /* out 6 */
 #define DR_IOCTL_SIOCATMARK 0x8905 /* out 4 */
 #define DR_IOCTL_SIOCGIFNAME 0x8910 /* out 40 */
 #define DR_IOCTL_SIOCGIFFLAGS 0x8913 /* out 40 */
@@ -117,8 +126,10 @@
 #define DR_IOCTL_SIOCGIFMTU 0x8921 /* out 40 */
 #define DR_IOCTL_SIOCGIFHWADDR 0x8927 /* out 40 */
 #define DR_IOCTL_SIOCGIFINDEX 0x8933 /* out 40 */
+#define DR_IOCTL_TUNSETIFF 0x400454ca /* out 40 */
 #define DR_IOCTL_RNDGETENTCNT 0x80045200 /* out 4 */
 #define DR_IOCTL_TIOCGPTN 0x80045430 /* out 4 */
+#define DR_IOCTL_TUNGETIFF 0x800454d2 /* out 40 */
 #define DR_IOCTL_TCGETS2 0x802c542a /* out 44 */
 
 /* One completed syscall: emitted at sys_exit (at sys_enter for NO_EXIT). */

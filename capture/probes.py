@@ -214,9 +214,26 @@ class Probes:
             nrinfo[ct.c_int(nr)] = ct.c_uint8(bits)
         reqbufs = b["reqbufs"]
         for (nr, req), (direction, size) in schema.REQUEST_BUFFERS.items():
-            flags = ((1 << 31 if direction in ("out", "inout", "ret") else 0)
-                     | (1 << 30 if direction == "inout" else 0) | (1 << 29 if direction == "ret" else 0))
+            flags = (1 << 31 if direction in ("out", "inout", "ret", "outret") else 0) \
+                | (1 << 30 if direction == "inout" else 0) | (1 << 29 if direction == "outret" else 0) \
+                | (1 << 26 if direction == "ret" else 0)
+            flags |= 1 << 28 if direction == "sub" else 0
             reqbufs[ct.c_uint64(nr << 32 | req)] = ct.c_uint32(size | flags)
+        pointed = b["sockptr"]
+        for (level, optname), (count_off, ptr_off, elem) in schema.SOCKOPT_POINTED.items():
+            pointed[ct.c_uint64(level << 32 | optname)] = ct.c_uint64(count_off | ptr_off << 16 | elem << 32)
+        counted = b["reqcount"]
+        nr_ioctl = schema.by_name("ioctl").nr
+        for req, (hdr, count_off, _cap_off, elem) in schema.IOCTL_COUNTED.items():
+            # header | count offset << 16 | element << 32; the reqbufs value says "counted"
+            reqbufs[ct.c_uint64(nr_ioctl << 32 | req)] = ct.c_uint32(hdr | 1 << 31 | 1 << 27)
+            counted[ct.c_uint64(nr_ioctl << 32 | req)] = ct.c_uint64(hdr | count_off << 16 | elem << 32)
+        for (nr, req, subreq), (direction, size, buf_arg) in schema.REQUEST_SUB_BUFFERS.items():
+            # key: the request's, with sub-request + 1 in bits 48-63; the buffer argument
+            # + 1 in bits 16-18 of the value
+            flags = (1 << 31 if direction in ("out", "inout") else 0) | (1 << 30 if direction == "inout" else 0)
+            key = nr << 32 | req | ((subreq & 0xFFFF) + 1) << 48
+            reqbufs[ct.c_uint64(key)] = ct.c_uint32(size | flags | (buf_arg + 1) << 16)
         rbt = b["rb"]
         self.ringbuf_fd = rbt.map_fd
         self.ringbuf_bytes = self.config.ringbuf_pages() * os.sysconf("SC_PAGE_SIZE")

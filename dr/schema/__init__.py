@@ -29,6 +29,8 @@ __all__ = [
 FLAGS = _tables.FLAGS
 ENUMS = _tables.ENUMS
 IOCTL_BUFFERS = _tables.IOCTL_BUFFERS
+IOCTL_COUNTED = getattr(_tables, "IOCTL_COUNTED", {})
+SOCKOPT_POINTED = getattr(_tables, "SOCKOPT_POINTED", {})
 EVENT_FLAGS = _tables.EVENT_FLAGS
 PROC_EVENTS = _tables.PROC_EVENTS
 LOSS_CAUSES = _tables.LOSS_CAUSES
@@ -37,6 +39,7 @@ SNAPLEN_DEFAULT = _tables.SNAPLEN_DEFAULT
 RULES = _tables.RULES
 ENTRY_RULES = getattr(_tables, "ENTRY_RULES", ())   # getattr: the generator imports this package before writing _tables
 REQUEST_BUFFERS = getattr(_tables, "REQUEST_BUFFERS", {})
+REQUEST_SUB_BUFFERS = getattr(_tables, "REQUEST_SUB_BUFFERS", {})
 MAX_RULES = _tables.MAX_RULES
 
 

@@ -112,7 +112,11 @@ ENUMS: dict[str, dict[int, str]] = {
               0x802C542A: "TCGETS2", 0x80045200: "RNDGETENTCNT", 0x8905: "SIOCATMARK",
               0x8910: "SIOCGIFNAME", 0x8913: "SIOCGIFFLAGS", 0x8915: "SIOCGIFADDR",
               0x8919: "SIOCGIFBRDADDR", 0x891B: "SIOCGIFNETMASK", 0x8921: "SIOCGIFMTU",
-              0x8927: "SIOCGIFHWADDR", 0x8933: "SIOCGIFINDEX"},
+              0x8927: "SIOCGIFHWADDR", 0x8933: "SIOCGIFINDEX",
+              0x5415: "TIOCMGET", 0x5418: "TIOCMSET", 0x545D: "TIOCGICOUNT",
+              0x5459: "TIOCSERGETLSR", 0x5600: "VT_OPENQRY", 0x5603: "VT_GETSTATE",
+              0x4B44: "KDGKBMODE", 0x400454CA: "TUNSETIFF", 0x800454D2: "TUNGETIFF",
+              0xC020660B: "FS_IOC_FIEMAP"},
     # include/uapi/linux/prctl.h
     "prctl": {1: "PR_SET_PDEATHSIG", 2: "PR_GET_PDEATHSIG", 3: "PR_GET_DUMPABLE",
               4: "PR_SET_DUMPABLE", 5: "PR_GET_UNALIGN", 9: "PR_GET_FPEMU", 11: "PR_GET_FPEXC",
@@ -226,7 +230,35 @@ IOCTL_BUFFERS: dict[int, tuple[str, int]] = {
     0x8921: ("out", 40),   # SIOCGIFMTU
     0x8927: ("out", 40),   # SIOCGIFHWADDR
     0x8933: ("out", 40),   # SIOCGIFINDEX
+    # Requests whose number does not say what the kernel writes (no _IOC_READ size, or a
+    # wrong one): tty_ioctl(4), console_ioctl(4), drivers/net/tun.c
+    0x5415: ("out", 4),    # TIOCMGET: int
+    0x5418: ("in", 4),     # TIOCMSET: int
+    0x545D: ("out", 80),   # TIOCGICOUNT: struct serial_icounter_struct
+    0x5459: ("out", 4),    # TIOCSERGETLSR: unsigned int
+    0x5600: ("out", 4),    # VT_OPENQRY: int
+    0x5603: ("out", 6),    # VT_GETSTATE: struct vt_stat
+    0x4B44: ("out", 4),    # KDGKBMODE: int
+    0x400454CA: ("out", 40),  # TUNSETIFF: _IOW, but the kernel writes the struct ifreq back
+    0x800454D2: ("out", 40),  # TUNGETIFF: _IOR(unsigned int), writes a struct ifreq
 }
+#: ioctl requests whose buffer is a header and an array the kernel fills: request ->
+#: (header bytes, offset of the u32 count the kernel writes, offset of the u32 capacity the
+#: caller gives, element bytes). The kernel writes header + count * element bytes.
+IOCTL_COUNTED: dict[int, tuple[int, int, int, int]] = {
+    0xC020660B: (32, 20, 24, 56),   # FS_IOC_FIEMAP: struct fiemap + fm_mapped_extents fiemap_extent
+}
+
+#: setsockopt options whose structure points at an array the kernel fills: (level, optname)
+#: -> (offset of the u32 element count, offset of the pointer, element bytes). Recorded on
+#: the optval slot with Sub.POINTED when the call succeeds.
+SOCKOPT_POINTED: dict[tuple[int, int], tuple[int, int, int]] = {
+    (0, 64): (84, 88, 16),    # SOL_IP, IPT_SO_SET_REPLACE: ipt_replace.num_counters, .counters (xt_counters)
+    (41, 64): (84, 88, 16),   # SOL_IPV6, IP6T_SO_SET_REPLACE: ip6t_replace, the same layout
+}
+
+#: Any other ioctl request with _IOC_READ in its direction bits (include/uapi/asm-generic/ioctl.h)
+#: is recorded, and answered, as an out-buffer of the size in its bits 16-29.
 
 # fcntl(2) commands with a buffer argument: cmd -> (direction, bytes). "inout":
 # read at entry (Sub.ENTRY) and, when the call succeeded, at exit.
@@ -255,6 +287,19 @@ PRCTL_BUFFERS: dict[int, tuple[str, int]] = {
     25: ("out", 4),        # PR_GET_TSC: int
     37: ("out", 4),        # PR_GET_CHILD_SUBREAPER: int
     40: ("out", 8),        # PR_GET_TID_ADDRESS: int **
+    35: ("sub", 0),        # PR_SET_MM: its sub-operation (arg2) says, SUB_REQUEST_BUFFERS
+}
+
+#: prctl(PR_SET_MM, sub-operation, ...) whose arg3 is a buffer: sub -> (direction, bytes).
+PR_SET_MM_BUFFERS: dict[int, tuple[str, int]] = {
+    15: ("out", 4),        # PR_SET_MM_MAP_SIZE: unsigned int, sizeof(struct prctl_mm_map)
+}
+
+#: Requests ("sub" above) whose next argument picks the buffer: (syscall, request) ->
+#: (buffer argument, {sub-request: (direction, bytes)}). The sub-request is compared in
+#: its low 16 bits (the capture's map key).
+SUB_REQUEST_BUFFERS: dict[tuple[str, int], tuple[int, dict[int, tuple[str, int]]]] = {
+    ("prctl", 35): (2, PR_SET_MM_BUFFERS),
 }
 
 # ptrace(2) requests whose data argument points at a buffer: request -> (direction, bytes).
@@ -300,9 +345,20 @@ SECCOMP_BUFFERS: dict[int, tuple[str, int]] = {
     3: ("out", 6),         # SECCOMP_GET_NOTIF_SIZES: struct seccomp_notif_sizes
 }
 
+#: keyctl(2) operations that copy into arg3 at most arg4 bytes and return the whole size
+#: (include/uapi/linux/keyctl.h). "outret": the kernel writes min(return value, the argument
+#: after the buffer) bytes when the call succeeds; the size column is unused.
+KEYCTL_BUFFERS: dict[int, tuple[str, int]] = {
+    6: ("outret", 0),      # KEYCTL_DESCRIBE: "type;uid;gid;perm;description"
+    11: ("outret", 0),     # KEYCTL_READ: the payload
+    17: ("outret", 0),     # KEYCTL_GET_SECURITY: the LSM label
+    23: ("outret", 0),     # KEYCTL_DH_COMPUTE: the computed secret
+}
+
 #: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
 #: Directions: "in", "out", "inout" (also read at entry) of a fixed size, "ret" (out, as
-#: many bytes as the call returns).
+#: many bytes as the call returns), "outret" (out, min(return value, the argument after
+#: the buffer) bytes).
 REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
     "ioctl": (1, 2, IOCTL_BUFFERS),
     "fcntl": (1, 2, FCNTL_BUFFERS),
@@ -311,4 +367,5 @@ REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
     "seccomp": (0, 2, SECCOMP_BUFFERS),
     "syslog": (0, 1, SYSLOG_BUFFERS),
     "landlock_add_rule": (1, 2, LANDLOCK_RULE_BUFFERS),
+    "keyctl": (0, 2, KEYCTL_BUFFERS),
 }

@@ -97,7 +97,7 @@ def render_header() -> str:
             out.append(f"#define {prefix}{m.name} {int(m)}")
         out.append("")
     out.append("/* x86_64 numbers of the syscalls the probes treat specially */")
-    for name in ("exit", "exit_group", "execve", "execveat", "ioctl", "rt_sigreturn",
+    for name in ("exit", "exit_group", "execve", "execveat", "ioctl", "setsockopt", "rt_sigreturn",
                  "clone", "clone3", "fork", "vfork"):
         nr = next((s.nr for s in SYSCALLS if s.name == name), None)
         if nr is not None:
@@ -154,6 +154,13 @@ def render_tables() -> str:
         for req, (direction, size) in sorted(table.items()):
             o.append(f"    ({nr}, {req:#x}): ({direction!r}, {size}),")
     o.append("}")
+    o.append("# (nr, request, sub-request) -> (direction, bytes, buffer arg) of a \"sub\" request's buffer")
+    o.append("REQUEST_SUB_BUFFERS = {")
+    for (name, req), (buf_arg, table) in flagsets.SUB_REQUEST_BUFFERS.items():
+        nr = next(s.nr for s in SYSCALLS if s.name == name)
+        for subreq, (direction, size) in sorted(table.items()):
+            o.append(f"    ({nr}, {req:#x}, {subreq:#x}): ({direction!r}, {size}, {buf_arg}),")
+    o.append("}")
     o.append(f"ENTER_KINDS = {sorted(int(k) for k in ENTER_KINDS)!r}")
     o.append("")
     o.append("# Record layouts: name -> (kind, struct format, field names, size, has_data)")
@@ -174,6 +181,8 @@ def render_tables() -> str:
     o.append(f"FLAGS = {flagsets.FLAGS!r}")
     o.append(f"ENUMS = {flagsets.ENUMS!r}")
     o.append(f"IOCTL_BUFFERS = {flagsets.IOCTL_BUFFERS!r}")
+    o.append(f"IOCTL_COUNTED = {flagsets.IOCTL_COUNTED!r}")
+    o.append(f"SOCKOPT_POINTED = {flagsets.SOCKOPT_POINTED!r}")
     o.append("# fmt: on")
     return "\n".join(o) + "\n"
 

@@ -88,6 +88,7 @@ class Sub(enum.IntEnum):
     ENTRY = 4    # INOUT kinds: the value the tracee passed in at entry
     MOVED = 5    # bytes a call moved between two fds (sendfile, splice, tee, copy_file_range),
                  # on the source fd's slot: read from the source file (dr.capture.moved)
+    POINTED = 6  # the array the kernel wrote where the (in-)buffer points (flagsets.SOCKOPT_POINTED)
 
 
 class Order(enum.IntEnum):

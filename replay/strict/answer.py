@@ -11,6 +11,7 @@ import select
 import signal
 import stat as stat_mod
 import struct
+import threading
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
@@ -18,9 +19,11 @@ from dr.errors import ReplayError
 from dr.replay import notify
 from dr.replay.divergence import Divergence, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
-from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, SC, Gone, Status, StepResult, Stop, Thread, s32)
+from dr.replay.strict.core import (AT_FDCWD, NO_DELIVER, PASSTHROUGH, SC, Gone, Status, StepResult, Stop, Thread,
+                                   s32)
 from dr.replay.strict.races import race_hint
-from dr.replay.strict.procfs import default_action, is_virtual, pending, ppid, sigchld_pending
+from dr.replay.strict.procfs import (child_by_nspid, default_action, is_virtual, mem_task, pending, ppid,
+                                     sigchld_pending)
 from dr.replay.strict.substitute import capacity
 from dr.schema import Kind, Rule
 
@@ -157,6 +160,10 @@ class Answers:
                 continue
             if sig == signal.SIGCHLD:
                 self.release_exits(th.host_tgid)
+            wait_nr = self.script.in_wait.get((pos, sig))
+            if wait_nr is not None and sig != signal.SIGCHLD:
+                self._send_in_wait(th, pos, sig, wait_nr)
+                continue
             if pending(th.host_tid, sig):
                 # Already queued by the kernel (a released child's SIGCHLD): a
                 # thread-directed copy would not merge with it and run the handler twice.
@@ -176,6 +183,46 @@ class Answers:
                 self.report.signals_delivered += 1
             except OSError:
                 pass
+
+    def _send_in_wait(self, th: Thread, pos: int, sig: int, wait_nr: int) -> None:
+        """A signal recorded interrupting a futex wait the thread makes natively after the
+        call at ``pos``: sent once the thread sleeps in that wait (/proc/TID/syscall), so
+        the user code between the call and the wait runs first, as recorded (sent with
+        the answer, the handler ran before it). Sent anyway when the thread makes another
+        call first, leaves, or the stall timeout passes."""
+        info = self.script.siginfo.get((pos, sig))
+        tgid, tid, limit = th.host_tgid, th.host_tid, self.opts.stall_timeout
+
+        def word() -> str | None:
+            try:
+                with open(f"/proc/{tid}/syscall") as f:
+                    return f.read().split(" ", 1)[0]
+            except OSError:
+                return None   # the thread is gone
+
+        first = word()   # still in the call at pos, about to be answered
+
+        def watch() -> None:
+            end = time.monotonic() + limit
+            left = False
+            while time.monotonic() < end:
+                w = word()
+                if w is None:
+                    return
+                left = left or w != first
+                if left and w.isdigit() and (int(w) == wait_nr or int(w) not in PASSTHROUGH):
+                    break
+                time.sleep(0.0002)
+            try:
+                if info is not None:
+                    notify.tgsigqueueinfo(tgid, tid, sig, info)
+                else:
+                    notify.tgkill(tgid, tid, sig)
+                self.report.signals_delivered += 1
+            except OSError:
+                pass
+
+        threading.Thread(target=watch, name="dr-signal-in-wait", daemon=True).start()
 
     def hold_exit(self, n: Notif, th: Thread) -> bool:
         """Hold a child process's exit when its parent handles SIGCHLD (the recording
@@ -294,6 +341,27 @@ class Answers:
         except (OSError, ValueError):
             pass
 
+    def _mem_file(self, th: Thread, p: str, flags: int) -> int | None:
+        """/proc/PID/mem of a process this replay runs (the program's own, a child's): the
+        real file of that replayed process, its I/O native (open_ marks the fd owned), so a
+        write through it changes that memory as it did at capture. The program could open
+        it itself in the sandbox; any other process's (the host's) is never opened."""
+        def host_of(tid: int) -> int | None:
+            t = next((t for t in self.threads.values() if t.tid == tid and not t.dead), None)
+            if t is not None:
+                return t.host_tid
+            # A child forked but not yet seen (its first call still to come): found among
+            # the children of the replayed tasks by its pid in the sandbox's namespace.
+            return child_by_nspid(((t.host_tgid, t.host_tid) for t in self.threads.values()
+                                   if not t.dead), tid)
+        host = mem_task(p, (th.host_tgid, th.host_tid), host_of)
+        if host is None:
+            return None
+        try:
+            return os.open(f"/proc/{host}/mem", (flags & 0o3) | os.O_CLOEXEC)
+        except OSError:
+            return None
+
     def open_source(self, th: Thread, dirfd: int, path: bytes, flags: int) -> int:
         """The supervisor-side object behind a recorded open: a real read-only file of
         the sandbox root when it exists there, else an empty memfd. Caller closes it."""
@@ -305,6 +373,12 @@ class Answers:
             else:
                 p = os.path.join(self.cwd.get(th.host_tgid, "/"), p)
         p = os.path.normpath(p) if p else p
+        self.last_open_native = False
+        mem = self._mem_file(th, p, flags) if p.startswith("/proc/") else None
+        if mem is not None:
+            self.last_open_path = p
+            self.last_open_native = True
+            return mem
         if p and _PROC_EXE.fullmatch(p) and self.exe.get(th.host_tgid):
             # The program opening its own executable (fexecve, checksums): the file
             # it was started from, inside the sandbox root.

@@ -22,7 +22,7 @@ from dr.replay.notify import Notif
 from dr.replay.strict import files as fmodel
 from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
                                    SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
-from dr.replay.strict.procfs import nthreads
+from dr.replay.strict.procfs import is_proc_dir, nthreads
 from dr.replay.strict.substitute import (IOV_MAX, compare_inputs, gather, read_iov, scatter, show_writes,
                                          too_long, write_outputs)
 from dr.schema import FdEffect
@@ -180,9 +180,10 @@ def open_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
         src = s.open_source(th, dirfd, path, flags)
     try:
         ok = s.addfd_reply(n, th, pos, src, ev.ret, schema.cloexec_of(sc, n.args, ev.payload(2)))
-        if ok and node is not None:
+        if ok and (node is not None or s.last_open_native):
             s.owned.setdefault(th.host_tgid, set()).add(ev.ret)
-        if ok and s.last_open_path and stat_mod.S_ISDIR(os.fstat(src).st_mode):
+        if ok and s.last_open_path and (stat_mod.S_ISDIR(os.fstat(src).st_mode)
+                                        or is_proc_dir(s.last_open_path)):
             s.dirpaths[(th.host_tgid, ev.ret)] = s.last_open_path  # for later openat(dirfd, ...)
         return ok
     finally:
@@ -379,7 +380,13 @@ def ioctl(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     rec = ev.payload(2)
     if rec is not None and n.args[2] and ev.ret >= 0:
         kind = schema.IOCTL_BUFFERS.get(cmd)
-        if kind is not None:
+        counted = schema.IOCTL_COUNTED.get(cmd)
+        if counted is not None:
+            # header + the array the caller made room for (its capacity field)
+            hdr, _count_off, cap_off, elem = counted
+            room = struct.unpack("<I", notify.read_mem(n.pid, n.args[2] + cap_off, 4))[0]
+            cap = hdr + room * elem
+        elif kind is not None:
             cap = kind[1] if kind[0] == "out" else 0
         else:
             # _IOC_READ requests carry their size in bits 16-29 (include/uapi/asm-generic/ioctl.h).
@@ -468,7 +475,13 @@ def unshare(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     return s.cont(n, th, pos)
 
 
-#: x86_64 number -> handler, for the hot path: built after every handler above registered
+# Handlers kept in their own modules register here; then the table is complete. (It was
+# built above the signal senders, which so never ran: a kill went to `regular`.)
+from dr.replay.strict import limits as _limits  # noqa: E402,F401
+from dr.replay.strict import sigwait as _sigwait  # noqa: E402,F401
+from dr.replay.strict import reap as _reap  # noqa: E402,F401
+
+#: x86_64 number -> handler, for the hot path: built after every handler registered
 #: (the signal senders were defined below it and never reached).
 BY_NR: dict[int, Handler] = {schema.by_name(name).nr: f for name, f in HANDLERS.items()}
 

@@ -5,7 +5,9 @@ a command lives in the sandbox root."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+from typing import Callable, Iterable
 
 #: Paths the supervisor never opens on the tracee's behalf (they describe the supervisor's host).
 VIRTUAL_PREFIXES = ("/proc/", "/sys/", "/dev/")
@@ -101,3 +103,47 @@ def task_exists(host_tid: int, nstid: int) -> bool:
     """True when task ``nstid`` of the sandbox's pid namespace exists (a zombie too),
     seen through the sandbox's own /proc from tracee task ``host_tid``'s root."""
     return os.path.exists(f"/proc/{host_tid}/root/proc/{nstid}")
+
+
+_MEM = re.compile(r"/proc/(self|thread-self|\d+)(?:/task/(\d+))?/mem")
+_PROC_DIR = re.compile(r"/proc(?:/(?:self|thread-self|\d+)(?:/task(?:/\d+)?)?)?")
+
+
+def is_proc_dir(path: str) -> bool:
+    """/proc, /proc/PID, /proc/PID/task[/TID]: directories a program opens to reach a
+    process's files relative to them (openat(dirfd, "PID/mem"))."""
+    return bool(_PROC_DIR.fullmatch(path))
+
+
+def mem_task(path: str, caller: tuple[int, int], host_of: Callable[[int], int | None]) -> int | None:
+    """The host tid whose address space ``path`` (/proc/self/mem, /proc/PID/mem,
+    /proc/PID/task/TID/mem) names, for a caller (host tgid, host tid) of the replay;
+    ``host_of`` maps a recorded tid to a replayed task's host tid. None: not a mem file,
+    or a process the replay does not run."""
+    m = _MEM.fullmatch(path)
+    if m is None:
+        return None
+    who, task = m.group(1), m.group(2)
+    if task is not None:
+        return host_of(int(task))
+    if who == "self":
+        return caller[0]
+    if who == "thread-self":
+        return caller[1]
+    return host_of(int(who))
+
+
+def child_by_nspid(tasks: Iterable[tuple[int, int]], nspid: int) -> int | None:
+    """The host pid of the child of one of ``tasks`` (host tgid, host tid) whose pid in its
+    innermost namespace is ``nspid`` (/proc/TGID/task/TID/children, proc(5))."""
+    for tgid, tid in tasks:
+        try:
+            with open(f"/proc/{tgid}/task/{tid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for k in kids:
+            ids = ns_ids(k)
+            if ids is not None and ids[1] == nspid:
+                return k
+    return None

@@ -14,6 +14,11 @@ from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUE
 
 __all__ = ["Script", "load_script"]
 
+NR_PRCTL = schema.by_name("prctl").nr
+#: Passthrough waits a signal can interrupt while the thread sleeps natively.
+NATIVE_WAITS = frozenset(schema.by_name(n).nr for n in ("futex", "futex_waitv", "futex_wait")) & PASSTHROUGH
+PR_SET_PDEATHSIG = 1
+
 
 @dataclass(slots=True)
 class Script:
@@ -53,6 +58,9 @@ class Script:
     #: value clone returned (a child in a pid namespace of the program's own: clone returns
     #: its pid there, capture records the task under its host tid)
     clone_child: dict[int, int] = field(default_factory=dict)
+    #: (position, signal) -> the native wait (futex) it interrupted after that call: replay
+    #: sends it once the thread sleeps in that call (answer.deliver_signals), not before
+    in_wait: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -80,6 +88,7 @@ def load_script(path: str) -> Script:
         queued: dict[tuple[int, int], bytes] = {}   # (target tgid, sig) -> siginfo sent with it
         siginfo: dict[tuple[int, int], bytes] = {}  # (position, sig) -> siginfo to deliver
         async_at: list[tuple[int, int, dict]] = []   # (position, sig, registers) in trace order
+        in_wait: dict[tuple[int, int], int] = {}
         exited: set[int] = set()         # tids with an exit/exit_group event of their own
         group_exit: set[int] = set()     # tgids some thread of which called exit_group
         last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
@@ -113,6 +122,10 @@ def load_script(path: str) -> Script:
                     info = rec.payload(SENDERS[rec.nr] + 1) if rec.nr in QUEUEINFO else None
                     if info and len(info) == 128:  # the siginfo the handler will see
                         queued[(int(rec.args[0]) & 0xFFFFFFFF, sig)] = info
+                elif rec.nr == NR_PRCTL and rec.ret == 0 and int(rec.args[0]) & 0xFFFFFFFF == PR_SET_PDEATHSIG:
+                    # The kernel sends this signal when the parent dies: sent, not a
+                    # fault of the program's own code, whatever its number (SIGILL).
+                    sent.add(int(rec.args[1]) & 0xFFFFFFFF)
                 elif rec.nr in EXITS:
                     exited.add(tid)
                     if rec.nr == NR_EXIT_GROUP:
@@ -148,6 +161,9 @@ def load_script(path: str) -> Script:
                     delivered.append((p, int(rec.arg0)))
                     if rec.regs and rec.regs.get("orig_ax", 0) >= (1 << 63):
                         async_at.append((p, int(rec.arg0), rec.regs))
+                    elif rec.regs and rec.regs.get("orig_ax", -1) in NATIVE_WAITS:
+                        # in a futex wait that runs natively after call p
+                        in_wait[(p, int(rec.arg0))] = int(rec.regs["orig_ax"])
                     info = queued.pop((rec.tgid or rec.tid, int(rec.arg0)), None)
                     if info is not None:
                         siginfo[(p, int(rec.arg0))] = info
@@ -218,7 +234,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo, async_seq, files, blobs, clone_child)
+                  outlived, siginfo, async_seq, files, blobs, clone_child, in_wait)
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:

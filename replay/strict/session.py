@@ -71,6 +71,7 @@ class ReplaySession(Answers):
         self.cwd: dict[int, str] = {}     # host tgid -> recorded cwd
         self.dirpaths: dict[tuple[int, int], str] = {}  # (host tgid, fd) -> path of an opened directory
         self.last_open_path = ""
+        self.last_open_native = False   # open_source handed out a real file whose I/O runs natively
         self.devnull = -1
         self.rootfd = -1
         self.done: StepResult | None = None

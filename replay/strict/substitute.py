@@ -378,6 +378,8 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     plan: list[tuple[int, bytes]] = []
     if sc.nr in REQUEST_ARGS:
         _plan_request(s, n, th, ev, sc, plan)
+    elif sc.nr == NR_SETSOCKOPT:
+        _plan_pointed(s, n, th, ev, sc, plan)
     elif not splan.outputs:
         return
     iov_plan: list[tuple[list[tuple[int, int]], bytes]] = []
@@ -441,8 +443,12 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     """The out-buffer of a request the schema sizes (F_GETLK's struct flock, PR_GET_NAME's
     name, PTRACE_GETREGS's registers): the bytes the kernel wrote, from the recording."""
     ra, ba = REQUEST_ARGS[sc.nr]
-    want = schema.REQUEST_BUFFERS.get((sc.nr, n.args[ra] & 0xFFFFFFFF))
-    if want is None or want[0] == "in" or ev.ret < 0 or not n.args[ba]:
+    req = n.args[ra] & 0xFFFFFFFF
+    want = schema.REQUEST_BUFFERS.get((sc.nr, req))
+    if want is not None and want[0] == "sub":   # the next argument picks the buffer (PR_SET_MM)
+        subw = schema.REQUEST_SUB_BUFFERS.get((sc.nr, req, n.args[ra + 1] & 0xFFFF))
+        want, ba = ((subw[0], subw[1]), subw[2]) if subw is not None else (None, ba)
+    if want is None or want[0] not in ("out", "inout", "outret", "ret") or ev.ret < 0 or not n.args[ba]:
         return
     cap = want[1]
     if want[0] == "ret":
@@ -454,6 +460,8 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
                      f"returns {ev.ret} where the tracee's {sc.args[j].name if j is not None else 'size'} "
                      f"argument is {room}")
         cap = ev.ret
+    elif want[0] == "outret":  # min(return value, the buffer's length in the next argument)
+        cap = min(ev.ret, n.args[ba + 1] & 0xFFFFFFFF)
     rec = ev.payloads.get(ba)
     if rec is None:
         return
@@ -478,6 +486,28 @@ def _compare_request_in(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: sch
     if got != rec.data:
         s.diverge("payload", f"{ev.name} of thread {th.tid}: the {sc.args[ba].name} bytes differ from "
                    "the recording", th, ev, n, payload_diff(rec.data, got))
+
+
+NR_SETSOCKOPT = schema.by_name("setsockopt").nr
+
+
+def _plan_pointed(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Syscall,
+                  plan: list[tuple[int, bytes]]) -> None:
+    """The array a setsockopt option's structure points at, filled by the kernel
+    (IPT_SO_SET_REPLACE's counters): written where the tracee's own structure points,
+    at most as many elements as it says."""
+    rec = ev.payloads.get(3 | (Sub.POINTED << 4))
+    want = schema.SOCKOPT_POINTED.get((n.args[1] & 0xFFFFFFFF, n.args[2] & 0xFFFFFFFF))
+    if rec is None or want is None or ev.ret != 0 or not n.args[3]:
+        return
+    count_off, ptr_off, elem = want
+    cnt = _U32.unpack(notify.read_mem(n.pid, n.args[3] + count_off, 4))[0]
+    ptr = struct.unpack("<Q", notify.read_mem(n.pid, n.args[3] + ptr_off, 8))[0]
+    if not ptr:
+        return
+    if len(rec.data) > cnt * elem:
+        too_long(s, th, ev, sc.args[3], len(rec.data), cnt * elem)
+    plan.append((ptr, rec.data))
 
 
 def check_iov(s: ReplaySession, n: Notif, th: Thread, ev: Any, a: Any, iov: list[tuple[int, int]],

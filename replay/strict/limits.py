@@ -1,0 +1,69 @@
+"""Resource limits a program sets on itself (setrlimit, prlimit64 on its own process).
+
+The kernel enforces a limit where the program runs, not where its calls are answered: a
+stack limit decides where a deep recursion faults, an RLIMIT_NOFILE which fds can open.
+So a limit the recording shows set is set for real on the replayed process, from the
+program's own arguments (compared with the recording first; the trace supplies no
+value). Only what the program could do unprivileged is done: a limit that would raise a
+hard limit above the process's current one (root did it at capture) is answered as
+recorded and named in the report as not reproduced. The call's return value and
+old_rlim are the recording's (regular answer).
+"""
+
+from __future__ import annotations
+
+import resource
+import struct
+from typing import TYPE_CHECKING, Any
+
+from dr import schema
+from dr.replay import notify
+from dr.replay.notify import Notif
+from dr.replay.strict.core import Thread, s32
+from dr.replay.strict.handlers import handles, regular
+
+if TYPE_CHECKING:
+    from dr.replay.strict.session import ReplaySession
+
+RLIM = struct.Struct("<QQ")
+RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
+NR_PRLIMIT64 = schema.by_name("prlimit64").nr
+
+
+@handles("setrlimit", "prlimit64")
+def set_limit(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    prl = ev.nr == NR_PRLIMIT64
+    res_arg, new_arg = (1, 2) if prl else (0, 1)
+    own = not prl or s32(n.args[0]) in (0, th.rec_tgid or th.tid)
+    rec = ev.payload(new_arg)
+    if ev.ret == 0 and own and n.args[new_arg] and rec is not None and len(rec) == RLIM.size \
+            and not (ev.args[res_arg] ^ n.args[res_arg]) & 0xFFFFFFFF:
+        # The new limits as the program passes them; set only when they are the
+        # recorded ones (else the regular answer below reports the divergence).
+        new = notify.read_mem(n.pid, n.args[new_arg], RLIM.size)
+        if new == rec:
+            _apply(s, n, th, n.args[res_arg] & 0xFFFFFFFF, *RLIM.unpack(new))
+    return regular(s, n, th, ev, pos)
+
+
+def _apply(s: ReplaySession, n: Notif, th: Thread, which: int, soft: int, hard: int) -> None:
+    who = th.rec_tgid or th.tid
+    try:
+        cur_hard = resource.prlimit(th.host_tgid, which)[1]
+    except (OSError, ValueError):
+        return  # an unknown resource: the kernel refused it at capture too, or will say so
+    cur_hard = RLIM_INFINITY if cur_hard == resource.RLIM_INFINITY else cur_hard
+    if hard > cur_hard or soft > hard:
+        s.report.notes.append(f"resource limit {which} of process {who} raises a hard limit "
+                              "(privileged at capture): not set, the program runs under the sandbox's")
+        return
+    s.gone_check(n)
+    try:
+        resource.prlimit(th.host_tgid, which, (_py(soft), _py(hard)))
+    except (OSError, ValueError) as e:
+        s.report.notes.append(f"resource limit {which} of process {who} not set as recorded ({e}): "
+                              "the program runs under the sandbox's")
+
+
+def _py(v: int) -> int:
+    return resource.RLIM_INFINITY if v == RLIM_INFINITY else v
