@@ -13,6 +13,7 @@ from typing import BinaryIO
 from dr import schema
 from dr.replay.divergence import Divergence
 from dr.schema import Beh, Class, FdEffect, Kind, Order
+from dr.schema import s32, s64  # noqa: F401  (re-exported: the handlers import them from here)
 
 NR = {s.name: s.nr for s in schema.all_syscalls()}
 SC = {s.nr: s for s in schema.all_syscalls()}
@@ -147,15 +148,6 @@ class Thread:
     def fdt(self) -> int:
         return self.own_fdt or self.host_tgid
 
-
-def s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
-def s64(v: int) -> int:
-    v &= 0xFFFFFFFFFFFFFFFF
-    return v - (1 << 64) if v & (1 << 63) else v
 
 
 class Gone(Exception):

@@ -1,0 +1,217 @@
+"""How the strict session matches a notification the recording does not show one for
+one: a call the kernel restarted (clone after ERESTARTNOINTR, restart_syscall), a 32-bit
+call, a time read the replay makes more or fewer of, a task that outlived or left its
+recording early, and the child exits held until their recorded turn."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from dr import schema
+from dr.replay.divergence import decode_event
+from dr.replay.notify import Notif
+from dr.replay.strict.answer import Answers
+from dr.replay.strict.core import (NATIVE_BLOCKING, NO_DELIVER, NR_EXIT, NR_RESTART_SYSCALL, RESTARTS, SC, SOFT, soft_key, Status, StepResult, Stop, Thread)
+from dr.replay.strict.procfs import nthreads, task_exists as _task_exists
+from dr.replay.strict.substitute import write_outputs
+
+__all__ = ["Matching"]
+
+
+
+
+class Matching(Answers):
+    """Mixed into :class:`~dr.replay.strict.session.ReplaySession` (its state)."""
+
+    gpos: int
+    held: dict[int, tuple[Notif, Thread]]
+    parked: dict[int, Notif]
+    listener: Any
+    last_progress: float
+
+    if TYPE_CHECKING:   # the session's methods; no stubs at run time to shadow them
+        def _answer(self, n: Notif, th: Thread, pos: int, ev: Any) -> None: ...
+
+    def _restarted_clone(self, n: Notif, th: Thread) -> bool:
+        """The kernel restarts a clone a signal interrupted (ERESTARTNOINTR: a pending
+        signal at copy_process, e.g. the SIGCHLD of a released child): the same call
+        (number, arguments, instruction) notified again while the recorded child does
+        not exist. It runs natively again with the same child tid and is no new event;
+        anything else is the thread's next clone."""
+        assert th.native_clone is not None   # the caller checked
+        nr, args, ip, child = th.native_clone
+        if (nr, args, ip) != (n.nr, n.args, n.ip):
+            th.native_clone = None
+            return False
+        if _task_exists(th.host_tid, child):
+            return False  # a loop of identical clones: the previous child is there
+        self.report.restarts += 1
+        self.sb.set_next_pid(child)  # type: ignore[union-attr]
+        if self.listener.send(n.id, continue_=True):
+            self.last_progress = time.monotonic()
+        return True
+
+    def _outlived(self, n: Notif, th: Thread) -> None:
+        """The task was still running when the capture ended (an orphan outliving the
+        recorded command): what it does now was never recorded, so it cannot be
+        compared. Its process ends here and the verdict says so."""
+        self.report.not_compared.append(
+            f"thread {th.tid} outlived the recording: its syscalls from {schema.name_of(n.nr)} on "
+            "(and their output) were not recorded")
+        try:
+            os.kill(th.host_tgid, signal.SIGKILL)
+        except OSError:
+            pass
+        for t in self.threads.values():
+            if t.host_tgid == th.host_tgid:
+                t.dead = True
+
+    def _park(self, n: Notif, th: Thread) -> None:
+        """The recording shows this thread killed inside this call, or after its last
+        one (a signal, its group's exit_group, an exec in another thread): the call is
+        never answered, and the thread waits there until that death reaches it here
+        (its killer's kill is sent for real, its group's exit runs natively)."""
+        self.parked[n.pid] = n
+        self.last_progress = time.monotonic()
+
+    def _skip_restarts(self, th: Thread) -> None:
+        """A recorded call interrupted with -ERESTART* whose signal replay does not
+        deliver (SIGSTOP, a ptrace stop) was restarted by the kernel: the same call
+        again, or restart_syscall for ERESTART_RESTARTBLOCK. Without the signal the
+        kernel would hand the tracee the -ERESTART* value, so the interrupted event
+        is consumed and the call answered as its restart (the next event)."""
+        q, evs, sigs = th.queue, self.script.events, self.script.signals
+        while len(q) > 1:
+            ev = evs[q[0]]
+            if ev.ret not in RESTARTS or any(sg not in NO_DELIVER for sg in sigs.get(q[0], ())):
+                return
+            nxt = evs[q[1]]
+            if nxt.nr != ev.nr and nxt.nr != NR_RESTART_SYSCALL:
+                return
+            th.restart_of = ev.nr if nxt.nr == NR_RESTART_SYSCALL else -1
+            self._consume(q.popleft(), th)
+            self.report.restarts += 1
+
+    def _on_compat(self, n: Notif, th: Thread) -> None:
+        """A 32-bit call (int 0x80): answered with the recorded return value of the
+        thread's next event when that event has its number (a 64-bit capture records
+        the i386 number as it is, flagged COMPAT when capture knows), nothing written
+        to memory (the i386 layouts are not in the schema). Ordered within its own
+        thread only. Anything else is a divergence naming the call."""
+        q = th.queue
+        ev = self.script.events[q[0]] if q else None
+        if ev is None or ev.nr != n.nr:
+            want = f"{ev.name}" if ev is not None else "nothing more"
+            raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
+                "syscall", f"thread {th.tid} made 32-bit syscall {n.nr} (int 0x80) where the recording "
+                f"has {want}", th.tid, ev.index if ev is not None else None, th=th,
+                expected=decode_event(ev) if ev is not None else None)))
+        pos = q[0]
+        if self.reply(n, th, pos, ev.ret):
+            q.popleft()
+            self._consume(pos, th)
+
+    def _soft_match(self, n: Notif, th: Thread) -> tuple[int, Any] | None:
+        """Match around time reads the replay makes more or fewer of than the recording.
+
+        The thread's next recorded calls start with a run of time reads. A call found
+        in that run (same syscall, same clock) is matched there and the reads before it
+        are skipped (the recording made them, the replay does not: a GIL wait that did
+        not happen). A time read not in the run is an extra one and gets the thread's
+        last replayed value of that clock: a skipped read is replayed as consumed, so a
+        read that comes later than recorded still sees its own recorded value.
+        Returns the (position, event) to answer, or None when answered here.
+        """
+        q, evs = th.queue, self.script.events
+        key = soft_key(n.nr, n.args)
+        k = 0
+        while k < len(q) and evs[q[k]].nr in SOFT and soft_key(evs[q[k]].nr, evs[q[k]].args) != key:
+            k += 1
+        if k == len(q) and n.nr == NR_EXIT and self._early_exit(n, th):
+            return None
+        if k < len(q) and evs[q[k]].nr == n.nr and (
+                n.nr not in SOFT or soft_key(evs[q[k]].nr, evs[q[k]].args) == key):
+            for _ in range(k):
+                self._consume(q.popleft(), th)
+                self.report.soft_skipped += 1
+            return q[0], evs[q[0]]
+        if n.nr not in SOFT:
+            return q[0], evs[q[0]]
+        ev = th.last_soft.get(key)
+        if ev is None:
+            ev = next((evs[p] for p in q if soft_key(evs[p].nr, evs[p].args) == key), None)
+        if ev is None:
+            return q[0], evs[q[0]]
+        sc = SC.get(n.nr)
+        assert sc is not None
+        write_outputs(self, n, th, ev, sc)  # type: ignore[arg-type]  # self is the session
+        self.sb.listener.reply(n.id, ev.ret)  # type: ignore[union-attr]
+        self.report.soft_extra += 1
+        return None
+
+    def _early_exit(self, n: Notif, th: Thread) -> bool:
+        """A thread ends (exit(2)) where the recording shows at most time reads left.
+
+        In the recording it was killed by another thread's exit_group before it
+        ended by itself (no exit event of its own); here it got there first. Its
+        remaining time reads are skipped and the exit runs natively. False (not
+        handled) for the last thread of a process, whose exit must be recorded."""
+        if nthreads(th.host_tgid) <= 1:
+            return False
+        while th.queue:
+            self._consume(th.queue.popleft(), th)
+            self.report.soft_skipped += 1
+        if self.listener.send(n.id, continue_=True):
+            th.dead = True
+        return True
+
+    def _drain_held(self) -> None:
+        while self.gpos in self.held:
+            n, th = self.held.pop(self.gpos)
+            if not self.sb.listener.id_valid(n.id):  # type: ignore[union-attr]
+                continue  # interrupted: a fresh notification of the same call will come
+            self._answer(n, th, self.gpos, self.script.events[self.gpos])
+
+    def _due_blocked(self) -> bool:
+        """True when the thread whose syscall is due sleeps natively in a futex (or
+        sigsuspend): it waits for a thread we hold, so waiting longer cannot help."""
+        if self.gpos >= len(self.script.events):
+            return False
+        tid = self.script.owner[self.gpos]
+        th = next((t for t in self.threads.values() if t.tid == tid and not t.dead), None)
+        if th is None:
+            return False
+        try:
+            with open(f"/proc/{th.host_tid}/syscall") as f:
+                word = f.read().split(" ", 1)[0]
+        except OSError:
+            return False
+        if not (word.isdigit() and int(word) in NATIVE_BLOCKING):
+            return False
+        # Some other thread still running may wake it (a GIL handover): not stuck yet.
+        for t in self.threads.values():
+            if t is th or t.dead:
+                continue
+            try:
+                with open(f"/proc/{t.host_tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == "R":
+                return False
+        return True
+
+    def _release_one(self) -> None:
+        """Break a lock-order inversion: the due thread cannot reach its syscall
+        (it waits natively, e.g. on a mutex a held thread owns), so answer the
+        earliest held notification out of global order. Each thread stays held
+        to its own recorded sequence; the report counts the reorderings."""
+        pos = min(self.held)
+        n, th = self.held.pop(pos)
+        self.report.reordered += 1
+        if self.sb.listener.id_valid(n.id):  # type: ignore[union-attr]
+            self._answer(n, th, pos, self.script.events[pos])
+        self.last_progress = time.monotonic()
