@@ -206,6 +206,7 @@ def consume_reader(data: bytes) -> None:
 def consume_tools(data: bytes) -> None:
     """dr show (several option sets), dr stats and the jsonl/perfetto exports as libraries."""
     from dr.formats import stats as S
+    from dr.formats import stats_render
     from dr.formats.export_jsonl import export_jsonl
     from dr.formats.export_perfetto import export_perfetto
     from dr.formats.strace import ShowOptions, end_notices, show_lines
@@ -213,7 +214,7 @@ def consume_tools(data: bytes) -> None:
     for opts in (ShowOptions(), ShowOptions(strsize=0, xflag=2, timestamps=3, relative=True),
                  ShowOptions(xflag=1, timestamps=1, tids=frozenset({1, 2}))):
         _try(lambda o=opts: _show(data, o, show_lines, end_notices))
-    _try(lambda: _with(data, lambda r: (S.render(S.compute(r), io.StringIO(), rich_output=False),
+    _try(lambda: _with(data, lambda r: (stats_render.render(S.compute(r), io.StringIO(), rich_output=False),
                                         json.dumps(S.compute(r).as_dict(), default=str))))
     _try(lambda: _with(data, lambda r: export_jsonl(r, io.StringIO())))
     _try(lambda: _with(data, lambda r: export_perfetto(r, io.StringIO())))
