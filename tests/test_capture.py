@@ -407,3 +407,23 @@ def test_inline_event_records_round_trip_and_redact(tmp_path):
     r, got, _ = read_trace(out)
     assert [(e.seq, e.payload(1), e.payloads[1].total) for e in got] == [
         (1, b"mail bob@example.com", 20), (2, b"x" * 9, 100)]
+
+
+def test_probes_load_with_the_most_copier_steps(tmp_path):
+    """A large --snaplen asks for the most copier steps; the verifier's budget caps them
+    (capture/probes.py MAX_COPIER_STEPS). At the cap the probes must still load, and a
+    3 MiB write is kept whole up to what the steps allow, the rest counted, never silent."""
+    from dr.capture.probes import MAX_COPIER_STEPS, ProbeConfig
+
+    assert ProbeConfig(snaplen=64 << 20).copier_steps() == MAX_COPIER_STEPS
+    out = tmp_path / "big.drt"
+    r = dr_capture("-q", "--snaplen", "64M", "-o", out, "--", PY, "-c",
+                   "import os; os.write(1, b'x' * (3 << 20))", timeout=120)
+    assert "refused the capture probes" not in r.stderr.decode(), r.stderr.decode()
+    reader, events, _ = read_trace(out)
+    big = [e for e in events if e.name == "write" and e.ret == 3 << 20]
+    assert len(big) == 1
+    kept = len(big[0].payload(1) or b"")
+    assert kept >= 1 << 20
+    if kept < 3 << 20:   # cut by the steps: counted as a loss, and capture says so
+        assert r.returncode == 3 and reader.losses
