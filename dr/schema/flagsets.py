@@ -355,6 +355,23 @@ KEYCTL_BUFFERS: dict[int, tuple[str, int]] = {
     23: ("outret", 0),     # KEYCTL_DH_COMPUTE: the computed secret
 }
 
+#: Bytes of a request's in-buffer the kernel never reads: (syscall, request) -> [start, end)
+#: ranges. Replay compares in-buffers with the recording; these bytes (padding, a field the
+#: kernel ignores) hold whatever the program's stack held and are left out.
+REQUEST_IN_UNREAD: dict[tuple[str, int], tuple[tuple[int, int], ...]] = {
+    # struct flock: padding after l_whence, l_pid (ignored when setting a lock; must be 0
+    # for OFD locks, which the kernel checks) and the tail padding
+    ("fcntl", 6): ((4, 8), (24, 32)),      # F_SETLK
+    ("fcntl", 7): ((4, 8), (24, 32)),      # F_SETLKW
+    ("fcntl", 37): ((4, 8), (24, 32)),     # F_OFD_SETLK
+    ("fcntl", 38): ((4, 8), (24, 32)),     # F_OFD_SETLKW
+    ("seccomp", 1): ((2, 8),),             # struct sock_fprog: padding after the u16 len
+}
+#: Request in-buffers the kernel reads as a NUL-terminated string: bytes after the NUL are unread.
+REQUEST_IN_STRINGS: frozenset[tuple[str, int]] = frozenset({
+    ("prctl", 15),                         # PR_SET_NAME
+})
+
 #: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
 #: Directions: "in", "out", "inout" (also read at entry) of a fixed size, "ret" (out, as
 #: many bytes as the call returns), "outret" (out, min(return value, the argument after

@@ -478,14 +478,32 @@ def _compare_request_in(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: sch
     rec = ev.payloads.get(ba)
     if want is None or want[0] != "in" or rec is None or not n.args[ba]:
         return
-    got = notify.read_mem(n.pid, n.args[ba], min(len(rec.data), want[1]))
-    s.report.compared_bytes += len(got)
+    want_data = rec.data
+    req = n.args[ra] & 0xFFFFFFFF
+    if (sc.nr, req) in _IN_STRINGS and b"\0" in want_data:
+        want_data = want_data[:want_data.index(b"\0") + 1]   # read to its NUL, no further
+    got = notify.read_mem(n.pid, n.args[ba], min(len(want_data), want[1]))
     spans = s.script.redacted.get((ev.tid, ev.seq, ba)) if s.script.redacted else None
     if spans:
-        got = _unmask(got, rec.data, spans)
-    if got != rec.data:
+        got = _unmask(got, want_data, spans)
+    unread = _IN_UNREAD.get((sc.nr, req))
+    if unread:   # padding and ignored fields: the program's stack garbage, not an input
+        got, want_data = _blank(got, unread), _blank(want_data, unread)
+    s.report.compared_bytes += len(got) - sum(min(e, len(got)) - min(b, len(got)) for b, e in unread or ())
+    if got != want_data:
         s.diverge("payload", f"{ev.name} of thread {th.tid}: the {sc.args[ba].name} bytes differ from "
-                   "the recording", th, ev, n, payload_diff(rec.data, got))
+                   "the recording", th, ev, n, payload_diff(want_data, got))
+
+
+_IN_UNREAD = {(schema.by_name(name).nr, req): r for (name, req), r in flagsets.REQUEST_IN_UNREAD.items()}
+_IN_STRINGS = frozenset((schema.by_name(name).nr, req) for name, req in flagsets.REQUEST_IN_STRINGS)
+
+
+def _blank(data: bytes, ranges: tuple[tuple[int, int], ...]) -> bytes:
+    b = bytearray(data)
+    for start, end in ranges:
+        b[start:end] = bytes(len(b[start:end]))
+    return bytes(b)
 
 
 NR_SETSOCKOPT = schema.by_name("setsockopt").nr
