@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,27 @@ def notify_supported() -> bool:
 
 
 NEEDS_NOTIFY = pytest.mark.skipif(not notify_supported(), reason="kernel lacks seccomp user notification")
+
+
+#: Marks of a module that captures and strictly replays C programs it compiles.
+KERNEL_REPLAY = [
+    pytest.mark.root,
+    NEEDS_NOTIFY,
+    pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
+    pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs"),
+]
+
+
+def work_dir(prefix: str):
+    """A module-scoped ``work`` fixture: a fresh directory others may search (the
+    sandbox's tracee reads its programs there), removed afterwards."""
+    @pytest.fixture(scope="module")
+    def work():
+        d = Path(tempfile.mkdtemp(prefix=prefix))
+        os.chmod(d, 0o755)
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+    return work
 
 
 def build_c(work: Path, name: str, src: str, *flags: str) -> Path:

@@ -7,30 +7,14 @@ trace); none of them reaches the host kernel from the replayed program.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from conftest import NEEDS_NOTIFY
+from conftest import KERNEL_REPLAY, work_dir
 from test_replay_kernel import faithful
 
-pytestmark = [
-    pytest.mark.root,
-    NEEDS_NOTIFY,
-    pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
-    pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs"),
-]
-
-
-@pytest.fixture(scope="module")
-def work():
-    d = Path(tempfile.mkdtemp(prefix="dr-test-admin-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+pytestmark = KERNEL_REPLAY
+work = work_dir("dr-test-admin-")
 
 
 SYSLOG = r"""

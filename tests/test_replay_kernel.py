@@ -14,27 +14,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
 
-from conftest import DR, NEEDS_NOTIFY, build_c
-
+from conftest import DR, KERNEL_REPLAY, build_c, work_dir
 
 
 
-pytestmark = [
-    pytest.mark.root,
-    NEEDS_NOTIFY,
-    pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)"),
-    pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test programs"),
-]
 
-
-@pytest.fixture(scope="module")
-def work():
-    d = Path(tempfile.mkdtemp(prefix="dr-test-kernel-"))
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+pytestmark = KERNEL_REPLAY
+work = work_dir("dr-test-kernel-")
 
 
 def record(work: Path, name: str, *cmd: str) -> tuple[Path, bytes]:
