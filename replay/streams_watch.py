@@ -13,6 +13,7 @@ import threading
 import time
 
 from dr.replay.connections import Addr
+from dr.replay.strict.procfs import ended
 
 __all__ = ["WAIT_S", "QUIET_S", "QUIET_MIN_S", "PATIENCE_S", "Activity", "listening", "listen_matches", "ended",
            "task_states"]
@@ -130,15 +131,3 @@ class Activity:
             if st[st.rindex(b")") + 2:st.rindex(b")") + 3] in (b"R", b"D"):
                 return True
         return any(s in "RD" for s in task_states(self.pid)) if self.pid > 0 else False
-
-
-def ended(pid: int) -> bool:
-    """Whether process ``pid`` has ended (a zombie, or gone), from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")

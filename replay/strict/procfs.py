@@ -105,6 +105,18 @@ def task_exists(host_tid: int, nstid: int) -> bool:
     return os.path.exists(f"/proc/{host_tid}/root/proc/{nstid}")
 
 
+def ended(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie, or gone), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
 _MEM = re.compile(r"/proc/(self|thread-self|\d+)(?:/task/(\d+))?/mem")
 _PROC_DIR = re.compile(r"/proc(?:/(?:self|thread-self|\d+)(?:/task(?:/\d+)?)?)?")
 

@@ -18,7 +18,7 @@ from dr import schema
 from dr.replay.notify import Notif
 from dr.replay.strict.core import Thread
 from dr.replay.strict.handlers import handles, regular
-from dr.replay.strict.procfs import child_by_nspid
+from dr.replay.strict.procfs import child_by_nspid, ended
 
 if TYPE_CHECKING:
     from dr.replay.strict.session import ReplaySession
@@ -59,11 +59,6 @@ def _killed_child(ev: Any) -> int:
 def _await_death(host: int, limit: float) -> None:
     end = time.monotonic() + limit
     while time.monotonic() < end:
-        try:
-            with open(f"/proc/{host}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return   # gone (reaped by the kernel, or the pid ended)
-        if state in (b"Z", b"X"):
+        if ended(host):   # a zombie, or gone (reaped by the kernel)
             return
         time.sleep(0.0005)
