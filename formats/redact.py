@@ -37,9 +37,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from dr import schema
 from dr.formats.redact_rules import BUILTIN_RULES, Policy, Rule, load_policy, luhn_ok
-from dr.formats.trace_spec import _RB_LEN_MASK, RB_BUSY, RB_DISCARD, RB_HDR
+from dr.formats.trace_spec import _EVD, _PAY, _RB_LEN_MASK, RB_BUSY, RB_DISCARD, RB_HDR
 
 __all__ = [
     "MASK", "REDACTIONS_RECORD", "BUILTIN_RULES", "Rule", "Policy", "Redactor",
@@ -54,8 +53,6 @@ REDACTIONS_RECORD = "redactions"
 # Ring-buffer framing of event blocks and the probe record layouts, declared once
 # (formats/trace_spec.py, dr/schema/layout.py): a payload record (kind 2) carries one
 # chunk of a buffer; syscall_event_data (kind 4) one whole buffer inline after its header.
-_PAY = schema.record("payload")
-_EVD = schema.record("syscall_event_data")
 _PAY_SLOT, _PAY_TID, _PAY_SEQ, _PAY_OFF, _PAY_LEN = (_PAY.fields.index(f) for f in ("slot", "tid", "seq", "offset", "len"))
 _EVD_TID, _EVD_SEQ, _EVD_SLOT, _EVD_LEN = (_EVD.fields.index(f) for f in ("tid", "seq", "slot", "len"))
 _RB_WORD = struct.Struct("<I")
