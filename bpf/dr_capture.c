@@ -71,7 +71,7 @@
 enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3,
        DR_ST_RETRIED = 4 };
 
-enum { J_PLAIN = 0, J_IOV = 1, J_STR = 2, J_ARGV = 3, J_MSG = 4 };
+enum { J_PLAIN = 0, J_IOV = 1, J_STR = 2, J_ARGV = 3, J_MSG = 4, J_MMSG = 5 };
 
 struct dr_task {
 	u64 seq;
@@ -93,7 +93,7 @@ struct dr_job {
 	u16 slot;       /* arg | Sub << 4 */
 	u16 type;       /* J_* */
 	u32 upto;       /* len is what the kernel may touch at most (see run_jobs), not what it did */
-	u32 pad;
+	u32 cur;        /* J_MMSG: the next message to expand */
 };
 
 struct dr_work {
@@ -130,6 +130,11 @@ struct dr_msghdr {   /* struct user_msghdr, include/linux/socket.h (x86_64) */
 	u64 controllen;
 	u32 flags;
 	u32 pad1;
+};
+
+struct dr_mmsghdr {  /* struct mmsghdr, include/linux/socket.h: msghdr, then msg_len */
+	struct dr_msghdr hdr;
+	u32 len;
 };
 
 /* entry state per thread: task-local storage, freed with the task */
@@ -336,6 +341,8 @@ static __always_inline void add_job(struct dr_work *w, u16 slot, u16 type, u64 a
 		return;
 	if ((type == J_PLAIN || type == J_IOV) && total == 0)
 		return;
+	if (type == J_MMSG)
+		total = 1;   /* not a byte count: no truncation below */
 	u32 n = w->njobs;
 	if (n >= DR_MAX_JOBS) {
 		count_loss(DR_LOSS_COPY_FAULT);
@@ -356,6 +363,7 @@ static __always_inline void add_job(struct dr_work *w, u16 slot, u16 type, u64 a
 	j->slot = slot;
 	j->type = type;
 	j->upto = type == J_PLAIN && w->upto;
+	j->cur = 0;
 	w->njobs = n + 1;
 }
 
@@ -543,6 +551,12 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			if (ret <= 0)
 				continue;
 			add_job(w, slot | (DR_SUB_HEADER << 4), J_PLAIN, addr, pos_ret * r->elem, 0);
+			/* each message's bytes (run_jobs expands one message per
+			 * step into its own job, so at most DR_MAX_JOBS - 2 fit: the
+			 * rest are counted, not silently missing) */
+			add_job(w, slot, J_MMSG, addr, 0, pos_ret > DR_MAX_JOBS ? DR_MAX_JOBS : pos_ret);
+			if (pos_ret > DR_MAX_JOBS)
+				copy_fault(w);
 		}
 	}
 	w->upto = 0;   /* jobs the copier adds (a msghdr's parts) are exact */
@@ -667,6 +681,27 @@ static __always_inline void run_jobs(struct dr_work *w, const int at_exit, const
 		if (ji >= w->njobs || ji >= DR_MAX_JOBS)
 			return;
 		struct dr_job *j = &w->jobs[ji & (DR_MAX_JOBS - 1)];
+		if (at_exit && j->type == J_MMSG) {
+			/* recvmmsg/sendmmsg: message j->cur becomes a J_IOV job of its
+			 * msg_len bytes on its own slot (Sub MESSAGE, index << 8), one
+			 * message per step (the mmsghdr array itself is another job) */
+			u32 m = j->cur;
+			if (m < j->cnt && m < DR_MAX_JOBS) {
+				struct dr_mmsghdr h = {};
+				if (bpf_probe_read_user(&h, sizeof(h), (void *)(j->addr + sizeof(struct dr_mmsghdr) * (u64)m))) {
+					copy_fault(w);
+					j->cur = j->cnt;
+				} else {
+					add_job(w, (j->slot & 0xf) | (DR_SUB_MESSAGE << 4) | (m << 8), J_IOV,
+						h.hdr.iov, h.len,
+						h.hdr.iovlen > DR_IOV_MAX_FOLLOW ? DR_IOV_MAX_FOLLOW : h.hdr.iovlen);
+					j->cur = m + 1;
+				}
+				continue;
+			}
+			w->job = ji + 1;
+			continue;
+		}
 		if (!w->started) {
 			w->started = 1;
 			w->idx = 0;

@@ -79,6 +79,7 @@
 #define DR_SUB_ENTRY 4
 #define DR_SUB_MOVED 5
 #define DR_SUB_POINTED 6
+#define DR_SUB_MESSAGE 7
 
 #define DR_CLASS_REGULAR 0
 #define DR_CLASS_IRREGULAR 1

@@ -107,7 +107,12 @@ class Payload:
 
     @property
     def sub(self) -> int:
-        return self.slot >> 4
+        return (self.slot >> 4) & 0xF
+
+    @property
+    def message(self) -> int:
+        """Sub.MESSAGE payloads: the message's index in the mmsghdr array."""
+        return self.slot >> 8
 
     @property
     def truncated(self) -> bool:

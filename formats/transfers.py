@@ -140,6 +140,11 @@ def transfers(ev: Any) -> list[Transfer]:
             if off + 4 > len(hdr):
                 break
             lens.append(struct.unpack_from("<I", hdr, off)[0])
+        if data is None:
+            # the messages' bytes, one payload per message (Sub.MESSAGE), in order
+            parts = [ev.payloads.get(schema.message_slot(data_arg, m)) for m in range(len(lens))]
+            if any(p is not None for p in parts):
+                data = b"".join(p.data if p is not None else b"" for p in parts)
         if len(lens) != ev.ret:
             lens = [len(data or b"")]
         return [Transfer(_s32(ev.args[fd_arg]), direction, sum(lens), data, addr, tuple(lens))]

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from dr.schema import _tables
-from dr.schema.types import Arg, Beh, Behaviour, Class, FdEffect, Kind, Order, Rule, Sub, Syscall
+from dr.schema.types import Arg, Beh, Behaviour, Class, FdEffect, Kind, Order, Rule, Sub, Syscall, message_slot
 
 __all__ = [
-    "Arg", "Beh", "Behaviour", "Class", "FdEffect", "Kind", "Order", "Rule", "Sub", "Syscall",
+    "Arg", "Beh", "Behaviour", "Class", "FdEffect", "Kind", "Order", "Rule", "Sub", "Syscall", "message_slot",
     "RecordLayout", "with_order", "with_fd_effect", "with_flag", "cloexec_of",
     "by_name", "by_nr", "name_of", "all_syscalls", "record", "FLAGS", "ENUMS",
     "EVENT_FLAGS", "PROC_EVENTS", "LOSS_CAUSES", "CHUNK", "SNAPLEN_DEFAULT", "s32", "s64",

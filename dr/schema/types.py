@@ -89,6 +89,13 @@ class Sub(enum.IntEnum):
     MOVED = 5    # bytes a call moved between two fds (sendfile, splice, tee, copy_file_range),
                  # on the source fd's slot: read from the source file (dr.capture.moved)
     POINTED = 6  # the array the kernel wrote where the (in-)buffer points (flagsets.SOCKOPT_POINTED)
+    MESSAGE = 7  # recvmmsg/sendmmsg: one message's iovec bytes (msg_len of them); the message's
+                 # index in the mmsghdr array is in the slot's bits 8-15 (``message_slot``)
+
+
+def message_slot(arg: int, m: int) -> int:
+    """The payload slot of message ``m`` of an mmsghdr array at argument ``arg``."""
+    return arg | Sub.MESSAGE << 4 | m << 8
 
 
 class Order(enum.IntEnum):

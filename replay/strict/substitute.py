@@ -18,6 +18,8 @@ from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.strict.core import (IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKADDR_MAX, Thread, s32)
+from dr.replay.strict.memio import (MMSG_ARG, compare_sent, gather, plan_messages, read_iov, scatter, too_long,
+                                    unmask)
 from dr.schema import Beh, Kind, Rule, Sub, flagsets
 
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ SELF_SIZED = {"perf_event_attr": (4, 64)}
 POINTER_LIKE = frozenset({"header", "dataptr", "data"})
 #: open-like calls whose mode argument only counts with O_CREAT/O_TMPFILE: nr -> flags argument.
 OPEN_MODE_FLAGS = {NR["open"]: 1, NR["openat"]: 2}
-_IOVEC = struct.Struct("<QQ")
 _MSGHDR = struct.Struct("<QI4xQQQQi4x")  # msghdr(3type): name, namelen, iov, iovlen, control, controllen, flags
 _U32 = struct.Struct("<I")
 #: Calls whose return value counts the bytes of their data stream they sent
@@ -85,37 +86,6 @@ def _ret_size_arg(sc: schema.Syscall, i: int) -> int | None:
     return None
 
 
-def read_iov(pid: int, addr: int, cnt: int) -> list[tuple[int, int]]:
-    cnt = min(cnt, IOV_MAX)
-    if not addr or cnt <= 0:
-        return []
-    raw = notify.read_mem(pid, addr, cnt * _IOVEC.size)
-    return [_IOVEC.unpack_from(raw, k * _IOVEC.size) for k in range(cnt)]
-
-
-def gather(pid: int, iov: list[tuple[int, int]], limit: int) -> bytes:
-    out = bytearray()
-    for base, ln in iov:
-        if len(out) >= limit:
-            break
-        take = min(ln, limit - len(out))
-        if take:
-            out += notify.read_mem(pid, base, take)
-    return bytes(out)
-
-
-def scatter(pid: int, iov: list[tuple[int, int]], data: bytes) -> int:
-    off = 0
-    for base, ln in iov:
-        if off >= len(data):
-            break
-        chunk = data[off:off + ln]
-        notify.write_mem(pid, base, chunk)
-        off += len(chunk)
-    return off
-
-
-
 # ----------------------------------------------------------------------------- plans
 
 _K_BUF_IN = Kind.BUF_IN
@@ -125,7 +95,6 @@ SCALAR_KINDS = frozenset({Kind.FD, Kind.FLAGS, Kind.ENUM, Kind.SIGNAL, Kind.INT,
 INPUT_KINDS = frozenset({Kind.PATH, Kind.STR, Kind.BUF_IN, Kind.IOV_IN, Kind.SOCKADDR_IN, Kind.MSG_IN})
 OUTPUT_KINDS = frozenset({Kind.BUF_OUT, Kind.INOUT, Kind.SOCKADDR_OUT, Kind.IOV_OUT, Kind.MSG_OUT,
                           Kind.MMSG_IN, Kind.MMSG_OUT})
-MMSGHDR = 64                  # struct mmsghdr: struct msghdr (56) + unsigned msg_len + padding
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +168,6 @@ def check_ret(s: ReplaySession, n: Notif, th: Thread, ev: Any, plan: _Plan) -> N
                      f"returns {ret} where the tracee's {name} argument is {bound}")
 
 
-def too_long(s: ReplaySession, th: Thread, ev: Any, a: Any, have: int, cap: int) -> None:
-    s.refuse(ev, th.tid, "payload larger than the tracee's buffer",
-             f"holds {have} bytes of {a.name} for the tracee's {cap}-byte buffer")
-
-
 def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Syscall) -> None:
     """Compare everything the tracee hands the kernel with the recording."""
     args = n.args
@@ -218,6 +182,9 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
                        f"{s32(args[i])}, recorded {s32(rargs[i])}", th, ev, n)
     if sc.nr in REQUEST_ARGS:
         _compare_request_in(s, n, th, ev, sc)
+    mm = MMSG_ARG.get(sc.nr)
+    if mm is not None and mm[1] == Kind.MMSG_IN:
+        compare_sent(s, n, th, ev, mm[0])
     if not plan.inputs:
         return
     payloads = ev.payloads
@@ -261,7 +228,7 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
             if s.script.redacted:
                 spans = s.script.redacted.get((ev.tid, ev.seq, i))
                 if spans:
-                    got = _unmask(got, data, spans)
+                    got = unmask(got, data, spans)
                     s.report.redacted_bytes += sum(min(ln, max(0, len(got) - st)) for st, ln in spans)
             if got != data:
                 s.diverge("payload", f"{ev.name} of thread {th.tid}: the {a.name} bytes differ from "
@@ -300,7 +267,7 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
         s.report.compared_bytes += len(cur_b)
         spans = s.script.redacted.get((ev.tid, ev.seq, i)) if s.script.redacted else None
         if spans:
-            cur_b = _unmask(cur_b, rec.data, spans)
+            cur_b = unmask(cur_b, rec.data, spans)
             s.report.redacted_bytes += sum(min(ln, max(0, len(cur_b) - st)) for st, ln in spans)
         same = (_sockaddr_key(cur_b) == _sockaddr_key(rec.data)) if k == Kind.SOCKADDR_IN else (
             cur_b == rec.data)
@@ -315,17 +282,6 @@ def _aliased(sc: schema.Syscall, i: int, args: tuple[int, ...]) -> bool:
         if j != i and o.kind in (Kind.BUF_OUT, Kind.INOUT) and args[j] == args[i]:
             return True
     return False
-
-
-def _unmask(cur: bytes, rec: bytes, spans: list[tuple[int, int]]) -> bytes:
-    """``cur`` with the redacted byte ranges taken from the recording: masked bytes are
-    unknown, never a divergence. Spans are clipped to both buffers."""
-    out = bytearray(cur)
-    for st, ln in spans:
-        end = min(st + ln, len(out), len(rec))
-        if st < end:
-            out[st:end] = rec[st:end]
-    return bytes(out)
 
 
 def _sockaddr_key(b: bytes) -> bytes:
@@ -387,19 +343,7 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
         k = a.kind
         addr = args[i]
         if k in (Kind.MMSG_IN, Kind.MMSG_OUT):
-            # The trace holds the mmsghdr array as the kernel left it (Sub.HEADER):
-            # give each message its recorded msg_len (sendmmsg(2), recvmmsg(2)).
-            hdr = ev.payloads.get(i | (Sub.HEADER << 4))
-            if hdr is not None and addr and ev.ret > 0:
-                c = capacity(sc, i, args)
-                cnt = min(ev.ret, c // MMSGHDR if c else 0,
-                          len(hdr.data) // MMSGHDR)
-                for m in range(cnt):
-                    plan.append((addr + m * MMSGHDR + 56, hdr.data[m * MMSGHDR + 56:m * MMSGHDR + 60]))
-                if k == Kind.MMSG_OUT and cnt and not s.warned_mmsg:
-                    s.warned_mmsg = True
-                    s.report.notes.append("recvmmsg payloads are not in the trace: the replayed "
-                                          "messages hold no recorded bytes")
+            plan_messages(s, n, th, ev, i, a, plan, iov_plan)
             continue
         rec = ev.payloads.get(i)
         if rec is None or not addr:
@@ -485,7 +429,7 @@ def _compare_request_in(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: sch
     got = notify.read_mem(n.pid, n.args[ba], min(len(want_data), want[1]))
     spans = s.script.redacted.get((ev.tid, ev.seq, ba)) if s.script.redacted else None
     if spans:
-        got = _unmask(got, want_data, spans)
+        got = unmask(got, want_data, spans)
     unread = _IN_UNREAD.get((sc.nr, req))
     if unread:   # padding and ignored fields: the program's stack garbage, not an input
         got, want_data = _blank(got, unread), _blank(want_data, unread)
