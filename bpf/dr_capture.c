@@ -66,6 +66,10 @@
 #define DR_EINTR 4
 #define DR_ERESTART_RESTARTBLOCK 516   /* include/linux/errno.h */
 #define DR_PAGE 4096        /* x86_64 base page: a probe read faults page by page */
+/* recvmmsg/sendmmsg's per-message bytes (J_MMSG). Not with --tid: the verifier
+ * refuses that program's sys_exit with the expansion (measured on 6.18: its
+ * 1M-instruction budget), so a --tid capture keeps only the mmsghdr array. */
+#define DR_MMSG_DATA (!DR_TID_FILTER)
 
 /* user-space visible counters (stats map) */
 enum { DR_ST_EVENTS = 0, DR_ST_PAYLOAD_BYTES = 1, DR_ST_PAYLOADS = 2, DR_ST_PROC = 3,
@@ -554,9 +558,11 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 			/* each message's bytes (run_jobs expands one message per
 			 * step into its own job, so at most DR_MAX_JOBS - 2 fit: the
 			 * rest are counted, not silently missing) */
-			add_job(w, slot, J_MMSG, addr, 0, pos_ret > DR_MAX_JOBS ? DR_MAX_JOBS : pos_ret);
-			if (pos_ret > DR_MAX_JOBS)
-				copy_fault(w);
+			if (DR_MMSG_DATA) {
+				add_job(w, slot, J_MMSG, addr, 0, pos_ret > DR_MAX_JOBS ? DR_MAX_JOBS : pos_ret);
+				if (pos_ret > DR_MAX_JOBS)
+					copy_fault(w);
+			}
 		}
 	}
 	w->upto = 0;   /* jobs the copier adds (a msghdr's parts) are exact */
@@ -681,7 +687,7 @@ static __always_inline void run_jobs(struct dr_work *w, const int at_exit, const
 		if (ji >= w->njobs || ji >= DR_MAX_JOBS)
 			return;
 		struct dr_job *j = &w->jobs[ji & (DR_MAX_JOBS - 1)];
-		if (at_exit && j->type == J_MMSG) {
+		if (DR_MMSG_DATA && at_exit && j->type == J_MMSG) {
 			/* recvmmsg/sendmmsg: message j->cur becomes a J_IOV job of its
 			 * msg_len bytes on its own slot (Sub MESSAGE, index << 8), one
 			 * message per step (the mmsghdr array itself is another job) */
