@@ -6,8 +6,9 @@ from __future__ import annotations
 
 
 
-from conftest import KERNEL_REPLAY, work_dir
-from test_replay_kernel import faithful
+import pytest
+from conftest import KERNEL_REPLAY, build_c, work_dir
+from test_replay_kernel import faithful, record, replay
 
 pytestmark = KERNEL_REPLAY
 work = work_dir("dr-test-state-")
@@ -272,3 +273,32 @@ def test_signal_that_interrupted_a_native_futex_wait_is_sent_in_it(work):
     the previous call's answer, it ran right after fork and saw 0)."""
     out = faithful(work, "sigfutex", SIGNAL_IN_FUTEX)
     assert out == b"handler sees stored=1\n", out
+
+
+VSYSCALL = r"""
+#include <stdio.h>
+#include <sys/time.h>
+int main(void) {
+    struct timeval tv = {0, 0};
+    long r;
+    /* gettimeofday through the legacy vsyscall page: no syscall entry at capture */
+    __asm__ volatile ("movq $0xffffffffff600000, %%rax\n\tcallq *%%rax"
+                      : "=a"(r) : "D"(&tv), "S"(0) : "cc", "memory", "rcx", "r11");
+    printf("r=%ld set=%d\n", r, tv.tv_sec != 0);
+    return 0;
+}
+"""
+
+
+def test_call_through_the_vsyscall_page_makes_the_replay_incomplete(work):
+    """The kernel emulates a vsyscall without a syscall entry: capture never sees it, so
+    replay lets the kernel answer it and says "incomplete" (exit 7), never "faithful"."""
+    if "[vsyscall]" not in open("/proc/self/maps").read():
+        pytest.skip("this kernel maps no vsyscall page")
+    exe = build_c(work, "vsys", VSYSCALL)
+    trace, out = record(work, "vsys", str(exe))
+    assert out == b"r=0 set=1\n"
+    r = replay(trace)
+    assert r.returncode == 7, r.stderr.decode()
+    assert r.stdout == out
+    assert b"incomplete" in r.stderr and b"vsyscall page" in r.stderr

@@ -77,6 +77,9 @@ O_TMPFILE = 0o20200000
 IOV_MAX = 1024                # UIO_MAXIOV
 SOCKADDR_MAX = 128            # sizeof(struct sockaddr_storage)
 AT_FDCWD = -100
+#: The legacy vsyscall page's page number (0xffffffffff600000 >> 12, x86_64's fixed
+#: VSYSCALL_ADDR): a notification from there is a call the kernel emulates (matching._vsyscall).
+VSYSCALL_PAGE = 0xffffffffff600000 >> 12
 I32PAIR = struct.Struct("<ii")
 
 VDSO_NAMES = {"clock_gettime": "__vdso_clock_gettime", "gettimeofday": "__vdso_gettimeofday",

@@ -54,6 +54,21 @@ class Matching(Answers):
             self.last_progress = time.monotonic()
         return True
 
+    def _vsyscall(self, n: Notif, th: Thread) -> None:
+        """A call through the legacy vsyscall page (gettimeofday, time, getcpu at
+        0xffffffffff600000/400/800): the kernel emulates it at the page fault, without
+        a syscall entry, so capture's raw_syscalls tracepoints never saw it and the
+        trace holds nothing to answer it with. Seccomp does see it here: the kernel
+        answers it natively, and the verdict cannot be "faithful" (what the program
+        did with a native time was not recorded)."""
+        if not any("vsyscall page" in x for x in self.report.not_compared):
+            self.report.not_compared.append(
+                f"thread {th.tid} called {schema.name_of(n.nr)} through the legacy vsyscall page: "
+                "capture cannot see such calls (the kernel emulates them without a syscall entry), "
+                "so the kernel answered them natively and their results were not compared")
+        if self.listener.send(n.id, continue_=True):
+            self.last_progress = time.monotonic()
+
     def _outlived(self, n: Notif, th: Thread) -> None:
         """The task was still running when the capture ended (an orphan outliving the
         recorded command): what it does now was never recorded, so it cannot be

@@ -24,7 +24,7 @@ from dr.replay.strict.asyncsig import AsyncDelivery
 from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NO_EXIT, NR,
                                    NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
                                    PASSTHROUGH, RESTARTS, SOFT, THREAD_LOCAL, VDSO_NAMES, soft_key, Gone, GoneNotif,
-                                   ReplayOptions, Status, StepResult, Stop, Thread)
+                                   ReplayOptions, Status, StepResult, Stop, Thread, VSYSCALL_PAGE)
 from dr.replay.strict.files import FileModel
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import ns_ids, ppid, which_in_root
@@ -474,6 +474,8 @@ class ReplaySession(Matching):
         if n.arch != notify.AUDIT_ARCH_X86_64:
             self._on_compat(n, th)
             return
+        if n.ip >> 12 == VSYSCALL_PAGE:
+            return self._vsyscall(n, th)
         if th.native_clone is not None and n.nr in CLONES and self._restarted_clone(n, th):
             return
         if not th.queue:
