@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from dr.replay.strict.files import FileModel
     from dr.replay.strict.script import Script
 
+# Kernel devices whose behaviour is the same on every host and owes nothing to the
+# recording: the tracee gets the real device (its I/O native), so MAP_SHARED of
+# /dev/zero is anonymous shared memory as at capture, not a stand-in that cannot map.
+KERNEL_DEVICES = frozenset({"/dev/zero", "/dev/null", "/dev/full"})
 _PROC_EXE = re.compile(r"/proc/(self|thread-self|\d+)(/task/\d+)?/exe")
 #: Divergences a data race between threads can cause (a different call, arguments or bytes).
 RACY = frozenset({"syscall", "argument", "payload"})
@@ -379,6 +383,10 @@ class Answers:
             self.last_open_path = p
             self.last_open_native = True
             return mem
+        if p in KERNEL_DEVICES:
+            self.last_open_path = p
+            self.last_open_native = True
+            return os.open(p, min(flags & 0o3, os.O_RDWR) | os.O_CLOEXEC | os.O_NOCTTY)
         if p and _PROC_EXE.fullmatch(p) and self.exe.get(th.host_tgid):
             # The program opening its own executable (fexecve, checksums): the file
             # it was started from, inside the sandbox root.
