@@ -155,6 +155,15 @@ BPF_HASH(reqcount, u64, u64, 16);
 /* setsockopt (level << 32 | optname) -> count offset | pointer offset << 16 | element << 32:
  * the option's structure points at an array the kernel fills (iptables' counters) */
 BPF_HASH(sockptr, u64, u64, 16);
+/* bpf(2) cmd -> up to 3 buffers its attr points at (flagsets.BPF_POINTED), each
+ * pointer offset | size offset << 8 | element << 16 | mode << 32 | out << 40 */
+struct dr_bpfptr {
+	u64 d[3];
+};
+BPF_HASH(bpfptr, u32, struct dr_bpfptr, 64);
+/* tgid << 32 | map fd -> key_size | value_size << 32, from its BPF_MAP_CREATE */
+BPF_HASH(bpfmaps, u64, u64, 4096);
+enum { DR_BP_FIELD = 1, DR_BP_KEY = 2, DR_BP_VALUE = 3, DR_BP_STR = 4 };
 #define DR_REQ_OUT (1U << 31)     /* written by the kernel: read at exit when the call succeeded */
 #define DR_REQ_ENTRY (1U << 30)   /* value-result: also read at entry (Sub ENTRY) */
 #define DR_REQ_RET (1U << 26)     /* out, as many bytes as the call returns (syslog READ_ALL) */
@@ -379,6 +388,61 @@ static __always_inline void copy_fault(struct dr_work *w)
 	w->left = 0;
 }
 
+/* bpf(2) at exit of a successful call: the buffers its attr (a[1]) points at,
+ * as flagsets.BPF_POINTED describes them for the command (a[0]), on the attr's
+ * slot, Sub POINTED, entry index << 8. A map's key and value sizes come from
+ * its BPF_MAP_CREATE, remembered here by (tgid, fd); a map this process did not
+ * create has none, and its buffers are not recorded (replay refuses them). */
+static __always_inline void bpf_pointed(struct dr_work *w, u64 *a, s64 ret)
+{
+	u32 cmd = a[0];
+	u64 attr = a[1];
+	u32 asz = a[2];
+	if (cmd == 0 && asz >= 12) {   /* BPF_MAP_CREATE: map_type, key_size, value_size */
+		u32 kv[2] = {};
+		if (!bpf_probe_read_user(kv, sizeof(kv), (void *)(attr + 4))) {
+			u64 key = (u64)w->ev.tgid << 32 | (u32)ret;
+			u64 v = kv[0] | (u64)kv[1] << 32;
+			bpfmaps.update(&key, &v);
+		}
+		return;
+	}
+	struct dr_bpfptr *p = bpfptr.lookup(&cmd);
+	if (!p)
+		return;
+	u32 mapfd = 0;
+	bpf_probe_read_user(&mapfd, sizeof(mapfd), (void *)attr);
+	u64 mkey = (u64)w->ev.tgid << 32 | mapfd;
+	u64 *sizes = bpfmaps.lookup(&mkey);
+	u64 kv = sizes ? *sizes : 0;
+#pragma unroll
+	for (int k = 0; k < 3; k++) {
+		u64 d = p->d[k];
+		u32 mode = (d >> 32) & 0xff;
+		u32 off = d & 0xff;
+		if (!mode || off + 8 > asz)
+			continue;
+		u64 ptr = 0, len = 0;
+		bpf_probe_read_user(&ptr, sizeof(ptr), (void *)(attr + off));
+		if (mode == DR_BP_FIELD) {
+			u32 f = 0;
+			bpf_probe_read_user(&f, sizeof(f), (void *)(attr + ((d >> 8) & 0xff)));
+			len = (u64)f * ((d >> 16) & 0xffff);
+		} else if (mode == DR_BP_KEY) {
+			len = kv & 0xffffffff;
+		} else if (mode == DR_BP_VALUE) {
+			len = kv >> 32;
+		}
+		if (len > DR_BPF_POINTED_MAX)
+			len = DR_BPF_POINTED_MAX;
+		/* an out-buffer's size is the most the kernel may write (a verifier
+		 * log in untouched .bss pages): it ends at a page still unreadable */
+		w->upto = (d >> 40) & 1;
+		add_job(w, 1 | (DR_SUB_POINTED << 4) | (k << 8), mode == DR_BP_STR ? J_STR : J_PLAIN, ptr, len, 0);
+	}
+	w->upto = 0;
+}
+
 /* Turn the copy rules of syscall `nr` into jobs for one phase. */
 static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 ret, int at_exit)
 {
@@ -404,6 +468,8 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 					(u64)cnt * ((v >> 32) & 0xffff), 0);
 		}
 	}
+	if (at_exit && nr == DR_NR_bpf && ret >= 0)
+		bpf_pointed(w, a, ret);
 	for (int i = 0; i < DR_MAX_RULES; i++) {
 		u32 key = nr * DR_MAX_RULES + i;
 		struct dr_rule *r = rules.lookup(&key);

@@ -34,6 +34,7 @@
 #define DR_IOV_MAX_FOLLOW 64
 #define DR_STR_MAX 4096
 #define DR_ARGV_MAX 64
+#define DR_BPF_POINTED_MAX 16384
 #define DR_MAX_RULES 6
 #define DR_NR_MAX 470
 
@@ -93,6 +94,7 @@
 #define DR_NR_execveat 322
 #define DR_NR_ioctl 16
 #define DR_NR_setsockopt 54
+#define DR_NR_bpf 321
 #define DR_NR_rt_sigreturn 15
 #define DR_NR_clone 56
 #define DR_NR_clone3 435

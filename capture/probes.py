@@ -230,6 +230,15 @@ class Probes:
         pointed = b["sockptr"]
         for (level, optname), (count_off, ptr_off, elem) in schema.SOCKOPT_POINTED.items():
             pointed[ct.c_uint64(level << 32 | optname)] = ct.c_uint64(count_off | ptr_off << 16 | elem << 32)
+        modes = {"field": 1, "key": 2, "value": 3, "str": 4}
+        bpfptr = b["bpfptr"]
+        for cmd, bufs in schema.BPF_POINTED.items():
+            if bufs:
+                v = bpfptr.Leaf()
+                for k, (ptr_off, direction, size, size_off, elem) in enumerate(bufs):
+                    v.d[k] = (ptr_off | size_off << 8 | elem << 16 | modes[size] << 32
+                              | (direction == "out") << 40)
+                bpfptr[ct.c_uint32(cmd)] = v
         counted = b["reqcount"]
         nr_ioctl = schema.by_name("ioctl").nr
         for req, (hdr, count_off, _cap_off, elem) in schema.IOCTL_COUNTED.items():

@@ -51,3 +51,39 @@ def test_recvmmsg_message_bytes_are_recorded_and_written_back(work):
         if isinstance(e, Event) and e.name in ("sendmmsg", "recvmmsg"):
             got[e.name] = [e.payloads[schema.message_slot(1, m)].data for m in range(2)]
     assert got == {"sendmmsg": [b"hello", b"mmsg world!"], "recvmmsg": [b"hello", b"mmsg world!"]}
+
+
+BPF_MAP = r"""
+#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/bpf.h>
+static long bpf(int cmd, union bpf_attr *a) { return syscall(__NR_bpf, cmd, a, sizeof(*a)); }
+int main(void) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.map_type = BPF_MAP_TYPE_HASH; a.key_size = 4; a.value_size = 8; a.max_entries = 4;
+    int fd = bpf(BPF_MAP_CREATE, &a);
+    uint32_t key = 99, none = 0, next = 0;
+    uint64_t value = 1234567, out[2] = {0, 0xabababababababab};
+    memset(&a, 0, sizeof a);
+    a.map_fd = fd; a.key = (uintptr_t)&key; a.value = (uintptr_t)&value;
+    long u = bpf(BPF_MAP_UPDATE_ELEM, &a);
+    a.value = (uintptr_t)out;
+    long l = bpf(BPF_MAP_LOOKUP_ELEM, &a);
+    a.key = (uintptr_t)&none; a.next_key = (uintptr_t)&next;
+    long k = bpf(BPF_MAP_GET_NEXT_KEY, &a);
+    printf("fd>2=%d u=%ld l=%ld value=%llu guard=%llx k=%ld next=%u\n", fd > 2, u, l,
+           (unsigned long long)out[0], (unsigned long long)out[1], k, next);
+    return 0;
+}
+"""
+
+
+def test_bpf_map_values_are_answered_from_the_recording(work):
+    """bpf(2)'s map fd is a stand-in, the looked-up value and next key are the recorded
+    ones written where the attr points, and nothing past them is touched."""
+    out = faithful(work, "bpfmap", BPF_MAP)
+    assert out == b"fd>2=1 u=0 l=0 value=1234567 guard=abababababababab k=0 next=99\n", out

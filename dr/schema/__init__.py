@@ -31,6 +31,7 @@ ENUMS = _tables.ENUMS
 IOCTL_BUFFERS = _tables.IOCTL_BUFFERS
 IOCTL_COUNTED = getattr(_tables, "IOCTL_COUNTED", {})
 SOCKOPT_POINTED = getattr(_tables, "SOCKOPT_POINTED", {})
+BPF_POINTED = getattr(_tables, "BPF_POINTED", {})
 EVENT_FLAGS = _tables.EVENT_FLAGS
 PROC_EVENTS = _tables.PROC_EVENTS
 LOSS_CAUSES = _tables.LOSS_CAUSES

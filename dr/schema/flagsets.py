@@ -257,6 +257,34 @@ SOCKOPT_POINTED: dict[tuple[int, int], tuple[int, int, int]] = {
     (41, 64): (84, 88, 16),   # SOL_IPV6, IP6T_SO_SET_REPLACE: ip6t_replace, the same layout
 }
 
+#: bpf(2) commands strict replay answers from the recording, -> the buffers their union
+#: bpf_attr points at (include/uapi/linux/bpf.h; uapi offsets are ABI), each
+#: (pointer offset, "in"|"out", size, size offset, element bytes). size "field": the u32 at
+#: the size offset, as the call left it, times the element; "key"/"value": the key/value
+#: size of the map the attr's first u32 names (capture learns it from that map's
+#: BPF_MAP_CREATE); "str": NUL-terminated. Capture keeps at most BPF_POINTED_MAX bytes of
+#: each, at exit of a successful call, on the attr's slot as Sub.POINTED with the entry's
+#: index in slot bits 8-15. A command not listed is refused by replay (its pointers are
+#: not recorded); one listed with () has none.
+BPF_POINTED: dict[int, tuple[tuple[int, str, str, int, int], ...]] = {
+    0: (),                                                   # BPF_MAP_CREATE
+    1: ((8, "in", "key", 0, 0), (16, "out", "value", 0, 0)),  # BPF_MAP_LOOKUP_ELEM: key, value
+    2: ((8, "in", "key", 0, 0), (16, "in", "value", 0, 0)),   # BPF_MAP_UPDATE_ELEM
+    3: ((8, "in", "key", 0, 0),),                             # BPF_MAP_DELETE_ELEM
+    4: ((8, "in", "key", 0, 0), (16, "out", "key", 0, 0)),    # BPF_MAP_GET_NEXT_KEY: key, next_key
+    5: ((8, "in", "field", 4, 8), (16, "in", "str", 0, 0),    # BPF_PROG_LOAD: insns (insn_cnt x 8),
+        (32, "out", "field", 28, 1)),                         # license, log_buf (log_size)
+    8: (), 9: (),                                            # BPF_PROG_ATTACH, BPF_PROG_DETACH
+    15: ((8, "out", "field", 4, 1),),                         # BPF_OBJ_GET_INFO_BY_FD: info (info_len)
+    16: ((16, "out", "field", 24, 4),),                       # BPF_PROG_QUERY: prog_ids (prog_cnt x 4)
+    22: (), 35: (),                                          # BPF_MAP_FREEZE, BPF_PROG_BIND_MAP
+}
+BPF_POINTED_MAX = 16384
+#: bpf(2) commands whose result is a new fd (always close-on-exec): MAP_CREATE, PROG_LOAD,
+#: OBJ_GET, PROG/MAP_GET_FD_BY_ID, RAW_TRACEPOINT_OPEN, BTF_LOAD, BTF_GET_FD_BY_ID,
+#: LINK_CREATE, LINK_GET_FD_BY_ID, ENABLE_STATS, ITER_CREATE, TOKEN_CREATE.
+BPF_FD_COMMANDS = frozenset({0, 5, 7, 13, 14, 17, 18, 19, 28, 30, 32, 33, 36})
+
 #: Any other ioctl request with _IOC_READ in its direction bits (include/uapi/asm-generic/ioctl.h)
 #: is recorded, and answered, as an out-buffer of the size in its bits 16-29.
 

@@ -88,6 +88,7 @@ def render_header() -> str:
     out.append(f"#define DR_IOV_MAX_FOLLOW {layout.IOV_MAX_FOLLOW}")
     out.append(f"#define DR_STR_MAX {layout.STR_MAX}")
     out.append(f"#define DR_ARGV_MAX {layout.ARGV_MAX}")
+    out.append(f"#define DR_BPF_POINTED_MAX {flagsets.BPF_POINTED_MAX}")
     out.append(f"#define DR_MAX_RULES {MAX_RULES}")
     out.append(f"#define DR_NR_MAX {max(s.nr for s in SYSCALLS) + 1}")
     out.append("")
@@ -97,7 +98,7 @@ def render_header() -> str:
             out.append(f"#define {prefix}{m.name} {int(m)}")
         out.append("")
     out.append("/* x86_64 numbers of the syscalls the probes treat specially */")
-    for name in ("exit", "exit_group", "execve", "execveat", "ioctl", "setsockopt", "rt_sigreturn",
+    for name in ("exit", "exit_group", "execve", "execveat", "ioctl", "setsockopt", "bpf", "rt_sigreturn",
                  "clone", "clone3", "fork", "vfork"):
         nr = next((s.nr for s in SYSCALLS if s.name == name), None)
         if nr is not None:
@@ -183,6 +184,7 @@ def render_tables() -> str:
     o.append(f"IOCTL_BUFFERS = {flagsets.IOCTL_BUFFERS!r}")
     o.append(f"IOCTL_COUNTED = {flagsets.IOCTL_COUNTED!r}")
     o.append(f"SOCKOPT_POINTED = {flagsets.SOCKOPT_POINTED!r}")
+    o.append(f"BPF_POINTED = {flagsets.BPF_POINTED!r}")
     o.append("# fmt: on")
     return "\n".join(o) + "\n"
 

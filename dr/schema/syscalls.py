@@ -361,7 +361,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("getrandom", 318, 278, R, out("buf", RET), uint("count"), flags("flags", "grnd")),
     S("memfd_create", 319, 279, R, str_("uname"), flags("flags", "mfd"), ret="fd"),
     S("kexec_file_load", 320, 294, U),
-    S("bpf", 321, 280, U, int_("cmd"), ptr("uattr"), uint("size")),
+    S("bpf", 321, 280, I, int_("cmd"), array_out("uattr", 2, 1, "bpf_attr"), uint("size")),
     S("execveat", 322, 281, I, fd("fd"), path("filename"), argv("argv"), argv("envp"), flags("flags", "at")),
     S("userfaultfd", 323, 282, U, hex_("flags")),
     S("membarrier", 324, 283, P, int_("cmd"), flags("flags", "none"), int_("cpu_id")),

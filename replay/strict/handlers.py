@@ -480,6 +480,7 @@ def unshare(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
 from dr.replay.strict import limits as _limits  # noqa: E402,F401
 from dr.replay.strict import sigwait as _sigwait  # noqa: E402,F401
 from dr.replay.strict import reap as _reap  # noqa: E402,F401
+from dr.replay.strict import bpfcall as _bpfcall  # noqa: E402,F401
 
 #: x86_64 number -> handler, for the hot path: built after every handler registered
 #: (the signal senders were defined below it and never reached).
