@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Callable
 
 from dr import schema
 from dr.capture.advice import loss_advice
-from dr.capture.spawn import OUTLIVE_GRACE
 from dr.capture.summary import LOST_CAUSES, RING_IO, Summary
 from dr.errors import DrError, OutputError, TargetError, UsageError
 
@@ -333,6 +332,9 @@ class CaptureSession:
 
         tree.on_first_exec = first
         tree.patch = patch_vdso
+        tree.activity = lambda: self.ring.stats.bytes if self.ring is not None else 0
+        if self.opts.duration is not None:   # asked for: follow what outlives the command until then
+            tree.idle_limit = tree.follow_limit = float(self.opts.duration)
         try:
             facts = tree.release()
         except TargetError:
@@ -391,10 +393,10 @@ class CaptureSession:
         return True
 
     def _target_gone(self, timeout: float) -> bool:
-        if self.child is not None:
-            return self._child_exited(timeout)
-        if self.mode == "spawn":
-            return True
+        if self.child is not None and not self._child_exited(timeout):
+            return False
+        if self.spawn is not None:   # the rest of the tree is followed while busy (dr.capture.spawn)
+            return self.spawn.exited.wait(timeout)
         if self._pidfd is not None:
             r, _, _ = select.select([self._pidfd], [], [], timeout)
             return bool(r)
@@ -473,8 +475,8 @@ class CaptureSession:
                 self._child_exited(0.7)
         err = self._error
         if self.spawn is not None and self.spawn.command_exited.is_set():
-            # the rest of the tree's grace (dr.capture.spawn): who outlived the command
-            self.spawn.exited.wait(OUTLIVE_GRACE + 1.0)
+            self.spawn.finish()   # stopped while following the rest of the tree: who outlived it
+            self.spawn.exited.wait(1.0)
         if self.probes is not None:
             self.probes.untrace_all()
         try:

@@ -26,13 +26,26 @@ status of the command is known from :attr:`SpawnTree.exit_status` once
 :attr:`SpawnTree.command_exited` is set (:attr:`SpawnTree.exited`: the thread is done). Without ``trace_execs`` the thread only
 waits for the command.
 
-The tree ends with the command: once it exited, the rest of the tree has
-:data:`OUTLIVE_GRACE` seconds to exit too (a shell's last pipeline, a child
-being reaped), then the tracer thread ends. A daemon the command started, or
-a child it left blocked, would otherwise hold the capture open for ever. The
-thread's exit detaches every task it still traces (the kernel's exit_ptrace:
+After the command exited, the rest of the tree is followed while it is busy:
+until it made no syscall for :data:`OUTLIVE_IDLE` seconds (``activity()``,
+a hook the session sets, counts what the probes recorded), and at most
+:data:`OUTLIVE_MAX` seconds, or with ``--duration`` until the capture's end
+(a shell's last pipeline, a child finishing its
+work, a parent reaping). A daemon the command started, or a child it left
+blocked, would otherwise hold the capture open for ever. Then the tracer
+thread ends; its exit detaches every task it still traces (the kernel's exit_ptrace:
 no stop, no signal), so those tasks run on untraced, as they would without
 dr; :attr:`SpawnTree.outlived` lists their processes.
+
+Scheduling between a creator and its new task stays as it is untraced, where
+the creator returns from fork/clone without a context switch while its new
+task is still being woken: the new task's first stop is held until the
+creator, continued from its fork/clone event stop, was scheduled again (its
+``se.exec_start`` in /proc/TID/sched moved). A program that yields to a new
+lower-priority thread asserts the creator ran first; continuing whichever
+stop the tracer reaped first let the child win 3 times in 5. A new task is
+held at most :data:`HOLD_TIMEOUT` seconds (its creator killed, or not
+scheduled).
 
 One thing tracing changes that the tracer undoes: the init of a pid
 namespace that faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE with no handler) dies
@@ -55,6 +68,7 @@ from dr.errors import TargetError
 
 PTRACE_CONT = 7
 PTRACE_DETACH = 17
+PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_SEIZE = 0x4206
@@ -69,8 +83,13 @@ ADDR_NO_RANDOMIZE = 0x0040000
 GROUP_STOPS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 #: How long to wait for the command's first exec stop (it execs right after "go").
 FIRST_EXEC_TIMEOUT = 60.0
-#: Seconds the rest of the tree has to exit after the command did (then it runs on untraced).
-OUTLIVE_GRACE = 2.0
+#: After the command exited, the rest of the tree is followed until it made no syscall for
+#: this long (then it runs on untraced) ...
+OUTLIVE_IDLE = 2.0
+#: ... and at most this long (a busy daemon would otherwise hold the capture open).
+OUTLIVE_MAX = 30.0
+#: Seconds a new task waits for its creator to run on before it is continued anyway.
+HOLD_TIMEOUT = 0.05
 #: Faults that re-execute the faulting instruction when the signal is dropped.
 REFAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 
@@ -108,16 +127,23 @@ class SpawnTree:
         self.outlived: list[int] = []   # processes still running when the tree ended (class doc)
         self.faulted_inits: list[int] = []   # pid-namespace inits let go to die of a fault
         self._tasks: set[int] = set()   # traced tasks seen alive
+        #: new task -> (its creator, the creator's se.exec_start when continued) (class doc)
+        self._born: dict[int, tuple[int, str]] = {}
+        self._held: dict[int, float] = {}   # new tasks held at their first stop -> since when
         self.patched: dict[str, int] = {}
         self._first = threading.Event()
         self._facts: dict | None = None
         self._first_error: str | None = None
         self._detach = False
+        self._finish = False    # end the follow after the command's exit now (finish())
         self._thread: threading.Thread | None = None
         self._go = self._ready = -1
         # The hooks of the class doc, set by the session (attributes, not methods, so they can be).
         self.on_first_exec: Callable[[int], dict] = lambda pid: {}
         self.patch: Callable[[int], dict[str, int]] = lambda pid: {}
+        self.activity: Callable[[], int] = lambda: 0   # grows while the tree makes syscalls
+        #: the follow after the command's exit (class doc); ``--duration`` sets both to itself
+        self.idle_limit, self.follow_limit = OUTLIVE_IDLE, OUTLIVE_MAX
 
     # -- the child
 
@@ -179,6 +205,10 @@ class SpawnTree:
         """Stop preparing images: each tracee is let go at its next stop."""
         self._detach = True
 
+    def finish(self) -> None:
+        """End the follow of the rest of the tree (the command exited) at the next poll."""
+        self._finish = True
+
     def kill(self) -> None:
         """SIGKILL the command (start failed); the tracer thread reaps it."""
         if self._go >= 0:
@@ -228,26 +258,36 @@ class SpawnTree:
     def _loop(self, root: int) -> None:
         flags = WALL if self.trace_execs else 0
         self._tasks.add(root)
-        deadline: float | None = None    # set when the command exited (class doc)
+        ended: float | None = None    # when the command exited (class doc)
+        busy_at, seen = 0.0, -1       # the rest of the tree's last sign of activity
         while True:
+            poll = ended is not None or bool(self._held)
             try:
                 pid, status = os.waitpid(-1 if self.trace_execs else root,
-                                         flags if deadline is None else flags | os.WNOHANG)
+                                         flags | os.WNOHANG if poll else flags)
             except ChildProcessError:
                 return
             except InterruptedError:
                 continue
             if pid == 0:   # WNOHANG: nothing happened
-                assert deadline is not None
-                if time.monotonic() >= deadline:
-                    self.outlived = _processes(self._tasks)
-                    return   # the thread's exit detaches what it still traces
-                time.sleep(0.01)
+                now = time.monotonic()
+                self._release_held(now)
+                if ended is not None:
+                    act = self.activity()
+                    if act != seen:
+                        seen, busy_at = act, now
+                    if (self._finish or now - busy_at >= self.idle_limit
+                            or now - ended >= self.follow_limit):
+                        self.outlived = _processes(self._tasks)
+                        return   # the thread's exit detaches what it still traces
+                time.sleep(0.0002 if self._held else 0.01)
                 continue
             if os.WIFEXITED(status) or os.WIFSIGNALED(status):
                 self._tasks.discard(pid)
+                self._held.pop(pid, None)
+                self._born.pop(pid, None)
                 if pid == root:
-                    deadline = time.monotonic() + OUTLIVE_GRACE
+                    ended = busy_at = time.monotonic()
                     self.exit_status = os.waitstatus_to_exitcode(status)
                     self.command_exited.set()   # its pid may be reused from now on
                     if not self._first.is_set():
@@ -259,15 +299,33 @@ class SpawnTree:
                 continue
             if not os.WIFSTOPPED(status):
                 continue
+            new = pid not in self._tasks
             self._tasks.add(pid)
-            self._stopped(pid, status)
+            self._stopped(pid, status, new)
 
-    def _stopped(self, pid: int, status: int) -> None:
+    def _release_held(self, now: float) -> None:
+        """Continue the new tasks whose creator ran on (class doc), or that waited too long."""
+        for pid, since in list(self._held.items()):
+            creator, start = self._born.get(pid, (0, ""))
+            if now - since >= HOLD_TIMEOUT or (creator and _exec_start(creator) != start):
+                del self._held[pid]
+                self._born.pop(pid, None)
+                _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, 0)
+
+    def _stopped(self, pid: int, status: int, new: bool = False) -> None:
         sig = os.WSTOPSIG(status)
         event = (status >> 16) & 0xFF
         inject = 0
         if event == PTRACE_EVENT_EXEC:
             self._exec_stop(pid)
+        elif event in (PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE):
+            # The creator goes on first, then its new task (class doc).
+            msg = ctypes.c_ulong(0)
+            child = msg.value if _ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(msg)) == 0 else 0
+            if child:
+                self._born[child] = (pid, _exec_start(pid))
+            _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, 0)
+            return
         elif event == PTRACE_EVENT_STOP:
             if sig in GROUP_STOPS:
                 # A job-control stop (SIGSTOP, SIGTSTP...): let this task go, so that
@@ -276,7 +334,12 @@ class SpawnTree:
                 # else get EPERM). Its later execs are no longer prepared: counted.
                 self.released.append(pid)
                 self._tasks.discard(pid)
+                self._born.pop(pid, None)
                 _ptrace(PTRACE_DETACH, pid, 0, 0)
+                return
+            if new:
+                self._held[pid] = time.monotonic()   # until its creator ran on (class doc)
+                self._release_held(self._held[pid])
                 return
         elif event == 0:
             inject = sig      # a signal on its way to the tracee: deliver it unchanged
@@ -286,7 +349,6 @@ class SpawnTree:
                 self._tasks.discard(pid)
                 _ptrace(PTRACE_DETACH, pid, 0, 0)
                 return
-        # fork/vfork/clone events: the new task is attached; nothing else to do.
         _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, inject)
 
     def _exec_stop(self, pid: int) -> None:
@@ -312,6 +374,17 @@ def _status_fields(pid: int) -> dict[str, str]:
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
     except OSError:
         return {}
+
+
+def _exec_start(tid: int) -> str:
+    """When ``tid`` was last put on a CPU (``se.exec_start``, as text); "" once it is gone."""
+    try:
+        with open(f"/proc/{tid}/sched", "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return ""
+    at = head.find(b"se.exec_start")
+    return head[at:head.find(b"\n", at)].decode() if at >= 0 else ""
 
 
 def _kernel_sent(pid: int) -> bool:
@@ -344,4 +417,4 @@ def _processes(tids: set[int]) -> list[int]:
     return sorted(out)
 
 
-__all__ = ["SpawnTree", "ADDR_NO_RANDOMIZE", "OUTLIVE_GRACE"]
+__all__ = ["SpawnTree", "ADDR_NO_RANDOMIZE", "OUTLIVE_IDLE", "OUTLIVE_MAX"]

@@ -51,7 +51,7 @@ class Summary:
         return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
 
     spawn_released: int = 0     # spawn: tasks let go at a job-control stop (their execs not prepared)
-    outlived: list[int] | None = None   # spawn: processes still running OUTLIVE_GRACE s after the command
+    outlived: list[int] | None = None   # spawn: processes still running when the tree stopped being followed
 
     @property
     def incomplete(self) -> list[str]:

@@ -187,10 +187,12 @@ def capture(
         typer.echo(f"dr: the command (pid {session.child}) keeps running untraced; "
                    "dr exits without waiting for it", err=True)
     if summary.outlived:
-        # The capture ends with the command (dr.capture.spawn): a daemon it started runs on.
+        # dr.capture.spawn: the rest of the tree is followed while busy, then runs on untraced.
         pids = ", ".join(map(str, summary.outlived[:10])) + (" ..." if len(summary.outlived) > 10 else "")
-        typer.echo(f"dr: {len(summary.outlived)} process(es) of the command's tree outlived it and "
-                   f"keep running untraced (pid {pids}); the trace ends with the command", err=True)
+        typer.echo(f"dr: {len(summary.outlived)} process(es) of the command's tree outlived it "
+                   f"(pid {pids}) and keep running untraced: what they do from now on is not in the "
+                   "trace, so its replay will say \"incomplete\"; to record more of them, capture "
+                   "with --duration SECONDS (the tree is then followed until that time)", err=True)
     if summary.error:
         typer.echo(f"dr: {summary.error}; the trace keeps everything up to its last complete frame",
                    err=True)
