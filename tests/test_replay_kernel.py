@@ -322,6 +322,7 @@ def test_write_truncated_at_snaplen_is_not_faithful(work):
     err = rp.stderr.decode()
     assert err.count("\n") == 1 and "faithful" not in err
     assert f"{(1 << 20) - (64 << 10)} bytes the program wrote were cut" in err
+    assert err.rstrip().endswith("re-capture with `--snaplen 1M`")   # the remedy, sized
 
 
 # ----------------------------------------------------------------------------- coverage

@@ -4,10 +4,10 @@ programs, recorded with the real capture and replayed under the real supervisor.
 
 from __future__ import annotations
 
-
+import subprocess
 
 import pytest
-from conftest import KERNEL_REPLAY, build_c, work_dir
+from conftest import DR, KERNEL_REPLAY, build_c, work_dir
 from test_replay_kernel import faithful, record, replay
 
 pytestmark = KERNEL_REPLAY
@@ -302,3 +302,40 @@ def test_call_through_the_vsyscall_page_makes_the_replay_incomplete(work):
     assert r.returncode == 7, r.stderr.decode()
     assert r.stdout == out
     assert b"incomplete" in r.stderr and b"vsyscall page" in r.stderr
+
+
+BIG_READ = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+static unsigned char b[100000];
+int main(void) {
+    int fd = open("/dev/urandom", O_RDONLY);
+    unsigned long sum = 0;
+    ssize_t n = read(fd, b, sizeof b);
+    for (ssize_t i = 0; i < n; i++) sum = sum * 31 + b[i];
+    printf("read %zd sum %lu\n", n, sum);
+    return 0;
+}
+"""
+
+
+def test_a_read_cut_at_the_snaplen_stops_replay_and_names_the_snaplen_that_holds_it(work):
+    """The program saw 100,000 bytes, the trace holds 16 KiB: replay used to hand it the
+    rest of its buffer as it was (a later "bytes differ" of a checksum, or a faithful
+    verdict where the program ignored them)."""
+    exe = build_c(work, "bigread", BIG_READ)
+    runs = []
+    for snaplen in ("16K", "98K"):
+        trace = work / f"bigread-{snaplen}.drt"
+        c = subprocess.run([DR, "capture", "-q", "--snaplen", snaplen, "-o", str(trace), "--", str(exe)],
+                           capture_output=True, timeout=120)
+        assert c.returncode == 0 and c.stdout.startswith(b"read 100000 sum "), c.stderr.decode()
+        runs.append((c.stdout, subprocess.run([DR, "replay", "--show-output", str(trace)],
+                                              capture_output=True, timeout=120)))
+    (_, cut), (out, whole) = runs
+    assert cut.returncode == 7 and cut.stdout == b"", cut.stderr.decode()
+    assert cut.stderr.decode().rstrip().endswith(
+        "read 100000 bytes and the trace holds the first 16384 (cut at the capture's snaplen): "
+        "replay stops there; re-capture with `--snaplen 98K`")
+    assert whole.returncode == 0 and whole.stdout == out, whole.stderr.decode()   # the remedy works

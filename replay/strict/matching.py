@@ -74,8 +74,9 @@ class Matching(Answers):
         recorded command): what it does now was never recorded, so it cannot be
         compared. Its process ends here and the verdict says so."""
         self.report.not_compared.append(
-            f"thread {th.tid} outlived the recording: its syscalls from {schema.name_of(n.nr)} on "
-            "(and their output) were not recorded")
+            f"thread {th.tid} (process {self.script.tgid_of.get(th.tid, th.tid)}) outlived the recording: its syscalls from "
+            f"{schema.name_of(n.nr)} on (and their output) were not recorded (capture with --duration "
+            "SECONDS to follow it longer)")
         try:
             os.kill(th.host_tgid, signal.SIGKILL)
         except OSError:

@@ -237,6 +237,14 @@ def load_script(path: str) -> Script:
                   outlived, siginfo, async_seq, files, blobs, clone_child, in_wait)
 
 
+def snaplen_remedy(events: list[Any]) -> str:
+    """``--snaplen N``, N enough for the longest payload the capture cut (KiB or MiB, rounded up)."""
+    most = max((p.total for e in events for p in e.payloads.values() if p.total > len(p.data)),
+               default=0)
+    size = f"{-(-most // (1 << 20))}M" if most >= 1 << 20 else f"{-(-most // 1024)}K"
+    return f"re-capture with `--snaplen {size}`"
+
+
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:
     """Move a repeated standard signal to the thread's next call.
 

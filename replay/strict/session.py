@@ -28,7 +28,7 @@ from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NO_EXIT, NR,
 from dr.replay.strict.files import FileModel
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import ns_ids, ppid, which_in_root
-from dr.replay.strict.script import load_script
+from dr.replay.strict.script import load_script, snaplen_remedy
 
 __all__ = ["ReplaySession"]
 
@@ -302,12 +302,14 @@ class ReplaySession(Matching):
             r.syscalls[schema.name_of(nr)] += c
         out = sorted(self.script.outlived)
         if out and not self.script.truncated and not any("outlived" in x for x in r.not_compared):
-            r.not_compared.append(f"{'threads' if len(out) > 1 else 'thread'} "
-                                  f"{', '.join(map(str, out[:5]))} outlived the recording (the capture "
-                                  "ended with the first process): what they did after was not recorded")
+            procs = sorted({self.script.tgid_of.get(t, t) for t in out})
+            r.not_compared.append(f"process(es) {', '.join(map(str, procs[:5]))} outlived the recorded "
+                                  "command and were still running when the capture ended: what they did "
+                                  "after was not recorded (capture with --duration SECONDS to follow "
+                                  "them longer)")
         if r.uncompared_bytes and not any("snaplen" in x for x in r.not_compared):
             r.not_compared.append(f"{r.uncompared_bytes} bytes the program wrote were cut at the "
-                                  "capture's snaplen and not compared")
+                                  f"capture's snaplen and not compared; {snaplen_remedy(self.script.all_events)}")
         if res.status is Status.EXITED:
             r.verdict = "diverged" if r.divergences else ("incomplete" if r.not_compared else "faithful")
         else:

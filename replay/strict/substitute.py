@@ -17,9 +17,11 @@ from dr import schema
 from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import MemoryFault, Notif
-from dr.replay.strict.core import (IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKADDR_MAX, Thread, s32)
+from dr.replay.strict.core import (IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKADDR_MAX, Status, StepResult,
+                                   Stop, Thread, s32)
 from dr.replay.strict.memio import (MMSG_ARG, compare_sent, gather, plan_messages, read_iov, scatter, too_long,
                                     unmask)
+from dr.replay.strict.script import snaplen_remedy
 from dr.schema import Beh, Kind, Rule, Sub, flagsets
 
 if TYPE_CHECKING:
@@ -349,6 +351,14 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
         if rec is None or not addr:
             continue
         data = rec.data
+        if rec.total > len(data):
+            # Cut at the capture's snaplen: the program read bytes the trace does not hold,
+            # and what it does with them cannot be compared (output bytes, below, can).
+            why = (f"{ev.name} of thread {th.tid} read {rec.total} bytes and the trace holds the first "
+                   f"{len(data)} (cut at the capture's snaplen): replay stops there; "
+                   f"{snaplen_remedy(s.script.all_events)}")
+            s.report.not_compared.append(why)
+            raise Stop(StepResult(Status.EXITED, why))
         if k == Kind.IOV_OUT:
             cnt = capacity(sc, i, args) or 0
             iov = read_iov(n.pid, addr, cnt // 16)
