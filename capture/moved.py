@@ -16,7 +16,9 @@ with a NULL offset pointer, the fd's position followed through the trace
 lseek sets it). Never guessed: a call whose position is unknown (an fd opened
 before the trace), whose file the traced programs wrote after the call, or
 whose file is gone or shorter now, gets no bytes (it stays as before). Pipe
-sources (splice/tee from a pipe) are not files: their bytes stay unknown.
+sources (splice/tee from a pipe) are not files, nor are /proc's views of a
+process (/proc/self/exe read at the end would be dr's own): their bytes stay
+unknown (strict replay moves an executable's from the file it hands the program).
 """
 
 from __future__ import annotations
@@ -70,7 +72,10 @@ def _plan(trace_path: str) -> tuple[dict[tuple[int, int], tuple[str, int, int]],
                 elif src is not None:
                     off = pos.get(src.id)
                     pos[src.id] = off + ev.ret if off is not None else None  # type: ignore[assignment]
-                if src is not None and src.kind == "file" and src.path and off is not None and off >= 0:
+                # /proc paths are views of a process: read now they would describe dr
+                # (/proc/self/exe is dr's python), so their bytes stay unknown.
+                if src is not None and src.kind == "file" and src.path and off is not None and off >= 0 \
+                        and not src.path.startswith("/proc/"):
                     moves.append((i, (ev.tid, ev.seq), src.path, off, ev.ret))
                 dst_arg = _FILE_DST.get(nr)
                 dst = fdmap.lookup(ev.tgid, ev.args[dst_arg] & 0xFFFFFFFF) if dst_arg is not None else None

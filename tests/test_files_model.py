@@ -256,3 +256,39 @@ def test_exec_of_proc_self_exe_replays(work):
     r = replay(trace)
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout == out
+
+
+COPY_SELF = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct stat st;
+    stat("/proc/self/exe", &st);
+    if (argc > 1) { printf("the copy runs, %ld bytes\n", (long)st.st_size); return 0; }
+    int src = open("/proc/self/exe", O_RDONLY), dst = open("the_copy", O_WRONLY | O_CREAT | O_TRUNC, 0700);
+    off_t off = 0;
+    printf("sent %zd of %ld\n", sendfile(dst, src, &off, st.st_size), (long)st.st_size);
+    fflush(stdout);
+    close(src);
+    close(dst);
+    execl("./the_copy", "the_copy", "copy", (char *)0);
+    return 1;
+}
+"""
+
+
+def test_a_copy_of_proc_self_exe_made_with_sendfile_is_executed(work):
+    """mount_ns_exec's pattern: capture used to record /proc/self/exe's bytes as read at
+    its end (dr's own python); replay moves them from the executable it handed the program
+    (the recorded one, sha256-checked), so the copy it executes is the program."""
+    exe = build_c(work, "copyself", COPY_SELF)
+    size = exe.stat().st_size
+    trace, out = record(work, "copyself", str(exe))
+    assert out == f"sent {size} of {size}\nthe copy runs, {size} bytes\n".encode()
+    (work / "the_copy").unlink()
+    r = replay(trace)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out

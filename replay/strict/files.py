@@ -98,6 +98,8 @@ class FileModel:
         self.blobs = blobs
         self._blob_fd: dict[str, int] = {}     # sha256 -> sealed memfd with those bytes
         self._host_ok: dict[str, bool] = {}    # path -> the host file matches its record
+        #: (st_dev, st_ino) of the files vet() handed with the recording's bytes (sha256-checked)
+        self.recorded_bytes: set[tuple[int, int]] = set()
         self.created = 0
         self.renamed = 0
 
@@ -263,12 +265,15 @@ class FileModel:
             return _empty(flags)
         sha = rec.get("sha256")
         if isinstance(sha, str):
-            if host >= 0 and self._host_matches(path, host, sha, rec):
-                return host
-            fd = self._blob(sha)
-            if fd is not None:
+            fd = host if host >= 0 and self._host_matches(path, host, sha, rec) else -1
+            blob = self._blob(sha) if fd < 0 else None
+            if blob is not None:
                 _close(host)
-                return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(f"/proc/self/fd/{blob}", os.O_RDONLY | os.O_CLOEXEC)
+            if fd >= 0:
+                st = os.fstat(fd)
+                self.recorded_bytes.add((st.st_dev, st.st_ino))
+                return fd
         _close(host)
         if rec.get("written") or rec.get("unavailable"):
             # The run (or a program before it) wrote it: its bytes come from the
@@ -525,7 +530,9 @@ def move(s: ReplaySession, n: Any, th: Thread, ev: Any, pos: int) -> bool | None
     if s_own and d_own:
         return s.cont(n, th, pos)   # both files are the run's own: the kernel moves them
     soff, doff = (n.args[offs[0]], n.args[offs[1]] if offs[1] >= 0 else 0)
-    if s_own:
+    if s_own or _holds_recorded_bytes(s, th, sfd):
+        # A node, or a file handed with the recording's bytes (one the recording mapped or
+        # executed, /proc/self/exe): the kernel's bytes are the ones the recording moved.
         with _tracee_fd(s, th, sfd) as src:
             at = _U64.unpack(notify.read_mem(n.pid, soff, 8))[0] if soff else os.lseek(src, 0, os.SEEK_CUR)
             data = os.pread(src, count, at)
@@ -557,6 +564,15 @@ def move(s: ReplaySession, n: Any, th: Thread, ev: Any, pos: int) -> bool | None
         s.show(console, data)
     s.report.substituted_bytes += count
     return s.reply(n, th, pos, ev.ret)
+
+
+def _holds_recorded_bytes(s: ReplaySession, th: Thread, fd: int) -> bool:
+    try:
+        with _tracee_fd(s, th, fd) as mine:
+            st = os.fstat(mine)
+    except (OSError, ReplayError):
+        return False
+    return (st.st_dev, st.st_ino) in s.files.recorded_bytes
 
 
 class _tracee_fd:
