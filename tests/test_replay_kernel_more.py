@@ -55,3 +55,51 @@ int main(void) {
 
 def test_dev_zero_shared_mapping_is_the_real_device(work):
     assert faithful(work, "devzero", DEV_ZERO) == b"b[0]=0 read=8 buf0=0 full=-1\n"
+
+
+NATIVE_RESTART = r"""
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static volatile pid_t waiter;
+static int ready[2];
+static void *wait_thread(void *arg) {
+    (void)arg;
+    signal(SIGUSR2, SIG_IGN);
+    pthread_mutex_lock(&lock);
+    waiter = syscall(SYS_gettid);
+    write(ready[1], "r", 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 400000000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    /* a native futex wait; the ignored SIGUSR2 interrupts it only under capture's
+       ptrace (ERESTART_RESTARTBLOCK, then restart_syscall) */
+    int r = pthread_cond_timedwait(&cond, &lock, &ts);
+    pthread_mutex_unlock(&lock);
+    printf("wait: %s\n", r == ETIMEDOUT ? "timed out" : "woken");
+    return NULL;
+}
+int main(void) {
+    pthread_t t;
+    char c;
+    pipe(ready);
+    pthread_create(&t, NULL, wait_thread, NULL);
+    read(ready[0], &c, 1);
+    usleep(100000);
+    syscall(SYS_tgkill, getpid(), waiter, SIGUSR2);
+    pthread_join(t, NULL);
+    printf("done\n");
+    return 0;
+}
+"""
+
+
+def test_restart_of_a_native_wait_runs_natively(work):
+    assert faithful(work, "native_restart", NATIVE_RESTART) == b"wait: timed out\ndone\n"

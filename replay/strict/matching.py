@@ -14,7 +14,7 @@ from dr import schema
 from dr.replay.divergence import decode_event
 from dr.replay.notify import Notif
 from dr.replay.strict.answer import Answers
-from dr.replay.strict.core import (NATIVE_BLOCKING, NO_DELIVER, NR_EXIT, NR_RESTART_SYSCALL, RESTARTS, SC, SOFT, soft_key, Status, StepResult, Stop, Thread)
+from dr.replay.strict.core import (NATIVE_BLOCKING, NO_DELIVER, NR_EXIT, NR_RESTART_SYSCALL, PASSTHROUGH, RESTARTS, SC, SOFT, soft_key, Status, StepResult, Stop, Thread)
 from dr.replay.strict.procfs import nthreads, task_exists as _task_exists
 from dr.replay.strict.substitute import write_outputs
 
@@ -110,6 +110,43 @@ class Matching(Answers):
             th.restart_of = ev.nr if nxt.nr == NR_RESTART_SYSCALL else -1
             self._consume(q.popleft(), th)
             self.report.restarts += 1
+
+    def _native_restart(self, n: Notif, th: Thread) -> bool:
+        """restart_syscall resumes the call the kernel interrupted with
+        ERESTART_RESTARTBLOCK. When that call ran natively here (a passthrough futex or
+        nanosleep the supervisor never answered), its restart is the kernel's too: it
+        runs natively, and the recorded restart_syscall is consumed with it. Whether the
+        native call is interrupted here at all depends on signals replay does not
+        reproduce exactly (an ignored SIGUSR2 still interrupted it under capture's
+        ptrace), so a recorded restart the thread does not make is consumed when it
+        makes its next call. True when ``n`` was continued here."""
+        q = th.queue
+        pos = q[0] if q else -1
+        head = self.script.events[pos] if q else None
+        if head is not None and head.nr == NR_RESTART_SYSCALL and self._after_native(pos):
+            q.popleft()
+            self._consume(pos, th)
+            self.report.restarts += 1
+            if n.nr != NR_RESTART_SYSCALL:
+                return False
+        elif n.nr != NR_RESTART_SYSCALL or (head is not None and head.nr == NR_RESTART_SYSCALL):
+            return False
+        # A restart of a native call the recording shows uninterrupted, or the one above.
+        if self.listener.send(n.id, continue_=True):
+            self.last_progress = time.monotonic()
+        return True
+
+    def _after_native(self, pos: int) -> bool:
+        """Whether the recorded restart_syscall at ``pos`` restarts a passthrough call:
+        the thread's latest earlier call that returned ERESTART_RESTARTBLOCK (a signal
+        handler may run between it and its restart) was not notified."""
+        evs, i = self.script.all_events, self.script.pos_in_all[pos]
+        tid = evs[i].tid
+        for j in range(i - 1, max(-1, i - 100_000), -1):
+            ev = evs[j]
+            if ev.tid == tid and ev.ret == -516:
+                return ev.nr in PASSTHROUGH
+        return False
 
     def _on_compat(self, n: Notif, th: Thread) -> None:
         """A 32-bit call (int 0x80): answered with the recorded return value of the

@@ -480,6 +480,9 @@ class ReplaySession(Matching):
             return self._vsyscall(n, th)
         if th.native_clone is not None and n.nr in CLONES and self._restarted_clone(n, th):
             return
+        if (n.nr == NR_RESTART_SYSCALL or th.queue and self.nrs[th.queue[0]] == NR_RESTART_SYSCALL) and \
+                self._native_restart(n, th):
+            return
         if not th.queue:
             if n.nr == NR_EXIT and self._early_exit(n, th):
                 return
