@@ -103,3 +103,58 @@ int main(void) {
 
 def test_restart_of_a_native_wait_runs_natively(work):
     assert faithful(work, "native_restart", NATIVE_RESTART) == b"wait: timed out\ndone\n"
+
+
+TIMER_SIGNAL = r"""
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+static volatile sig_atomic_t got;
+static void on_usr1(int sig) { (void)sig; got = 1; }
+static void *helper(void *arg) {
+    (void)arg;
+    sigset_t none;
+    sigemptyset(&none);
+    write(1, "helper waits\n", 13);
+    sigsuspend(&none);   /* a native wait: no answered call of this thread is pending */
+    return NULL;
+}
+int main(void) {
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, helper, NULL);
+    struct timespec nap = {0, 50000000};
+    nanosleep(&nap, NULL);
+    /* installed after the helper's last answered call: the signal must not come then */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGUSR1;
+    timer_t id;
+    timer_create(CLOCK_MONOTONIC, &sev, &id);
+    struct itimerspec when = {{0, 0}, {0, 1000000}};
+    timer_settime(id, 0, &when, NULL);
+    nanosleep(&nap, NULL);   /* the timer fires: the helper, not blocking SIGUSR1, takes it */
+    pthread_join(t, NULL);
+    printf("got %d\n", got);
+    return 0;
+}
+"""
+
+
+def test_timer_signal_taken_by_a_thread_in_a_native_wait(work):
+    from dr.replay.strict.script import load_script
+    assert faithful(work, "timer_signal", TIMER_SIGNAL, "-lrt").endswith(b"got 1\n")
+    # sent process-wide with the latest answered call, not at the helper's own last call
+    script = load_script(str(work / "timer_signal.drt"))
+    assert [sig for sigs in script.proc_signals.values() for _, sig in sigs] == [10]

@@ -156,6 +156,14 @@ class Answers:
 
     def deliver_signals(self, th: Thread, pos: int) -> None:
         """Deliver the signals the recording shows arriving before the call at ``pos``."""
+        for tg, sig in self.script.proc_signals.get(pos, ()):
+            host = next((t.host_tgid for t in self.threads.values() if t.rec_tgid == tg and not t.dead), None)
+            if host is not None:
+                try:
+                    os.kill(host, sig)   # process-wide: the kernel picks the thread (script.proc_signals)
+                    self.report.signals_delivered += 1
+                except OSError:
+                    pass
         sigs = self.script.signals.get(pos)
         if not sigs:
             return

@@ -91,7 +91,7 @@ def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
             os.close(src)
     if nr in fmodel.PATH_CALLS and ev.ret >= 0:
         s.files.on_path_call(s, th, ev)   # rename/link/unlink/truncate move names, not data
-    if pos in s.script.signals:
+    if pos in s.script.signals or pos in s.script.proc_signals:
         s.deliver_signals(th, pos)
     return s.listener.reply(n.id, ev.ret)
 

@@ -61,6 +61,9 @@ class Script:
     #: (position, signal) -> the native wait (futex) it interrupted after that call: replay
     #: sends it once the thread sleeps in that call (answer.deliver_signals), not before
     in_wait: dict[tuple[int, int], int] = field(default_factory=dict)
+    #: position -> [(recorded tgid, signal)]: signals the kernel sent (a timer's) that
+    #: reached a thread with no answered call pending, sent process-wide as that call is answered
+    proc_signals: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -89,6 +92,7 @@ def load_script(path: str) -> Script:
         siginfo: dict[tuple[int, int], bytes] = {}  # (position, sig) -> siginfo to deliver
         async_at: list[tuple[int, int, dict]] = []   # (position, sig, registers) in trace order
         in_wait: dict[tuple[int, int], int] = {}
+        proc_signals: dict[int, list[tuple[int, int]]] = {}
         exited: set[int] = set()         # tids with an exit/exit_group event of their own
         group_exit: set[int] = set()     # tgids some thread of which called exit_group
         last_sig: dict[int, int] = {}    # tgid -> last signal delivered to one of its threads
@@ -156,6 +160,21 @@ def load_script(path: str) -> Script:
                     alias[rec.tid] = alias.get(old, old)
             elif isinstance(rec, ProcEvent) and rec.what == sig_kind:
                 p = last_pos.get(alias.get(rec.tid, rec.tid))
+                if (p is not None and p < len(events) - 1 and 0 < rec.arg0 < 65
+                        and int(rec.arg0) not in sent and int(rec.arg0) not in SYNC_FAULTS
+                        and rec.arg0 != signal.SIGCHLD
+                        and not (rec.regs and (rec.regs.get("orig_ax", 0) >= (1 << 63)
+                                               or rec.regs.get("orig_ax", -1) in NATIVE_WAITS))):
+                    # No call sent it and other threads' calls came between the thread's last
+                    # answered call and its delivery (a timer's signal for the process, taken
+                    # by whichever thread did not block it). Sent to that thread at its last
+                    # call, it arrives before the program armed it (its handler not yet
+                    # installed); sent process-wide at the recorded point, the kernel picks
+                    # the thread that takes it now, as it did at capture: with the answer of
+                    # the latest call (the next one may be the receiver's own, after it).
+                    proc_signals.setdefault(len(events) - 1, []).append((rec.tgid or rec.tid, int(rec.arg0)))
+                    last_sig[rec.tgid or rec.tid] = int(rec.arg0)
+                    continue
                 if p is not None and 0 < rec.arg0 < 65:
                     signals.setdefault(p, []).append(int(rec.arg0))
                     delivered.append((p, int(rec.arg0)))
@@ -234,7 +253,7 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo, async_seq, files, blobs, clone_child, in_wait)
+                  outlived, siginfo, async_seq, files, blobs, clone_child, in_wait, proc_signals)
 
 
 def snaplen_remedy(events: list[Any]) -> str:
