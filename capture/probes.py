@@ -30,7 +30,7 @@ SETUP_HINT = "run scripts/setup.sh (as root) to install BCC and link kernel head
 
 
 #: Most copier steps per syscall phase the probes load with (see ProbeConfig.copier_steps).
-MAX_COPIER_STEPS = 256
+MAX_COPIER_STEPS = 232
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +61,10 @@ class ProbeConfig:
         iovec/argv element; execve's argv and envp (64 entries each) need
         about 135. Room for two snaplen-sized buffers, capped by what the
         verifier accepts (its cost grows with the steps: load time). The cap
-        is measured: on 6.18 the sys_exit program stops loading between 276
-        and 282 steps (the verifier's 1M-instruction budget); tests/test_capture.py
+        is measured: on 6.18 the sys_exit program stopped loading between 276
+        and 282 steps (the verifier's 1M-instruction budget); with the mmsg
+        expansion, bpf(2)'s pointed buffers and 16 attempts per event record
+        it still loads at 232 and not at 256 (2026-12-06); tests/test_capture.py
         loads the probes at the cap. Beyond it, what a phase could not copy
         is counted as COPY_STEPS loss.
         """
