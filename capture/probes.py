@@ -298,6 +298,13 @@ class Probes:
                 out[int(k.value)] = n
         return out
 
+    def traced_tgids(self) -> list[int]:
+        """The processes still traced (the probes drop a process at its exit)."""
+        try:
+            return sorted(int(k.value) for k in self.bpf["tgids"].keys())
+        except Exception:   # the map is gone (closing): nothing traced
+            return []
+
     def untrace_all(self) -> None:
         """Stop tracing every process (the probes stay attached until close)."""
         with contextlib.suppress(Exception):

@@ -330,11 +330,9 @@ class CaptureSession:
                 tree.detach()   # let the command go at this stop: its own ptrace then works
             return facts
 
-        tree.on_first_exec = first
-        tree.patch = patch_vdso
-        tree.activity = lambda: self.ring.stats.bytes if self.ring is not None else 0
-        if self.opts.duration is not None:   # asked for: follow what outlives the command until then
-            tree.idle_limit = tree.follow_limit = float(self.opts.duration)
+        tree.on_first_exec, tree.patch = first, patch_vdso
+        tree.follow(lambda: self.ring.stats.bytes if self.ring is not None else 0,
+                    lambda: self.probes.traced_tgids() if self.probes is not None else [], self.opts.duration)
         try:
             facts = tree.release()
         except TargetError:

@@ -28,7 +28,9 @@ waits for the command.
 
 After the command exited, the rest of the tree is followed while it is busy:
 until it made no syscall for :data:`OUTLIVE_IDLE` seconds (``activity()``,
-a hook the session sets, counts what the probes recorded), and at most
+a hook the session sets, counts what the probes recorded; ``traced()`` lists
+the processes the probes still follow, which include the tree's tasks this
+thread does not ptrace: CLONE_UNTRACED children, tasks let go at a stop), and at most
 :data:`OUTLIVE_MAX` seconds, or with ``--duration`` until the capture's end
 (a shell's last pipeline, a child finishing its
 work, a parent reaping). A daemon the command started, or a child it left
@@ -142,7 +144,8 @@ class SpawnTree:
         self.on_first_exec: Callable[[int], dict] = lambda pid: {}
         self.patch: Callable[[int], dict[str, int]] = lambda pid: {}
         self.activity: Callable[[], int] = lambda: 0   # grows while the tree makes syscalls
-        #: the follow after the command's exit (class doc); ``--duration`` sets both to itself
+        self.traced: Callable[[], list[int]] = lambda: []   # processes the probes still follow
+        #: the follow after the command's exit (class doc; follow())
         self.idle_limit, self.follow_limit = OUTLIVE_IDLE, OUTLIVE_MAX
 
     # -- the child
@@ -205,6 +208,15 @@ class SpawnTree:
         """Stop preparing images: each tracee is let go at its next stop."""
         self._detach = True
 
+    def follow(self, activity: Callable[[], int], traced: Callable[[], list[int]],
+               duration: float | None) -> None:
+        """Set how the rest of the tree is followed after the command exits (class doc):
+        ``activity()`` grows while it makes syscalls, ``traced()`` lists the processes the
+        probes still follow; with ``duration`` (asked for) it is followed until then."""
+        self.activity, self.traced = activity, traced
+        if duration is not None:
+            self.idle_limit = self.follow_limit = float(duration)
+
     def finish(self) -> None:
         """End the follow of the rest of the tree (the command exited) at the next poll."""
         self._finish = True
@@ -266,7 +278,9 @@ class SpawnTree:
                 pid, status = os.waitpid(-1 if self.trace_execs else root,
                                          flags | os.WNOHANG if poll else flags)
             except ChildProcessError:
-                return
+                if ended is None or not self.trace_execs or not self._untraced_alive():
+                    return
+                pid = 0   # none ptraced, but the probes still follow some (CLONE_UNTRACED, released)
             except InterruptedError:
                 continue
             if pid == 0:   # WNOHANG: nothing happened
@@ -278,7 +292,7 @@ class SpawnTree:
                         seen, busy_at = act, now
                     if (self._finish or now - busy_at >= self.idle_limit
                             or now - ended >= self.follow_limit):
-                        self.outlived = _processes(self._tasks)
+                        self.outlived = sorted(set(_processes(self._tasks)) | set(self._untraced_alive()))
                         return   # the thread's exit detaches what it still traces
                 time.sleep(0.0002 if self._held else 0.01)
                 continue
@@ -302,6 +316,10 @@ class SpawnTree:
             new = pid not in self._tasks
             self._tasks.add(pid)
             self._stopped(pid, status, new)
+
+    def _untraced_alive(self) -> list[int]:
+        """Processes of the tree the probes still follow and this thread does not ptrace."""
+        return [p for p in self.traced() if p not in self._tasks and os.path.exists(f"/proc/{p}")]
 
     def _release_held(self, now: float) -> None:
         """Continue the new tasks whose creator ran on (class doc), or that waited too long."""

@@ -111,6 +111,37 @@ def test_the_tree_is_followed_while_it_works_after_the_command_exited(tmp_path):
     assert rep.returncode == 0, rep.stderr.decode()
 
 
+UNTRACED_CHILD_C = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdlib.h>
+#include <unistd.h>
+static int child(void *p) { usleep(300000); write(1, "late child\n", 11); return 0; }
+int main(void) {
+    char *stack = malloc(65536);
+    clone(child, stack + 65536, CLONE_UNTRACED, 0);   /* no exit signal, not ptraced */
+    return 0;
+}
+"""
+
+
+def test_a_clone_untraced_child_that_outlives_the_command_is_recorded_to_its_end(tmp_path):
+    """Such a child is followed by the probes, not by the spawn tracer: the capture used to
+    end as the command exited, before its write (its replay said "outlived", exit 7)."""
+    exe = build_c(tmp_path, "untraced", UNTRACED_CHILD_C)
+    out = tmp_path / "u.drt"
+    with open(tmp_path / "stdout", "w+b") as so:
+        p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", str(out), "--", str(exe)],
+                           stdout=so, stderr=subprocess.PIPE, timeout=120)
+        time.sleep(0.5)
+        so.seek(0)
+        assert so.read() == b"late child\n"
+    assert p.returncode == 0 and b"outlived" not in p.stderr, p.stderr.decode()
+    rep = subprocess.run([PY, "-m", "dr", "replay", "--show-output", str(out)], capture_output=True,
+                         timeout=120)
+    assert rep.returncode == 0 and rep.stdout == b"late child\n", rep.stderr.decode()
+
+
 CREATOR_FIRST_C = r"""
 #include <pthread.h>
 #include <stdio.h>
