@@ -4,6 +4,7 @@ programs, recorded with the real capture and replayed under the real supervisor.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -339,3 +340,33 @@ def test_a_read_cut_at_the_snaplen_stops_replay_and_names_the_snaplen_that_holds
         "read 100000 bytes and the trace holds the first 16384 (cut at the capture's snaplen): "
         "replay stops there; re-capture with `--snaplen 98K`")
     assert whole.returncode == 0 and whole.stdout == out, whole.stderr.decode()   # the remedy works
+
+
+PINNED = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+int main(void) {
+    cpu_set_t s;
+    int off = 0;
+    CPU_ZERO(&s);
+    CPU_SET(1, &s);
+    sched_setaffinity(0, sizeof s, &s);
+    for (int i = 0; i < 5000000; i++) off += sched_getcpu() != 1;   /* rseq's cpu_id: no syscall */
+    printf("off the pinned cpu %d times\n", off);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or 1 not in os.sched_getaffinity(0),
+                    reason="needs CPU 1")
+def test_cpu_affinity_the_program_sets_is_set_for_real(work):
+    """sched_setaffinity was answered from the recording only: the replayed program ran on
+    whichever CPU, and printed another count half the time."""
+    exe = build_c(work, "pinned", PINNED)
+    trace, out = record(work, "pinned", str(exe))
+    assert out == b"off the pinned cpu 0 times\n"
+    for _ in range(3):
+        r = replay(trace)
+        assert r.returncode == 0 and r.stdout == out, r.stderr.decode()

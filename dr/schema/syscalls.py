@@ -243,7 +243,7 @@ SYSCALLS: tuple[Syscall, ...] = (
     S("tkill", 200, 130, I, int_("pid"), signal("sig")),
     S("time", 201, None, R, struct_out("tloc", 8, "time_t")),
     S("futex", 202, 98, P, hex_("uaddr"), enum("op", "futex_op"), uint("val"), ptr("utime"), hex_("uaddr2"), uint("val3")),
-    S("sched_setaffinity", 203, 122, R, int_("pid"), uint("len"), inb("user_mask_ptr", ARG, 1)),
+    S("sched_setaffinity", 203, 122, I, int_("pid"), uint("len"), inb("user_mask_ptr", ARG, 1)),
     S("sched_getaffinity", 204, 123, R, int_("pid"), uint("len"), out("user_mask_ptr", RET)),
     S("set_thread_area", 205, None, U),
     S("io_setup", 206, 0, U, uint("nr_events"), ptr("ctxp")),

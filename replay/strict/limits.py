@@ -1,4 +1,5 @@
-"""Resource limits a program sets on itself (setrlimit, prlimit64 on its own process).
+"""Resource limits and CPU affinity a program sets on itself (setrlimit, prlimit64 and
+sched_setaffinity on its own process).
 
 The kernel enforces a limit where the program runs, not where its calls are answered: a
 stack limit decides where a deep recursion faults, an RLIMIT_NOFILE which fds can open.
@@ -8,10 +9,17 @@ value). Only what the program could do unprivileged is done: a limit that would 
 hard limit above the process's current one (root did it at capture) is answered as
 recorded and named in the report as not reproduced. The call's return value and
 old_rlim are the recording's (regular answer).
+
+CPU affinity likewise decides, where the program runs, which of its threads share a CPU:
+two threads pinned to one CPU alternate at sched_yield (which runs natively), on two
+CPUs they do not. The recorded mask is applied to the calling thread (or the thread it
+names), limited to the CPUs the supervisor may use; a mask none of whose CPUs is here is
+named in the report as not reproduced.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import struct
 from typing import TYPE_CHECKING, Any
@@ -28,6 +36,7 @@ if TYPE_CHECKING:
 RLIM = struct.Struct("<QQ")
 RLIM_INFINITY = 0xFFFFFFFFFFFFFFFF
 NR_PRLIMIT64 = schema.by_name("prlimit64").nr
+CPU_MASK_MAX = 1024   # bytes of a mask read (8192 CPUs)
 
 
 @handles("setrlimit", "prlimit64")
@@ -67,3 +76,26 @@ def _apply(s: ReplaySession, n: Notif, th: Thread, which: int, soft: int, hard: 
 
 def _py(v: int) -> int:
     return resource.RLIM_INFINITY if v == RLIM_INFINITY else v
+
+
+@handles("sched_setaffinity")
+def set_affinity(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
+    target = s32(n.args[0])
+    host = n.pid if target in (0, th.tid) else next(
+        (t.host_tid for t in s.threads.values() if t.tid == target and not t.dead), None)
+    rec = ev.payload(2)
+    if ev.ret == 0 and host is not None and rec is not None and n.args[2] \
+            and target == s32(ev.args[0]) and (n.args[1] & 0xFFFFFFFF) == (ev.args[1] & 0xFFFFFFFF):
+        mask = notify.read_mem(n.pid, n.args[2], min(len(rec), CPU_MASK_MAX))
+        if mask == rec[:len(mask)]:   # else the regular answer below reports the divergence
+            want = {i for i in range(len(mask) * 8) if mask[i // 8] >> (i % 8) & 1}
+            cpus = want & os.sched_getaffinity(0)
+            try:
+                if not cpus:
+                    raise OSError("none of its CPUs is here")
+                s.gone_check(n)
+                os.sched_setaffinity(host, cpus)
+            except OSError as e:
+                s.report.notes.append(f"CPU affinity of thread {target or th.tid} not set as recorded "
+                                      f"({e}): its threads may share CPUs otherwise than recorded")
+    return regular(s, n, th, ev, pos)
