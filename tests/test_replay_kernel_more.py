@@ -6,6 +6,7 @@ real seccomp supervisor, each faithful with the stdout it printed when recorded.
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -158,3 +159,53 @@ def test_timer_signal_taken_by_a_thread_in_a_native_wait(work):
     # sent process-wide with the latest answered call, not at the helper's own last call
     script = load_script(str(work / "timer_signal.drt"))
     assert [sig for sigs in script.proc_signals.values() for _, sig in sigs] == [10]
+
+
+SCM_RIGHTS = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(void) {
+    int sv[2], p[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    if (fork() == 0) {
+        pipe(p);
+        write(p[1], "through the passed fd\n", 22);
+        char c = 'x';
+        struct iovec iov = {&c, 1};
+        char ctl[CMSG_SPACE(sizeof(int))];
+        struct msghdr m = {0};
+        m.msg_iov = &iov; m.msg_iovlen = 1; m.msg_control = ctl; m.msg_controllen = sizeof ctl;
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS; h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &p[0], sizeof(int));
+        sendmsg(sv[0], &m, 0);
+        _exit(0);
+    }
+    char c, ctl[CMSG_SPACE(sizeof(int))], buf[64];
+    struct iovec iov = {&c, 1};
+    struct msghdr m = {0};
+    m.msg_iov = &iov; m.msg_iovlen = 1; m.msg_control = ctl; m.msg_controllen = sizeof ctl;
+    recvmsg(sv[1], &m, MSG_CMSG_CLOEXEC);
+    int fd;
+    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+    int again = dup(fd);
+    ssize_t n = read(again, buf, sizeof buf);
+    close(fd);
+    wait(NULL);
+    printf("fd %d dup %d read %zd: %.*s", fd, again, n, (int)n, buf);
+    return 0;
+}
+"""
+
+
+def test_fds_passed_with_scm_rights_exist_in_the_receiver(work):
+    from dr.replay.strict.rights import passed_fds
+    out = faithful(work, "scm_rights", SCM_RIGHTS)
+    assert out.endswith(b"through the passed fd\n")
+    fd = int(out.split()[1])
+    ctl = struct.pack("<QiI", 20, 1, 1) + struct.pack("<i", fd) + b"\0" * 4
+    assert passed_fds(ctl) == [fd]
+    assert passed_fds(struct.pack("<QiI", 4096, 1, 1)) == []   # a length past the data: not trusted
