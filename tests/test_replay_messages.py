@@ -1,10 +1,10 @@
 """Calls whose bytes sit behind pointers inside other structures, captured and written
-back in strict replay: recvmmsg/sendmmsg's per-message iovec bytes."""
+back in strict replay: recvmmsg/sendmmsg's per-message iovec bytes, bpf(2)'s attr."""
 
 from __future__ import annotations
 
-from conftest import KERNEL_REPLAY, work_dir
-from test_replay_kernel import faithful
+from conftest import KERNEL_REPLAY, build_c, work_dir
+from test_replay_kernel import faithful, record, replay
 
 from dr import schema
 from dr.formats.trace_read import open_trace
@@ -87,3 +87,31 @@ def test_bpf_map_values_are_answered_from_the_recording(work):
     ones written where the attr points, and nothing past them is touched."""
     out = faithful(work, "bpfmap", BPF_MAP)
     assert out == b"fd>2=1 u=0 l=0 value=1234567 guard=abababababababab k=0 next=99\n", out
+
+
+BPF_UNMODELLED = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/bpf.h>
+int main(void) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.enable_stats.type = BPF_STATS_RUN_TIME;
+    long fd = syscall(__NR_bpf, BPF_ENABLE_STATS, &a, sizeof a);
+    printf("fd>2=%d\n", fd > 2);
+    return 0;
+}
+"""
+
+
+def test_bpf_command_without_a_declared_layout_is_refused(work):
+    """A bpf command whose attr pointers are not declared cannot be answered faithfully:
+    replay stops in one line naming it (fail closed), never "faithful"."""
+    exe = build_c(work, "bpfstats", BPF_UNMODELLED)
+    trace, out = record(work, "bpfstats", str(exe))
+    assert out == b"fd>2=1\n"
+    r = replay(trace)
+    assert r.returncode != 0 and b"faithful" not in r.stderr
+    assert b"does not support bpf command 32" in r.stderr, r.stderr.decode()

@@ -19,7 +19,7 @@ from dr import schema
 from dr.replay import notify
 from dr.replay.divergence import payload_diff
 from dr.replay.notify import Notif
-from dr.replay.strict.core import SC, Thread
+from dr.replay.strict.core import SC, Status, StepResult, Stop, Thread
 from dr.replay.strict.handlers import handles
 from dr.replay.strict.memio import too_long
 from dr.replay.strict.substitute import compare_inputs
@@ -62,8 +62,9 @@ def bpf_call(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     cmd = n.args[0] & 0xFFFFFFFF
     bufs = flagsets.BPF_POINTED.get(cmd)
     if bufs is None:
-        s.refuse(ev, th.tid, "bpf command not modelled",
-                 f"is bpf command {cmd}, whose attr pointers replay does not model")
+        s.report.refuse(ev.name, th.tid, ev.index, f"bpf command {cmd} not modelled")
+        raise Stop(StepResult(Status.ERROR, f"replay does not support bpf command {cmd} (its attr's "
+                              f"pointers are not recorded; syscall #{ev.index}, thread {th.tid})"))
     attr, asz = n.args[1], n.args[2] & 0xFFFFFFFF
     cur = notify.read_mem(n.pid, attr, min(asz, 4096)) if attr else b""
     plan: list[tuple[int, bytes]] = []
