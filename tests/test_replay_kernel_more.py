@@ -209,3 +209,40 @@ def test_fds_passed_with_scm_rights_exist_in_the_receiver(work):
     ctl = struct.pack("<QiI", 20, 1, 1) + struct.pack("<i", fd) + b"\0" * 4
     assert passed_fds(ctl) == [fd]
     assert passed_fds(struct.pack("<QiI", 4096, 1, 1)) == []   # a length past the data: not trusted
+
+
+PID_NS = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+static void *leave(void *arg) { (void)arg; exit(66); }
+int main(void) {
+    if (unshare(CLONE_NEWPID)) { printf("no pid namespace\n"); return 0; }
+    pid_t init = fork();
+    if (init == 0) {
+        /* pids here are the namespace's (1, 2, 3, 4): no recorded tid has them */
+        if (fork() == 0) {
+            if (fork() == 0) sleep(10);   /* killed by the namespace's teardown */
+            return 0;
+        }
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+        pthread_t t;
+        pthread_create(&t, NULL, leave, NULL);
+        pthread_exit(NULL);
+    }
+    int status;
+    waitpid(init, &status, 0);
+    printf("init exited %d\n", WEXITSTATUS(status));
+    return 0;
+}
+"""
+
+
+def test_tasks_in_a_pid_namespace_are_matched_by_creator_and_rank(work):
+    assert faithful(work, "pid_ns", PID_NS) == b"init exited 66\n"

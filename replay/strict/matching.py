@@ -15,7 +15,7 @@ from dr.replay.divergence import decode_event
 from dr.replay.notify import Notif
 from dr.replay.strict.answer import Answers
 from dr.replay.strict.core import (NATIVE_BLOCKING, NO_DELIVER, NR_EXIT, NR_RESTART_SYSCALL, PASSTHROUGH, RESTARTS, SC, SOFT, soft_key, Status, StepResult, Stop, Thread)
-from dr.replay.strict.procfs import nthreads, task_exists as _task_exists
+from dr.replay.strict.procfs import nthreads, ppid, task_exists as _task_exists
 from dr.replay.strict.substitute import write_outputs
 
 __all__ = ["Matching"]
@@ -29,11 +29,36 @@ class Matching(Answers):
     gpos: int
     held: dict[int, tuple[Notif, Thread]]
     parked: dict[int, Notif]
+    children: Any       # deque of recorded child tids of replayed clones, not yet seen
+    forked: dict[int, int]   # recorded child tid -> host tgid of the process that cloned it
     listener: Any
     last_progress: float
 
     if TYPE_CHECKING:   # the session's methods; no stubs at run time to shadow them
         def _answer(self, n: Notif, th: Thread, pos: int, ev: Any) -> None: ...
+
+    def _by_creator(self, host_tid: int, tgid: int, live: set[int]) -> int | None:
+        """The recorded task a new one is, by its creator and creation rank, for a task whose
+        number names no recorded tid (one born in a pid namespace of the program's own has
+        other numbers there, not even those its clone returned at capture): among the
+        recorded children not yet seen of the same kind (thread or process), preferring
+        those its parent process cloned (a process may be reparented to the namespace's
+        init before its first call, so the parent orders, never excludes), the one of its
+        rank: a thread's rank counts its process's threads created before it that made no
+        call yet (new threads race to their first call)."""
+        thread = host_tid != tgid
+        creator = tgid if thread else ppid(tgid)
+        tg = self.script.tgid_of
+        fits = [c for c in self.children if c not in live and (tg.get(c, c) != c) == thread]
+        mine = [c for c in fits if self.forked.get(c) == creator] or fits
+        rank = 0
+        if thread:
+            try:
+                rank = sum(1 for t in os.listdir(f"/proc/{tgid}/task")
+                           if int(t) < host_tid and int(t) not in self.threads)
+            except (OSError, ValueError):
+                rank = 0
+        return mine[min(rank, len(mine) - 1)] if mine else None
 
     def _restarted_clone(self, n: Notif, th: Thread) -> bool:
         """The kernel restarts a clone a signal interrupted (ERESTARTNOINTR: a pending

@@ -397,6 +397,8 @@ class ReplaySession(Matching):
             rec = self.main_tid
         elif nstid in self.script.tids and nstid not in live:
             rec = nstid
+        elif self.children and (rec := self._by_creator(n.pid, tgid, live)) is not None:
+            pass
         elif self.children and self.children[0] not in live:
             # The recorded tid could not be given (taken in the sandbox): recorded
             # clone children are matched in creation order.
