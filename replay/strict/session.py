@@ -356,13 +356,22 @@ class ReplaySession(Matching):
         shows killed (by its group's exit_group, an exec, a signal) that were
         interrupted by that kill (-ERESTART*) or only seen by the thread itself (a
         sleep, a time read). Killed earlier in replay, it never makes them, and
-        nothing else could observe that it did not."""
-        evs, out = self.script.events, set()
-        for tid in self.script.unended:
-            q = self.script.per_tid.get(tid) or ()
-            for i in reversed(q):
+        nothing else could observe that it did not. Likewise a thread's own ``exit``
+        (and such calls before it) when replay ran its process's exit_group first:
+        the group exit ends it the same way (clear-tid wake included).
+        """
+        evs, out, tg = self.script.events, set(), self.script.tgid_of
+        grouped = {tg.get(e.tid, e.tid) for e, done in zip(evs, self.consumed) if done and e.nr == NR_EXIT_GROUP}
+        for tid, q in self.script.per_tid.items():
+            own_exit = tid not in self.script.unended
+            if own_exit and tg.get(tid, tid) not in grouped:
+                continue
+            for i in reversed(q or ()):
                 if self.consumed[i]:
                     break
+                if own_exit and evs[i].nr == NR_EXIT and i == q[-1]:
+                    out.add(i)
+                    continue
                 if not (evs[i].ret in RESTARTS or evs[i].nr in THREAD_LOCAL):
                     break
                 out.add(i)
