@@ -246,3 +246,40 @@ int main(void) {
 
 def test_tasks_in_a_pid_namespace_are_matched_by_creator_and_rank(work):
     assert faithful(work, "pid_ns", PID_NS) == b"init exited 66\n"
+
+
+SYSV_MSG = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/wait.h>
+#include <unistd.h>
+struct m { long type; char text[16]; };
+int main(void) {
+    int q = msgget(IPC_PRIVATE, 0600);
+    if (fork() == 0) {
+        struct m in;
+        ssize_t n = msgrcv(q, &in, sizeof in.text, 1, 0);
+        printf("child got %zd: %s\n", n, in.text);
+        return 0;
+    }
+    struct m out = {1, "hello"};
+    msgsnd(q, &out, sizeof out.text, 0);
+    wait(NULL);
+    printf("queue id %d, removed %d\n", q, msgctl(q, IPC_RMID, NULL));
+    return 0;
+}
+"""
+
+
+def test_sysv_message_queue_keeps_the_recorded_id(work):
+    # A queue on the host before the capture: the recorded id is not a fresh namespace's first.
+    host = subprocess.run(["ipcmk", "-Q"], capture_output=True, text=True, check=True).stdout
+    qid = int(host.split(":")[-1])
+    try:
+        out = faithful(work, "sysv_msg", SYSV_MSG)
+    finally:
+        subprocess.run(["ipcrm", "-q", str(qid)], capture_output=True)
+    assert out.startswith(b"child got 16: hello\n")
+    assert not out.endswith(b"queue id 0, removed 0\n")

@@ -486,6 +486,7 @@ from dr.replay.strict import limits as _limits  # noqa: E402,F401
 from dr.replay.strict import sigwait as _sigwait  # noqa: E402,F401
 from dr.replay.strict import reap as _reap  # noqa: E402,F401
 from dr.replay.strict import bpfcall as _bpfcall  # noqa: E402,F401
+from dr.replay.strict import sysvipc as _sysvipc  # noqa: E402,F401
 
 #: x86_64 number -> handler, for the hot path: built after every handler registered
 #: (the signal senders were defined below it and never reached).
