@@ -181,7 +181,7 @@ class Answers:
                 # thread-directed copy would not merge with it and run the handler twice.
                 continue
             if (sig in FATAL_BY_DEFAULT and self.script.deaths.get(th.rec_tgid) != sig
-                    and default_action(th.host_tid, sig)):
+                    and self._still_default(th.host_tid, sig)):
                 # Recorded, unhandled, and the process lived on: the kernel did not let it act
                 # (a pid namespace's init is immune to signals it does not handle, sent from
                 # inside its namespace). Delivered here it would kill a process that lived.
@@ -195,6 +195,33 @@ class Answers:
                 self.report.signals_delivered += 1
             except OSError:
                 pass
+
+    def signal_process(self, th: Thread, pos: int) -> None:
+        """Signals recorded at a call the thread never returns from (killed in it): it
+        waits in that notification for ever, so a signal sent to it would never run its
+        handler. Sent process-wide, the kernel gives it to a thread that takes it (one
+        that does not block it, maybe made later), as at capture the handler ran."""
+        for sig in self.script.signals.get(pos, ()):
+            if sig in NO_DELIVER or sig in (signal.SIGCHLD, signal.SIGKILL) or self._still_default(th.host_tid, sig):
+                continue
+            try:
+                os.kill(th.host_tgid, sig)
+                self.report.signals_delivered += 1
+            except OSError:
+                pass
+
+    @staticmethod
+    def _still_default(tid: int, sig: int) -> bool:
+        """Whether ``sig`` still has its default action in ``tid``'s process after a short
+        wait: a call ordered by its own thread (a clock_nanosleep) can be answered before
+        another thread's native sigaction that came first in the recording installs the
+        handler (sigprocmask_ensure_delivery); 50 ms bounds the wait where none comes."""
+        end = time.monotonic() + 0.05
+        while default_action(tid, sig):
+            if time.monotonic() >= end:
+                return True
+            time.sleep(0.002)
+        return False
 
     def _send_in_wait(self, th: Thread, pos: int, sig: int, wait_nr: int) -> None:
         """A signal recorded interrupting a futex wait the thread makes natively after the

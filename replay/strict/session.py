@@ -526,8 +526,12 @@ class ReplaySession(Matching):
         if len(th.queue) == 1 and th.tid in self.script.unended and n.nr not in EXITS and (
                 ev.flags & NO_EXIT or ev.ret in RESTARTS):
             self._consume(th.queue.popleft(), th)
+            self.signal_process(th, pos)   # its signals: the parked thread takes none
             return self._park(n, th)
-        if pos == self.gpos or n.nr in OWN_ORDER:
+        # A call that delivers recorded signals waits for its global turn even when its
+        # thread alone orders it: its signals meet the other threads as recorded (their
+        # handlers installed, their masks set), not earlier.
+        if pos == self.gpos or (n.nr in OWN_ORDER and pos not in self.script.signals):
             self._answer(n, th, pos, ev)
         else:
             self.held[pos] = (n, th)
