@@ -108,3 +108,30 @@ def run_dr(capsys):
         return code, cap.out, cap.err
 
     return run
+
+
+def record(work: Path, name: str, *cmd: str) -> tuple[Path, bytes]:
+    """``dr capture`` of ``cmd`` run in ``work``; asserts nothing was lost, returns trace and stdout."""
+    trace = work / f"{name}.drt"
+    r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", *cmd], capture_output=True,
+                       timeout=120, cwd=str(work))
+    assert r.returncode == 0, r.stderr.decode()
+    return trace, r.stdout
+
+
+def replay(trace: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Strict replay of ``trace`` showing the program's output, every wait bounded."""
+    return subprocess.run([DR, "replay", str(trace), "--show-output", "--stall-timeout", "20", *extra],
+                          capture_output=True, timeout=120, cwd="/")
+
+
+def faithful(work: Path, name: str, src: str, *libs: str) -> bytes:
+    """Build (with -pthread), record and replay ``src``; assert the replay is faithful with the
+    same stdout, and return it."""
+    exe = build_c(work, name, src, "-pthread", *libs)
+    trace, out = record(work, name, str(exe))
+    r = replay(trace)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == out
+    assert b"faithful" in r.stderr
+    return out

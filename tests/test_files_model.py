@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DR, NEEDS_NOTIFY, build_c
+from conftest import DR, NEEDS_NOTIFY, build_c, record, replay
 
 from dr.errors import ReplayError
 from dr.replay.strict.files import FileModel
@@ -31,19 +31,6 @@ def work():
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-def record(work: Path, name: str, *cmd: str) -> tuple[Path, bytes]:
-    trace = work / f"{name}.drt"
-    r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", *cmd], capture_output=True,
-                       timeout=120, cwd=str(work))
-    assert r.returncode == 0, r.stderr.decode()
-    return trace, r.stdout
-
-
-def replay(trace: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([DR, "replay", str(trace), "--show-output", "--stall-timeout", "20"],
-                          capture_output=True, timeout=120, cwd="/")
 
 
 LIFECYCLE = r"""

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 
-from conftest import DR, KERNEL_REPLAY, build_c, work_dir
+from conftest import DR, KERNEL_REPLAY, build_c, faithful, record, replay, work_dir
 
 
 
@@ -24,28 +24,6 @@ pytestmark = KERNEL_REPLAY
 work = work_dir("dr-test-kernel-")
 
 
-def record(work: Path, name: str, *cmd: str) -> tuple[Path, bytes]:
-    trace = work / f"{name}.drt"
-    r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", *cmd], capture_output=True,
-                       timeout=120, cwd=str(work))
-    assert r.returncode == 0, r.stderr.decode()
-    return trace, r.stdout
-
-
-def replay(trace: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([DR, "replay", str(trace), "--show-output", "--stall-timeout", "20", *extra],
-                          capture_output=True, timeout=120, cwd="/")
-
-
-def faithful(work: Path, name: str, src: str, *libs: str) -> bytes:
-    """Build, record and replay ``src``; assert the replay is faithful with the same stdout."""
-    exe = build_c(work, name, src, *libs)
-    trace, out = record(work, name, str(exe))
-    r = replay(trace)
-    assert r.returncode == 0, r.stderr.decode()
-    assert r.stdout == out
-    assert b"faithful" in r.stderr
-    return out
 
 
 # ----------------------------------------------------------------------------- syscall numbers

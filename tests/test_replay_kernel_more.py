@@ -8,28 +8,11 @@ from __future__ import annotations
 
 import struct
 import subprocess
-from pathlib import Path
 
-from conftest import DR, KERNEL_REPLAY, build_c, work_dir
+from conftest import KERNEL_REPLAY, faithful, work_dir
 
 pytestmark = KERNEL_REPLAY
 work = work_dir("dr-test-more-")
-
-
-def faithful(work: Path, name: str, src: str, *libs: str) -> bytes:
-    """Build, record and replay ``src``; assert the replay is faithful with the same stdout."""
-    exe = build_c(work, name, src, "-pthread", *libs)
-    trace = work / f"{name}.drt"
-    r = subprocess.run([DR, "capture", "-q", "-o", str(trace), "--", str(exe)], capture_output=True,
-                       timeout=120, cwd=str(work))
-    assert r.returncode == 0, r.stderr.decode()
-    out = r.stdout
-    r = subprocess.run([DR, "replay", str(trace), "--show-output", "--stall-timeout", "20"],
-                       capture_output=True, timeout=120, cwd="/")
-    assert r.returncode == 0, r.stderr.decode()
-    assert r.stdout == out
-    assert b"faithful" in r.stderr
-    return out
 
 
 DEV_ZERO = r"""
