@@ -1,4 +1,4 @@
-"""The replay sandbox's memory cgroup: one hard limit on all the sandbox tree uses.
+"""The replay sandbox's cgroup: hard limits on the memory and the tasks of the whole sandbox tree.
 
 A hostile bundle's program may malloc and touch memory, or fill the sandbox's
 tmpfs mounts, until the host runs out. The whole sandbox tree (stage 2, init,
@@ -17,6 +17,11 @@ the limit covers the scratch and private tmpfs too (they also have their own
 ``size=``: :func:`tmpfs_budget`). When no memory cgroup can be made, the
 replay stops with one line saying why (:class:`CgroupUnavailable`), unless the
 user chose ``--no-memory-limit``. docs/security.md, "Memory".
+
+The same cgroup (on v1, a sibling of the same name in the pids hierarchy) caps
+the tree's tasks with ``pids.max`` (:func:`default_tasks`): a fork or thread
+bomb gets EAGAIN there instead of taking the host's pids (``kernel.pid_max`` is
+often 32768 for the whole machine, reached long before a memory limit of GiBs).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import time
 from dr.errors import ReplayError
 
 __all__ = ["MemoryCgroup", "CgroupUnavailable", "find_parent", "default_limit", "tmpfs_budget", "oom_line", "format_size",
-           "sweep_stale_cgroups", "CGROUP_PREFIX", "MIN_LIMIT", "MAX_LIMIT"]
+           "sweep_stale_cgroups", "default_tasks", "CGROUP_PREFIX", "MIN_LIMIT", "MAX_LIMIT", "MIN_TASKS",
+           "MAX_TASKS"]
 
 #: Name of each sandbox's cgroup: the owning dr's pid, then a counter (see sweep_stale_cgroups).
 CGROUP_PREFIX = "dr-replay-"
@@ -40,6 +46,12 @@ DEFAULT_CAP = 4 << 30
 #: Below this, the sandbox's own set-up (stage 2 and init are forks of dr) does not fit.
 MIN_LIMIT = 32 << 20
 MAX_LIMIT = 1 << 50
+#: The default task limit is min(DEFAULT_TASKS, a quarter of kernel.pid_max): more than
+#: the threads of the services dr replays, and it leaves the host most of its pids.
+DEFAULT_TASKS = 4096
+#: Stage 2, init and the tracee are three tasks; fewer than this starts nothing useful.
+MIN_TASKS = 16
+MAX_TASKS = 1 << 22
 _counter = itertools.count()
 
 
@@ -70,6 +82,16 @@ def _mem_total() -> int:
 def default_limit() -> int:
     """The sandbox's memory limit when the user gives none: min(4 GiB, half of MemTotal)."""
     return max(MIN_LIMIT, min(DEFAULT_CAP, _mem_total() // 2))
+
+
+def default_tasks() -> int:
+    """The sandbox's task limit: min(4096, a quarter of kernel.pid_max), at least MIN_TASKS."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+    except (OSError, ValueError):
+        pid_max = 32768
+    return max(MIN_TASKS, min(DEFAULT_TASKS, pid_max // 4))
 
 
 def tmpfs_budget(limit: int | None) -> tuple[int, int]:
@@ -142,6 +164,10 @@ def _below(mount_root: str, mount_point: str, path: str) -> str | None:
     return os.path.normpath(os.path.join(mount_point, rel))
 
 
+#: Controllers the sandbox's cgroup2 cgroup needs: its memory limit and its task limit.
+_V2_CONTROLLERS = ("memory", "pids")
+
+
 def _v2_parent(own: dict[str, str], mounts: list) -> tuple[str | None, str]:
     """Where to make the sandbox's cgroup on cgroup2: dr's own cgroup when its children
     may get the memory controller, else its parent's (beside dr's); None and why."""
@@ -156,16 +182,18 @@ def _v2_parent(own: dict[str, str], mounts: list) -> tuple[str | None, str]:
             continue
         try:
             with open(os.path.join(d, "cgroup.controllers")) as f:
-                if "memory" not in f.read().split():
-                    return None, f"cgroup2 at {point} offers no memory controller to dr's cgroup {path}"
+                offered = f.read().split()
+            for c in _V2_CONTROLLERS:
+                if c not in offered:
+                    return None, f"cgroup2 at {point} offers no {c} controller to dr's cgroup {path}"
             with open(os.path.join(d, "cgroup.subtree_control")) as f:
-                if "memory" in f.read().split():
+                if set(_V2_CONTROLLERS) <= set(f.read().split()):
                     return d, ""
         except OSError as e:
             return None, f"cannot read dr's cgroup2 {d}: {e.strerror}"
         try:
             with open(os.path.join(d, "cgroup.subtree_control"), "w") as f:
-                f.write("+memory")
+                f.write(" ".join("+" + c for c in _V2_CONTROLLERS))
             return d, ""
         except OSError as e:
             # EBUSY: dr's cgroup holds processes (a login session's scope), and v2 lets
@@ -180,16 +208,30 @@ def _v2_parent(own: dict[str, str], mounts: list) -> tuple[str | None, str]:
     return None, "no cgroup2 hierarchy is mounted"
 
 
-def _v1_parent(own: dict[str, str], mounts: list) -> tuple[str | None, str]:
-    path = own.get("memory")
+def _v1_parent(own: dict[str, str], mounts: list, controller: str = "memory",
+               probe: str = "memory.limit_in_bytes") -> tuple[str | None, str]:
+    path = own.get(controller)
     if path is None:
-        return None, "dr is in no cgroup v1 memory hierarchy"
+        return None, f"dr is in no cgroup v1 {controller} hierarchy"
     for root, point, fstype, opts in mounts:
-        if fstype == "cgroup" and "memory" in opts:
+        if fstype == "cgroup" and controller in opts:
             d = _below(root, point, path)
-            if d is not None and os.path.isfile(os.path.join(d, "memory.limit_in_bytes")):
+            if d is not None and os.path.isfile(os.path.join(d, probe)):
                 return d, ""
-    return None, "no cgroup v1 memory hierarchy is mounted"
+    return None, f"no cgroup v1 {controller} hierarchy is mounted"
+
+
+def find_pids_parent(version: int, memory_parent: str) -> str:
+    """Directory below which the sandbox's task limit goes: on cgroup2 the memory
+    cgroup's own parent (both controllers were enabled there), on v1 dr's cgroup of
+    the pids hierarchy. CgroupUnavailable (one line) when there is none."""
+    if version == 2:
+        return memory_parent
+    parent, why = _v1_parent(_own_cgroups(), _mounts(), "pids", "cgroup.procs")
+    if parent is None:
+        raise CgroupUnavailable(f"cannot bound the replay's tasks: {why}; nothing was run "
+                                "(dr replay --no-memory-limit runs without a cgroup)")
+    return parent
 
 
 def find_parent() -> tuple[str, int]:
@@ -233,26 +275,42 @@ class MemoryCgroup:
     kernel's OOM kills in it; :meth:`remove` deletes it once the tree is dead.
     """
 
-    def __init__(self, path: str, version: int, limit: int) -> None:
+    def __init__(self, path: str, version: int, limit: int, tasks: int = 0) -> None:
         self.path = path
         self.version = version
         self.limit = limit
+        self.tasks = tasks  # pids.max (0: not set yet)
         self.procs = os.path.join(path, "cgroup.procs")
+        #: cgroup v1: the same-named cgroup of the pids hierarchy (v2: ``path`` itself).
+        self.pids_path: str | None = None
+        #: Every cgroup.procs a sandbox process joins (stage 2 writes its pid to each).
+        self.all_procs = [self.procs]
         self._oom_file = os.path.join(path, "memory.events" if version == 2 else "memory.oom_control")
         self._ooms: int | None = None  # kept by remove()
 
     @classmethod
-    def create(cls, limit: int) -> MemoryCgroup:
+    def create(cls, limit: int, tasks: int = 0) -> MemoryCgroup:
+        """A cgroup of ``limit`` bytes and ``tasks`` tasks (0: :func:`default_tasks`)."""
         parent, version = find_parent()
+        pids_parent = find_pids_parent(version, parent)
         sweep_stale_cgroups(parent)
-        path = os.path.join(parent, f"{CGROUP_PREFIX}{os.getpid()}-{next(_counter)}")
+        if pids_parent != parent:
+            sweep_stale_cgroups(pids_parent)
+        name = f"{CGROUP_PREFIX}{os.getpid()}-{next(_counter)}"
+        path = os.path.join(parent, name)
         try:
             os.mkdir(path)
         except OSError as e:
             raise CgroupUnavailable(f"cannot bound the replay's memory: cannot create the cgroup {path}: "
                                     f"{e.strerror}; nothing was run (dr replay --no-memory-limit runs "
                                     "without the bound)") from None
-        cg = cls(path, version, limit)
+        cg = cls(path, version, limit, tasks or default_tasks())
+        try:
+            cg._limit_tasks(os.path.join(pids_parent, name))
+        except OSError as e:
+            cg.remove()
+            raise CgroupUnavailable(f"cannot bound the replay's tasks: {e.filename}: {e.strerror}; "
+                                    "nothing was run") from None
         try:
             if version == 2:
                 _write(os.path.join(path, "memory.max"), str(limit))
@@ -268,6 +326,13 @@ class MemoryCgroup:
             raise CgroupUnavailable(f"cannot bound the replay's memory: cannot set the limit in {path}: "
                                     f"{e.strerror}; nothing was run") from None
         return cg
+
+    def _limit_tasks(self, pids_path: str) -> None:
+        if pids_path != self.path:  # v1: a cgroup of the pids hierarchy, joined too
+            os.mkdir(pids_path)
+            self.pids_path = pids_path
+            self.all_procs.append(os.path.join(pids_path, "cgroup.procs"))
+        _write(os.path.join(pids_path, "pids.max"), str(self.tasks))
 
     def oom_kills(self) -> int:
         """How many tasks the kernel's OOM killer killed in this cgroup so far."""
@@ -288,12 +353,19 @@ class MemoryCgroup:
         """
         if self._ooms is None:  # a second call finds no file to read
             self._ooms = _read_counter(self._oom_file, "oom_kill")
+        gone = self._remove(self.path, self.procs, timeout)
+        if self.pids_path is not None:  # emptied with the memory one: the same tasks
+            gone = self._remove(self.pids_path, self.all_procs[-1], timeout) and gone
+        return gone
+
+    @staticmethod
+    def _remove(path: str, procs: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         delay = 0.001
         killed = False
         while True:
             try:
-                os.rmdir(self.path)
+                os.rmdir(path)
                 return True
             except FileNotFoundError:
                 return True
@@ -302,7 +374,7 @@ class MemoryCgroup:
                     return False
             if not killed and time.monotonic() > deadline - timeout / 2:
                 killed = True
-                _kill_all(self.procs)
+                _kill_all(procs)
             time.sleep(delay)
             delay = min(0.05, delay * 2)
 

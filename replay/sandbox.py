@@ -17,8 +17,9 @@ tmpfs, so the tracee may write but nothing reaches the host; /tmp, /run and the
 other PRIVATE_DIRS are empty (:mod:`dr.replay.sandbox_fs`). There is no
 fallback: a part that cannot be set up stops the replay with one line. Every
 stage sets PR_SET_PDEATHSIG(SIGKILL), so the whole tree dies with the supervisor.
-Stage 2 joins a memory cgroup with a hard limit before it unshares or forks, so
-the whole tree and the tmpfs pages it writes are bounded (:mod:`dr.replay.cgroup`).
+Stage 2 joins a cgroup with a hard memory limit and a task limit before it
+unshares or forks, so the whole tree, the tmpfs pages it writes and the tasks
+it forks are bounded (:mod:`dr.replay.cgroup`).
 
 The seccomp filter is :func:`dr.replay.seccomp_filter.build_filter`'s.
 
@@ -121,7 +122,7 @@ class Sandbox:
         from pyroute2 import IPRoute  # noqa: F401
         sweep_stale()
         if spec.memory_limit is not None:  # None: --no-memory-limit (the CLI warned)
-            self.cgroup = MemoryCgroup.create(spec.memory_limit or default_limit())
+            self.cgroup = MemoryCgroup.create(spec.memory_limit or default_limit(), spec.max_tasks)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
         ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
         rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
@@ -354,8 +355,10 @@ class Sandbox:
         if os.getppid() != parent:
             return 1
         if self.cgroup is not None:
-            # First, while nothing is unshared or forked: all that follows is charged there.
-            _write_file(self.cgroup.procs, str(os.getpid()))
+            # First, while nothing is unshared or forked: all that follows is charged there
+            # (on cgroup v1 the memory and the pids hierarchies are two cgroups to join).
+            for procs in self.cgroup.all_procs:
+                _write_file(procs, str(os.getpid()))
         euid = os.geteuid()
         flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC
         if _libc.unshare(flags) != 0:

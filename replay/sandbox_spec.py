@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from dr.errors import ReplayError
-from dr.replay.cgroup import MAX_LIMIT, MIN_LIMIT, format_size
+from dr.replay.cgroup import MAX_LIMIT, MAX_TASKS, MIN_LIMIT, MIN_TASKS, format_size
 
 __all__ = ["SandboxSpec", "check_spec", "id_maps", "HOST_ID_BASE", "ID_COUNT", "PRIVATE_DIRS", "private_dir_of"]
 
@@ -46,7 +46,9 @@ class SandboxSpec:
     read-only at the same path inside, even below a private directory such as
     /tmp (``exe`` is always exposed); ``memory_limit`` the bytes the whole
     sandbox tree may use (its memory cgroup's hard limit, :mod:`dr.replay.cgroup`):
-    0 for the default, None for no cgroup at all (``--no-memory-limit``).
+    0 for the default, None for no cgroup at all (``--no-memory-limit``);
+    ``max_tasks`` the tasks (processes and threads) the tree may hold, the same
+    cgroup's ``pids.max``: 0 for the default (:func:`dr.replay.cgroup.default_tasks`).
     """
 
     argv: tuple[str, ...]
@@ -62,6 +64,7 @@ class SandboxSpec:
     passthrough: frozenset[int] = field(default_factory=frozenset)
     expose: tuple[str, ...] = ()
     memory_limit: int | None = 0
+    max_tasks: int = 0
 
 
 #: Limits on what a trace supplies to execve (linux/binfmts.h MAX_ARG_STRLEN; ARG_MAX of 2 MiB).
@@ -112,7 +115,8 @@ def check_spec(spec: SandboxSpec) -> None:
     one string, each without NUL and under MAX_ARG_STRLEN, all under ARG_MAX.
     env: names without '=' or NUL. exe, cwd: absolute, without NUL. root: an
     existing directory. uid, gid: inside the mapped range. first_pid: 2..2^22.
-    memory_limit: None, 0 (the default) or MIN_LIMIT..MAX_LIMIT bytes.
+    memory_limit: None, 0 (the default) or MIN_LIMIT..MAX_LIMIT bytes; max_tasks: 0 or
+    MIN_TASKS..MAX_TASKS.
     Raises ReplayError (one line, exit 1).
     """
     host = _clean_str("hostname", spec.hostname, limit=64)
@@ -161,5 +165,8 @@ def check_spec(spec: SandboxSpec) -> None:
         shown = format_size(lim) if isinstance(lim, int) else repr(lim)
         raise ReplayError(f"a memory limit of {shown} is not usable: give at least "
                           f"{MIN_LIMIT >> 20} MiB (dr replay --memory-limit SIZE); nothing was run")
+    n = spec.max_tasks
+    if not isinstance(n, int) or isinstance(n, bool) or not (n == 0 or MIN_TASKS <= n <= MAX_TASKS):
+        raise ReplayError(f"a task limit of {n!r} is not usable: give {MIN_TASKS}..{MAX_TASKS}; nothing was run")
     if spec.stdio not in ("null", "inherit"):
         raise ReplayError(f"unknown stdio mode {spec.stdio!r}")

@@ -168,3 +168,75 @@ def test_a_bundle_extracted_by_a_killed_replay_is_swept_by_the_next(write_trace,
                         {"mode": "spawn", "pid": 100, "tids": [100], "argv": ["/bin/true"], "cwd": "/"})
     subprocess.run(DR + ["replay", str(spawn)], capture_output=True, timeout=120, cwd=ROOT)
     assert not mine()
+
+
+#: Starts up to argv[1] threads that sleep; prints how many started and why it stopped.
+THREAD_BOMB_C = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static void *idle(void *a) { (void)a; for (;;) pause(); return 0; }
+int main(int argc, char **argv) {
+    int want = atoi(argv[1]), n = 0, err = 0;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 64 << 10);
+    for (; n < want; n++) {
+        pthread_t t;
+        if ((err = pthread_create(&t, &at, idle, 0)) != 0) break;
+    }
+    printf("threads %d %s\n", n, err ? strerrorname_np(err) : "OK");
+    fflush(stdout);
+    _exit(0);
+}
+"""
+
+#: The program in a Sandbox under a supervisor that lets every call run (argv: tasks, program...).
+PASSTHROUGH = r"""
+import os, select, sys
+from dr.replay.sandbox import Sandbox, SandboxSpec
+sb = Sandbox(SandboxSpec(argv=tuple(sys.argv[2:]), exe=sys.argv[2], stdio="inherit",
+                         memory_limit=256 << 20, max_tasks=int(sys.argv[1])))
+sb.start()
+paths = [os.path.dirname(p) for p in sb.cgroup.all_procs]
+try:
+    while sb.exit_status(0) is None:
+        r, _, _ = select.select([sb.listener.fd, sb.pidfd], [], [], 1.0)
+        if sb.listener.fd in r:
+            n = sb.listener.recv()
+            if n is not None:
+                sb.listener.send(n.id, continue_=True)
+        elif sb.pidfd in r:
+            break
+finally:
+    sb.kill()
+    sb.close()
+print("CGROUPS", sum(os.path.exists(p) for p in paths), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.parametrize("tasks", [64, 0])
+def test_a_thread_bomb_stops_at_the_sandbox_task_limit(tmp_path, tasks):
+    """A replayed program that starts threads without end gets EAGAIN at the sandbox's
+    task limit (the cgroup's pids.max), not once the host's kernel.pid_max (32768 on
+    many machines, for every user) is gone; 0 is the default, a quarter of pid_max at most."""
+    import shutil
+    from conftest import build_c
+    from dr.replay.cgroup import default_tasks
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the test program")
+    bomb = build_c(tmp_path, "bomb", THREAD_BOMB_C, "-static", "-pthread")
+    limit = tasks or default_tasks()
+    assert limit <= int(open("/proc/sys/kernel/pid_max").read()) // 4
+    r = subprocess.run([sys.executable, "-c", PASSTHROUGH, str(tasks), str(bomb), str(limit + 500)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    [started] = [ln.split() for ln in lines if ln.startswith("threads ")]
+    # Stage 2, init and the main thread are in the cgroup too.
+    assert started[2] == "EAGAIN" and limit - 10 <= int(started[1]) <= limit - 3, r.stdout
+    assert lines[-1] == "CGROUPS 0", r.stdout

@@ -50,7 +50,7 @@ def replay_cmd(
                                                help="Memory the replayed program may use (64M, 2G; default: "
                                                     "min(4G, half of RAM)); tmpfs writes count."),
     no_memory_limit: bool = typer.Option(False, "--no-memory-limit",
-                                         help="DANGEROUS: no memory cgroup; the program may exhaust the host."),
+                                         help="DANGEROUS: no cgroup (no memory or task limit); the program may exhaust the host."),
 ) -> None:
     """Replay a trace or bundle in an isolated sandbox: no network, recorded time and ids.
 
@@ -163,8 +163,8 @@ def _memory_limit(size: Optional[str], unbounded: bool) -> int | None:
     if unbounded:
         if size is not None:
             raise UsageError("give either --memory-limit or --no-memory-limit, not both")
-        sys.stderr.write("dr: warning: --no-memory-limit: the replayed program runs without a memory "
-                         "cgroup and may exhaust this host's memory\n")
+        sys.stderr.write("dr: warning: --no-memory-limit: the replayed program runs without a cgroup "
+                         "and may exhaust this host's memory and pids\n")
         return None
     if size is None:
         return 0
