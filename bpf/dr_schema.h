@@ -8,6 +8,7 @@
 #define DR_REC_SYSCALL_EVENT_DATA 4
 #define DR_REC_PROC_EVENT 3
 #define DR_REC_SIGNAL_REGS 5
+#define DR_REC_CLOCK_READ 6
 
 #define DR_EVF_NO_EXIT 1
 #define DR_EVF_TRUNCATED 2
@@ -19,6 +20,9 @@
 #define DR_PROC_EXEC 2
 #define DR_PROC_EXIT 3
 #define DR_PROC_SIGNAL 4
+
+#define DR_CLOCK_LIBC_CLOCK_GETTIME 1
+#define DR_CLOCK_GO_TIME_NOW 2
 
 #define DR_LOSS_RINGBUF_EVENT 0
 #define DR_LOSS_RINGBUF_PAYLOAD 1
@@ -202,6 +206,21 @@ struct dr_signal_regs {
 	u32 tgid;
 	u32 tid;
 	u64 regs[21];
+} __attribute__((packed));
+
+/* A clock value the process read without a syscall (the vDSO), seen by a uprobe on its own code as the function returned: attach mode records what a service read. */
+struct dr_clock_read {
+	u16 kind;
+	u16 source;
+	u32 cpu;
+	u32 tgid;
+	u32 tid;
+	s32 clockid;
+	s32 ret;
+	u64 ts;
+	s64 sec;
+	s64 nsec;
+	s64 mono;
 } __attribute__((packed));
 
 /* One copy rule; the table (nr * DR_MAX_RULES + i) is loaded into a map

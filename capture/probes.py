@@ -109,9 +109,15 @@ def bpf_dir() -> str:
     return str(resources.files("dr.bpf"))
 
 
+#: The program's files, in order: dr_clock.c (uprobes on the target's clock functions,
+#: dr.capture.clocks) uses dr_capture.c's maps and helpers. One text, because BCC makes
+#: programs only of the functions of its main file, not of included ones.
+PROGRAM_FILES = ("dr_capture.c", "dr_clock.c")
+
+
 def program_text() -> str:
     """The BPF program text, as ``dr capture --ebpf`` prints it."""
-    return (resources.files("dr.bpf") / "dr_capture.c").read_text()
+    return "\n".join((resources.files("dr.bpf") / name).read_text() for name in PROGRAM_FILES)
 
 
 def ensure_tracefs() -> None:

@@ -260,6 +260,10 @@ class CaptureSession:
                 meta["vdso_every_exec"] = bool(o.patch_vdso and o.ptrace_tree)
             if o.pid:
                 meta["procs"] = procs
+            if not o.command:
+                # what the target reads from its vDSO (dr.capture.clocks): uprobes, nothing changed in it
+                from dr.capture.clocks import attach_clock_probes
+                meta["clock_probes"] = attach_clock_probes(self.probes.bpf, [tgid] + [p["pid"] for p in procs])
             if self.redactor is not None:
                 meta = self.redactor.meta(meta)   # argv, command, env, cwd
             self.writer = TraceWriter(o.output, meta, level=o.zstd_level)

@@ -68,6 +68,8 @@ META_KEYS: dict[str, MetaKey] = {k.name: k for k in (
     MetaKey("procs", (_L,), "attach mode with --pid: descendants attached at start "
                             "[{pid, ppid, tids, exec, threads, fds}] (threads and fds as the target's)"),
     MetaKey("root", (_D,), "the target's root directory {path, dev, ino, same} (a container's)"),
+    MetaKey("clock_probes", (_D,), "attach mode: processes whose clock reads are recorded (clock_read "
+                                   "records) {libc: [pids], go: [pids], notes: [why not]}"),
     MetaKey("nspid", (_L,), "the target's pid in each pid namespace, the host's first"),
 )}
 

@@ -50,7 +50,7 @@ from dr.formats.stats import plural
 from dr.formats.strace_decode import decode_sockaddr, format_flags, quote
 from dr.formats.strace_format import (_ENTRY_LOST, _NO_EXIT, Formatter, ShowOptions, is_failed,
                                       is_successful)
-from dr.formats.trace import Event, ProcEvent, TraceReader
+from dr.formats.trace import ClockRead, Event, ProcEvent, TraceReader
 from dr.schema.classes import TRACE_CLASSES
 
 __all__ = ["ShowOptions", "Formatter", "show_lines", "summary_lines", "end_notices", "parse_trace_expr",
@@ -194,6 +194,10 @@ def show_lines(reader: TraceReader, opts: ShowOptions) -> Iterator[str]:
                 s = fmt.proc_line(item)
                 if s is not None:
                     yield s
+            elif isinstance(item, ClockRead):
+                s = fmt.clock_line(item)
+                if s is not None:
+                    yield s
         return
     # fds opened by hidden calls must still be known; signals before the window still kill.
     for item in reader.stream():
@@ -209,6 +213,10 @@ def show_lines(reader: TraceReader, opts: ShowOptions) -> Iterator[str]:
                     yield s
             else:
                 fmt.feed(item)
+        elif isinstance(item, ClockRead) and _shown(item, opts):
+            s = fmt.clock_line(item)
+            if s is not None:
+                yield s
         if opts.until_ns is not None and not isinstance(item, dict) and \
                 getattr(item, "ts_enter", getattr(item, "ts", 0)) > opts.until_ns + 10**10:
             return  # well past the window (capture order is time order within a few ms)

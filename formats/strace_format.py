@@ -29,11 +29,13 @@ from dr.formats.strace_decode import (
     format_flags,
     quote,
 )
-from dr.formats.trace import Event, ProcEvent
+from dr.formats.trace import ClockRead, Event, ProcEvent
 from dr.schema import Kind, Rule, Sub
 from dr.schema import s32 as _s32
 from dr.schema import s64 as _s64
 from dr.schema.classes import TRACE_CLASSES
+
+_NR_CLOCK_GETTIME = schema.by_name("clock_gettime").nr
 
 __all__ = ["ShowOptions", "Formatter", "is_failed", "is_successful"]
 
@@ -265,6 +267,23 @@ class Formatter:
             text = f"--- {name} {{si_signo={name}}} ---"
             return self._head(pe.tid, pe.ts) + (c["signal"][0] + text + c["signal"][1] if c else text)
         return None
+
+    def clock_line(self, cr: ClockRead) -> str | None:
+        """A clock value read through the vDSO, recorded by a uprobe in attach mode
+        (strace shows nothing for those: no syscall), as the call that read it."""
+        o = self.opts
+        if (o.tids is not None and cr.tid not in o.tids) or (o.pids is not None and cr.tgid not in o.pids):
+            return None
+        if o.syscalls is not None and _NR_CLOCK_GETTIME not in o.syscalls:
+            return None
+        head = self._head(cr.tid, cr.ts)
+        if cr.kind == "GO_TIME_NOW":
+            return (head + f"time.now() = {{sec={cr.sec}, nsec={cr.nsec}, mono={cr.mono}}} "
+                    "/* vDSO, seen by a uprobe on the Go runtime */")
+        name = schema.ENUMS.get("clock", {}).get(cr.clockid, str(cr.clockid))
+        val = f"{{tv_sec={cr.sec}, tv_nsec={cr.nsec}}}" if cr.ret == 0 else "<unknown>"
+        return head + f"clock_gettime({name}, {val}) = {cr.ret if cr.ret in (0, -1) else '?'} " \
+            "/* vDSO, seen by a uprobe on libc */"
 
     # -- syscalls
 

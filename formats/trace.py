@@ -43,6 +43,7 @@ from dr.errors import OutputError
 from dr.formats.trace_read import TraceReader, open_trace  # noqa: F401  (the public reader, re-exported)
 from dr.formats.trace_spec import (  # noqa: F401  (re-exported: readers and tests use trace.X)
     _EV_PREFIX,
+    _CLK,
     _EVD,
     _EVT,
     _LEN,
@@ -67,6 +68,7 @@ from dr.formats.trace_spec import (  # noqa: F401  (re-exported: readers and tes
     RB_DISCARD,
     RB_HDR,
     TOTAL_FLOOR,
+    ClockRead,
     Event,
     FrameInfo,
     Payload,
@@ -76,7 +78,7 @@ from dr.formats.trace_spec import (  # noqa: F401  (re-exported: readers and tes
 
 __all__ = [
     "FORMAT_VERSION", "MAGIC", "HEADER", "TraceWriter", "TraceReader", "Event", "Payload",
-    "ProcEvent", "FrameInfo", "encode_block", "open_trace",
+    "ProcEvent", "ClockRead", "FrameInfo", "encode_block", "open_trace",
 ]
 # --------------------------------------------------------------------------- encoding
 
@@ -86,7 +88,7 @@ def _rec(body: bytes) -> bytes:
     return _LEN.pack(n) + b"\0\0\0\0" + body + b"\0" * (_pad8(n) - n)
 
 
-def encode_block(items: Iterable[Event | ProcEvent], *, inline: bool = False) -> bytes:
+def encode_block(items: Iterable[Event | ProcEvent | ClockRead], *, inline: bool = False) -> bytes:
     """Encode events as the probes would: a ring-buffer span (payloads first).
 
     Payload data is cut into chunks of ``schema.CHUNK`` bytes. With ``inline``,
@@ -122,8 +124,11 @@ def encode_block(items: Iterable[Event | ProcEvent], *, inline: bool = False) ->
         elif isinstance(it, ProcEvent):
             out.append(_rec(_PROC.st.pack(_PROC.kind, it.what, it.cpu, it.tgid, it.tid,
                                           it.ts, it.arg0, it.arg1)))
+        elif isinstance(it, ClockRead):
+            out.append(_rec(_CLK.st.pack(_CLK.kind, it.source, it.cpu, it.tgid, it.tid, it.clockid, it.ret,
+                                         it.ts, it.sec, it.nsec, it.mono)))
         else:
-            raise TypeError(f"encode_block: not an Event or ProcEvent: {it!r}")
+            raise TypeError(f"encode_block: not an Event, ProcEvent or ClockRead: {it!r}")
     return b"".join(out)
 
 
@@ -212,7 +217,7 @@ class TraceWriter:
             if len(buf) >= self._frame_bytes:
                 self._end_frame()
 
-    def write_events(self, items: Iterable[Event | ProcEvent]) -> None:
+    def write_events(self, items: Iterable[Event | ProcEvent | ClockRead]) -> None:
         """Encode Event/ProcEvent objects into one event block (tests, tools)."""
         self.write_block(encode_block(items))
 

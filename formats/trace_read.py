@@ -19,6 +19,7 @@ from dr.formats.trace_spec import (
     _PAY,
     _PROC,
     _RB_LEN_MASK,
+    _CLK,
     _SREG,
     _ZSTD_MAGIC,
     FLAGS_MUST_UNDERSTAND,
@@ -37,6 +38,7 @@ from dr.formats.trace_spec import (
     RB_DISCARD,
     RB_HDR,
     TOTAL_FLOOR,
+    ClockRead,
     Event,
     FrameInfo,
     Payload,
@@ -372,6 +374,7 @@ class TraceReader:
         k_evt, k_pay, k_proc = _EVT.kind, _PAY.kind, _PROC.kind
         evd_unpack, evd_size, k_evd = _EVD.st.unpack_from, _EVD.size, _EVD.kind
         k_sreg = _SREG.kind
+        k_clk = _CLK.kind
         chunks = pend.chunks
         last_seq = pend.last_seq
         append = out.append
@@ -483,6 +486,15 @@ class TraceReader:
                     self.skipped_records += 1
                 elif not events_only and not prime and (tidset is None or r[4] in tidset):
                     _attach_regs(out, r[4], r[1], r[5:])
+            elif kind == k_clk:
+                if ln < _CLK.size:
+                    raise TraceError(f"clock read record of {ln} bytes (< {_CLK.size})", offset=foff)
+                r = _CLK.st.unpack_from(blk, body)
+                if r[0] != k_clk:
+                    self.skipped_records += 1
+                elif not events_only and not prime and (tidset is None or r[4] in tidset):
+                    # kind, source, cpu, tgid, tid, clockid, ret, ts, sec, nsec, mono
+                    append(ClockRead(r[1], r[4], r[3], r[7], r[5], r[6], r[8], r[9], r[10], r[2]))
             else:
                 self.skipped_records += 1  # a record kind from a newer probe: skip it
         if pos < n:

@@ -76,6 +76,8 @@ _PROC = schema.record("proc_event")
 _PROC_NAMES = {v: k for k, v in schema.PROC_EVENTS.items()}
 _SREG = schema.record("signal_regs")
 _SIGNAL = schema.PROC_EVENTS["SIGNAL"]
+_CLK = schema.record("clock_read")
+_CLOCK_SOURCE_NAMES = {v: k for k, v in schema.CLOCK_SOURCES.items()}
 
 
 def _pad8(n: int) -> int:
@@ -186,6 +188,37 @@ class ProcEvent:
     @property
     def kind(self) -> str:
         return _PROC_NAMES.get(self.what, f"PROC_{self.what}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClockRead:
+    """A clock value a traced thread read without a syscall (struct dr_clock_read).
+
+    ``source`` a CLOCK_SOURCES value (libc clock_gettime, Go time.now); ``clockid``
+    the clock (0 REALTIME, 1 MONOTONIC, ...); ``ret`` the function's result (0: ok);
+    ``sec``/``nsec`` what the thread got; ``mono`` (Go's time.now) the CLOCK_MONOTONIC
+    ns it read too; ``ts`` ns, CLOCK_MONOTONIC, when the function returned.
+    """
+
+    source: int
+    tid: int
+    tgid: int = 0
+    ts: int = 0
+    clockid: int = 0
+    ret: int = 0
+    sec: int = 0
+    nsec: int = 0
+    mono: int = 0
+    cpu: int = 0
+
+    @property
+    def kind(self) -> str:
+        return _CLOCK_SOURCE_NAMES.get(self.source, f"CLOCK_{self.source}")
+
+    @property
+    def value_ns(self) -> int:
+        """The value read, in ns of its clock."""
+        return self.sec * 1_000_000_000 + self.nsec
 
 
 @dataclass(frozen=True, slots=True)

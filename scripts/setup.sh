@@ -20,7 +20,7 @@ say() { echo "setup: $*"; }
 PKGS=(python3-bpfcc libbpfcc bpfcc-tools python3-venv python3-pip python3-seccomp
       libseccomp2 linux-headers-amd64 curl sqlite3 git strace linux-perf
       redis-server redis-tools nginx apache2-utils gunicorn tshark iproute2 util-linux procps zstd gcc libc6-dev bpftool tmux
-      golang-go)
+      golang-go binutils)   # binutils: objdump finds the RET instructions of Go's time.now (capture/clocks.py)
 if [ "$(uname -m)" = aarch64 ]; then PKGS=("${PKGS[@]/linux-headers-amd64/linux-headers-arm64}"); fi
 
 missing=()

@@ -23,7 +23,7 @@ __all__ = [
     "Arg", "Beh", "Behaviour", "Class", "FdEffect", "Kind", "Order", "Rule", "Sub", "Syscall", "message_slot",
     "RecordLayout", "with_order", "with_fd_effect", "with_flag", "cloexec_of",
     "by_name", "by_nr", "name_of", "all_syscalls", "record", "FLAGS", "ENUMS",
-    "EVENT_FLAGS", "PROC_EVENTS", "LOSS_CAUSES", "CHUNK", "SNAPLEN_DEFAULT", "s32", "s64",
+    "EVENT_FLAGS", "PROC_EVENTS", "CLOCK_SOURCES", "LOSS_CAUSES", "CHUNK", "SNAPLEN_DEFAULT", "s32", "s64",
 ]
 
 FLAGS = _tables.FLAGS
@@ -34,6 +34,7 @@ SOCKOPT_POINTED = getattr(_tables, "SOCKOPT_POINTED", {})
 BPF_POINTED = getattr(_tables, "BPF_POINTED", {})
 EVENT_FLAGS = _tables.EVENT_FLAGS
 PROC_EVENTS = _tables.PROC_EVENTS
+CLOCK_SOURCES = getattr(_tables, "CLOCK_SOURCES", {})   # getattr: the generator imports this first
 LOSS_CAUSES = _tables.LOSS_CAUSES
 CHUNK = _tables.CHUNK
 SNAPLEN_DEFAULT = _tables.SNAPLEN_DEFAULT

@@ -791,9 +791,11 @@ RECORDS = {
     'syscall_event_data': (4, '<HHIIIQq6QqQQHHIQ', ('kind', 'flags', 'cpu', 'tgid', 'tid', 'seq', 'nr', 'args0', 'args1', 'args2', 'args3', 'args4', 'args5', 'ret', 'ts_enter', 'ts_exit', 'slot', 'pad', 'len', 'total'), 120, True),
     'proc_event': (3, '<HHIIIQqq', ('kind', 'what', 'cpu', 'tgid', 'tid', 'ts', 'arg0', 'arg1'), 40, False),
     'signal_regs': (5, '<HHIII21Q', ('kind', 'sig', 'cpu', 'tgid', 'tid', 'regs0', 'regs1', 'regs2', 'regs3', 'regs4', 'regs5', 'regs6', 'regs7', 'regs8', 'regs9', 'regs10', 'regs11', 'regs12', 'regs13', 'regs14', 'regs15', 'regs16', 'regs17', 'regs18', 'regs19', 'regs20'), 184, False),
+    'clock_read': (6, '<HHIIIiiQqqq', ('kind', 'source', 'cpu', 'tgid', 'tid', 'clockid', 'ret', 'ts', 'sec', 'nsec', 'mono'), 56, False),
 }
 EVENT_FLAGS = {'NO_EXIT': 1, 'TRUNCATED': 2, 'COPY_FAILED': 4, 'PAYLOAD_LOST': 8, 'ENTRY_LOST': 16}
 PROC_EVENTS = {'FORK': 1, 'EXEC': 2, 'EXIT': 3, 'SIGNAL': 4}
+CLOCK_SOURCES = {'LIBC_CLOCK_GETTIME': 1, 'GO_TIME_NOW': 2}
 LOSS_CAUSES = {'RINGBUF_EVENT': 0, 'RINGBUF_PAYLOAD': 1, 'COPY_FAULT': 2, 'TRUNCATED': 3, 'ENTRY_MAP_FULL': 4, 'RINGBUF_PROC': 5, 'COPY_STEPS': 6}
 CHUNK = 16384
 SNAPLEN_DEFAULT = 262144

@@ -78,7 +78,7 @@ def render_header() -> str:
         out.append(f"#define DR_REC_{rec.name.upper()} {rec.kind}")
     out.append("")
     for prefix, table in (("DR_EVF_", layout.EVENT_FLAGS), ("DR_PROC_", layout.PROC_EVENTS),
-                          ("DR_LOSS_", layout.LOSS_CAUSES)):
+                          ("DR_CLOCK_", layout.CLOCK_SOURCES), ("DR_LOSS_", layout.LOSS_CAUSES)):
         for k, v in table.items():
             out.append(f"#define {prefix}{k} {v}")
         out.append("")
@@ -175,6 +175,7 @@ def render_tables() -> str:
     o.append("}")
     o.append(f"EVENT_FLAGS = {layout.EVENT_FLAGS!r}")
     o.append(f"PROC_EVENTS = {layout.PROC_EVENTS!r}")
+    o.append(f"CLOCK_SOURCES = {layout.CLOCK_SOURCES!r}")
     o.append(f"LOSS_CAUSES = {layout.LOSS_CAUSES!r}")
     o.append(f"CHUNK = {layout.CHUNK}")
     o.append(f"SNAPLEN_DEFAULT = {layout.SNAPLEN_DEFAULT}")

@@ -45,6 +45,13 @@ EVENT_FLAGS = {
 # Process event types (dr_proc_event.what).
 PROC_EVENTS = {"FORK": 1, "EXEC": 2, "EXIT": 3, "SIGNAL": 4}
 
+# Where a clock_read record's value was read (dr_clock_read.source): uprobes on the
+# target's own code, attach mode (bpf/dr_clock.c, dr/capture/clocks.py).
+CLOCK_SOURCES = {
+    "LIBC_CLOCK_GETTIME": 1,   # libc's clock_gettime returned (uretprobe): clockid, ret, sec, nsec
+    "GO_TIME_NOW": 2,          # Go's time.now returned (uprobe at its RET): REALTIME sec, nsec, and mono
+}
+
 # Loss causes (index into the per-CPU loss counter map).
 LOSS_CAUSES = {
     "RINGBUF_EVENT": 0,    # a syscall event could not be reserved
@@ -52,7 +59,7 @@ LOSS_CAUSES = {
     "COPY_FAULT": 2,       # bpf_probe_read_user failed on a payload
     "TRUNCATED": 3,        # payload longer than snaplen (bytes kept up to snaplen)
     "ENTRY_MAP_FULL": 4,   # too many threads inside syscalls at once
-    "RINGBUF_PROC": 5,     # a process event could not be reserved
+    "RINGBUF_PROC": 5,     # a process event (or a clock_read record) could not be reserved
     "COPY_STEPS": 6,       # the copier ran out of steps before a syscall's buffers were all copied
 }
 
@@ -119,6 +126,20 @@ RECORDS = (
        "at signal:signal_deliver, read with bpf_task_pt_regs); follows that signal's proc_event. "
        "orig_ax >= 0: delivered as a syscall returned; -1: between syscalls (an interrupt "
        "or exception), so replay must deliver it at that instruction."),
+    Record("clock_read", 6, (
+        ("kind", "u16", 1),
+        ("source", "u16", 1),     # CLOCK_SOURCES
+        ("cpu", "u32", 1),
+        ("tgid", "u32", 1),
+        ("tid", "u32", 1),
+        ("clockid", "s32", 1),    # the clock read (include/uapi/linux/time.h): 0 REALTIME, 1 MONOTONIC, ...
+        ("ret", "s32", 1),        # the function's return value (libc: 0, or -1 when it failed)
+        ("ts", "u64", 1),         # ns, CLOCK_MONOTONIC (bpf_ktime_get_ns) when the function returned
+        ("sec", "s64", 1),        # the value the process got: seconds
+        ("nsec", "s64", 1),       # and nanoseconds
+        ("mono", "s64", 1),       # GO_TIME_NOW: the CLOCK_MONOTONIC ns time.now also read; else 0
+    ), "A clock value the process read without a syscall (the vDSO), seen by a uprobe on its "
+       "own code as the function returned: attach mode records what a service read."),
 )
 
 #: struct pt_regs of x86_64 (arch/x86/include/asm/ptrace.h), the order of signal_regs.regs.
