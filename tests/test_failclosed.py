@@ -175,3 +175,24 @@ def test_sigkilled_replay_leaves_nothing_after_the_next_run(write_trace, tmp_pat
                             {"mode": "spawn", "pid": 100, "tids": [100], "argv": ["/bin/true"], "cwd": "/"}))
     _dr("replay", spawn)
     assert not mine()
+
+
+@pytest.mark.parametrize("how", ["script", "executable", "flag"])
+def test_capture_output_never_replaces_a_file_the_command_reads(tmp_path, how):
+    """`dr capture -o run.sh -- sh run.sh` truncated the script into a trace header before
+    the command started; the output must not be a file the command reads (the same
+    st_dev/st_ino as its executable or a file argument): one line, nothing run or written."""
+    import shutil
+    script = tmp_path / "run.sh"
+    marker = tmp_path / "ran"
+    script.write_text(f"touch {marker}\n")
+    prog = tmp_path / "prog"
+    shutil.copy("/bin/true", prog)
+    out, cmd = {"script": (script, ["sh", str(script)]),
+                "executable": (prog, [str(prog)]),
+                "flag": (script, ["sh", "-c", "true", f"--rcfile={script}"])}[how]
+    before = out.read_bytes()
+    line = _one_line_error(_dr("capture", "-q", "-o", str(out), "--", *cmd))
+    assert line.startswith(f"dr: cannot write trace {out}: it is the input "), line
+    assert out.read_bytes() == before
+    assert not marker.exists()

@@ -126,7 +126,9 @@ def capture(
     from dr.formats.output import check_output
     # The trace is written in place as it grows (a capture cut short stays readable),
     # so only refuse what must never be written: a directory, socket, block device.
-    check_output(output, (), "trace")
+    # Nor a file the command reads: `-o run.sh -- sh run.sh` truncated the script
+    # before the command started (the executable itself only failed with ETXTBSY).
+    check_output(output, _command_files(opts_cmd, pid if pid is not None else tid), "trace")
     opts = CaptureOptions(output=str(output), pid=pid, tid=tid, command=opts_cmd,
                           snaplen=parse_size(snaplen), duration=duration,
                           max_size=parse_size(max_size) if max_size else None,
@@ -380,3 +382,25 @@ def _verify(path: str) -> int:
         f"it ended {res.status}; dr replay {path} prints the full report"
     typer.echo(f"dr: verify: the replay was NOT faithful: {why}", err=True)
     return int(res.exit_code)
+
+
+def _command_files(command: tuple[str, ...] | None, target: int | None) -> list[str]:
+    """Regular files the capture's target reads that -o must not replace: the command's
+    executable (found as execvp would) and each argument naming an existing regular
+    file (also after a ``--flag=`` prefix), or the attached process's executable."""
+    import os
+    import shutil
+    import stat
+
+    if command is None:
+        return [f"/proc/{target}/exe"] if target is not None else []
+    words = [shutil.which(command[0]) or command[0], *command[1:]]
+    words += [w.partition("=")[2] for w in command[1:] if "=" in w]
+    out = []
+    for w in words:
+        try:
+            if w and "\0" not in w and stat.S_ISREG(os.stat(w).st_mode):
+                out.append(w)
+        except (OSError, ValueError):
+            pass
+    return out
