@@ -194,6 +194,61 @@ def test_fds_passed_with_scm_rights_exist_in_the_receiver(work):
     assert passed_fds(struct.pack("<QiI", 4096, 1, 1)) == []   # a length past the data: not trusted
 
 
+PASSED_MEM = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static volatile int word = 1;
+static int launder(int fd) {
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    char c = 'x', ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {&c, 1};
+    struct msghdr m = {0};
+    m.msg_iov = &iov; m.msg_iovlen = 1; m.msg_control = ctl; m.msg_controllen = sizeof ctl;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS; h->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(h), &fd, sizeof(int));
+    sendmsg(sv[1], &m, 0);
+    memset(ctl, 0, sizeof ctl);
+    recvmsg(sv[0], &m, 0);
+    memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+    close(sv[0]); close(sv[1]);
+    return fd;
+}
+int main(void) {
+    int go[2];
+    pipe(go);
+    pid_t child = fork();
+    if (child == 0) {
+        char c;
+        read(go[0], &c, 1);
+        printf("child sees %d\n", word);
+        return 0;
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", child);
+    int mem = launder(open(path, O_RDWR));
+    int v = 42;
+    ssize_t w = pwrite(mem, &v, sizeof v, (off_t)(unsigned long)&word);
+    write(go[1], "x", 1);
+    waitpid(child, NULL, 0);
+    printf("wrote %zd through the passed fd\n", w);
+    return 0;
+}
+"""
+
+
+def test_an_owned_fd_passed_with_scm_rights_keeps_its_object(work):
+    # /proc/CHILD/mem is real in replay (its writes change the child); passed over a unix
+    # socket it stays that file, not a /dev/null stand-in, so the child sees the write
+    out = faithful(work, "passed_mem", PASSED_MEM)
+    assert out == b"child sees 42\nwrote 4 through the passed fd\n"
+
+
 PID_NS = r"""
 #define _GNU_SOURCE
 #include <pthread.h>

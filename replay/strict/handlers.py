@@ -23,12 +23,13 @@ from dr.replay.strict import files as fmodel
 from dr.replay.strict.core import (AT_FDCWD, CREATES_FD, I32PAIR, NATIVE_ON_OWNED, NR_EXIT_GROUP,
                                    SC, SENDERS, UNSUPPORTED_NRS, Status, StepResult, Stop, Thread, s32)
 from dr.replay.strict.procfs import is_proc_dir, nthreads
-from dr.replay.strict.rights import install_passed_fds
+from dr.replay.strict.rights import hold_sent_fds, install_passed_fds
 from dr.replay.strict.substitute import (IOV_MAX, compare_inputs, gather, read_iov, scatter, show_writes,
                                          too_long, write_outputs)
 from dr.schema import FdEffect
 
 NR_RECVMSG = schema.by_name("recvmsg").nr
+NR_SENDMSG = schema.by_name("sendmsg").nr
 
 if TYPE_CHECKING:
     from dr.replay.strict.session import ReplaySession
@@ -80,6 +81,8 @@ def regular(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     write_outputs(s, n, th, ev, sc)
     if nr == NR_RECVMSG and ev.ret >= 0:
         install_passed_fds(s, n, th, ev, 1, n.args[2])   # SCM_RIGHTS: real fds at the recorded numbers
+    if nr == NR_SENDMSG and ev.ret >= 0:
+        hold_sent_fds(s, th, ev, 1)   # owned fds passed keep their object for the receiver
     if nr in CREATES_FD and ev.ret >= 0:
         memfd = sc.beh.fd_kind == "memfd"
         src = os.memfd_create("dr-replay", os.MFD_CLOEXEC) if memfd else os.dup(s.devnull)

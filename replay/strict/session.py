@@ -28,6 +28,7 @@ from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NO_EXIT, NR,
 from dr.replay.strict.files import FileModel
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import ns_ids, ppid, which_in_root
+from dr.replay.strict.rights import drop_held
 from dr.replay.strict.script import load_script, snaplen_remedy
 
 __all__ = ["ReplaySession"]
@@ -78,6 +79,7 @@ class ReplaySession(Matching):
         self.console: dict[int, dict[int, int]] = {}   # host tgid -> {fd: 1|2} of the replay's stdout/stderr
         self.pidfd_target: dict[tuple[int, int], int] = {}   # (host tgid, pidfd) -> its process's host tgid
         self.held_exits: dict[int, list[tuple[Notif, int]]] = {}  # parent host tgid -> exits held
+        self.held_fds: deque = deque()   # duplicates of owned fds in flight over SCM_RIGHTS (rights.py)
         self.owned: dict[int, set[int]] = {}  # host tgid -> fds of files this run created (memfd, native I/O)
         self.files = FileModel(self.script.files, self.script.blobs)   # the recording's view of files
         self.children: deque = deque()   # recorded child tids of replayed clones, not yet seen
@@ -188,6 +190,7 @@ class ReplaySession(Matching):
                 except OSError:
                     pass
         self.pidfds.clear()
+        drop_held(self)
         self.files.close()
         self.devnull = self.rootfd = -1
 
