@@ -10,6 +10,7 @@ from typing import Any
 
 from dr import schema
 from dr.errors import ReplayError
+from dr.replay.strict.streamtail import cut_tails
 from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
 
 __all__ = ["Script", "load_script"]
@@ -64,6 +65,9 @@ class Script:
     #: position -> [(recorded tgid, signal)]: signals the kernel sent (a timer's) that
     #: reached a thread with no answered call pending, sent process-wide as that call is answered
     proc_signals: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    #: (tid, seq) of a write cut at the snaplen -> the rest of its bytes, as the reader of its
+    #: pipe/socketpair received them (replay/strict/streamtail.py)
+    cut_tails: dict[tuple[int, int], bytes] = field(default_factory=dict)
 
 
 def load_script(path: str) -> Script:
@@ -109,6 +113,7 @@ def load_script(path: str) -> Script:
         ended: set[int] = set()          # tids with an EXIT event
         forked: dict[int, int] = {}      # parent tid -> its last FORK's child tid (precedes the clone's event)
         clone_child: dict[int, int] = {}
+        fork_recs: list[tuple[int, Any]] = []   # (events before it, FORK record): fd tables follow forks
         for rec in r.stream():
             if isinstance(rec, Event):
                 all_events.append(rec)
@@ -154,6 +159,7 @@ def load_script(path: str) -> Script:
                         redacted.setdefault(k, []).extend(v)
             elif isinstance(rec, ProcEvent) and rec.what == fork_kind:
                 forked[rec.tid] = int(rec.arg0)
+                fork_recs.append((len(all_events), rec))
             elif isinstance(rec, ProcEvent) and rec.what == exec_kind:
                 old = int(rec.arg0)
                 if old != rec.tid and 0 < old < (1 << 22):
@@ -253,7 +259,8 @@ def load_script(path: str) -> Script:
             sigchld.setdefault(tgid_of.get(owner[p], owner[p]), []).append(p)
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
-                  outlived, siginfo, async_seq, files, blobs, clone_child, in_wait, proc_signals)
+                  outlived, siginfo, async_seq, files, blobs, clone_child, in_wait, proc_signals,
+                  cut_tails(meta, all_events, fork_recs))
 
 
 def snaplen_remedy(events: list[Any]) -> str:

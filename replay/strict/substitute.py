@@ -195,9 +195,11 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
         k = a.kind
         cur_v = args[i]
         rec = payloads.get(i)
-        if stream and rec is not None and ev.ret > len(rec.data):
-            # The capture kept only the first snaplen bytes of this output.
-            s.report.uncompared_bytes += ev.ret - len(rec.data)
+        if stream and rec is not None and ev.ret > len(rec.data) and cur_v:
+            # The capture kept only the first snaplen bytes of this output: the rest is
+            # compared with what the reader of its pipe/socketpair received, when known.
+            if not _compare_tail(s, n, th, ev, k, i, cur_v, len(rec.data)):
+                s.report.uncompared_bytes += ev.ret - len(rec.data)
         if k == _K_BUF_IN:
             if rec is None or not cur_v:
                 continue
@@ -276,6 +278,25 @@ def compare_inputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.S
         if not same:
             s.diverge("payload", f"{ev.name} of thread {th.tid}: the {a.name} bytes differ from "
                        "the recording", th, ev, n, payload_diff(rec.data, cur_b))
+
+
+def _compare_tail(s: ReplaySession, n: Notif, th: Thread, ev: Any, k: Kind, i: int, addr: int,
+                  have: int) -> bool:
+    """Compare the bytes [have, ret) of a cut write (a buffer or an iovec) with the tail the
+    reader at the other end received at capture (Script.cut_tails); False when unknown."""
+    tail = s.script.cut_tails.get((ev.tid, ev.seq))
+    if tail is None or len(tail) != ev.ret - have or k not in (_K_BUF_IN, Kind.IOV_IN):
+        return False
+    if k == _K_BUF_IN:
+        got = notify.read_mem(n.pid, addr + have, len(tail))
+    else:
+        c = capacity(SC[ev.nr], i, n.args)
+        got = gather(n.pid, read_iov(n.pid, addr, c // 16 if c else 0), ev.ret)[have:]
+    s.report.compared_bytes += len(got)
+    if got != tail:
+        s.diverge("payload", f"{ev.name} of thread {th.tid}: the bytes past the capture's snaplen "
+                  "differ from what the reader received at capture", th, ev, n, payload_diff(tail, got))
+    return True
 
 
 def _aliased(sc: schema.Syscall, i: int, args: tuple[int, ...]) -> bool:
