@@ -54,13 +54,15 @@
 
 #define DR_MAX_JOBS 16      /* jobs per syscall phase (a power of two) */
 #ifndef DR_RB_EVENT_TRIES
-/* attempts per syscall event record. A failed reservation on this kernel
- * (rqspinlock) mostly clears within a few more attempts: on 8M gettid calls,
- * 4 attempts lost 8-30 events, 16 lost 2-3, 32 lost 0-2 (2026-12-06); 16 keeps
- * sys_exit loadable at the copier's cap (capture/probes.py). The loop is kept
- * rolled (unrolled, the programs grow too large). Payload records keep
- * DR_RB_TRIES: they are written inside the copier loop, where the verifier
- * walks every attempt once per step. */
+/* attempts per syscall event record. The failures these attempts were added
+ * for (a few per million records with the ring nearly empty) came from the
+ * consumer storing consumer_pos non-atomically (capture/ringbuf.py, fixed
+ * 2026-12-06: 8M gettid calls, 0 failed attempts); a reservation now fails
+ * when the ring is full, and another attempt costs nothing when the first
+ * succeeds. 16 keeps sys_exit loadable at the copier's cap (capture/probes.py).
+ * The loop is kept rolled (unrolled, the programs grow too large). Payload
+ * records keep DR_RB_TRIES: they are written inside the copier loop, where the
+ * verifier walks every attempt once per step. */
 #define DR_RB_EVENT_TRIES 16
 #endif
 #ifndef DR_RB_TRIES
@@ -265,10 +267,9 @@ static __always_inline void bump(u32 idx, u64 n)
 		*v += n;
 }
 
-/* One record into the ring. A reservation can fail without the ring being
- * full (seen here a few times per million records with the ring mostly
- * empty): try up to `tries` times (DR_RB_EVENT_TRIES, DR_RB_TRIES); what still
- * fails is counted. */
+/* One record into the ring: try up to `tries` times (DR_RB_EVENT_TRIES,
+ * DR_RB_TRIES), so a consumer that frees room meanwhile saves the record; what
+ * still fails is counted. */
 static __always_inline int rb_out(void *p, u64 size, const int tries)
 {
 #pragma clang loop unroll(disable)
