@@ -334,6 +334,9 @@ class Conversations:
     #: read or write before the call), in that thread's order; a thread serves one
     #: connection at a time, so this is the per-thread order, keyed so replay can find it.
     random_by_conn: dict[int, list[bytes]] = field(default_factory=dict)
+    #: clock values read through the vDSO (ClockRead records of attach mode) by the inbound
+    #: connection their thread was serving, as random_by_conn
+    clock_by_conn: dict[int, list] = field(default_factory=dict)
 
     def inbound(self) -> list[Connection]:
         return [c for c in self.connections if c.kind == "inbound"]
@@ -362,6 +365,8 @@ def reconstruct(trace: Any) -> Conversations:
                 b.event(rec)
             elif hasattr(rec, "what"):
                 b.proc(rec)
+            elif hasattr(rec, "clockid"):
+                b.clock(rec)
             elif isinstance(rec, dict) and rec.get("t") == "redactions":
                 from dr.formats.redact import spans_by_slot
                 for key, spans in spans_by_slot([rec]).items():

@@ -52,6 +52,7 @@ class _Builder:
         self._seen_closed: dict[int, set[int]] = {}
         self.random: list[bytes] = []
         self.random_by_conn: dict[int, list[bytes]] = {}
+        self.clock_by_conn: dict[int, list[Any]] = {}   # ClockRead records, the same way
         self._serving: dict[int, Connection] = {}  # tid -> inbound connection of its last read/write
         self._last_wait: dict[int, int] = {}  # tid -> exit time of its last readiness wait
         self.redactions: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
@@ -176,6 +177,13 @@ class _Builder:
                                  ev.tid, getattr(ev, "index", -1), eof, peer, masked, woke))
 
     # -- events
+
+    def clock(self, rec: Any) -> None:
+        """A clock value read through the vDSO (ClockRead): kept with the inbound connection
+        its thread was serving, as getrandom payloads are."""
+        c = self._serving.get(rec.tid)
+        if c is not None:
+            self.clock_by_conn.setdefault(c.id, []).append(rec)
 
     def event(self, ev: Any) -> None:
         try:
@@ -333,7 +341,7 @@ class _Builder:
             if lost:
                 self.notes.append(f"the capture lost {lost} record(s); conversations may miss bytes")
         return Conversations(self.listeners, self.conns, self.notes, self.meta, self.random,
-                             random_by_conn=self.random_by_conn)
+                             random_by_conn=self.random_by_conn, clock_by_conn=self.clock_by_conn)
 
 
 def _is_socket(ent: dict) -> bool:

@@ -270,6 +270,7 @@ class StreamsSession(Delivery):
         from dr import schema
         from dr.replay.netns import NetNS
         from dr.replay.sandbox import Sandbox, SandboxSpec
+        from dr.replay.streams_clock import RecordedClock
         from dr.replay.streams_supervisor import (UNOBSERVED, ConnClock, RecordedRandom, StreamsSupervisor,
                                                   VirtualClock, WakeClock)
         exe = self.argv[0] if "/" in self.argv[0] else (which(self.argv[0]) or self.argv[0])
@@ -319,7 +320,8 @@ class StreamsSession(Delivery):
                                             ConnClock(self._by_local, frozenset(
                                                 a.port for c in self.inbound for a in (c.listener or c.local,) if a),
                                                 realtime_off=self.clock.realtime_off),
-                                            wake_clock=self.wake_clock, on_read=self.program_read)
+                                            wake_clock=self.wake_clock, on_read=self.program_read,
+                                            recorded=RecordedClock(self.conversations.clock_by_conn))
         self.supervisor.start()
         self.mode_used = "sandbox"
 

@@ -358,9 +358,11 @@ class StreamsSupervisor:
 
     def __init__(self, sandbox: Any, clock: VirtualClock, randomness: RecordedRandom,
                  conn_clock: ConnClock | None = None, wake_clock: WakeClock | None = None,
-                 on_read: Any = None) -> None:
+                 on_read: Any = None, recorded: Any = None) -> None:
         #: Called with a connection's id after the program read from one of dr's connections.
         self.on_read = on_read
+        #: The values the recorded process read (dr.replay.streams_clock.RecordedClock), or None.
+        self.recorded = recorded if recorded else None
         self.sb = sandbox
         self.wake_clock = wake_clock
         self.clock = clock
@@ -446,9 +448,12 @@ class StreamsSupervisor:
         if nr == _NR["execve"] or nr == _NR["execveat"]:
             self._need_patch = True
         elif nr == _NR["clock_gettime"]:
-            which = _CLOCKS.get(n.args[0] & 0xFFFFFFFF)
+            clockid = n.args[0] & 0xFFFFFFFF
+            which = _CLOCKS.get(clockid)
             if which is not None and n.args[1]:
-                v = self._now(n.pid, which)
+                v = self._recorded(n.pid, clockid, which)
+                if v is None:
+                    v = self._now(n.pid, which)
                 if self._write(lst, n, n.args[1], _TS.pack(v // 10**9, v % 10**9)):
                     self.counts["clock_gettime"] += 1
                     lst.send(n.id, 0)
@@ -482,6 +487,19 @@ class StreamsSupervisor:
             # Sent (with the listener's synchronous wake-up the read has run by now):
             # dr may hold its next request on another connection only this long.
             self.on_read(conn.id)
+
+    def _recorded(self, tid: int, clockid: int, which: str) -> int | None:
+        """The value the recorded thread serving the same connection read here
+        (dr.replay.streams_clock), or None."""
+        rc = self.recorded
+        if rc is None:
+            return None
+        v = rc.take(self.conn_clock.serving(tid) if self.conn_clock is not None else None, tid, clockid)
+        if v is not None:
+            self.counts["clock_gettime (recorded value)"] += 1
+            if which == "monotonic":   # Go's time.now: its later approximations never go back before it
+                self._last[tid] = max(self._last.get(tid, 0), v)
+        return v
 
     def _now(self, tid: int, which: str) -> int:
         v = self.wake_clock.read(tid) if self.wake_clock is not None else None

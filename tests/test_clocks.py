@@ -1,12 +1,15 @@
 """Attach mode records the clock values a process read through its vDSO (issue 14):
-uprobes on its libc's clock_gettime (dr.capture.clocks, bpf/dr_clock.c), the target
-left as it was; the records are in the trace, `dr show` lists them, and they survive
-a rewrite of the trace (bundle, redaction)."""
+uprobes on its libc's clock_gettime and Go's time.now (dr.capture.clocks,
+bpf/dr_clock.c), the target left as it was; the records are in the trace, `dr show`
+lists them, they survive a rewrite of the trace (bundle), and streams replay serves
+them (dr.replay.streams_clock): a Go and a C server stamping the time in ns replay
+identical."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -96,3 +99,180 @@ def test_dr_show_lists_the_clock_reads_and_a_rewritten_trace_keeps_them(stamped,
                            timeout=60)
     assert again.returncode == 0, again.stderr
     assert [ln for ln in again.stdout.splitlines() if "seen by a uprobe on libc" in ln] == lines
+
+
+# --------------------------------------------------------------------------- served by streams replay
+
+GO_STAMP = r"""
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "now=%d rand=%s\n", time.Now().UnixNano(), hex.EncodeToString(b))
+	})
+	if err := http.ListenAndServe("127.0.0.1:"+os.Args[1], nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+"""
+
+#: One HTTP/1.0 answer per connection: the CLOCK_REALTIME ns libc's clock_gettime gave.
+C_STAMP = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(atoi(argv[1]));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(s, (void *)&a, sizeof a) || listen(s, 16))
+        return 1;
+    for (;;) {
+        int c = accept(s, NULL, NULL);
+        if (c < 0)
+            continue;
+        char buf[4096], body[64], out[256];
+        ssize_t n = read(c, buf, sizeof buf);
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        int bl = snprintf(body, sizeof body, "now=%lld%09ld\n", (long long)t.tv_sec, t.tv_nsec);
+        int ol = snprintf(out, sizeof out, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", bl, body);
+        if (n > 0 && write(c, out, ol) < 0)
+            return 1;
+        close(c);
+    }
+}
+"""
+
+
+def _wait_http(port: int, timeout: float = 20.0) -> None:
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                r.read()
+                return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing answers on port {port}"
+            time.sleep(0.1)
+
+
+def _capture_and_replay(exe, work, n: int) -> tuple:
+    """Start ``exe PORT``, capture it by pid under ``n`` HTTP requests, stop it, replay the
+    trace: (bodies the client got, replayed responses, report, trace, recorded pid)."""
+    import urllib.request
+
+    from dr.demo.harness import Capture, free_port, stop
+    from dr.replay.streams import StreamsSession
+    port = free_port()
+    srv = subprocess.Popen([str(exe), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bodies = []
+    try:
+        _wait_http(port)
+        with Capture(srv.pid, work / "t.drt", work / "cap.log") as cap:
+            for _ in range(n):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+                    bodies.append(r.read())
+            assert cap.stop(settle_s=0.5) == 0
+    finally:
+        stop(srv)
+    sess = StreamsSession(str(work / "t.drt"))
+    rep = sess.run()
+    replayed = [rc.data for rc in sorted(sess.replayed.values(), key=lambda rc: rc.conn.id)]
+    return bodies, [d for d in replayed if d], rep, work / "t.drt", srv.pid
+
+
+@pytest.fixture(scope="module")
+def go_stamp(tmp_path_factory):
+    """A Go HTTP server answering time.Now() in ns and 16 getrandom bytes, captured by pid
+    under 20 requests and replayed."""
+    if shutil.which("go") is None:
+        pytest.skip("needs the Go toolchain (scripts/setup.sh installs golang-go)")
+    work = tmp_path_factory.mktemp("gostamp")
+    (work / "main.go").write_text(GO_STAMP)
+    env = dict(os.environ, CGO_ENABLED="0", GO111MODULE="off")
+    env.setdefault("GOCACHE", os.path.join(os.environ.get("HOME") or "/root", ".cache", "go-build"))
+    subprocess.run(["go", "build", "-o", str(work / "stamp"), str(work / "main.go")], check=True, timeout=300,
+                   env=env, cwd=str(work), capture_output=True)
+    return _capture_and_replay(work / "stamp", work, 20)
+
+
+def _stamp(body: bytes) -> tuple[int, bytes]:
+    m = re.search(rb"now=(\d+) rand=([0-9a-f]{32})", body)
+    assert m, body
+    return int(m.group(1)), m.group(2)
+
+
+def test_go_server_time_now_ns_and_random_bytes_replay_identical(go_stamp):
+    bodies, replayed, rep, _trace, _pid = go_stamp
+    assert rep.all_identical and rep.identical == len(rep.connections) == 20 and not rep.misses
+    assert [_stamp(b) for b in replayed] == [_stamp(b) for b in bodies]
+
+
+def test_go_capture_records_the_time_now_each_response_carries(go_stamp):
+    """The uprobe at time.now's RET recorded what the handler got, in the handler's thread
+    and connection (what replay serves)."""
+    from dr.formats.trace import ClockRead, TraceReader
+    from dr.replay.connections import reconstruct
+    bodies, _replayed, _rep, trace, pid = go_stamp
+    with TraceReader(trace) as r:
+        assert r.meta["clock_probes"]["go"] == [pid]
+        reads = [x for x in r.stream() if isinstance(x, ClockRead)]
+    assert reads and all(x.kind == "GO_TIME_NOW" and x.clockid == 0 and x.tgid == pid for x in reads)
+    assert {_stamp(b)[0] for b in bodies} <= {x.value_ns for x in reads}
+    conv = reconstruct(str(trace))
+    by_conn = {c.id: {x.value_ns for x in conv.clock_by_conn.get(c.id, [])} for c in conv.inbound()}
+    assert [_stamp(b)[0] in by_conn[c.id] for b, c in zip(bodies, conv.inbound())] == [True] * 20
+
+
+def test_go_without_recorded_clock_values_replay_falls_back_within_a_millisecond(go_stamp):
+    """A trace without clock_read records (an older one, a process not probed) gets the
+    approximation: the write's recorded entry time, so only the last digits differ."""
+    from dr.replay.connections import reconstruct
+    from dr.replay.streams import StreamsSession
+    bodies, _replayed, _rep, trace, _pid = go_stamp
+    conv = reconstruct(str(trace))
+    conv.clock_by_conn = {}
+    sess = StreamsSession(conv)
+    rep = sess.run()
+    replayed = [rc.data for rc in sorted(sess.replayed.values(), key=lambda rc: rc.conn.id) if rc.data]
+    assert len(replayed) == len(bodies) == 20 and not rep.misses
+    deltas = []
+    for want, got in zip(bodies, replayed):
+        (t0, r0), (t1, r1) = _stamp(want), _stamp(got)
+        assert r1 == r0
+        deltas.append(abs(t1 - t0))
+    assert max(deltas) < 1_000_000 and not rep.all_identical, deltas
+
+
+def test_c_server_clock_gettime_ns_replay_identical(tmp_path_factory):
+    """libc's clock_gettime (the vDSO) in a C server: recorded by the uprobes, served again."""
+    work = tmp_path_factory.mktemp("cstamp")
+    exe = build_c(work, "cstamp", C_STAMP)
+    bodies, replayed, rep, _trace, _pid = _capture_and_replay(exe, work, 10)
+    assert rep.all_identical and rep.identical == len(rep.connections) == 10, [c.first_difference
+                                                                               for c in rep.connections]
+    assert [re.findall(rb"now=\d+", b) for b in replayed] == [re.findall(rb"now=\d+", b) for b in bodies]
