@@ -144,6 +144,50 @@ def test_timer_signal_taken_by_a_thread_in_a_native_wait(work):
     assert [sig for sigs in script.proc_signals.values() for _, sig in sigs] == [10]
 
 
+PENDING_TO_NEW_THREAD = r"""
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+static volatile sig_atomic_t got;
+static void on_usr1(int sig) { (void)sig; got = 1; }
+static void *unblock(void *arg) {
+    (void)arg;
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);   /* the pending SIGUSR1 is taken here */
+    return NULL;
+}
+int main(void) {
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, NULL);
+    signal(SIGUSR1, on_usr1);
+    struct sigevent ev = {0};
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = SIGUSR1;
+    timer_t id;
+    timer_create(CLOCK_MONOTONIC, &ev, &id);
+    struct itimerspec t = {{0, 0}, {0, 1000000}};
+    timer_settime(id, 0, &t, NULL);
+    struct timespec ts = {0, 50000000};
+    nanosleep(&ts, NULL);                          /* the timer fires: pending, blocked */
+    pthread_t th;
+    pthread_create(&th, NULL, unblock, NULL);
+    pthread_join(th, NULL);
+    printf("handled %d\n", (int)got);
+    return 0;
+}
+"""
+
+
+def test_a_pending_timer_signal_taken_by_a_new_thread_is_sent_by_replay(work):
+    # The new thread takes the signal in a call that runs natively, before any answered
+    # call of its own: replay sends it process-wide, where it was pending (it was dropped)
+    assert faithful(work, "pending_new_thread", PENDING_TO_NEW_THREAD, "-lrt") == b"handled 1\n"
+
+
 SCM_RIGHTS = r"""
 #include <stdio.h>
 #include <string.h>

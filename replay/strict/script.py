@@ -166,7 +166,9 @@ def load_script(path: str) -> Script:
                     alias[rec.tid] = alias.get(old, old)
             elif isinstance(rec, ProcEvent) and rec.what == sig_kind:
                 p = last_pos.get(alias.get(rec.tid, rec.tid))
-                if (p is not None and p < len(events) - 1 and 0 < rec.arg0 < 65
+                # p None: the thread made no answered call yet (a new thread that took a
+                # pending process signal when it unblocked it, in a call that runs natively)
+                if ((p is None or p < len(events) - 1) and events and 0 < rec.arg0 < 65
                         and int(rec.arg0) not in sent and int(rec.arg0) not in SYNC_FAULTS
                         and rec.arg0 != signal.SIGCHLD
                         and not (rec.regs and (rec.regs.get("orig_ax", 0) >= (1 << 63)
