@@ -244,14 +244,14 @@ class _Reader:
                     if expect == README:
                         readme = data.decode("utf-8")
                     else:
-                        report = json.loads(data)
+                        report = _json(data)
                 except (UnicodeDecodeError, ValueError):
                     raise BundleError(f"bundle {self.path}: member {expect} is malformed") from None
         return self.manifest, readme, report
 
     def _parse_manifest(self, data: bytes) -> dict[str, Any]:
         try:
-            m = json.loads(data)
+            m = _json(data)
         except (UnicodeDecodeError, ValueError):
             raise BundleError(f"bundle {self.path}: member {MANIFEST} is not valid JSON") from None
         if not isinstance(m, dict) or m.get("format") != "dr-bundle":
@@ -333,6 +333,19 @@ class _Reader:
         if missing:
             raise BundleError(f"bundle {self.path}: member {missing[0]} is listed in {MANIFEST} "
                               "but missing from the archive")
+
+
+def _json(data: bytes) -> Any:
+    """json.loads of a bundle member; ValueError for nesting past MAX_NESTING too: a
+    manifest of 100000 '[' raised RecursionError (a traceback) from every command."""
+    from dr.formats.trace_read import MAX_NESTING, too_deep
+    try:
+        v = json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    if too_deep(v):
+        raise ValueError(f"nested more than {MAX_NESTING} deep")
+    return v
 
 
 def _open_reader(path: str | os.PathLike[str]) -> _Reader:

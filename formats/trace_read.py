@@ -49,14 +49,38 @@ from dr.formats.trace_spec import (
 # --------------------------------------------------------------------------- decoding
 
 
+#: Deepest list/map nesting a record may have. dr writes at most a few levels (the meta's
+#: fd table); msgpack itself allows 1024, and a meta nested ~1000 deep made every
+#: recursive consumer (json.dumps in exports, stats, bundle redaction) raise RecursionError.
+MAX_NESTING = 32
+
+
+def too_deep(rec: Any) -> bool:
+    """Whether ``rec`` nests lists/maps more than MAX_NESTING deep (no recursion here)."""
+    stack = [(rec, 1)]
+    while stack:
+        v, depth = stack.pop()
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if items is None:
+            continue
+        if depth > MAX_NESTING:
+            return True
+        stack.extend((x, depth + 1) for x in items if isinstance(x, (dict, list)))
+    return False
+
+
 def _unpack_records(data: bytes, frame_off: int) -> list[Any]:
     try:
         up = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True,
                               max_buffer_size=max(len(data), 1))
         up.feed(data)
-        return list(up)
+        recs = list(up)
     except Exception as e:  # msgpack raises many types on hostile input
         raise TraceError(f"corrupt records in frame ({type(e).__name__})", offset=frame_off) from None
+    if any(too_deep(r) for r in recs):
+        raise TraceError(f"corrupt records in frame (lists or maps nested more than {MAX_NESTING} deep)",
+                         offset=frame_off)
+    return recs
 
 
 class _Pending:

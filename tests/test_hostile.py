@@ -535,3 +535,43 @@ def test_bundle_cli_on_garbage(tmp_path, run_dr):
 def test_fuzz_bench_imports_these_properties():
     """bench/fuzz.py drives the same properties; keep its entry points importable."""
     assert (ROOT / "bench" / "fuzz.py").exists()
+
+
+def _raw_frame(raw: bytes) -> bytes:
+    z = _ZC.compress(raw)
+    return struct.pack("<I", len(z)) + z
+
+
+@pytest.mark.parametrize("shape", ["list", "map"])
+@pytest.mark.parametrize("cmd", [["stats"], ["stats", "--json"], ["export", "jsonl", "-o", "OUT"],
+                                 ["export", "perfetto", "-o", "OUT"], ["bundle", "create", "-o", "OUT"]])
+def test_deeply_nested_metadata_is_one_line(tmp_path, run_dr, shape, cmd):
+    """A meta whose argv nests 1000 deep (msgpack allows 1024) made json.dumps, stats and
+    bundle redaction raise RecursionError: a traceback. The reader refuses it at its frame."""
+    nest = b"\x91" * 1000 + b"\xa1x" if shape == "list" else b"\x81\xa1x" * 1000 + b"\xa1x"
+    p = tmp_path / "deep.drt"
+    p.write_bytes(T.HEADER.pack(T.MAGIC, T.FORMAT_VERSION, 0)
+                  + _raw_frame(b"\x83\xa1t\xa4meta\xa4tids\x90\xa4argv" + nest)
+                  + frame([{"t": "summary", "events": 0}]))
+    code, _out, err = run_dr(*[str(tmp_path / "out") if c == "OUT" else c for c in cmd], p)
+    assert code == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [
+        "dr: " + (f"trace {p}: " if cmd[0] == "bundle" else "")
+        + "corrupt records in frame (lists or maps nested more than 32 deep) (at byte 16)"], err
+
+
+@pytest.mark.parametrize("cmd", [["bundle", "info"], ["bundle", "verify"], ["show"], ["stats"]])
+def test_deeply_nested_bundle_manifest_is_one_line(tmp_path, run_dr, cmd):
+    """A bundle whose manifest.json is 100000 '[': json.loads raised RecursionError."""
+    import tarfile
+    body = b"[" * 100000 + b"]" * 100000
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        ti = tarfile.TarInfo("manifest.json")
+        ti.size = len(body)
+        tar.addfile(ti, io.BytesIO(body))
+    p = tmp_path / "deep.drb"
+    p.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    code, _out, err = run_dr(*cmd, p)
+    assert code != 0 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [f"dr: bundle {p}: member manifest.json is not valid JSON"], err
