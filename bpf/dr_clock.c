@@ -11,10 +11,12 @@
  *   thread; a probe on the instruction after its call into the vDSO reads
  *   the vDSO's result (AX) and *tp, as the caller will. (No uretprobe: its
  *   return trampoline is a syscall on 6.x kernels, which the trace would show.)
- * - Go's time.now (runtime/time_linux_amd64.s, ABIInternal): a uprobe on its
- *   RET instruction, where AX = REALTIME seconds, BX = nanoseconds, CX = the
- *   CLOCK_MONOTONIC ns it read too. No uretprobe: the Go runtime moves
- *   goroutine stacks, and a rewritten return address breaks that.
+ * - Go's time.now (runtime/time_linux_amd64.s, ABIInternal) returns AX =
+ *   REALTIME seconds, BX = nanoseconds, CX = the CLOCK_MONOTONIC ns it read
+ *   too: a uprobe on time.Now's first branch after the call, AX and BX intact
+ *   there (CX already adjusted: mono recorded as 0), or on time.now's RET. No
+ *   uretprobe: the Go runtime moves goroutine stacks, and a rewritten return
+ *   address breaks that.
  */
 
 struct dr_clock_call {
@@ -89,5 +91,15 @@ int dr_go_time_now(struct pt_regs *ctx)
 	if (!traced(tgid, tid))
 		return 0;
 	emit_clock(DR_CLOCK_GO_TIME_NOW, tgid, tid, 0, 0, (s64)ctx->ax, (s64)ctx->bx, (s64)ctx->cx);
+	return 0;
+}
+
+int dr_go_time_now_caller(struct pt_regs *ctx)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	u32 tid = pt, tgid = pt >> 32;
+	if (!traced(tgid, tid))
+		return 0;
+	emit_clock(DR_CLOCK_GO_TIME_NOW, tgid, tid, 0, 0, (s64)ctx->ax, (s64)ctx->bx, 0);
 	return 0;
 }

@@ -94,6 +94,7 @@ class CaptureOptions:
     redact: bool = False                 # mask secrets before anything reaches disk
     redact_rules: str | None = None      # TOML rules added to the built-in ones (implies redact)
     identify_files: bool = True          # files/blob records for mapped and executed files (at stop)
+    clock_probes: bool = True            # attach: uprobes record the time the target read (dr.capture.clocks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +261,7 @@ class CaptureSession:
                 meta["vdso_every_exec"] = bool(o.patch_vdso and o.ptrace_tree)
             if o.pid:
                 meta["procs"] = procs
-            if not o.command:
+            if not o.command and o.clock_probes:
                 # what the target reads from its vDSO (dr.capture.clocks): uprobes, nothing changed in it
                 from dr.capture.clocks import attach_clock_probes
                 meta["clock_probes"] = attach_clock_probes(self.probes.bpf, [tgid] + [p["pid"] for p in procs])

@@ -278,7 +278,8 @@ class Formatter:
             return None
         head = self._head(cr.tid, cr.ts)
         if cr.kind == "GO_TIME_NOW":
-            return (head + f"time.now() = {{sec={cr.sec}, nsec={cr.nsec}, mono={cr.mono}}} "
+            mono = f", mono={cr.mono}" if cr.mono else ""
+            return (head + f"time.now() = {{sec={cr.sec}, nsec={cr.nsec}{mono}}} "
                     "/* vDSO, seen by a uprobe on the Go runtime */")
         name = schema.ENUMS.get("clock", {}).get(cr.clockid, str(cr.clockid))
         val = f"{{tv_sec={cr.sec}, tv_nsec={cr.nsec}}}" if cr.ret == 0 else "<unknown>"

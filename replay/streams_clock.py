@@ -64,7 +64,7 @@ class RecordedClock:
             for r in reads:
                 if r.ret == 0 and r.clockid == REALTIME:
                     self._q.setdefault((cid, int(r.clockid)), deque()).append(
-                        (r.sec * 10**9 + r.nsec, r.mono if r.kind == _GO else None))
+                        (r.sec * 10**9 + r.nsec, r.mono if r.kind == _GO and r.mono else None))
         self._mono: dict[int, int] = {}   # tid -> the MONOTONIC ns of its last Go time.now
         self._lock = threading.Lock()
         self.served = 0

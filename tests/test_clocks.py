@@ -228,8 +228,9 @@ def _stamp(body: bytes) -> tuple[int, bytes]:
 
 def test_go_server_time_now_ns_and_random_bytes_replay_identical(go_stamp):
     bodies, replayed, rep, _trace, _pid = go_stamp
-    assert rep.all_identical and rep.identical == len(rep.connections) == 20 and not rep.misses
     assert [_stamp(b) for b in replayed] == [_stamp(b) for b in bodies]
+    assert rep.all_identical and rep.identical == len(rep.connections) == 20 and not rep.misses, \
+        [(c.id, c.first_difference) for c in rep.connections if c.status != "identical"]
 
 
 def test_go_capture_records_the_time_now_each_response_carries(go_stamp):

@@ -66,6 +66,10 @@ def capture(
     max_size: Optional[str] = typer.Option(None, "--max-size", help="Stop when the trace reaches BYTES."),
     no_follow: bool = typer.Option(False, "--no-follow", help="Only the named process (all its threads): not its existing descendants, nor children made by fork/clone."),
     ringbuf_size: str = typer.Option("64M", "--ringbuf-size", help="BPF ring buffer size (a power of two)."),
+    no_clock_probes: bool = typer.Option(False, "--no-clock-probes",
+                                         help="Attach mode: no uprobes on the target's libc clock_gettime "
+                                              "and Go time.now (each read then costs no breakpoint; "
+                                              "streams replay approximates the time it read)."),
     first_image_only: bool = typer.Option(False, "--first-image-only",
                                           help="Spawn mode: prepare only the command's own image and do not "
                                                "ptrace its tree (a program that ptraces its children gets "
@@ -135,7 +139,7 @@ def capture(
                           follow=not no_follow, ringbuf_size=parse_size(ringbuf_size),
                           redact=redact or redact_rules is not None,
                           redact_rules=str(redact_rules) if redact_rules else None,
-                          ptrace_tree=not first_image_only)
+                          ptrace_tree=not first_image_only, clock_probes=not no_clock_probes)
     session = CaptureSession(opts)
 
     stop_signal: list[int] = []

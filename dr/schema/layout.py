@@ -137,7 +137,7 @@ RECORDS = (
         ("ts", "u64", 1),         # ns, CLOCK_MONOTONIC (bpf_ktime_get_ns) when the function returned
         ("sec", "s64", 1),        # the value the process got: seconds
         ("nsec", "s64", 1),       # and nanoseconds
-        ("mono", "s64", 1),       # GO_TIME_NOW: the CLOCK_MONOTONIC ns time.now also read; else 0
+        ("mono", "s64", 1),       # GO_TIME_NOW: the CLOCK_MONOTONIC ns time.now also read; else 0 (not read)
     ), "A clock value the process read without a syscall (the vDSO), seen by a uprobe on its "
        "own code as the function returned: attach mode records what a service read."),
 )
