@@ -181,6 +181,7 @@ enum { DR_BP_FIELD = 1, DR_BP_KEY = 2, DR_BP_VALUE = 3, DR_BP_STR = 4 };
 #define DR_REQ_RET (1U << 26)     /* out, as many bytes as the call returns (syslog READ_ALL) */
 #define DR_REQ_RETLEN (1U << 29)  /* min(return value, the argument after the buffer) bytes (keyctl) */
 #define DR_REQ_COUNTED (1U << 27) /* a header and an array: reqcount says how long (FS_IOC_FIEMAP) */
+#define DR_REQ_IOV (1U << 25)     /* one struct iovec: the iov_len bytes the kernel wrote at iov_base (PTRACE_GETREGSET) */
 #define DR_REQ_SUB (1U << 28)     /* the next argument picks the buffer: look up again with it + 1
 				   * in key bits 48-63; that value's bits 16-18 are its argument + 1 */
 BPF_PERCPU_ARRAY(losses, u64, DR_LOSS_NCAUSES);
@@ -568,6 +569,12 @@ static __always_inline void build_jobs(struct dr_work *w, s64 nr, u64 *a, s64 re
 					bpf_probe_read_user(&cnt, sizeof(cnt), (void *)(addr + ((*c >> 16) & 0xffff)));
 				if (c)
 					len = (*c & 0xffff) + (u64)cnt * ((*c >> 32) & 0xffff);
+			}
+			if (d & DR_REQ_IOV) {   /* the iovec's iov_len is what the kernel wrote */
+				u64 iov[2] = {};
+				bpf_probe_read_user(iov, sizeof(iov), (void *)addr);
+				addr = iov[0];
+				len = iov[1] < len ? iov[1] : len;
 			}
 			if (d & DR_REQ_RETLEN) {
 				/* the kernel copies at most the buffer's length and

@@ -234,6 +234,7 @@ class Probes:
                 | (1 << 30 if direction == "inout" else 0) | (1 << 29 if direction == "outret" else 0) \
                 | (1 << 26 if direction == "ret" else 0)
             flags |= 1 << 28 if direction == "sub" else 0
+            flags |= (1 << 31 | 1 << 25) if direction == "iov" else 0
             reqbufs[ct.c_uint64(nr << 32 | req)] = ct.c_uint32(size | flags)
         pointed = b["sockptr"]
         for (level, optname), (count_off, ptr_off, elem) in schema.SOCKOPT_POINTED.items():

@@ -212,7 +212,8 @@ class CaptureSession:
                 if path is None:
                     raise TargetError(f"command not found: {o.command[0]}")
                 self.spawn = SpawnTree(path, list(o.command), dict(os.environ),
-                                       trace_execs=o.patch_vdso, no_aslr=not o.aslr)
+                                       trace_execs=o.patch_vdso, no_aslr=not o.aslr,
+                                       whole_tree=o.ptrace_tree)
                 self.child = self.spawn.fork()
                 tgid, tid_filter = self.child, 0
             elif o.tid is not None:

@@ -18,7 +18,11 @@ What the traced program can observe: ``TracerPid`` in /proc/PID/status is
 dr. A task that stops for job control (SIGSTOP, SIGTSTP, ...) is let go
 (detached, still stopped), so its parent or a debugger can then ptrace it as
 it would untraced; images it execs later are not prepared (the summary counts
-such tasks). Until then, a debugger cannot attach to a task of the tree.
+such tasks). A program's own PTRACE_TRACEME, or PTRACE_ATTACH/SEIZE of a task
+of the tree, stops at a seccomp filter the command's process installs before
+its execve, and the tracer lets go of the task to be traced first, so the call
+works as untraced (:mod:`capture.yield_ptrace`, which says what else the
+program can observe); a debugger from outside the tree still cannot attach.
 
 All ptrace requests come from the tracer thread (the kernel ties a tracee to
 the thread that attached it); that thread also reaps the tree, so the exit
@@ -66,6 +70,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from dr.capture import yield_ptrace
 from dr.errors import TargetError
 
 PTRACE_CONT = 7
@@ -115,7 +120,7 @@ class SpawnTree:
     """
 
     def __init__(self, path: str, argv: list[str], env: dict[str, str], *, trace_execs: bool,
-                 no_aslr: bool = True) -> None:
+                 no_aslr: bool = True, whole_tree: bool = True) -> None:
         self.path, self.argv, self.env = path, argv, env
         self.trace_execs = trace_execs
         self.no_aslr = no_aslr
@@ -140,6 +145,9 @@ class SpawnTree:
         self._finish = False    # end the follow after the command's exit now (finish())
         self._thread: threading.Thread | None = None
         self._go = self._ready = -1
+        # Only while the tree is ptraced (not --first-image-only): capture/yield_ptrace.py
+        self._filter = yield_ptrace.Filter() if trace_execs and whole_tree else None
+        self._deferred: list[tuple[int, int]] = []   # wait statuses reaped outside _loop
         # The hooks of the class doc, set by the session (attributes, not methods, so they can be).
         self.on_first_exec: Callable[[int], dict] = lambda pid: {}
         self.patch: Callable[[int], dict[str, int]] = lambda pid: {}
@@ -169,6 +177,8 @@ class SpawnTree:
                     cur = _libc.personality(0xFFFFFFFF)
                     if cur != -1:
                         _libc.personality(cur | ADDR_NO_RANDOMIZE)
+                if self._filter is not None:   # dr steps aside for the program's ptrace
+                    self._filter.install()
                 os.write(rd_w, b"r")
                 if os.read(go_r, 1) != b"g":
                     os._exit(126)
@@ -250,7 +260,8 @@ class SpawnTree:
         assert root is not None
         try:
             if self.trace_execs:
-                opts = PTRACE_O_TRACEEXEC | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE
+                opts = (PTRACE_O_TRACEEXEC | PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE
+                        | yield_ptrace.PTRACE_O_TRACESECCOMP)
                 if _ptrace(PTRACE_SEIZE, root, 0, opts) != 0:
                     err = ctypes.get_errno()
                     self._first_error = (f"cannot follow the command's execs (ptrace: {os.strerror(err)}); "
@@ -275,7 +286,7 @@ class SpawnTree:
         while True:
             poll = ended is not None or bool(self._held)
             try:
-                pid, status = os.waitpid(-1 if self.trace_execs else root,
+                pid, status = self._deferred.pop(0) if self._deferred else os.waitpid(-1 if self.trace_execs else root,
                                          flags | os.WNOHANG if poll else flags)
             except ChildProcessError:
                 if ended is None or not self.trace_execs or not self._untraced_alive():
@@ -341,8 +352,11 @@ class SpawnTree:
             msg = ctypes.c_ulong(0)
             child = msg.value if _ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(msg)) == 0 else 0
             if child:
-                self._born[child] = (pid, _exec_start(pid))
+                self.born(child, pid)
             _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, 0)
+            return
+        elif event == yield_ptrace.PTRACE_EVENT_SECCOMP:
+            yield_ptrace.seccomp_stop(self, pid)   # the program wants to ptrace
             return
         elif event == PTRACE_EVENT_STOP:
             if sig in GROUP_STOPS:
@@ -368,6 +382,36 @@ class SpawnTree:
                 _ptrace(PTRACE_DETACH, pid, 0, 0)
                 return
         _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, inject)
+
+    # -- for capture/yield_ptrace.py (at a stop of the program's ptrace call)
+
+    def tasks(self) -> set[int]:
+        return self._tasks
+
+    def resume(self, pid: int) -> None:
+        _ptrace(PTRACE_DETACH if self._detach else PTRACE_CONT, pid, 0, 0)
+
+    def let_go(self, pid: int, sig: int = 0) -> None:
+        """Detach ``pid`` at its stop for good (counted in :attr:`released`)."""
+        self.released.append(pid)
+        self._tasks.discard(pid)
+        self._born.pop(pid, None)
+        self._held.pop(pid, None)
+        _ptrace(PTRACE_DETACH, pid, 0, sig)
+
+    def unhold(self, pid: int) -> bool:
+        """Whether ``pid`` was held at its first stop (it is no longer)."""
+        return self._held.pop(pid, None) is not None
+
+    def born(self, child: int, creator: int) -> None:
+        self._born[child] = (creator, _exec_start(creator))
+
+    def defer(self, pid: int, status: int) -> None:
+        """A wait status reaped outside the loop, for the loop to handle next."""
+        self._deferred.append((pid, status))
+
+    def exec_stop(self, pid: int) -> None:
+        self._exec_stop(pid)
 
     def _exec_stop(self, pid: int) -> None:
         self.images += 1

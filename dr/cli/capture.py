@@ -72,8 +72,7 @@ def capture(
                                               "streams replay approximates the time it read)."),
     first_image_only: bool = typer.Option(False, "--first-image-only",
                                           help="Spawn mode: prepare only the command's own image and do not "
-                                               "ptrace its tree (a program that ptraces its children gets "
-                                               "EPERM otherwise); time that programs it execs read through "
+                                               "ptrace its tree; time that programs it execs read through "
                                                "the vDSO is then not recorded, and the capture ends with "
                                                "the command's first process."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No status line and no summary."),

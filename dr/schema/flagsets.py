@@ -347,6 +347,7 @@ PTRACE_BUFFERS: dict[int, tuple[str, int]] = {
     0x4201: ("out", 8),    # PTRACE_GETEVENTMSG: unsigned long
     0x4202: ("out", 128),  # PTRACE_GETSIGINFO
     0x4203: ("in", 128),   # PTRACE_SETSIGINFO
+    0x4204: ("iov", 0xFFFF),   # PTRACE_GETREGSET: data is one struct iovec (its bytes at most)
     0x420A: ("out", 8),    # PTRACE_GETSIGMASK (data: sigset_t, addr: its size)
     0x420B: ("in", 8),     # PTRACE_SETSIGMASK
 }
@@ -403,7 +404,8 @@ REQUEST_IN_STRINGS: frozenset[tuple[str, int]] = frozenset({
 #: Syscalls whose buffer depends on a request: name -> (request arg, buffer arg, table).
 #: Directions: "in", "out", "inout" (also read at entry) of a fixed size, "ret" (out, as
 #: many bytes as the call returns), "outret" (out, min(return value, the argument after
-#: the buffer) bytes).
+#: the buffer) bytes), "iov" (the buffer is one struct iovec the kernel writes through and
+#: whose iov_len it sets to the bytes written: those bytes, at most the size column).
 REQUEST_BUFFERS: dict[str, tuple[int, int, dict[int, tuple[str, int]]]] = {
     "ioctl": (1, 2, IOCTL_BUFFERS),
     "fcntl": (1, 2, FCNTL_BUFFERS),

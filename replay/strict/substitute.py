@@ -21,6 +21,7 @@ from dr.replay.strict.core import (IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKAD
                                    Stop, Thread, s32)
 from dr.replay.strict.memio import (MMSG_ARG, compare_sent, gather, plan_messages, read_iov, scatter, too_long,
                                     unmask)
+from dr.replay.strict.ptracecall import plan_iovec
 from dr.replay.strict.script import snaplen_remedy
 from dr.schema import Beh, Kind, Rule, Sub, flagsets
 
@@ -423,6 +424,9 @@ def _plan_request(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
     if want is not None and want[0] == "sub":   # the next argument picks the buffer (PR_SET_MM)
         subw = schema.REQUEST_SUB_BUFFERS.get((sc.nr, req, n.args[ra + 1] & 0xFFFF))
         want, ba = ((subw[0], subw[1]), subw[2]) if subw is not None else (None, ba)
+    if want is not None and want[0] == "iov" and ev.ret >= 0 and n.args[ba]:
+        plan_iovec(s, n, th, ev, sc.args[ba], ba, want[1], plan)   # PTRACE_GETREGSET
+        return
     if want is None or want[0] not in ("out", "inout", "outret", "ret") or ev.ret < 0 or not n.args[ba]:
         return
     cap = want[1]
