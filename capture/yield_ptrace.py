@@ -35,7 +35,13 @@ call, which would then have to be re-issued. PTRACE_O_TRACESECCOMP needs
 nothing the tracer does not have already.
 
 What the traced program observes: ``Seccomp: 2`` and one more
-``Seccomp_filters`` in /proc/PID/status (``prctl(PR_GET_SECCOMP)`` returns 2);
+``Seccomp_filters`` in /proc/PID/status; ``prctl(PR_GET_SECCOMP)`` returns 2 where
+it would return 0 (rr's seccomp_null asserts 0 and fails under capture). The
+tracer cannot hide that: a call it skips with the native answer is skipped before
+the syscall-entry tracepoint and would be missing from the trace, and a result
+changed at syscall exit comes after the exit tracepoint recorded the real one;
+either way replay would disagree with what the program saw. Entering strict mode
+(SECCOMP_MODE_STRICT) fails with EINVAL, as for any task with a filter;
 the filter is installed with ``SECCOMP_FILTER_FLAG_SPEC_ALLOW`` so that, unlike
 a plain seccomp filter, it does not turn on the speculative-store-bypass
 mitigation (a slowdown, and a ``Speculation_Store_Bypass`` line, that the
@@ -44,9 +50,13 @@ program attached to, is no longer followed by dr: images it execs later are
 not prepared (counted in ``released``, as tasks let go at a job-control stop).
 One difference remains: a task that carries the filter but that dr no longer
 ptraces (let go at a job-control stop, a CLONE_UNTRACED child, a process that
-outlives the capture's follow) and then calls ptrace TRACEME/ATTACH/SEIZE gets
-ENOSYS instead of its native result, since the kernel fails a traced call that
-no tracer receives. replay installs its own filter and answers ptrace from the
+outlives the capture's follow, a task the program itself traces) and then calls
+ptrace TRACEME/ATTACH/SEIZE gets ENOSYS instead of its native result, since the
+kernel fails a traced call that no tracer with PTRACE_O_TRACESECCOMP receives; the
+call, skipped before the syscall-entry tracepoint, is missing from the trace too
+(rr's ptrace_traceme, whose tracee asserts that a second TRACEME fails, then
+diverges at replay). A user-notification filter would not have this gap while dr
+runs, but see above for why it is not used. replay installs its own filter and answers ptrace from the
 recording, so the capture's filter is not part of a replay.
 """
 
