@@ -188,6 +188,36 @@ def test_a_pending_timer_signal_taken_by_a_new_thread_is_sent_by_replay(work):
     assert faithful(work, "pending_new_thread", PENDING_TO_NEW_THREAD, "-lrt") == b"handled 1\n"
 
 
+MAIN_LEAVES_FIRST = r"""
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static volatile unsigned long spin;
+static void *work(void *arg) {
+    (void)arg;
+    /* fast at capture, several times slower answered one by one in replay */
+    for (int i = 0; i < 20000; i++) syscall(SYS_getppid);
+    write(1, "from the thread\n", 16);
+    return NULL;
+}
+int main(void) {
+    dlopen("libgcc_s.so.1", RTLD_NOW);   /* so pthread_exit makes no answered call */
+    pthread_t t;
+    pthread_create(&t, NULL, work, NULL);
+    for (long i = 0; i < 25000000L; i++) spin++;   /* user space only */
+    pthread_exit(NULL);   /* glibc: exit_group when the last thread, exit when not */
+}
+"""
+
+
+def test_main_thread_leaving_before_its_thread_unlike_the_recording_is_faithful(work):
+    # at capture the thread left first (main: exit_group); in replay its answered calls
+    # take longer, so main leaves first with exit, and the thread last with exit_group
+    assert faithful(work, "main_leaves_first", MAIN_LEAVES_FIRST) == b"from the thread\n"
+
+
 SCM_RIGHTS = r"""
 #include <stdio.h>
 #include <string.h>

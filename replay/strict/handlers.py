@@ -360,7 +360,9 @@ def exit_(s: ReplaySession, n: Notif, th: Thread, ev: Any, pos: int) -> bool:
     sc = SC.get(ev.nr)
     assert sc is not None
     compare_inputs(s, n, th, ev, sc)
-    whole = ev.nr == NR_EXIT_GROUP or nthreads(th.host_tgid) <= 1
+    # the call made, not the one recorded: they differ for a process's last thread
+    # (session._same_exit), where exit_group and exit end the process alike
+    whole = n.nr == NR_EXIT_GROUP or nthreads(th.host_tgid) <= 1
     if whole:
         s.release_exits(th.host_tgid)  # its own children: the parent no longer waits
         if th.host_tgid != s.sb.pid and s.hold_exit(n, th):  # type: ignore[union-attr]

@@ -520,6 +520,8 @@ class ReplaySession(Matching):
             if soft is None:
                 return
             pos, ev = soft
+        if n.nr != ev.nr and self._same_exit(n, th, pos, ev):
+            return self._answer(n, th, pos, ev)
         if n.nr != ev.nr:
             self.gone_check(n)  # a task killed meanwhile made no call replay must match
             raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
@@ -538,6 +540,27 @@ class ReplaySession(Matching):
             self._answer(n, th, pos, ev)
         else:
             self.held[pos] = (n, th)
+
+    def _same_exit(self, n: Notif, th: Thread, pos: int, ev: Any) -> bool:
+        """exit and exit_group, with the same status, are one call for the last thread of
+        a process. glibc's pthread_exit picks one by a user-space count of running threads
+        (the last to leave calls exit_group), a race replay does not order: a main thread
+        that left last at capture may leave first here. Accepted, as the thread's last
+        recorded call, when the recorded exit_group ended only its caller (the others had
+        left by their own exits before it), or when the recorded exit is the last call of
+        its process (all the others' calls replayed). Answered at once: the others' exits
+        may need this one gone first."""
+        if {n.nr, ev.nr} != {NR_EXIT, NR_EXIT_GROUP} or (n.args[0] ^ ev.args[0]) & 0xFFFFFFFF:
+            return False
+        if len(th.queue) != 1 or th.queue[0] != pos:
+            return False
+        script, owner = self.script, self.script.owner
+        mine = script.tgid_of.get(th.tid, th.tid)
+        others = {t for t in script.tgid_of if t != th.tid and script.tgid_of[t] == mine}
+        rest = [i for i in range(len(owner)) if owner[i] in others]
+        if ev.nr == NR_EXIT_GROUP:
+            return all(t not in script.unended for t in others) and all(i < pos for i in rest)
+        return all(self.consumed[i] for i in rest)
 
     def _consume(self, pos: int, th: Thread) -> None:
         consumed = self.consumed
