@@ -188,6 +188,29 @@ def test_a_pending_timer_signal_taken_by_a_new_thread_is_sent_by_replay(work):
     assert faithful(work, "pending_new_thread", PENDING_TO_NEW_THREAD, "-lrt") == b"handled 1\n"
 
 
+EXEC_OVER_NEW_THREAD = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static void *idle(void *arg) { (void)arg; sleep(1000); return NULL; }
+int main(int argc, char **argv) {
+    if (argc > 1) { printf("after exec\n"); return 0; }
+    pthread_t t;
+    pthread_create(&t, NULL, idle, NULL);
+    char *args[] = {"/proc/self/exe", "again", NULL};
+    execv("/proc/self/exe", args);   /* kills the thread, often before its first call */
+    return 1;
+}
+"""
+
+
+def test_a_thread_killed_by_exec_before_its_first_call_is_not_a_signal_to_resend(work):
+    from dr.replay.strict.script import load_script
+    assert faithful(work, "exec_new_thread", EXEC_OVER_NEW_THREAD) == b"after exec\n"
+    script = load_script(str(work / "exec_new_thread.drt"))
+    assert all(sig != 9 for sigs in script.proc_signals.values() for _, sig in sigs)
+
+
 MAIN_LEAVES_FIRST = r"""
 #include <dlfcn.h>
 #include <pthread.h>

@@ -167,8 +167,11 @@ def load_script(path: str) -> Script:
             elif isinstance(rec, ProcEvent) and rec.what == sig_kind:
                 p = last_pos.get(alias.get(rec.tid, rec.tid))
                 # p None: the thread made no answered call yet (a new thread that took a
-                # pending process signal when it unblocked it, in a call that runs natively)
-                if ((p is None or p < len(events) - 1) and events and 0 < rec.arg0 < 65
+                # pending process signal when it unblocked it, in a call that runs natively);
+                # a SIGKILL/SIGSTOP there is the kernel ending or stopping that thread alone
+                # (another thread's exec, its group's exit), never a signal to send again
+                if ((p is not None and p < len(events) - 1 or p is None and events and int(rec.arg0)
+                     not in (signal.SIGKILL, signal.SIGSTOP)) and 0 < rec.arg0 < 65
                         and int(rec.arg0) not in sent and int(rec.arg0) not in SYNC_FAULTS
                         and rec.arg0 != signal.SIGCHLD
                         and not (rec.regs and (rec.regs.get("orig_ax", 0) >= (1 << 63)
