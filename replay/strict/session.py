@@ -29,6 +29,7 @@ from dr.replay.strict.files import FileModel
 from dr.replay.strict.handlers import handler_for
 from dr.replay.strict.procfs import ns_ids, ppid, which_in_root
 from dr.replay.strict.rights import drop_held
+from dr.replay.strict.stall import Computing
 from dr.replay.strict.script import load_script, snaplen_remedy
 
 __all__ = ["ReplaySession"]
@@ -88,6 +89,7 @@ class ReplaySession(Matching):
         self._pid_unreg = False
         self.last_progress = time.monotonic()
         self.asig = AsyncDelivery(self)
+        self.computing = Computing()
         self.out = self.opts.stdout or sys.stdout.buffer
         self.err = self.opts.stderr or sys.stderr.buffer
         vp = self.script.meta.get("vdso_patched")
@@ -389,6 +391,8 @@ class ReplaySession(Matching):
         if ev_pos >= len(self.script.events):
             return
         ev = self.script.events[ev_pos]
+        if self.computing.still_working(self, ev_pos, ev):
+            return   # computing between two calls, as long as it did at capture
         held = ", ".join(f"{self.script.events[p].name} of thread {t.tid}" for p, (_n, t) in
                          sorted(self.held.items())) or "none"
         raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
