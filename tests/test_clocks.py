@@ -277,3 +277,35 @@ def test_c_server_clock_gettime_ns_replay_identical(tmp_path_factory):
     assert rep.all_identical and rep.identical == len(rep.connections) == 10, [c.first_difference
                                                                                for c in rep.connections]
     assert [re.findall(rb"now=\d+", b) for b in replayed] == [re.findall(rb"now=\d+", b) for b in bodies]
+
+
+# --------------------------------------------------------------------------- probe points, hostile records
+
+
+def test_probe_points_sit_on_branches_that_only_the_watched_path_reaches():
+    """The kernel emulates a probed branch and single-steps anything else (tens of µs in a
+    VM): the system libc's two points are its jcc before and after the vDSO call."""
+    from dr.capture import clocks
+    libc = next((p for p in ("/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6")
+                 if os.path.exists(p)), None)
+    if libc is None or shutil.which("objdump") is None:
+        pytest.skip("needs glibc on x86_64 and objdump")
+    (entry, after), why = clocks.libc_probe_points(libc)
+    assert why is None
+    insns = dict(clocks._disassemble(libc, clocks.LIBC_SYMBOL)[0])
+    call = next(o for o, t in insns.items() if clocks._INDIRECT_CALL.match(t))
+    assert entry < call < after
+    assert clocks._JCC.match(insns[entry]) and clocks._JCC.match(insns[after]), (insns[entry], insns[after])
+
+
+def test_a_clock_read_record_cut_short_is_one_line_not_a_traceback(tmp_path):
+    from dr.formats.trace import TraceWriter
+    from dr.formats.trace_spec import _CLK
+    body = _CLK.st.pack(_CLK.kind, 1, 0, 1, 1, 0, 0, 5, 6, 7, 0)[:20]   # 20 of its 56 bytes
+    t = tmp_path / "bad.drt"
+    w = TraceWriter(str(t), {"mode": "attach", "pid": 1})
+    w.write_block(len(body).to_bytes(4, "little") + b"\0" * 4 + body + b"\0" * (-len(body) % 8))
+    w.close({"t": "summary"})
+    p = subprocess.run([sys.executable, "-m", "dr", "show", str(t)], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "clock read record of 20 bytes" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
