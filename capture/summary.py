@@ -50,7 +50,8 @@ class Summary:
     def lost(self) -> int:
         return sum(self.losses.get(c, 0) for c in LOST_CAUSES)
 
-    spawn_released: int = 0     # spawn: tasks let go at a job-control stop (their execs not prepared)
+    spawn_released: int = 0     # spawn: tasks let go at a job-control stop or for the program's own
+    #                             ptrace (capture/yield_ptrace.py): their execs not prepared
     outlived: list[int] | None = None   # spawn: processes still running when the tree stopped being followed
 
     @property
