@@ -265,7 +265,7 @@ def load_script(path: str) -> Script:
     return Script(meta, summary, truncated, events, all_events, pos_in_all, per_tid, signals,
                   set(per_tid), redacted, losses, tgid_of, sigchld, sync_faults, deaths, unended, owner,
                   outlived, siginfo, async_seq, files, blobs, clone_child, in_wait, proc_signals,
-                  cut_tails(meta, all_events, fork_recs))
+                  cut_tails(meta, all_events, fork_recs, losses.get("TRUNCATED", 0)))
 
 
 def snaplen_remedy(events: list[Any]) -> str:

@@ -53,12 +53,15 @@ def _is_stream(f: OpenFile | None) -> bool:
     return f.kind == "socket" and f.origin == "socketpair" and f.family == AF_UNIX and f.sock_type == SOCK_STREAM
 
 
-def cut_tails(meta: dict, events: list[Any], forks: list[tuple[int, Any]]) -> dict[tuple[int, int], bytes]:
+def cut_tails(meta: dict, events: list[Any], forks: list[tuple[int, Any]],
+              truncated: int) -> dict[tuple[int, int], bytes]:
     """(tid, seq) of a write cut at the snaplen -> the bytes past its payload, as the
     reader at the other end of its pipe/socketpair received them at capture. ``forks``:
-    the FORK records, each with the count of events before it (children inherit fds)."""
-    if not any(p.total > len(p.data) for ev in events if ev.ret > 0 for p in ev.payloads.values()):
-        return {}   # nothing was cut (the common case: no pass over the fd tables)
+    the FORK records, each with the count of events before it (children inherit fds);
+    ``truncated``: the capture's count of payloads cut at the snaplen (loss cause
+    TRUNCATED; a trace that does not say has none compared this way)."""
+    if not truncated:
+        return {}   # the capture cut no payload (the common case: no pass over the events)
     fdm = FdMap(meta)
     peer: dict[int, OpenFile] = {}   # socketpair end id -> the other end
     streams: dict[tuple[str, int | str], _Stream] = {}
