@@ -69,12 +69,49 @@ def too_deep(rec: Any) -> bool:
     return False
 
 
+#: Most values (list items, map keys and values, records) one frame may decode to.
+#: dr's frames carry event bytes as bin blocks, so a 1 MiB frame holds well under a
+#: million values; the byte budgets (trace_spec) do not bound this: a 10 KB trace whose
+#: 60 MB frame held 60 million one-byte empty lists took 6.5 GB and minutes to decode,
+#: 20 million two-byte strings 3 GB. Real frames hold under 10,000 values (the largest
+#: of 100 traces on a test machine); at this cap a frame decodes to some 150 MB at most.
+MAX_VALUES = 1 << 21
+
+
+class _TooMany(Exception):
+    pass
+
+
 def _unpack_records(data: bytes, frame_off: int) -> list[Any]:
+    left = MAX_VALUES
+
+    def count(obj: Any) -> Any:  # msgpack calls it for each list and map, once decoded
+        nonlocal left
+        left -= 1 + len(obj) * (2 if isinstance(obj, dict) else 1)
+        if left < 0:
+            raise _TooMany
+        return obj
+
+    recs: list[Any] = []
     try:
-        up = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True,
-                              max_buffer_size=max(len(data), 1))
+        # The hooks run once a container is complete: its own length is capped up front.
+        up = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=True, list_hook=count,
+                              object_hook=count, max_buffer_size=max(len(data), 1),
+                              max_array_len=MAX_VALUES, max_map_len=MAX_VALUES // 2)
         up.feed(data)
-        recs = list(up)
+        for rec in up:
+            left -= 1
+            if left < 0:
+                raise _TooMany
+            recs.append(rec)
+    except ValueError as e:
+        if "exceeds max_" not in str(e):  # msgpack's words for a list or map past the caps
+            raise TraceError("corrupt records in frame (ValueError)", offset=frame_off) from None
+        raise TraceError(f"corrupt records in frame (more than {MAX_VALUES} values)",
+                         offset=frame_off) from None
+    except _TooMany:
+        raise TraceError(f"corrupt records in frame (more than {MAX_VALUES} values)",
+                         offset=frame_off) from None
     except Exception as e:  # msgpack raises many types on hostile input
         raise TraceError(f"corrupt records in frame ({type(e).__name__})", offset=frame_off) from None
     if any(too_deep(r) for r in recs):

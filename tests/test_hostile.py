@@ -575,3 +575,28 @@ def test_deeply_nested_bundle_manifest_is_one_line(tmp_path, run_dr, cmd):
     code, _out, err = run_dr(*cmd, p)
     assert code != 0 and "Traceback" not in err, err
     assert err.strip().splitlines() == [f"dr: bundle {p}: member manifest.json is not valid JSON"], err
+
+
+OBJECT_BOMB = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from dr.cli import main
+main(["stats", sys.argv[1]])
+"""
+
+
+@pytest.mark.parametrize("elem, count", [(b"\x90", 60_000_000), (b"\xa2ab", 19_000_000)])
+def test_a_frame_of_millions_of_tiny_values_is_refused_small(tmp_path, elem, count):
+    """A 13 KB trace within every byte budget (8 KB of random bytes keep the frame under
+    16384x) whose 60 MB frame is 60 million empty lists or 19 million two-byte strings:
+    decoding took 3-6.5 GB and minutes. Refused at MAX_VALUES, in well under 1 GiB."""
+    from dr.formats.trace_read import MAX_VALUES
+    meta = (b"\x84\xa1t\xa4meta\xa4tids\x90\xa3pad\xc5\x20\x00" + os.urandom(8192)
+            + b"\xa1x\xdd" + struct.pack(">I", count) + elem * count)
+    p = tmp_path / "objects.drt"
+    p.write_bytes(T.HEADER.pack(T.MAGIC, T.FORMAT_VERSION, 0) + _raw_frame(meta))
+    assert p.stat().st_size < 64 << 10
+    r = subprocess.run([sys.executable, "-c", OBJECT_BOMB, str(p)], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"dr: corrupt records in frame (more than {MAX_VALUES} values) (at byte 16)"], r.stderr
