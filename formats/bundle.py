@@ -69,6 +69,7 @@ from dr.formats.bundle_spec import (
     _sha256_file,
     elf_build_id,
     is_bundle,
+    kernel_fs,
 )
 from dr.formats.bundle_text import _readme, _sockaddr, _wall, human_size, stored_files_text
 
@@ -95,6 +96,9 @@ def _open_public(path: str, limit: int = MAX_MEMBER_BYTES) -> tuple[Any, int]:
             raise OSError(errno.EINVAL, "not a regular file")
         if not st.st_mode & stat.S_IROTH:
             raise OSError(errno.EACCES, "not readable by every user (dr bundles no private file)")
+        if (fs := kernel_fs(fd)) is not None:  # its bytes as root are not what others read
+            raise OSError(errno.EACCES, f"on {fs}, whose content depends on who reads it "
+                                        "(dr bundles no private file)")
         if st.st_size > limit:
             raise OSError(errno.EFBIG, "file too large")
         # The directories above the file as opened (symlinks resolved by the kernel).

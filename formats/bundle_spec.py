@@ -127,3 +127,26 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
 def elf_build_id(path: str | os.PathLike[str]) -> str | None:
     """The GNU build-id (hex) of ELF file ``path`` (see :func:`dr.formats.elf.build_id`)."""
     return elf.build_id(path)
+
+
+#: statfs f_type of kernel filesystems whose files' bytes depend on who reads them
+#: (linux/magic.h): as root, /proc/kallsyms holds the kernel's addresses (zeros for
+#: other users) and /proc/self/* describe dr itself, though their mode says 0444.
+KERNEL_FS = {0x9FA0: "proc", 0x62656572: "sysfs", 0x64626720: "debugfs", 0x74726163: "tracefs",
+             0x73636673: "securityfs", 0x27E0EB: "cgroup", 0x63677270: "cgroup2", 0xCAFE4A11: "bpf",
+             0x62656570: "configfs", 0xDE5E81E4: "efivarfs", 0x6165676C: "pstore",
+             0x42494E4D: "binfmt_misc", 0x1CD1: "devpts"}
+
+
+def kernel_fs(fd: int) -> str | None:
+    """The name of the kernel filesystem (:data:`KERNEL_FS`) ``fd`` lies on, else None.
+    OSError when fstatfs fails."""
+    import ctypes
+    import sys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if libc.fstatfs(fd, buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return KERNEL_FS.get(int.from_bytes(buf.raw[:8], sys.byteorder, signed=True) & 0xFFFFFFFF)

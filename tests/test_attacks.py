@@ -240,3 +240,27 @@ def test_a_thread_bomb_stops_at_the_sandbox_task_limit(tmp_path, tasks):
     # Stage 2, init and the main thread are in the cgroup too.
     assert started[2] == "EAGAIN" and limit - 10 <= int(started[1]) <= limit - 3, r.stdout
     assert lines[-1] == "CGROUPS 0", r.stdout
+
+
+@pytest.mark.parametrize("how", ["exe", "maps", "files-record"])
+def test_bundle_never_carries_a_kernel_file_whose_bytes_depend_on_the_reader(write_trace, tmp_path, how):
+    """/proc/kallsyms is 0444, yet root reads the kernel's addresses where other users read
+    zeros; /proc/self/status and mountinfo describe dr and the host. A trace naming them got
+    their root's-eye bytes into the bundle with --include-binaries (5 MB of kallsyms)."""
+    paths = ["/proc/kallsyms", "/proc/self/status", "/proc/self/mountinfo", "/sys/kernel/notes"]
+    if how == "files-record":
+        recs = [{"t": "files", "files": [{"path": p, "sha256": _sha(p), "how": "mmap"} for p in paths]}]
+        trace = write_trace(recs, _meta())
+    elif how == "maps":
+        trace = write_trace([], _meta(maps=[{"path": p} for p in paths]))
+    else:
+        trace = write_trace([], _meta(exe={"path": paths[0]}, maps=[{"path": p} for p in paths[1:]]))
+    out = tmp_path / "b.drb"
+    res = _bundle(trace, out, "--include-binaries")
+    assert res.returncode == 0, res.stderr
+    data = _everything_bundled(out)
+    for marker in (b"_stext", b"CapPrm", b" - proc proc "):
+        assert marker not in data, marker
+    if how != "files-record":
+        assert "on proc, whose content depends on who reads it" in res.stderr
+        assert "on sysfs, whose content depends on who reads it" in res.stderr
