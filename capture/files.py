@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from dr import schema
 
-__all__ = ["FileUse", "collect", "identify", "package_index", "write_files", "BLOB_CHUNK"]
+__all__ = ["FileUse", "collect", "needed_syscalls", "identify", "package_index", "write_files", "BLOB_CHUNK"]
 
 MAP_ANONYMOUS = 0x20
 PROT_EXEC = 0x4
@@ -51,6 +51,14 @@ DPKG_INFO = "/var/lib/dpkg/info"
 _NR = {n: schema.by_name(n).nr for n in (
     "mmap", "execve", "execveat", "openat", "open", "creat", "truncate", "rename", "renameat",
     "renameat2", "openat2")}
+
+
+def needed_syscalls() -> frozenset[int]:
+    """The calls :func:`collect` reads: its own (above) and every call that changes the fd
+    model (from the schema, through FdMap): the reader passes over the rest undecoded."""
+    from dr.formats.fdmap import handled_syscalls
+
+    return handled_syscalls() | frozenset(_NR.values())
 
 
 @dataclass
@@ -106,7 +114,9 @@ def collect(trace_path: str) -> dict[str, FileUse]:
         return uses
     fdmap = FdMap(r.meta)
     try:
-        for rec in r.stream():
+        # Only the calls it needs (a busy program's millions of others are skipped in C):
+        # the end of a capture takes time in proportion to them, not to the trace.
+        for rec in r.stream(syscalls=needed_syscalls()):
             if not isinstance(rec, Event):
                 fdmap.apply(rec)
                 continue

@@ -40,7 +40,7 @@ from dr.formats.transfers import Transfer, transfers
 from dr.schema import s32 as _s32
 
 __all__ = ["SockAddr", "OpenFile", "FdMap", "Transfer", "transfers", "parse_sockaddr",
-           "parse_addr_text", "sock_label"]
+           "parse_addr_text", "sock_label", "handled_syscalls"]
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET = 1, 2, 5
@@ -583,3 +583,9 @@ def _handler(nr: int):
         if len(_BY_NR) < 4096:  # a hostile trace's random numbers must not grow it without bound
             _BY_NR[nr] = h
         return h
+
+
+def handled_syscalls() -> frozenset[int]:
+    """x86_64 numbers of the calls that can change an :class:`FdMap` (the schema's fd
+    effects and the calls above): a reader may feed it only these, and process events."""
+    return frozenset(sc.nr for sc in schema.all_syscalls() if _handler(sc.nr) is not None)

@@ -45,6 +45,7 @@ from dr.formats.trace_spec import (
     ProcEvent,
     _attach_regs,
 )
+from dr.formats.trace_skip import RunSkipper
 
 # --------------------------------------------------------------------------- decoding
 
@@ -444,6 +445,9 @@ class TraceReader:
         filtered = prime or tidset is not None or nrset is not None
         lim = n - RB_HDR - 2
         gap_budget = [MAX_GAP_PER_BLOCK]
+        # filtered by number only: runs of unwanted records are passed over in C (trace_skip)
+        skip = RunSkipper(nrset, chunks, last_seq) if nrset is not None and tidset is None \
+            and not prime else None
         while pos <= lim:
             word = u32(blk, pos)[0]
             ln = word & _RB_LEN_MASK
@@ -458,6 +462,12 @@ class TraceReader:
                     continue
                 raise TraceError(f"probe record of {ln} bytes", offset=foff)
             kind = blk[body]  # low byte of the u16 kind; the unpacked kind is checked below
+            if skip is not None and (kind == k_evt or kind == k_evd):
+                skipped, after = skip(blk, body - RB_HDR, word)
+                if skipped:
+                    index += skipped
+                    pos = after
+                    continue
             if kind == k_evt:
                 if ln < evt_size:
                     raise TraceError(f"syscall event record of {ln} bytes (< {evt_size})", offset=foff)
