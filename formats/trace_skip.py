@@ -46,6 +46,7 @@ assert _NR % 8 == 0 and _SEQ % 8 == 0 and _TID % 4 == 0 and _DLEN % 4 == 0
 
 _Q = struct.Struct("<q").unpack_from
 _H = struct.Struct("<H").unpack_from
+_U32 = struct.Struct("<I").unpack_from
 #: Records looked at by the first strided pass; doubled while the run goes on (a run
 #: broken early costs little, a long one is taken in few passes).
 _FIRST = 16
@@ -117,25 +118,32 @@ class RunSkipper:
             if run <= 0:
                 break
             rspan = (run - 1) * stride
-            nrs = mv[b + _NR:b + _NR + rspan + 8].cast("q")[::s8].tolist()
-            take = run
-            hit = nrset.intersection(nrs)
-            if hit:
-                take = min(nrs.index(x) for x in hit)
+            nrb = mv[b + _NR:b + _NR + rspan + 8].cast("q")[::s8].tobytes()
+            if nrb == nrb[:8] * run:   # one number throughout: a memcmp decides
+                take = 0 if _Q(nrb)[0] in nrset else run
+            else:
+                nrs = struct.unpack(f"<{run}q", nrb)
+                hit = nrset.intersection(nrs)
+                take = min(nrs.index(x) for x in hit) if hit else run
             if dmax >= 0 and take:
-                dl = mv[b + _DLEN:b + _DLEN + rspan + 4].cast("I")[::s4].tolist()
-                if max(dl[:take]) > dmax:   # an inline length overruns: the decoder raises
-                    take = next(i for i, d in enumerate(dl) if d > dmax)
+                dlb = mv[b + _DLEN:b + _DLEN + rspan + 4].cast("I")[::s4].tobytes()
+                if dlb != dlb[:4] * run or _U32(dlb)[0] > dmax:
+                    dl = struct.unpack(f"<{run}I", dlb)
+                    if max(dl[:take]) > dmax:   # an inline length overruns: the decoder raises
+                        take = next(i for i, d in enumerate(dl) if d > dmax)
             if take <= 0:
                 break
             tspan = (take - 1) * stride
-            keys = zip(mv[b + _TID:b + _TID + tspan + 4].cast("I")[::s4].tolist(),
-                       mv[b + _SEQ:b + _SEQ + tspan + 8].cast("Q")[::s8].tolist())
+            tidb = mv[b + _TID:b + _TID + tspan + 4].cast("I")[::s4].tobytes()
+            seqs = mv[b + _SEQ:b + _SEQ + tspan + 8].cast("Q")[::s8]
             if chunks:   # payload chunks of skipped events go with them, as the decoder pops them
-                keys = list(keys)   # type: ignore[assignment]
-                for k in chunks.keys() & set(keys):
+                keys = set(zip(struct.unpack(f"<{take}I", tidb), seqs.tolist()))
+                for k in chunks.keys() & keys:
                     del chunks[k]
-            last_seq.update(keys)   # the last seq per tid wins: per-thread seqs only grow
+            if tidb == tidb[:4] * take:   # one thread: its last seq
+                last_seq[_U32(tidb)[0]] = seqs[take - 1]
+            else:   # the last seq per tid wins: per-thread seqs only grow
+                last_seq.update(zip(struct.unpack(f"<{take}I", tidb), seqs.tolist()))
             total += take
             p += take * stride
             if take < m or m == fit:
