@@ -196,3 +196,19 @@ def test_capture_output_never_replaces_a_file_the_command_reads(tmp_path, how):
     assert line.startswith(f"dr: cannot write trace {out}: it is the input "), line
     assert out.read_bytes() == before
     assert not marker.exists()
+
+
+def test_capture_output_onto_a_fifo_is_refused_at_once(tmp_path):
+    """`dr capture -o FIFO` blocked forever in open() when no one read the fifo (SIGTERM and
+    Ctrl-C waited for it) and never ended when someone did: one line, nothing run."""
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    marker = tmp_path / "ran"
+    try:
+        res = subprocess.run(DR + ["capture", "-q", "-o", str(fifo), "--", "touch", str(marker)],
+                             capture_output=True, text=True, timeout=20, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.fail("dr capture -o FIFO hung")
+    line = _one_line_error(res)
+    assert line.startswith(f"dr: cannot write trace {fifo}: it is a fifo"), line
+    assert not marker.exists()

@@ -131,7 +131,13 @@ def capture(
     # so only refuse what must never be written: a directory, socket, block device.
     # Nor a file the command reads: `-o run.sh -- sh run.sh` truncated the script
     # before the command started (the executable itself only failed with ETXTBSY).
-    check_output(output, _command_files(opts_cmd, pid if pid is not None else tid), "trace")
+    kind, target_path = check_output(output, _command_files(opts_cmd, pid if pid is not None else tid), "trace")
+    if kind == "inplace" and _is_fifo(target_path):
+        # Opening a fifo no one reads blocked dr forever (SIGTERM and Ctrl-C wait for the
+        # open), and with a reader the capture never ended: the trace is read back at its end.
+        from dr.errors import OutputError
+        raise OutputError(f"cannot write trace {output}: it is a fifo; dr capture writes a file it can "
+                          "read back (give a file, then dr show FILE)")
     opts = CaptureOptions(output=str(output), pid=pid, tid=tid, command=opts_cmd,
                           snaplen=parse_size(snaplen), duration=duration,
                           max_size=parse_size(max_size) if max_size else None,
@@ -407,3 +413,13 @@ def _command_files(command: tuple[str, ...] | None, target: int | None) -> list[
         except (OSError, ValueError):
             pass
     return out
+
+
+def _is_fifo(path: str) -> bool:
+    import os
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
