@@ -11,7 +11,8 @@ Two workloads, all in one run on the same machine:
   the server's pid. The time is the client's.
 
 Prints, per tracer: slowdown vs untraced, events per second, drops, trace
-bytes per event. Peers that are not installed are skipped and named.
+bytes per event; for dr, the seconds from dd's exit to dr capture's exit (the
+end-of-capture passes a user waits for). Peers that are not installed are skipped and named.
 
     .venv/bin/python bench/capture.py [--count 1048576] [--peer-count 50000] [--requests 300]
 """
@@ -54,6 +55,23 @@ def trace_summary(path: str) -> dict:
             "walk": f"{s.get('ring_walks', 0)} walks, {s.get('ring_walk_ns', 0) / 1e6:.1f} ms"}
 
 
+def end_seconds(path: str, done_ns: int) -> float:
+    """Seconds from the traced program's last recorded event to dr capture's exit
+    (``done_ns``, CLOCK_MONOTONIC as the trace's times): the wait at the end of a capture."""
+    from dr.formats.trace import Event, ProcEvent, TraceReader
+
+    r = TraceReader(path)
+    last, back = 0, 4
+    while not last and back < 2 * len(r.frames):   # the last frames hold files and blobs
+        for rec in r.stream(start_frame=max(len(r.frames) - back, 0)):
+            if isinstance(rec, Event):
+                last = max(last, rec.ts_exit or rec.ts_enter)
+            elif isinstance(rec, ProcEvent):
+                last = max(last, rec.ts)
+        back *= 2
+    return (done_ns - last) / 1e9
+
+
 def lines_of(path: str) -> int:
     with open(path, "rb") as f:
         return sum(1 for _ in f)
@@ -86,17 +104,20 @@ def bench_dd(count: int, peer_count: int, tmp: str, runs: int = 10) -> list[dict
     rows.extend(bench_floors(count, base))   # the two floors, in this same run
 
     best = None
-    drops = []
+    drops: list[int] = []
+    ends: list[float] = []
     for _ in range(runs):  # the best time of `runs`, as for untraced: this machine is shared
         out = os.path.join(tmp, "dd.drt")
         p = subprocess.run([PY, "-m", "dr", "capture", "-q", "-o", out, "--", *dd_cmd(count)],
                            capture_output=True)
+        ends.append(round(end_seconds(out, time.clock_gettime_ns(time.CLOCK_MONOTONIC)), 2))
         secs = dd_seconds(p.stderr)
         summ = trace_summary(out)
         drops.append(summ["lost"])
         if best is None or secs < best["secs"]:
             best = {"tracer": "dr capture", "n": count, "secs": secs, "ratio": secs / base, **summ}
     best["drops_per_run"] = drops
+    best["end_per_run"] = ends
     rows.append(best)
 
     peer_base = untraced(peer_count)
@@ -345,7 +366,9 @@ def show(title: str, rows: list[dict]) -> None:
         print(f"  {r['tracer']:<22} {r['n']:>9,} {r['secs']:>9.3f} {r['ratio']:>8.2f}x {ev:>10,} "
               f"{ev / r['secs'] if r['secs'] else 0:>10,.0f} {r['lost']:>7,} {bpe:>12}"
               + (f"   ring drain: {r['walk']}" if r.get("walk") else "")
-              + (f"   drops per run: {r['drops_per_run']}" if r.get("drops_per_run") else ""))
+              + (f"   drops per run: {r['drops_per_run']}" if r.get("drops_per_run") else "")
+              + (f"\n  {'':<22} seconds from dd's exit to dr's, per run: {r['end_per_run']}"
+                 if r.get("end_per_run") else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
