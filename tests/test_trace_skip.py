@@ -162,3 +162,30 @@ def test_capture_of_a_busy_program_finds_its_mapped_file_in_a_fraction_of_a_full
     assert n > 600_000 and {str(data), str(exe)} <= set(uses)
     print(f"collect {fast:.2f} s, full read {full:.2f} s")
     assert fast < full / 3, (fast, full)
+
+
+_RUN_BLOCK = _evd_block(64, -1) + b"".join(
+    struct.pack("<II", 104, 0) + schema.record("syscall_event").st.pack(
+        1, 0, 0, 1, 2, s, 186, 0, 0, 0, 0, 0, 0, 2, 3, 4) for s in range(1, 65))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, len(_RUN_BLOCK) - 1), st.integers(0, 255)), min_size=1, max_size=6))
+def test_damaged_runs_read_the_same_filtered_or_raise_trace_error(flips):
+    blk = bytearray(_RUN_BLOCK)
+    for at, v in flips:
+        blk[at] = v
+    buf = io.BytesIO()
+    w = TraceWriter(buf, {"tool": "dr"})
+    w.write_block(bytes(blk))
+    w.close({"events": 1})
+    data = buf.getvalue()
+    for wanted in ({39}, {186}, {0}):   # the inline-payload run skipped, the plain one, both
+        try:
+            want = [r for r in TraceReader(io.BytesIO(data)).stream()
+                    if not isinstance(r, Event) or r.nr in wanted]
+        except TraceError:
+            with pytest.raises(TraceError):
+                list(TraceReader(io.BytesIO(data)).stream(syscalls=wanted))
+            continue
+        assert list(TraceReader(io.BytesIO(data)).stream(syscalls=wanted)) == want
