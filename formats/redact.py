@@ -24,6 +24,10 @@ Entry points:
 - :func:`spans_by_slot` for replay: the ``redactions`` records of a trace as
   ``{(tid, seq, slot): [(start, length), ...]}``.
 
+Payload buffers that begin like compiled code (:func:`is_code`: ELF, .pyc, Java
+class, WebAssembly) are not scanned: they are the program's own code, and
+masking them changes what it runs.
+
 Limits (documented, not hidden): detection runs per payload buffer, so a
 secret split across two system calls (two ``write`` calls, or two reads of a
 socket) is only found when each part matches on its own.
@@ -42,7 +46,7 @@ from dr.formats.trace_spec import _EVD, _PAY, _RB_LEN_MASK, RB_BUSY, RB_DISCARD,
 
 __all__ = [
     "MASK", "REDACTIONS_RECORD", "BUILTIN_RULES", "Rule", "Policy", "Redactor",
-    "load_policy", "luhn_ok", "redact_block", "redactions_record", "spans_by_slot",
+    "is_code", "load_policy", "luhn_ok", "redact_block", "redactions_record", "spans_by_slot",
 ]
 
 #: The byte every redacted byte becomes.
@@ -58,6 +62,23 @@ _EVD_TID, _EVD_SEQ, _EVD_SLOT, _EVD_LEN = (_EVD.fields.index(f) for f in ("tid",
 _RB_WORD = struct.Struct("<I")
 #: Joins payload buffers for one detection pass: no built-in rule matches across it.
 _SEP = b"\n\0\n"
+
+
+def is_code(data: bytes) -> bool:
+    """True when ``data`` begins like a compiled program or module (ELF, CPython
+    .pyc, Java class, WebAssembly).
+
+    Such a buffer is the program's own code read from disk (an interpreter reads
+    a whole .pyc in one read), not a secret: its docstrings hold authors' e-mail
+    addresses and its marshal bytes look like addresses ("z@Name.attr"), and
+    masking them changes what the program runs, so its replay diverges.
+    """
+    head = data[:16]
+    if head.startswith((b"\x7fELF", b"\xca\xfe\xba\xbe", b"\x00asm")):
+        return True
+    # .pyc (PEP 552): a 2-byte magic, "\r\n", then a 32-bit flags word of 0-3.
+    return (len(head) == 16 and head[2:4] == b"\r\n"
+            and int.from_bytes(head[4:8], "little") <= 3)
 
 
 def _mask(buf: bytearray, start: int, end: int) -> None:
@@ -135,6 +156,13 @@ class Redactor:
         and scanned once, so the per-rule cost is paid per batch, not per
         syscall; a user regex that crosses a separator is clipped to each buffer.
         """
+        results: list[tuple[bytes, list[list[Any]]]] = [(d, []) for _k, d in items]
+        scan = [i for i, (_k, d) in enumerate(items) if not is_code(d)]
+        if len(scan) < len(items):
+            sub = self.payloads([items[i] for i in scan])
+            for i, r in zip(scan, sub):
+                results[i] = r
+            return results
         if not items:
             return []
         if len(items) == 1:
@@ -148,7 +176,6 @@ class Redactor:
                 pos += len(d) + len(_SEP)
             joined = _SEP.join(d for _k, d in items)
         found = self.policy.find(joined)
-        results: list[tuple[bytes, list[list[Any]]]] = [(d, []) for _k, d in items]
         if not found:
             return results
         bufs: dict[int, bytearray] = {}

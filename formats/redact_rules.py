@@ -122,8 +122,19 @@ _HDR_START = rb"(?<![A-Za-z0-9-])"
 
 # Finders that avoid a regex attempt at every byte offset (a leading
 # lookbehind defeats re's literal-prefix scan): ~1 ms per MiB instead of ~20.
-_EMAIL_DOMAIN = re.compile(rb"@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}")
+# The domain: labels that neither start nor end with "-", at least one dot, and a
+# last label of letters that ends the name (not followed by a name byte: in
+# "z@DistutilsMetaFinder.pip_imported..." of a .pyc, "pip" is no TLD).
+_EMAIL_DOMAIN = re.compile(rb"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
+                           rb"[A-Za-z]{2,24}(?![A-Za-z0-9_-])")
 _EMAIL_LOCAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+# Bytes that may stand right before an address in text: whitespace and the
+# punctuation that quotes or lists one ("<a@b.io>", "to: a@b.io", "x=a@b.io").
+_EMAIL_TEXT_BEFORE = frozenset(b" \t\r\n<>\"'`(),;:=[]{}/|*&!?#$^~\\")
+# A local part right after a byte of binary data must be at least this long: one
+# letter there is most often a type code (marshal's "z", a short string whose
+# length byte 64 is "@"), not a mailbox.
+_EMAIL_MIN_LOCAL_AFTER_BINARY = 2
 
 
 def _find_emails(data: bytes) -> Iterable[tuple[int, int]]:
@@ -132,8 +143,17 @@ def _find_emails(data: bytes) -> Iterable[tuple[int, int]]:
         j = at
         while j > 0 and at - j < 64 and data[j - 1] in _EMAIL_LOCAL:
             j -= 1
-        if j < at:
-            yield j, m.end()
+        # A local part never starts or ends with a dot ("...@x.io" is not one).
+        while j < at and data[j] == 0x2E:
+            j += 1
+        if j >= at or data[at - 1] == 0x2E:
+            continue
+        if j > 0 and at - j == 64 and data[j - 1] in _EMAIL_LOCAL:
+            continue  # a run longer than any local part: an identifier, not a mailbox
+        before = data[j - 1] if j > 0 else None
+        if before is not None and before not in _EMAIL_TEXT_BEFORE and at - j < _EMAIL_MIN_LOCAL_AFTER_BINARY:
+            continue
+        yield j, m.end()
 
 
 _B64_CLASS = bytes(0x61 if (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122 or i in b"/+=") else 0x20

@@ -233,3 +233,62 @@ def test_batched_detection_equals_one_by_one(bufs):
     one = [Redactor(POLICY).payload(*k, d) for k, d in items]
     many = Redactor(POLICY).payloads(items)
     assert many == one
+
+
+@pytest.mark.parametrize("data", [
+    # marshal in a .pyc: type code "z", then the length byte 64 ("@"), then a name
+    b"\x00r8\x00\x00\x00z@DistutilsMetaFinder.pip_imported_during_build.<locals>.<genexpr>\x9d",
+    b"\x07a@example.com",           # one letter after binary data: a type code
+    b"see ...@example.com here",    # a local part never starts or ends with a dot
+    b"user@host-.example.com",      # a label never ends with "-"
+    b"call obj@module.attr_name()",  # "attr" followed by "_" is no TLD
+])
+def test_email_rule_ignores_what_is_not_an_address(data):
+    assert masked(data)[0] == data
+
+
+@pytest.mark.parametrize("data,addr", [
+    (b"\x11alice@example.com\x00", b"alice@example.com"),   # a length-prefixed string
+    (b"To: <Bob.Ops+x@Mail.Example.ORG>\r\n", b"Bob.Ops+x@Mail.Example.ORG"),
+    (b'{"u":"a@b.io"}', b"a@b.io"),
+])
+def test_email_rule_masks_real_addresses(data, addr):
+    out, r = masked(data)
+    assert out == data.replace(addr, b"*" * len(addr)) and r.matches["email"] == 1
+
+
+def _pyc(body: bytes) -> bytes:
+    import importlib.util
+    return importlib.util.MAGIC_NUMBER + b"\0" * 12 + body
+
+
+def test_code_payloads_are_not_masked_but_others_in_the_batch_are():
+    # A module's docstring holds its author's address; the module is the program's
+    # code (masking it changes what runs), a request payload beside it is data.
+    pyc = _pyc(b"z\x1aby Guido <guido@python.org>\x00")
+    elf = b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"ops@example.com"
+    req = b"POST / HTTP/1.1\r\n\r\nemail=alice@example.com"
+    r = Redactor(POLICY)
+    res = r.payloads([((1, 1, 1), pyc), ((1, 2, 1), req), ((1, 3, 1), elf)])
+    assert res[0] == (pyc, []) and res[2] == (elf, [])
+    assert res[1][0] == req.replace(b"alice@example.com", b"*" * 17)
+    assert res[1][1] == [[1, 2, 1, req.index(b"alice"), 17, "email"]]
+    assert r.matches["email"] == 1 and r.payloads_touched == 1
+
+
+def test_python_bundle_replays_faithful_with_default_redaction(tmp_path):
+    # python3 reads its .pyc modules with read(); a bundle masked bytes of one
+    # ("z@DistutilsMetaFinder.pip_...") and the replay diverged at its error message.
+    import subprocess
+    import sys
+    from pathlib import Path
+    dr = str(Path(sys.executable).with_name("dr"))
+    t, b = tmp_path / "p.drt", tmp_path / "p.drb"
+    run = lambda *a: subprocess.run([dr, *a], capture_output=True, text=True, timeout=120)  # noqa: E731
+    cap = run("capture", "-q", "-o", str(t), "--", "/usr/bin/python3",
+              "-c", "print(1)")
+    assert cap.returncode == 0 and cap.stdout == "1\n", cap.stderr
+    made = run("bundle", "create", str(t), "-o", str(b))
+    assert made.returncode == 0 and "redacted (builtin)" in made.stdout, made.stderr
+    rep = run("replay", str(b))
+    assert rep.returncode == 0 and "faithful" in rep.stdout + rep.stderr, rep.stdout + rep.stderr
