@@ -76,8 +76,10 @@ def is_code(data: bytes) -> bool:
     head = data[:16]
     if head.startswith((b"\x7fELF", b"\xca\xfe\xba\xbe", b"\x00asm")):
         return True
-    # .pyc (PEP 552): a 2-byte magic, "\r\n", then a 32-bit flags word of 0-3.
+    # .pyc (PEP 552): a 2-byte magic (CPython 3.0 is 3000-3131, 3.13 is 3571:
+    # 2900-4999 leaves room), "\r\n", then a 32-bit flags word of 0-3.
     return (len(head) == 16 and head[2:4] == b"\r\n"
+            and 2900 <= int.from_bytes(head[:2], "little") < 5000
             and int.from_bytes(head[4:8], "little") <= 3)
 
 

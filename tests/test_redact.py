@@ -274,6 +274,9 @@ def test_code_payloads_are_not_masked_but_others_in_the_batch_are():
     assert res[1][0] == req.replace(b"alice@example.com", b"*" * 17)
     assert res[1][1] == [[1, 2, 1, req.index(b"alice"), 17, "email"]]
     assert r.matches["email"] == 1 and r.payloads_touched == 1
+    # A binary message that only looks like a .pyc header (no CPython magic) is scanned.
+    other = b"\x00\x00\r\n" + b"\0" * 12 + b" ops@example.com"
+    assert Redactor(POLICY).payloads([((1, 4, 1), other)])[0][1] != []
 
 
 def test_python_bundle_replays_faithful_with_default_redaction(tmp_path):
