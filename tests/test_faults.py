@@ -475,3 +475,30 @@ def test_64_thread_target_every_tid_accounted_for(tmp_path):
         assert writes == sorted(b"%s-%d" % (i, k) for k in range(40))
         assert all(ev.tgid == target.pid for ev in evs if ev.tid == tid)
     _assert_contiguous(_per_tid(evs))
+
+
+def test_replay_of_a_spawn_capture_killed_mid_run_ends_incomplete(tmp_path):
+    """SIGKILL of a spawn capture of a looping shell: every thread alive at the cut is "unended"
+    in the trace; replay used to park the shell past its last recorded call for ever, waiting
+    for a death the cut never shows. It must end where the recording ends: INCOMPLETE (7),
+    saying the trace was cut short, with the output recorded up to there."""
+    script = tmp_path / "loop.sh"
+    script.write_text("i=0; while [ $i -lt 1000 ]; do echo $i; i=$((i+1)); sleep 0.02; done\n")
+    out, trace = tmp_path / "out.txt", tmp_path / "k.drt"
+    with open(out, "wb") as o:
+        cap = subprocess.Popen([DR, "capture", "-q", "-o", str(trace), "--", "sh", str(script)],
+                               stdout=o, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while out.stat().st_size == 0:
+            assert time.monotonic() < deadline and cap.poll() is None, "the loop never started"
+            time.sleep(0.1)
+        time.sleep(2.5)   # frames are flushed at least every second
+        os.killpg(cap.pid, signal.SIGKILL)   # dr and the shell it started
+        cap.wait(timeout=10)
+    finally:
+        kill_wait(cap)
+    r = subprocess.run([DR, "replay", "--show-output", str(trace)], capture_output=True, timeout=90)
+    assert r.returncode == 7, r.stderr.decode()
+    assert b"cut short" in r.stderr and b"Traceback" not in r.stderr
+    assert r.stdout and out.read_bytes().startswith(r.stdout)

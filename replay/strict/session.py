@@ -388,6 +388,8 @@ class ReplaySession(Matching):
             self.last_progress = time.monotonic()
             return
         ev_pos = self.gpos
+        if self._cut_short_end():   # parked threads wait for deaths the cut trace never shows
+            raise Stop(StepResult(Status.EXITED, "reached the end of a cut-short trace"))
         if ev_pos >= len(self.script.events):
             return
         ev = self.script.events[ev_pos]
@@ -398,6 +400,12 @@ class ReplaySession(Matching):
         raise Stop(StepResult(Status.DIVERGED, divergence=self._div(
             "stalled", f"no progress for {self.opts.stall_timeout:g} s: waiting for thread {ev.tid} "
             f"to call {ev.name} (held: {held})", ev.tid, ev.index)))
+
+    def _cut_short_end(self) -> bool:
+        """Whether every event of a cut-short trace was replayed: a thread past its last
+        recorded call is then where the recording ends, not waiting for a recorded death
+        (in a cut trace every live thread is "unended")."""
+        return self.script.truncated and self.gpos >= len(self.script.events)
 
     # -------------------------------------------------------------- threads
     def _thread(self, n: Notif) -> Thread:
@@ -506,7 +514,7 @@ class ReplaySession(Matching):
                 return
             if th.tid in self.script.outlived and not self.script.truncated:
                 return self._outlived(n, th)
-            if th.tid in self.script.unended:
+            if th.tid in self.script.unended and not self._cut_short_end():
                 return self._park(n, th)
             if self.script.truncated:
                 raise Stop(StepResult(Status.EXITED, "reached the end of a cut-short trace"))
