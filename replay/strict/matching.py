@@ -1,7 +1,8 @@
 """How the strict session matches a notification the recording does not show one for
 one: a call the kernel restarted (clone after ERESTARTNOINTR, restart_syscall), a 32-bit
 call, a time read the replay makes more or fewer of, a task that outlived or left its
-recording early, and the child exits held until their recorded turn."""
+recording early (and the killed tails it need not reach), exit taken for exit_group, and
+the child exits held until their recorded turn."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dr import schema
 from dr.replay.divergence import decode_event
 from dr.replay.notify import Notif
 from dr.replay.strict.answer import Answers
-from dr.replay.strict.core import (NATIVE_BLOCKING, NO_DELIVER, NR_EXIT, NR_RESTART_SYSCALL, PASSTHROUGH, RESTARTS, SC, SOFT, soft_key, Status, StepResult, Stop, Thread)
+from dr.replay.strict.core import (NATIVE_BLOCKING, NO_DELIVER, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, PASSTHROUGH, RESTARTS, SC, SOFT, soft_key, Status, StepResult, Stop, THREAD_LOCAL, Thread)
 from dr.replay.strict.procfs import nthreads, ppid, task_exists as _task_exists
 from dr.replay.strict.substitute import write_outputs
 
@@ -33,6 +34,7 @@ class Matching(Answers):
     forked: dict[int, int]   # recorded child tid -> host tgid of the process that cloned it
     listener: Any
     last_progress: float
+    consumed: Any       # bytearray: events[i] was replayed
 
     if TYPE_CHECKING:   # the session's methods; no stubs at run time to shadow them
         def _answer(self, n: Notif, th: Thread, pos: int, ev: Any) -> None: ...
@@ -293,3 +295,50 @@ class Matching(Answers):
         if self.sb.listener.id_valid(n.id):  # type: ignore[union-attr]
             self._answer(n, th, pos, self.script.events[pos])
         self.last_progress = time.monotonic()
+
+    def _killed_tails(self) -> set[int]:
+        """Positions replay need not reach: the last calls of a thread the recording
+        shows killed (by its group's exit_group, an exec, a signal) that were
+        interrupted by that kill (-ERESTART*) or only seen by the thread itself (a
+        sleep, a time read). Killed earlier in replay, it never makes them, and
+        nothing else could observe that it did not. Likewise a thread's own ``exit``
+        (and such calls before it) when replay ran its process's exit_group first:
+        the group exit ends it the same way (clear-tid wake included).
+        """
+        evs, out, tg = self.script.events, set(), self.script.tgid_of
+        grouped = {tg.get(e.tid, e.tid) for e, done in zip(evs, self.consumed) if done and e.nr == NR_EXIT_GROUP}
+        for tid, q in self.script.per_tid.items():
+            own_exit = tid not in self.script.unended
+            if own_exit and tg.get(tid, tid) not in grouped:
+                continue
+            for i in reversed(q or ()):
+                if self.consumed[i]:
+                    break
+                if own_exit and evs[i].nr == NR_EXIT and i == q[-1]:
+                    out.add(i)
+                    continue
+                if not (evs[i].ret in RESTARTS or evs[i].nr in THREAD_LOCAL):
+                    break
+                out.add(i)
+        return out
+
+    def _same_exit(self, n: Notif, th: Thread, pos: int, ev: Any) -> bool:
+        """exit and exit_group, with the same status, are one call for the last thread of
+        a process. glibc's pthread_exit picks one by a user-space count of running threads
+        (the last to leave calls exit_group), a race replay does not order: a main thread
+        that left last at capture may leave first here. Accepted, as the thread's last
+        recorded call, when the recorded exit_group ended only its caller (the others had
+        left by their own exits before it), or when the recorded exit is the last call of
+        its process (all the others' calls replayed). Answered at once: the others' exits
+        may need this one gone first."""
+        if {n.nr, ev.nr} != {NR_EXIT, NR_EXIT_GROUP} or (n.args[0] ^ ev.args[0]) & 0xFFFFFFFF:
+            return False
+        if len(th.queue) != 1 or th.queue[0] != pos:
+            return False
+        script, owner = self.script, self.script.owner
+        mine = script.tgid_of.get(th.tid, th.tid)
+        others = {t for t in script.tgid_of if t != th.tid and script.tgid_of[t] == mine}
+        rest = [i for i in range(len(owner)) if owner[i] in others]
+        if ev.nr == NR_EXIT_GROUP:
+            return all(t not in script.unended for t in others) and all(i < pos for i in rest)
+        return all(self.consumed[i] for i in rest)

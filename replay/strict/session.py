@@ -23,7 +23,7 @@ from dr.replay.strict.matching import Matching
 from dr.replay.strict.asyncsig import AsyncDelivery
 from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NO_EXIT, NR,
                                    NR_EXECVE, NR_EXIT, NR_EXIT_GROUP, NR_RESTART_SYSCALL, OWN_ORDER,
-                                   PASSTHROUGH, RESTARTS, SOFT, THREAD_LOCAL, VDSO_NAMES, soft_key, Gone, GoneNotif,
+                                   PASSTHROUGH, RESTARTS, SOFT, VDSO_NAMES, soft_key, Gone, GoneNotif,
                                    ReplayOptions, Status, StepResult, Stop, Thread, VSYSCALL_PAGE)
 from dr.replay.strict.files import FileModel
 from dr.replay.strict.handlers import handler_for
@@ -356,32 +356,6 @@ class ReplaySession(Matching):
                 "exit", f"exit status {code}, recorded {rec}", self.main_tid, None))
         return StepResult(Status.EXITED, f"exit status {code}")
 
-    def _killed_tails(self) -> set[int]:
-        """Positions replay need not reach: the last calls of a thread the recording
-        shows killed (by its group's exit_group, an exec, a signal) that were
-        interrupted by that kill (-ERESTART*) or only seen by the thread itself (a
-        sleep, a time read). Killed earlier in replay, it never makes them, and
-        nothing else could observe that it did not. Likewise a thread's own ``exit``
-        (and such calls before it) when replay ran its process's exit_group first:
-        the group exit ends it the same way (clear-tid wake included).
-        """
-        evs, out, tg = self.script.events, set(), self.script.tgid_of
-        grouped = {tg.get(e.tid, e.tid) for e, done in zip(evs, self.consumed) if done and e.nr == NR_EXIT_GROUP}
-        for tid, q in self.script.per_tid.items():
-            own_exit = tid not in self.script.unended
-            if own_exit and tg.get(tid, tid) not in grouped:
-                continue
-            for i in reversed(q or ()):
-                if self.consumed[i]:
-                    break
-                if own_exit and evs[i].nr == NR_EXIT and i == q[-1]:
-                    out.add(i)
-                    continue
-                if not (evs[i].ret in RESTARTS or evs[i].nr in THREAD_LOCAL):
-                    break
-                out.add(i)
-        return out
-
     def _stalled(self) -> None:
         if self.held_exits:
             self.release_exits()
@@ -552,27 +526,6 @@ class ReplaySession(Matching):
             self._answer(n, th, pos, ev)
         else:
             self.held[pos] = (n, th)
-
-    def _same_exit(self, n: Notif, th: Thread, pos: int, ev: Any) -> bool:
-        """exit and exit_group, with the same status, are one call for the last thread of
-        a process. glibc's pthread_exit picks one by a user-space count of running threads
-        (the last to leave calls exit_group), a race replay does not order: a main thread
-        that left last at capture may leave first here. Accepted, as the thread's last
-        recorded call, when the recorded exit_group ended only its caller (the others had
-        left by their own exits before it), or when the recorded exit is the last call of
-        its process (all the others' calls replayed). Answered at once: the others' exits
-        may need this one gone first."""
-        if {n.nr, ev.nr} != {NR_EXIT, NR_EXIT_GROUP} or (n.args[0] ^ ev.args[0]) & 0xFFFFFFFF:
-            return False
-        if len(th.queue) != 1 or th.queue[0] != pos:
-            return False
-        script, owner = self.script, self.script.owner
-        mine = script.tgid_of.get(th.tid, th.tid)
-        others = {t for t in script.tgid_of if t != th.tid and script.tgid_of[t] == mine}
-        rest = [i for i in range(len(owner)) if owner[i] in others]
-        if ev.nr == NR_EXIT_GROUP:
-            return all(t not in script.unended for t in others) and all(i < pos for i in rest)
-        return all(self.consumed[i] for i in rest)
 
     def _consume(self, pos: int, th: Thread) -> None:
         consumed = self.consumed
