@@ -276,6 +276,12 @@ class Formatter:
             return None
         if o.syscalls is not None and _NR_CLOCK_GETTIME not in o.syscalls:
             return None
+        # -z/-Z as for a call: a read returned 0 (or a Go time.now(), which cannot fail)
+        # or -1; any other value is not known to be either, as a call that never returned.
+        ok = cr.kind == "GO_TIME_NOW" or cr.ret == 0
+        if (o.status == "successful" and not ok) or \
+                (o.status == "failed" and (ok or cr.ret != -1)):
+            return None
         head = self._head(cr.tid, cr.ts)
         if cr.kind == "GO_TIME_NOW":
             mono = f", mono={cr.mono}" if cr.mono else ""
