@@ -43,10 +43,14 @@ class Divergence:
     race: str | None = None
     #: Set when an asynchronous signal reached this thread earlier than recorded before it departed.
     signal: str | None = None
+    #: Set when the capture lost events: what they did is missing, so the departure may come from them.
+    lost: str | None = None
 
     def text(self) -> str:
         """The multi-line human report."""
         out = [f"divergence: {self.message}"]
+        if self.lost:   # first: the likeliest cause, before any guess from the program's own state
+            out.append(f"  {self.lost}")
         where = ([f"thread {self.tid}"] if self.tid is not None else []) + \
             ([f"syscall #{self.index} of the trace (dr show --index)"] if self.index is not None else [])
         if where:  # #N counts the trace's syscalls from 0, as dr capture and dr show -c count them
@@ -71,7 +75,7 @@ class Divergence:
         return {"kind": self.kind, "message": self.message, "tid": self.tid, "index": self.index,
                 "expected": self.expected, "actual": self.actual, "history": self.history,
                 "diff": self.diff, "race": self.race,
-                "signal": self.signal}
+                "signal": self.signal, "lost": self.lost}
 
 
 def _printable(b: bytes) -> bool:

@@ -100,7 +100,8 @@ class Answers:
             race = race_hint(self.script.all_events, start, tid, index)
         early = th.early_signal if th is not None and kind in EARLY_SIGNAL_VISIBLE else ""
         return Divergence(kind, message, tid, index, expected, actual, hist, diff or [], race,
-                          early + "; this divergence likely comes from there" if early else None)
+                          early + "; this divergence likely comes from there" if early else None,
+                          lost_line(self.script.losses))
 
     def _history(self, th: Thread) -> list[str]:
         """The last 10 recorded events of the thread up to where replay is, passthrough ones included."""
@@ -456,3 +457,16 @@ class Answers:
         if flags & 0o3:  # written to: a memfd, so mmap of it works as on a file
             return os.memfd_create("dr-replay", os.MFD_CLOEXEC)
         return os.dup(self.devnull)
+
+
+def lost_line(losses: dict[str, int]) -> str | None:
+    """The line a divergence carries when the capture lost events (payloads cut at the
+    snaplen are counted where they are compared, not here): what those events did is not
+    in the recording, so replay may depart from it for that reason alone."""
+    lost = {k: v for k, v in losses.items() if k != "TRUNCATED" and v}
+    if not lost:
+        return None
+    causes = ", ".join(f"{k} {v:,}" for k, v in sorted(lost.items()))
+    return (f"the capture lost {sum(lost.values()):,} events or payloads ({causes}): what they did is "
+            "missing from the recording, so this divergence may come from them; capture again "
+            "(dr capture's summary says why they were lost)")

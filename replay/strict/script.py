@@ -13,7 +13,7 @@ from dr.errors import ReplayError
 from dr.replay.strict.streamtail import cut_tails
 from dr.replay.strict.core import CLONES, EXITS, NR_EXIT_GROUP, PASSTHROUGH, QUEUEINFO, SENDERS, SYNC_FAULTS
 
-__all__ = ["Script", "load_script"]
+__all__ = ["Script", "cut_by", "load_script", "snaplen_remedy"]
 
 NR_PRCTL = schema.by_name("prctl").nr
 #: Passthrough waits a signal can interrupt while the thread sleeps natively.
@@ -268,12 +268,24 @@ def load_script(path: str) -> Script:
                   cut_tails(meta, all_events, fork_recs, losses.get("TRUNCATED", 0)))
 
 
-def snaplen_remedy(events: list[Any]) -> str:
-    """``--snaplen N``, N enough for the longest payload the capture cut (KiB or MiB, rounded up)."""
-    most = max((p.total for e in events for p in e.payloads.values() if p.total > len(p.data)),
-               default=0)
+def snaplen_remedy(events: list[Any], snaplen: Any = None) -> str:
+    """``--snaplen N``, N enough for the longest payload the capture cut (KiB or MiB, rounded
+    up). A payload that holds fewer bytes than the capture's ``snaplen`` was not cut by it:
+    its chunks were lost (loss records), and a bigger snaplen would not help."""
+    keep = snaplen if isinstance(snaplen, int) and snaplen > 0 else 0
+    most = max((p.total for e in events for p in e.payloads.values()
+                if p.total > len(p.data) >= keep), default=0)
+    if not most:
+        return "capture again: those bytes were lost in capture, not cut at the snaplen (see its loss records)"
     size = f"{-(-most // (1 << 20))}M" if most >= 1 << 20 else f"{-(-most // 1024)}K"
     return f"re-capture with `--snaplen {size}`"
+
+
+def cut_by(held: int, snaplen: Any) -> str:
+    """Why a payload holds fewer bytes than the call moved: the snaplen, or lost chunks."""
+    if isinstance(snaplen, int) and 0 < snaplen and held < snaplen:
+        return "its payload's chunks were lost in capture"
+    return "cut at the capture's snaplen"
 
 
 def _spread_repeats(signals: dict[int, list[int]], per_tid: dict[int, deque]) -> None:

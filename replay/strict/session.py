@@ -111,10 +111,11 @@ class ReplaySession(Matching):
             self.report.not_compared.append("the trace was cut short; replay stops where it ends")
         # Payloads cut at snaplen are counted as loss cause TRUNCATED; the bytes they
         # miss are counted where they are compared (report.uncompared_bytes).
-        lost = {k: v for k, v in self.script.losses.items() if k != "TRUNCATED"}
+        lost = {k: v for k, v in self.script.losses.items() if k != "TRUNCATED" and v}
         if lost:
-            self.report.not_compared.append(f"the capture lost events ({lost}); "
-                                            "what they did was not compared")
+            causes = ", ".join(f"{k} {v:,}" for k, v in sorted(lost.items()))
+            self.report.not_compared.append(f"the capture lost {sum(lost.values()):,} events or payloads "
+                                            f"({causes}); what they did was not compared")
 
     # -------------------------------------------------------------- lifecycle
     def _spec(self) -> SandboxSpec:
@@ -314,7 +315,8 @@ class ReplaySession(Matching):
                                   "them longer)")
         if r.uncompared_bytes and not any("snaplen" in x for x in r.not_compared):
             r.not_compared.append(f"{r.uncompared_bytes} bytes the program wrote were cut at the "
-                                  f"capture's snaplen and not compared; {snaplen_remedy(self.script.all_events)}")
+                                  f"capture's snaplen and not compared; "
+                                  f"{snaplen_remedy(self.script.all_events, self.script.meta.get('snaplen'))}")
         if res.status is Status.EXITED:
             r.verdict = "diverged" if r.divergences else ("incomplete" if r.not_compared else "faithful")
         else:

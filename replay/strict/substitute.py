@@ -22,7 +22,7 @@ from dr.replay.strict.core import (IOV_MAX, MAX_INPUT, NR, O_TMPFILE, SC, SOCKAD
 from dr.replay.strict.memio import (MMSG_ARG, compare_sent, gather, plan_messages, read_iov, scatter, too_long,
                                     unmask)
 from dr.replay.strict.ptracecall import plan_iovec
-from dr.replay.strict.script import snaplen_remedy
+from dr.replay.strict.script import cut_by, snaplen_remedy
 from dr.schema import Beh, Kind, Rule, Sub, flagsets
 
 if TYPE_CHECKING:
@@ -376,9 +376,10 @@ def write_outputs(s: ReplaySession, n: Notif, th: Thread, ev: Any, sc: schema.Sy
         if rec.total > len(data):
             # Cut at the capture's snaplen: the program read bytes the trace does not hold,
             # and what it does with them cannot be compared (output bytes, below, can).
+            snaplen = s.script.meta.get("snaplen")
             why = (f"{ev.name} of thread {th.tid} read {rec.total} bytes and the trace holds the first "
-                   f"{len(data)} (cut at the capture's snaplen): replay stops there; "
-                   f"{snaplen_remedy(s.script.all_events)}")
+                   f"{len(data)} ({cut_by(len(data), snaplen)}): replay stops there; "
+                   f"{snaplen_remedy(s.script.all_events, snaplen)}")
             s.report.not_compared.append(why)
             raise Stop(StepResult(Status.EXITED, why))
         if k == Kind.IOV_OUT:
