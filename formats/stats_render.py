@@ -36,7 +36,14 @@ def render(st: Stats, out: TextIO, *, rich_output: bool | None = None,
     from rich.table import Table
 
     tty = out.isatty() if rich_output is None else rich_output
-    con = Console(file=out, force_terminal=tty, no_color=not tty, highlight=False,
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits 1 on its own here; the reader going away is the caller's
+            # to judge (the CLI: success, as for every command).
+            self.quiet = True
+            raise BrokenPipeError(32, "Broken pipe")
+
+    con = _Console(file=out, force_terminal=tty, no_color=not tty, highlight=False,
                   width=None if tty else 200, soft_wrap=not tty)
 
     def table(title: str, *cols: str, left: tuple[str, ...] = (), flex: tuple[str, ...] = ()) -> Table:

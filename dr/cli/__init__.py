@@ -9,6 +9,7 @@ values: :func:`main` prints their one line and exits with their code.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 
@@ -82,6 +83,42 @@ for _info in app.registered_commands:
 for _group in app.registered_groups:  # typer.Typer settings default to a placeholder, not None
     if not isinstance(_group.short_help, str) and _group.name in SHORT_HELP:
         _group.short_help = SHORT_HELP[_group.name]
+
+
+def _reader_gone_is_success(callback):
+    """Wrap a command so that a reader of stdout going away ends it with exit 0.
+
+    click (inside typer) turns a broken pipe into exit 1 with no message, so
+    `dr stats t.drt | head -1` failed where `dr show` succeeded: every command
+    gets the same rule here instead of each catching it (docs/security.md).
+    Standard output is flushed before the command returns, so a broken pipe
+    met by the last buffered lines is seen here too, not at the interpreter's exit.
+    """
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        try:
+            try:
+                rv = callback(*args, **kwargs)
+            finally:
+                sys.stdout.flush()
+        except BrokenPipeError:
+            raise reader_gone() from None
+        return rv
+
+    return run
+
+
+def _wrap_commands(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
+            info.callback = _reader_gone_is_success(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _wrap_commands(group.typer_instance)
+
+
+_wrap_commands(app)
 
 
 def fail(message: str, code: int = ExitCode.ERROR) -> "typer.Exit":
