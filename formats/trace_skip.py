@@ -71,7 +71,7 @@ class RunSkipper:
     """Passes over runs of same-size syscall records whose number is not in ``nrset``.
 
     ``chunks``/``last_seq``: the reader's pending payload chunks, keyed (tid, seq),
-    and last seq per tid (dr.formats.trace_read._Pending), updated for the skipped.
+    and last seq per tid (dr.formats.trace_decode._Pending), updated for the skipped.
     """
 
     __slots__ = ("nrset", "chunks", "last_seq")
