@@ -512,6 +512,29 @@ def check_binaries(bundle: OpenBundle | BundleInfo, strict: bool = False) -> lis
     return warns
 
 
+def pick_trace(path: str | os.PathLike[str], entries: list[dict[str, Any]],
+               trace: str | None) -> dict[str, Any]:
+    """The manifest entry of the bundle's trace named ``trace`` (member name, file name
+    or source name; None: the first). The one rule of every command's ``--trace``."""
+    if trace is None:
+        if not entries:
+            raise BundleError(f"bundle {os.fspath(path)} holds no trace", exit_code=ExitCode.ERROR)
+        return entries[0]
+    chosen = next((t for t in entries if trace in (t["member"], t["member"][7:], t.get("source"))),
+                  None)
+    if chosen is None:
+        names = ", ".join(t["member"][7:] for t in entries)
+        raise UsageError(f"--trace {trace}: bundle {os.fspath(path)} holds no such trace "
+                         f"(it holds: {names})")
+    return chosen
+
+
+def refuse_trace_name(path: str | os.PathLike[str], trace: str | None) -> None:
+    """``--trace`` given with a plain trace: a UsageError (there is nothing to choose)."""
+    if trace is not None:
+        raise UsageError(f"--trace {trace}: {os.fspath(path)} is a trace, not a bundle; drop --trace")
+
+
 @contextlib.contextmanager
 def open_trace_or_bundle(path: str | os.PathLike[str], trace: str | None = None) -> Iterator[Any]:
     """A :class:`dr.formats.trace.TraceReader` on ``path``: a trace, or one trace of a bundle.
@@ -526,26 +549,12 @@ def open_trace_or_bundle(path: str | os.PathLike[str], trace: str | None = None)
     from dr.formats.trace import TraceReader
 
     if not is_bundle(path):
-        if trace is not None:
-            raise UsageError(f"--trace {trace}: {os.fspath(path)} is a trace, not a bundle; "
-                             "drop --trace")
+        refuse_trace_name(path, trace)
         with TraceReader(path) as r:
             yield r
         return
     with open_bundle(path) as ob:
-        entries = ob.manifest["traces"]
-        if trace is None:
-            if not entries:
-                raise BundleError(f"bundle {os.fspath(path)} holds no trace",
-                                  exit_code=ExitCode.ERROR)
-            chosen = entries[0]
-        else:
-            chosen = next((t for t in entries if trace in (t["member"], t["member"][7:],
-                                                          t.get("source"))), None)
-            if chosen is None:
-                names = ", ".join(t["member"][7:] for t in entries)
-                raise UsageError(f"--trace {trace}: bundle {os.fspath(path)} holds no such trace "
-                                 f"(it holds: {names})")
+        chosen = pick_trace(path, ob.manifest["traces"], trace)
         with open(ob.dir / chosen["member"], "rb") as f:
             r = TraceReader(f)
             r.path = f"{os.fspath(path)}:{chosen['member']}"

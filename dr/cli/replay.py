@@ -24,6 +24,7 @@ Examples:
   dr replay incident.drt --cmd ./new-build  # attach-mode trace against another build
   dr replay incident.drt --ignore noise.toml --report r.json   # expected noise: Date, ids
   dr replay incident.drb                    # a bundle, checked against this host's binaries
+  dr replay incident.drb --trace worker.drt # another trace of the bundle (default: its first)
 
 Exit status: 0 faithful (attach mode: every response identical and every
 dependency request matched), 7 incomplete (what was compared matched, but not
@@ -36,6 +37,9 @@ what), 4 diverged or a response differs, 1 error.
 def replay_cmd(
     trace: str = typer.Argument(..., metavar="TRACE", help="Trace (.drt) or bundle (.drb) recorded with dr capture."),
     command: Optional[List[str]] = typer.Argument(None, metavar="[-- CMD ARGS...]", help="Command to run instead of the recorded one (after --)."),
+    trace_name: Optional[str] = typer.Option(None, "--trace", metavar="NAME",
+                                             help="With a bundle: which trace (default: its first; "
+                                                  "dr bundle info lists them)."),
     rootfs: str = typer.Option("/", "--rootfs", metavar="DIR", help="Root filesystem of the sandbox (mounted read-only)."),
     show_output: bool = typer.Option(False, "--show-output", help="Print the tracee's stdout and stderr."),
     report: Optional[str] = typer.Option(None, "--report", metavar="FILE.json", help="Write a JSON report to this file."),
@@ -77,18 +81,29 @@ def replay_cmd(
         from dr.formats.output import check_output
         check_output(report, (trace,), "the report")  # refused before anything runs
     bundle = None
-    try:
-        from dr.formats.bundle import is_bundle
-        if is_bundle(trace):
-            from dr.formats.bundle import check_binaries, open_bundle
-            bundle = open_bundle(trace)
+    from dr.formats.bundle import is_bundle
+    from dr.formats.bundle_read import pick_trace, refuse_trace_name
+    if is_bundle(trace):
+        from dr.formats.bundle import check_binaries, open_bundle
+        entries = None
+        bundle = open_bundle(trace)
+        try:
+            entries = bundle.manifest["traces"]
+            chosen = pick_trace(trace, entries, trace_name)  # show/stats/export's --trace rule
             for w in check_binaries(bundle, strict=strict_binaries):
                 sys.stderr.write(f"dr: warning: {w}\n")
-            if not bundle.traces:
-                raise DrError(f"{trace}: the bundle holds no trace")
-            trace = str(bundle.traces[0])
-    except ImportError:
-        pass
+        except BaseException:
+            bundle.close()
+            raise
+        if trace_name is None and len(entries) > 1:
+            # show/stats/export read the first trace too; a replay runs a program,
+            # so it says which one.
+            names = ", ".join(t["member"][7:] for t in entries)
+            sys.stderr.write(f"dr replay: the bundle holds {len(entries)} traces ({names}); replaying "
+                             f"{chosen['member'][7:]} (--trace NAME: another)\n")
+        trace = str(bundle.dir / chosen["member"])
+    else:
+        refuse_trace_name(trace, trace_name)
     try:
         from dr.replay.streams import attach_mode, cli_streams
     except ImportError:  # streams replay not installed
