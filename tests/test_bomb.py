@@ -92,14 +92,24 @@ def _bundle_with(tmp_path, trace: str) -> str:
     return str(out)
 
 
+#: Runs dr as its own child and prints that child's rusage: a process exec'd straight from
+#: pytest inherits pytest's peak RSS in ru_maxrss (exec records the old mm's high-water mark,
+#: and subprocess vforks), so the figure would grow with the tests run before this one.
+_RUSAGE = ("import os, sys\n"
+           "pid = os.fork()\n"
+           "if pid == 0:\n"
+           "    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+           "    os.execv(sys.executable, [sys.executable, '-m', 'dr', *sys.argv[1:]])\n"
+           "_, st, ru = os.wait4(pid, 0)\n"
+           "print(os.waitstatus_to_exitcode(st), ru.ru_utime + ru.ru_stime, ru.ru_maxrss * 1024)\n")
+
+
 def _measure(args: list[str]) -> tuple[int, str, float, int]:
     """Run dr; (exit code, stderr, CPU seconds, peak RSS in bytes) of that process alone."""
-    p = subprocess.Popen([sys.executable, "-m", "dr", *args], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, cwd=ROOT)
-    err = p.stderr.read().decode()
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err, ru.ru_utime + ru.ru_stime, ru.ru_maxrss * 1024
+    p = subprocess.run([sys.executable, "-c", _RUSAGE, *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, cwd=ROOT, timeout=300)
+    code, cpu, rss = p.stdout.decode().split()
+    return int(code), p.stderr.decode(), float(cpu), int(rss)
 
 
 def _cpu_and_rss_of_dr_doing_nothing() -> tuple[float, int]:
