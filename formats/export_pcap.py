@@ -191,6 +191,8 @@ class _Builder:
                                    caplen=len(raw), wirelen=len(raw))
             finally:
                 w.close()
+        except BrokenPipeError:
+            raise  # a reader of `-o /dev/stdout` went away: the caller's to judge (the CLI: success)
         except OSError as e:
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         return len(self.pkts)

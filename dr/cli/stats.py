@@ -108,6 +108,10 @@ def _cut_short(reader) -> None:
     raise typer.Exit(int(ExitCode.TRUNCATED))
 
 
+#: -o names for the command's own standard output.
+_STDOUT_NAMES = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
+
+
 @contextmanager
 def _output(path: Path | None, inputs: tuple[Path, ...] = (), *,
             binary: bool = False) -> Iterator[IO | str | None]:
@@ -120,8 +124,23 @@ def _output(path: Path | None, inputs: tuple[Path, ...] = (), *,
     from dr.formats.output import open_output, output_path
 
     if binary:
-        if path is None or str(path) == "-":
+        if path is None:
             raise OutputError("this export writes a binary file; give it a file name with -o")
+        if str(path) in _STDOUT_NAMES:
+            # /dev/stdout on a pipe resolves to "/proc/N/fd/pipe:[...]", which
+            # output_path cannot stat: a pipe or device is written in place by
+            # its /dev/stdout name; a regular file by output_path's rules.
+            import os
+            import stat
+            mode = os.fstat(sys.stdout.fileno()).st_mode
+            if sys.stdout.isatty():
+                raise OutputError("this export writes a binary file; not to a terminal: "
+                                  "give it a file name with -o, or a pipe")
+            if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+                sys.stdout.flush()
+                yield "/dev/stdout"
+                return
+            path = Path("/dev/stdout")
         with output_path(path, inputs) as p:
             yield p
         return
