@@ -58,6 +58,15 @@ def check_output(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
         st = None
     except OSError as e:
         raise OutputError(f"cannot write {what} {name}: {e.strerror}") from None
+    if st is None and os.path.islink(name):
+        # A /proc/N/fd link (-o /dev/stdout on a pipe) names its pipe "pipe:[ino]", which
+        # realpath cannot follow but open() can: a pipe or device is written in place.
+        try:
+            lst = os.stat(name)
+        except OSError:
+            lst = None
+        if lst is not None and (stat.S_ISFIFO(lst.st_mode) or stat.S_ISCHR(lst.st_mode)):
+            return "inplace", name
     if st is None:
         if os.path.islink(name):
             raise OutputError(f"cannot write {what} {name}: it is a symlink to {target}, which does not exist")

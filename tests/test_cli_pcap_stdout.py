@@ -72,3 +72,11 @@ def test_pcap_is_not_written_to_a_terminal(trace):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 1
     assert b"not to a terminal" in out and b"\xa1" not in out
+
+
+@pytest.mark.parametrize("argv", [["show"], ["export", "jsonl"], ["export", "perfetto"]])
+def test_text_outputs_into_a_pipe_by_dev_stdout(trace, argv):
+    plain = subprocess.run([DR, *argv, str(trace), "-o", "-"], capture_output=True, timeout=60)
+    r = subprocess.run([DR, *argv, str(trace), "-o", "/dev/stdout"], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain.stdout and r.stdout
