@@ -47,6 +47,7 @@ Examples:
 \b
   dr export pcap incident.drt -o incident.pcap
   tshark -r incident.pcap -qz conv,tcp                      # who talked to whom, bytes each way
+  dr export pcap incident.drt -o - | tshark -r - -qz io,stat,0  # through a pipe
   tshark -r incident.pcap -qz follow,tcp,ascii,0            # the first TCP stream as text
   dr export pcap incident.drb --trace worker.drt -o w.pcap  # one trace of a bundle
 """
@@ -119,7 +120,8 @@ def _output(path: Path | None, inputs: tuple[Path, ...] = (), *,
 
     ``path`` None or "-": stdout (text exporters). Binary exporters, which
     open the file themselves, get a path (a temporary file next to the
-    target, or the target itself for a character device or fifo).
+    target, or the target itself for a character device or fifo; for "-"
+    or /dev/stdout on a pipe, /dev/stdout).
     """
     from dr.formats.output import open_output, output_path
 
@@ -180,7 +182,8 @@ def stats_cmd(
 def export_pcap_cmd(
     trace: Path = _TRACE,
     trace_name: Optional[str] = _TRACE_NAME,
-    output: Path = typer.Option(..., "-o", "--output", help="pcap file to write.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="pcap file to write (- or /dev/stdout: standard output, a pipe).",
+                                show_default=False),
 ) -> None:
     """Socket payloads as TCP/UDP packets between the recorded endpoints (Wireshark, tshark)."""
     from dr.formats.export_pcap import export_pcap
