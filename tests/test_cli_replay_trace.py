@@ -21,7 +21,10 @@ def bundle(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("replay-trace")
     for word in ("stop", "go"):
         assert dr("capture", "-q", "-o", f"{word}.drt", "--", "/bin/echo", word, cwd=d).returncode == 0
-    assert dr("bundle", "create", "stop.drt", "go.drt", "-o", "b.drb", cwd=d).returncode == 0
+    r = dr("bundle", "create", "stop.drt", "go.drt", "-o", "b.drb", cwd=d)
+    assert r.returncode == 0
+    # each trace's files named by its trace (two alike read as one line said twice)
+    assert "(with stop.drt: " in r.stdout + r.stderr and "; go.drt: " in r.stdout + r.stderr
     return d
 
 

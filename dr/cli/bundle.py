@@ -92,8 +92,10 @@ def create_cmd(
     included = sum(1 for b in res.manifest['binaries'] if b.get('member'))
     # What the bytes are: the traces carry the files the programs mapped or executed.
     bundled = res.manifest["traces"]
-    files = [stored_files_text(t.get("stored_files")) for t in bundled]
-    carried = "; ".join(f for f in files if f)
+    # Several traces: each named, or two alike read as one line said twice.
+    files = [(f"{t['member'][7:]}: " if len(bundled) > 1 else "") + stored_files_text(t.get("stored_files"))
+             for t in bundled if stored_files_text(t.get("stored_files"))]
+    carried = "; ".join(files)
     typer.echo(f"wrote {res.path} ({plural(res.size, 'byte')}): "
                f"{plural(len(bundled), 'trace')}" + (f" (with {carried})" if carried else "")
                + f", {plural(included, 'binary', 'binaries')} included; {redaction}")
