@@ -71,21 +71,20 @@ import time
 from collections.abc import Callable
 
 from dr.capture import yield_ptrace
+# The ptrace primitives (libc's ptrace, the requests and events both modules use, /proc
+# status) are declared once, in the module that steps aside for the program's ptrace.
+from dr.capture.yield_ptrace import (PTRACE_CONT, PTRACE_DETACH, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC,
+                                     PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_GETEVENTMSG,
+                                     PTRACE_SEIZE, WALL, _libc, _ptrace, status_fields)
 from dr.errors import TargetError
 
-PTRACE_CONT = 7
-PTRACE_DETACH = 17
-PTRACE_GETEVENTMSG = 0x4201
 PTRACE_GETSIGINFO = 0x4202
 PTRACE_SETOPTIONS = 0x4200
-PTRACE_SEIZE = 0x4206
 PTRACE_O_TRACEFORK = 0x02
 PTRACE_O_TRACEVFORK = 0x04
 PTRACE_O_TRACECLONE = 0x08
 PTRACE_O_TRACEEXEC = 0x10
-PTRACE_EVENT_FORK, PTRACE_EVENT_VFORK, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC = 1, 2, 3, 4
 PTRACE_EVENT_STOP = 128
-WALL = 0x40000000          # __WALL: threads and clone children too
 ADDR_NO_RANDOMIZE = 0x0040000
 GROUP_STOPS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 #: How long to wait for the command's first exec stop (it execs right after "go").
@@ -100,13 +99,6 @@ HOLD_TIMEOUT = 0.05
 #: Faults that re-execute the faulting instruction when the signal is dropped.
 REFAULTS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE})
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-_libc.ptrace.restype = ctypes.c_long
-
-
-def _ptrace(req: int, pid: int, addr: int = 0, data: int = 0) -> int:
-    return _libc.ptrace(req, pid, ctypes.c_void_p(addr), ctypes.c_void_p(data))
 
 
 class SpawnTree:
@@ -430,14 +422,6 @@ class SpawnTree:
             self.patch_errors.append(f"pid {pid}: {getattr(e, 'message', e)}")
 
 
-def _status_fields(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    except OSError:
-        return {}
-
-
 def _exec_start(tid: int) -> str:
     """When ``tid`` was last put on a CPU (``se.exec_start``, as text); "" once it is gone."""
     try:
@@ -460,7 +444,7 @@ def _kernel_sent(pid: int) -> bool:
 
 def _unkillable_init(pid: int, sig: int) -> bool:
     """Whether ``pid`` is the init of a pid namespace below dr's and does not catch ``sig``."""
-    st = _status_fields(pid)
+    st = status_fields(pid)
     nspid = st.get("NSpid", "").split()
     try:
         caught = int(st.get("SigCgt", "0"), 16) >> (sig - 1) & 1
@@ -473,7 +457,7 @@ def _processes(tids: set[int]) -> list[int]:
     """The processes (tgids) of the tasks in ``tids`` that are still alive."""
     out = set()
     for tid in tids:
-        tgid = _status_fields(tid).get("Tgid", "").strip()
+        tgid = status_fields(tid).get("Tgid", "").strip()
         if tgid.isdigit():
             out.add(int(tgid))
     return sorted(out)

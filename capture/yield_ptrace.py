@@ -244,7 +244,8 @@ def _release_at(tree: SpawnTree, tid: int, status: int) -> None:
     tree.let_go(tid, inject)
 
 
-def _status(pid: int) -> dict[str, str]:
+def status_fields(pid: int) -> dict[str, str]:
+    """/proc/PID/status as name -> value ({} once the task is gone)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
@@ -253,7 +254,7 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _tgid(tid: int) -> str:
-    return _status(tid).get("Tgid", "").strip()
+    return status_fields(tid).get("Tgid", "").strip()
 
 
 def _global_tid(tree: SpawnTree, caller: int, vpid: int) -> int | None:
@@ -261,11 +262,11 @@ def _global_tid(tree: SpawnTree, caller: int, vpid: int) -> int | None:
     in its own pid namespace (a program may run in a pid namespace of its own)."""
     if vpid <= 0:
         return None
-    depth = len(_status(caller).get("NSpid", "").split())
+    depth = len(status_fields(caller).get("NSpid", "").split())
     if depth <= 1:
         return vpid
     for task in tree.tasks():
-        ns = _status(task).get("NSpid", "").split()
+        ns = status_fields(task).get("NSpid", "").split()
         if len(ns) >= depth and ns[depth - 1] == str(vpid):
             return task
     return None
