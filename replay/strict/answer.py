@@ -459,14 +459,22 @@ class Answers:
         return os.dup(self.devnull)
 
 
-def lost_line(losses: dict[str, int]) -> str | None:
-    """The line a divergence carries when the capture lost events (payloads cut at the
-    snaplen are counted where they are compared, not here): what those events did is not
-    in the recording, so replay may depart from it for that reason alone."""
+def lost_counts(losses: dict[str, int]) -> str | None:
+    """"N events or payloads (CAUSE n, ...)" for what the capture lost, or None. Payloads
+    cut at the snaplen (TRUNCATED) are counted where they are compared, not here."""
     lost = {k: v for k, v in losses.items() if k != "TRUNCATED" and v}
     if not lost:
         return None
     causes = ", ".join(f"{k} {v:,}" for k, v in sorted(lost.items()))
-    return (f"the capture lost {sum(lost.values()):,} events or payloads ({causes}): what they did is "
-            "missing from the recording, so this divergence may come from them; capture again "
-            "(dr capture's summary says why they were lost)")
+    return f"{sum(lost.values()):,} events or payloads ({causes})"
+
+
+def lost_line(losses: dict[str, int]) -> str | None:
+    """The line a divergence carries when the capture lost events: what those events did is
+    not in the recording, so replay may depart from it for that reason alone."""
+    counts = lost_counts(losses)
+    if counts is None:
+        return None
+    return (f"the capture lost {counts}: what they did is missing from the recording, so this "
+            "divergence may come from them; capture again (dr capture's summary says why they "
+            "were lost)")

@@ -19,6 +19,7 @@ from dr.replay import notify
 from dr.replay.divergence import ReplayReport, decode_call, decode_event
 from dr.replay.notify import MemoryFault, Notif
 from dr.replay.sandbox import Sandbox, SandboxSpec
+from dr.replay.strict.answer import lost_counts
 from dr.replay.strict.matching import Matching
 from dr.replay.strict.asyncsig import AsyncDelivery
 from dr.replay.strict.core import (CLONES, CONTINUE, EXITS, NO_EXIT, NR,
@@ -111,11 +112,9 @@ class ReplaySession(Matching):
             self.report.not_compared.append("the trace was cut short; replay stops where it ends")
         # Payloads cut at snaplen are counted as loss cause TRUNCATED; the bytes they
         # miss are counted where they are compared (report.uncompared_bytes).
-        lost = {k: v for k, v in self.script.losses.items() if k != "TRUNCATED" and v}
+        lost = lost_counts(self.script.losses)
         if lost:
-            causes = ", ".join(f"{k} {v:,}" for k, v in sorted(lost.items()))
-            self.report.not_compared.append(f"the capture lost {sum(lost.values()):,} events or payloads "
-                                            f"({causes}); what they did was not compared")
+            self.report.not_compared.append(f"the capture lost {lost}; what they did was not compared")
 
     # -------------------------------------------------------------- lifecycle
     def _spec(self) -> SandboxSpec:
