@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import build_c
+from test_services import _wait_http  # the same wait the service tests use
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.geteuid() != 0, reason="capture needs root (CAP_BPF)")]
@@ -165,19 +166,6 @@ int main(int argc, char **argv) {
     }
 }
 """
-
-
-def _wait_http(port: int, timeout: float = 20.0) -> None:
-    import urllib.request
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                r.read()
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing answers on port {port}"
-            time.sleep(0.1)
 
 
 def _capture_and_replay(exe, work, n: int) -> tuple:
